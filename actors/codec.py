@@ -1,0 +1,77 @@
+"""msgpack form of the messages in ``actors.messages``.
+
+A message is packed as ``[tag, field, field, ...]`` (positional, no keys).
+Values the transport needs that msgpack cannot carry (actor addresses) are
+packed as msgpack extension types registered by the transport seam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from actors.errors import MalformedMessage
+from actors.messages import REGISTRY
+
+_EXT_PACK: list[tuple[type, int, Callable[[Any], bytes]]] = []
+_EXT_UNPACK: dict[int, Callable[[bytes], Any]] = {}
+
+
+def register_ext(kind: type, code: int, pack: Callable[[Any], bytes],
+                 unpack: Callable[[bytes], Any]) -> None:
+    """Teach the codec to carry objects of ``kind`` as extension ``code``."""
+    if code not in _EXT_UNPACK:
+        _EXT_PACK.append((kind, code, pack))
+        _EXT_UNPACK[code] = unpack
+
+
+def _default(obj: Any) -> Any:
+    for kind, code, pack in _EXT_PACK:
+        if isinstance(obj, kind):
+            return msgpack.ExtType(code, pack(obj))
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot send a value of type {type(obj).__name__}; "
+                    "send plain data (dict, list, str, bytes, int, float, bool, None)")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    unpack = _EXT_UNPACK.get(code)
+    if unpack is None:
+        return msgpack.ExtType(code, data)
+    return unpack(data)
+
+
+def pack_value(value: Any) -> bytes:
+    return msgpack.packb(value, default=_default, use_bin_type=True)
+
+
+def unpack_value(data: bytes) -> Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def encode(msg: Any) -> bytes:
+    """Pack a registered message; raises ``TypeError`` naming an unsendable value."""
+    cls = type(msg)
+    return pack_value([cls.TAG, *(getattr(msg, f) for f in cls.FIELDS)])
+
+
+def decode(data: Any) -> Any:
+    """Unpack bytes into a message; raises ``MalformedMessage`` saying why not."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessage(f"expected msgpack bytes, got {type(data).__name__}")
+    try:
+        items = unpack_value(data)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise MalformedMessage(f"undecodable message ({len(data)} bytes): {exc}")
+    if not isinstance(items, list) or not items or not isinstance(items[0], int):
+        raise MalformedMessage("a message must be a msgpack array starting with its tag")
+    cls = REGISTRY.get(items[0])
+    if cls is None:
+        raise MalformedMessage(f"unknown message tag {items[0]}")
+    try:
+        return cls(*items[1:])
+    except TypeError as exc:
+        raise MalformedMessage(f"bad fields for {cls.__name__}: {exc}")

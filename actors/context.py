@@ -1,0 +1,34 @@
+"""What an actor's behaviour may ask of the process it runs in.
+
+Behaviours (the tool runner, the supervisor) see only this protocol; the
+Thespian shell in ``actors.shell`` implements it. That keeps the actor
+framework behind one seam.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Context(Protocol):
+    pid: int
+    my_address: Any
+
+    def send(self, to: Any, msg: Any) -> None:
+        """Send a message (from ``actors.messages``) to an address; never blocks."""
+
+    def after(self, delay: float, payload: Any) -> None:
+        """Deliver ``payload`` to ``wakeup`` after ``delay`` seconds."""
+
+    def spawn(self, kind: str) -> Any:
+        """Start a child actor process of ``kind`` (``"tool"`` or ``"supervisor"``)."""
+
+    def exit(self) -> None:
+        """End this actor after the current message."""
+
+
+class Behaviour(Protocol):
+    def receive(self, msg: Any, sender: Any) -> None: ...
+    def wakeup(self, payload: Any) -> None: ...
+    def child_exited(self, address: Any) -> None: ...
+    def system_exit(self) -> None: ...

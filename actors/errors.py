@@ -1,0 +1,129 @@
+"""The errors a caller can get back, and their wire form.
+
+Every failure that crosses a process boundary travels as a small dict
+(``code``, ``type``, ``message``, ``traceback``) and is rebuilt on the other
+side as the matching exception class, so ``except ToolUnavailable`` works the
+same whether the tool is in this process or another one.
+"""
+
+from __future__ import annotations
+
+import traceback as _tb
+from typing import Any, ClassVar
+
+
+class ToolError(Exception):
+    """A call or lifecycle operation failed.
+
+    ``type`` is the class name of the original exception (``"ValueError"``),
+    ``message`` its text and ``remote_traceback`` the traceback formatted in the
+    process where it was raised.
+    """
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, type: str | None = None,
+                 traceback: str | None = None, tool: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type or self.__class__.__name__
+        self.remote_traceback = traceback
+        self.tool = tool
+
+    def __str__(self) -> str:
+        where = f"[{self.tool}] " if self.tool else ""
+        if self.type in (self.__class__.__name__, "ToolError"):
+            return f"{where}{self.message}"
+        return f"{where}{self.type}: {self.message}"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "type": self.type, "message": self.message,
+                "traceback": self.remote_traceback}
+
+
+class ToolUnavailable(ToolError):
+    """The tool cannot take the call now: stopped, failed, gone or busy."""
+
+    code = "unavailable"
+
+
+class CallTimeout(ToolUnavailable, TimeoutError):
+    """No answer within the call's timeout."""
+
+    code = "timeout"
+
+
+class ToolOverloaded(ToolUnavailable):
+    """The tool's queue is full (for example paused with its hold queue full)."""
+
+    code = "overloaded"
+
+
+class UnknownCommand(ToolError):
+    """The tool has no command of that name."""
+
+    code = "unknown_command"
+
+
+class BadArguments(ToolError):
+    """The arguments do not fit the command's signature."""
+
+    code = "bad_arguments"
+
+
+class PermissionDenied(ToolError):
+    """The caller may not do this."""
+
+    code = "permission_denied"
+
+
+class InvalidTransition(ToolError):
+    """The lifecycle graph forbids this transition; nothing was changed."""
+
+    code = "invalid_transition"
+
+
+class NotFound(ToolError, LookupError):
+    """No tool or supervisor at that path."""
+
+    code = "not_found"
+
+
+class MalformedMessage(ToolError):
+    """A message could not be decoded or has an unknown kind."""
+
+    code = "malformed"
+
+
+class Moved(ToolError):
+    """Internal: the call reached an instance that is going away and was not run.
+
+    The caller's handle resends it to the next instance; users never see it.
+    """
+
+    code = "moved"
+
+
+_BY_CODE: dict[str, type[ToolError]] = {
+    cls.code: cls for cls in (ToolError, ToolUnavailable, CallTimeout, ToolOverloaded,
+                              UnknownCommand, BadArguments, PermissionDenied,
+                              InvalidTransition, NotFound, MalformedMessage, Moved)
+}
+
+
+def error_to_wire(exc: BaseException) -> dict[str, Any]:
+    """The wire form of any exception, with its formatted traceback."""
+    if isinstance(exc, ToolError):
+        wire = exc.to_wire()
+        if wire["traceback"] is None and exc.__traceback__ is not None:
+            wire["traceback"] = "".join(_tb.format_exception(exc))
+        return wire
+    return {"code": "error", "type": type(exc).__name__, "message": str(exc),
+            "traceback": "".join(_tb.format_exception(exc))}
+
+
+def error_from_wire(wire: dict[str, Any], tool: str | None = None) -> ToolError:
+    """Rebuild the exception a peer sent as ``error_to_wire`` output."""
+    cls = _BY_CODE.get(str(wire.get("code", "error")), ToolError)
+    return cls(str(wire.get("message", "")), type=wire.get("type"),
+               traceback=wire.get("traceback"), tool=tool)

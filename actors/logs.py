@@ -1,0 +1,33 @@
+"""Logging set-up shared by every toolvisor process: loguru to stderr, one format."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from loguru import logger
+
+FORMAT = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+          "<cyan>{process}</cyan> {message}")
+_configured: str | None = None
+
+
+def setup(level: str | None = None) -> None:
+    """Send loguru output to stderr at ``level`` (default: $TOOLVISOR_LOG_LEVEL or INFO)."""
+    global _configured
+    level = (level or os.environ.get("TOOLVISOR_LOG_LEVEL") or "INFO").upper()
+    if _configured == level:
+        return
+    logger.remove()
+    logger.add(sys.stderr, level=level, format=FORMAT, enqueue=False, backtrace=False,
+               diagnose=False)
+    _configured = level
+
+
+def set_title(title: str) -> None:
+    """Name this process in ``ps`` (best effort)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # pragma: no cover - setproctitle is a dependency
+        return
+    setproctitle(title)

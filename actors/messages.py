@@ -1,0 +1,130 @@
+"""The messages that cross process boundaries, as small dataclasses.
+
+Each message class has a one-byte tag; on the wire a message is the msgpack
+array ``[tag, field1, field2, ...]`` (see ``actors.codec``). Requests carry a
+correlation id (``cid`` from a caller, ``ref`` from a supervisor) and replies
+echo it, so a late answer is never mistaken for the current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+#: tag -> message class
+REGISTRY: dict[int, type] = {}
+
+
+def message(tag: int):
+    """Register a dataclass as a wire message with ``tag``."""
+
+    def register(cls: type) -> type:
+        if tag in REGISTRY:
+            raise ValueError(f"message tag {tag} used twice ({REGISTRY[tag].__name__}, {cls.__name__})")
+        cls = dataclass(slots=True)(cls)
+        cls.TAG = tag
+        cls.FIELDS = tuple(f.name for f in fields(cls))
+        REGISTRY[tag] = cls
+        return cls
+
+    return register
+
+
+# -- caller -> tool ---------------------------------------------------------------
+
+@message(1)
+class Call:
+    """Run ``command`` with keyword ``args``; answer with ``Reply`` before ``deadline``."""
+    TAG: ClassVar[int]
+    cid: int
+    command: str
+    args: dict[str, Any]
+    deadline: float  # wall-clock seconds (time.time()), same host
+
+
+@message(2)
+class Reply:
+    """Answer to a ``Call`` or a ``Request``: a value, or an error in wire form."""
+    TAG: ClassVar[int]
+    cid: int
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+
+
+# -- caller -> supervisor -----------------------------------------------------------
+
+@message(3)
+class Request:
+    """An operation on a supervisor (``op``: spawn, control, resolve, inspect, ...)."""
+    TAG: ClassVar[int]
+    cid: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    deadline: float = 0.0
+
+
+# -- supervisor <-> child ----------------------------------------------------------
+
+@message(10)
+class Start:
+    """Become the child described by ``spec``; answer ``Alive`` at once, ``Ack`` when started."""
+    TAG: ClassVar[int]
+    ref: int
+    spec: dict[str, Any]
+
+
+@message(11)
+class Alive:
+    """The child's process exists: its pid and its own address."""
+    TAG: ClassVar[int]
+    ref: int
+    pid: int
+    address: Any
+
+
+@message(12)
+class Ack:
+    """Answer to ``Start``, ``Lifecycle`` or ``Stop`` (same ``ref``)."""
+    TAG: ClassVar[int]
+    ref: int
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+
+
+@message(13)
+class Lifecycle:
+    """Run a lifecycle step in the child: ``pause`` or ``resume``."""
+    TAG: ClassVar[int]
+    ref: int
+    op: str
+
+
+@message(14)
+class Stop:
+    """Release everything (``on_stop`` or stop own children), ``Ack``, then exit."""
+    TAG: ClassVar[int]
+    ref: int
+
+
+@message(15)
+class Exiting:
+    """A child tells its supervisor it is ending: ``normal`` or with ``error``.
+
+    Sent by a tool that called ``self.exit()``, by a tool whose lifecycle
+    callback or timer raised, and by a supervisor that gave up (escalation).
+    The child then waits for its supervisor to stop it.
+    """
+    TAG: ClassVar[int]
+    normal: bool
+    error: dict[str, Any] | None = None
+    escalation: bool = False
+
+
+@message(16)
+class SpecChanged:
+    """A child supervisor's subtree changed; its parent keeps the spec for restarts."""
+    TAG: ClassVar[int]
+    name: str
+    spec: dict[str, Any]

@@ -1,0 +1,280 @@
+"""ToolRunner: the behaviour of a tool's process.
+
+It owns the tool instance and its state, serves ``Call`` messages one at a
+time, holds calls (in order, bounded) while the tool is not yet running or is
+paused, and reports failures to its supervisor, which decides what happens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+
+from actors import logs
+from actors.codec import encode
+from actors.commands import bind, command_table
+from actors.context import Context
+from actors.errors import (
+    CallTimeout,
+    Moved,
+    ToolError,
+    ToolOverloaded,
+    UnknownCommand,
+    error_to_wire,
+)
+from actors.loading import load_object
+from actors.messages import Ack, Alive, Call, Exiting, Lifecycle, Reply, Start, Stop
+from actors.state import StateMachine, ToolState
+from actors.tool import ToolActor
+
+S = ToolState
+DEFAULT_HOLD_LIMIT = 10_000
+
+
+class ToolRunner:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.sm = StateMachine(S.CREATED)
+        self.tool: ToolActor | None = None
+        self.commands: dict[str, Callable[..., Any]] = {}
+        self.supervisor: Any = None
+        self.path = "?"
+        self.fatal: tuple[str, ...] = ()
+        self.hold_limit = DEFAULT_HOLD_LIMIT
+        self.held: deque[tuple[str, Any, Any]] = deque()
+        self.timers: dict[int, Callable[[], Any]] = {}
+        self.next_timer = 0
+        self.exiting = False
+        self.stopped = False
+        self.log = logger
+
+    # -- Behaviour -------------------------------------------------------------------
+    def receive(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, Call):
+            self._on_call(msg, sender)
+        elif isinstance(msg, Start):
+            self._on_start(msg, sender)
+        elif isinstance(msg, Lifecycle):
+            self._on_lifecycle(msg, sender)
+        elif isinstance(msg, Stop):
+            self._on_stop(msg, sender)
+        else:
+            self.log.warning("tool {} ignores a {} message", self.path, type(msg).__name__)
+
+    def wakeup(self, payload: Any) -> None:
+        if isinstance(payload, tuple) and payload and payload[0] == "timer":
+            fn = self.timers.pop(payload[1], None)
+            if fn is None:
+                return
+            if self.sm.state is S.RUNNING and not self.exiting:
+                self._run_timer(fn)
+            elif self.sm.state in (S.READY, S.PAUSED, S.INITIALIZING) and not self.exiting:
+                self.held.append(("timer", fn, None))
+
+    def child_exited(self, address: Any) -> None:
+        """Tools have no child actors."""
+
+    def system_exit(self) -> None:
+        """The actor system is ending this process: release what the tool holds."""
+        self._release()
+
+    # -- runtime services for the ToolActor ------------------------------------------
+    def request_exit(self, normal: bool, error: BaseException | str | None) -> None:
+        if self.exiting:
+            return
+        self.exiting = True
+        wire = None
+        if error is not None:
+            wire = error_to_wire(error) if isinstance(error, BaseException) else \
+                {"code": "error", "type": "ToolExit", "message": str(error), "traceback": None}
+        level = "INFO" if normal else "WARNING"
+        self.log.log(level, "tool {} is exiting ({})", self.path,
+                     "normal" if normal else f"error: {wire and wire['message']}")
+        self._bounce_held()
+        if self.supervisor is not None:
+            self.ctx.send(self.supervisor, Exiting(normal=normal, error=wire))
+
+    def schedule(self, delay: float, fn: Callable[[], Any]) -> int:
+        self.next_timer += 1
+        self.timers[self.next_timer] = fn
+        self.ctx.after(max(0.0, float(delay)), ("timer", self.next_timer))
+        return self.next_timer
+
+    def cancel(self, token: int) -> None:
+        self.timers.pop(token, None)
+
+    # -- start ------------------------------------------------------------------------
+    def _on_start(self, msg: Start, sender: Any) -> None:
+        if self.supervisor is not None:
+            self.ctx.send(sender, Ack(msg.ref, False, error=ToolError(
+                "this tool process was already started").to_wire()))
+            return
+        self.supervisor = sender
+        spec = msg.spec
+        self.path = spec.get("path", spec.get("name", "?"))
+        self.fatal = tuple(spec.get("fatal", ()))
+        self.hold_limit = int(spec.get("hold_limit", DEFAULT_HOLD_LIMIT))
+        logs.setup(spec.get("log_level"))
+        logs.set_title(f"toolvisor tool {self.path}")
+        self.log = logger.bind(tool=self.path)
+        self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
+        try:
+            cls = load_object(spec["actor"], spec.get("main"))
+            if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
+                raise TypeError(f"{spec['actor']} is not a ToolActor subclass")
+            tool = cls()
+            tool.name = spec.get("name", "")
+            tool.path = self.path
+            tool.config = dict(spec.get("config") or {})
+            tool.log = self.log
+            tool._runtime = self
+            self.tool = tool
+            self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
+            self.sm.go(S.INITIALIZING)
+            tool.on_init(dict(tool.config))
+            self.sm.go(S.READY)
+            tool.on_run()
+            self.sm.go(S.RUNNING)
+        except Exception as exc:
+            self.sm.force(S.FAILED)
+            self.log.warning("tool {} failed to start: {}: {}", self.path, type(exc).__name__, exc)
+            self._bounce_held()
+            self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
+            return
+        self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid}))
+        self._drain()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _on_lifecycle(self, msg: Lifecycle, sender: Any) -> None:
+        target = {"pause": S.PAUSED, "resume": S.RUNNING}.get(msg.op)
+        if target is None or self.tool is None:
+            self.ctx.send(sender, Ack(msg.ref, False, error=ToolError(
+                f"unknown lifecycle step {msg.op!r} (or tool not started)").to_wire()))
+            return
+        try:
+            self.sm.go(target, self.path)
+        except ToolError as exc:
+            self.ctx.send(sender, Ack(msg.ref, False, error=exc.to_wire()))
+            return
+        try:
+            (self.tool.on_pause if msg.op == "pause" else self.tool.on_resume)()
+        except Exception as exc:
+            self.sm.force(S.FAILED)
+            self._bounce_held()
+            self.exiting = True
+            self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
+            return
+        self.ctx.send(sender, Ack(msg.ref, True, {"state": self.sm.state.value}))
+        if target is S.RUNNING:
+            self._drain()
+
+    def _on_stop(self, msg: Stop, sender: Any) -> None:
+        error = self._release()
+        self.ctx.send(sender, Ack(msg.ref, error is None, error=error))
+        self.ctx.exit()
+
+    def _release(self) -> dict[str, Any] | None:
+        """Run ``on_stop`` once; answer every held call so nothing is lost."""
+        self.exiting = True
+        self._bounce_held()
+        self.timers.clear()
+        if self.stopped:
+            return None
+        self.stopped = True
+        error = None
+        if self.tool is not None and self.sm.state is not S.FAILED:
+            self.sm.force(S.STOPPING)
+            try:
+                self.tool.on_stop()
+            except Exception as exc:
+                error = error_to_wire(exc)
+                self.log.warning("tool {} on_stop raised {}: {}", self.path, type(exc).__name__, exc)
+        self.sm.force(S.STOPPED)
+        return error
+
+    # -- calls ------------------------------------------------------------------------
+    def _on_call(self, call: Call, sender: Any) -> None:
+        state = self.sm.state
+        if self.exiting or state in (S.STOPPING, S.STOPPED, S.FAILED):
+            self._reply(sender, call.cid, error=Moved(f"tool {self.path} is going away"))
+        elif state is S.RUNNING:
+            self._run_call(call, sender)
+        elif len(self.held) >= self.hold_limit:
+            self._reply(sender, call.cid, error=ToolOverloaded(
+                f"tool {self.path} is {state.value} and its hold queue is full "
+                f"({self.hold_limit} calls); resume it or raise hold_limit"))
+        else:
+            self.held.append(("call", call, sender))
+
+    def _run_call(self, call: Call, sender: Any) -> None:
+        if call.deadline and time.time() > call.deadline:
+            self.log.debug("tool {} dropped call {} ({}): its caller stopped waiting",
+                           self.path, call.cid, call.command)
+            return
+        fn = self.commands.get(call.command)
+        if fn is None:
+            names = ", ".join(sorted(self.commands)) or "none"
+            self._reply(sender, call.cid, error=UnknownCommand(
+                f"tool {self.path} has no command {call.command!r}; its commands: {names}"))
+            return
+        try:
+            bound = bind(fn, call.command, call.args or {})
+            value = fn(*bound.args, **bound.kwargs)
+        except ToolError as exc:
+            self._reply(sender, call.cid, error=exc)
+        except (Exception, SystemExit) as exc:
+            self._reply(sender, call.cid, error=exc)
+            if self._is_fatal(exc):
+                self.request_exit(False, exc)
+        else:
+            self._reply(sender, call.cid, value=value)
+
+    def _reply(self, to: Any, cid: int, value: Any = None, error: BaseException | None = None) -> None:
+        if error is not None:
+            msg = Reply(cid, False, error=error_to_wire(error))
+        else:
+            msg = Reply(cid, True, value)
+            try:
+                encode(msg)
+            except (TypeError, ValueError, OverflowError) as exc:
+                msg = Reply(cid, False, error=ToolError(
+                    f"the command returned a value that cannot be sent ({exc})",
+                    type="UnsendableResult").to_wire())
+        self.ctx.send(to, msg)
+
+    def _is_fatal(self, exc: BaseException) -> bool:
+        if isinstance(exc, SystemExit):
+            return True
+        names = {k.__name__ for k in type(exc).__mro__}
+        return bool(names.intersection(self.fatal))
+
+    def _run_timer(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)
+            self.request_exit(False, exc)
+
+    def _drain(self) -> None:
+        """Serve held work in arrival order while the tool is running."""
+        while self.held and self.sm.state is S.RUNNING and not self.exiting:
+            kind, item, sender = self.held.popleft()
+            if kind == "call":
+                self._run_call(item, sender)
+            else:
+                self._run_timer(item)
+
+    def _bounce_held(self) -> None:
+        """Answer held calls with Moved: their callers resend them to the next instance."""
+        while self.held:
+            kind, item, sender = self.held.popleft()
+            if kind == "call":
+                if item.deadline and time.time() > item.deadline:
+                    self._reply(sender, item.cid, error=CallTimeout("call timed out while held"))
+                else:
+                    self._reply(sender, item.cid, error=Moved(f"tool {self.path} is going away"))
+

@@ -1,0 +1,76 @@
+"""ToolActor: the base class a tool subclasses.
+
+A tool is plain Python: lifecycle callbacks plus ``@command`` methods. The
+runtime creates it inside its own process and calls it one message at a time,
+so a tool never needs a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from loguru import logger
+
+
+class _Runtime(Protocol):
+    def request_exit(self, normal: bool, error: BaseException | str | None) -> None: ...
+    def schedule(self, delay: float, fn: Callable[[], Any]) -> int: ...
+    def cancel(self, token: int) -> None: ...
+
+
+class ToolActor:
+    """Subclass this; override the callbacks you need and mark commands with ``@command``.
+
+    Attributes set by the runtime before ``on_init``: ``name`` (``"counter"``),
+    ``path`` (``"workers/counter"``), ``config`` (the spawn config) and ``log``
+    (a loguru logger bound to the tool's path).
+    """
+
+    name: str = ""
+    path: str = ""
+    config: dict[str, Any]
+    log: Any = logger
+    _runtime: _Runtime | None = None
+
+    # -- lifecycle callbacks: raise to report a failure ---------------------------
+    def on_init(self, config: dict[str, Any]) -> None:
+        """INIT: validate the config and allocate; raising fails the start."""
+
+    def on_run(self) -> None:
+        """RUN: the tool is about to serve calls."""
+
+    def on_pause(self) -> None:
+        """PAUSE: incoming calls are held (in order) until resume."""
+
+    def on_resume(self) -> None:
+        """RESUME: held calls are served next, in the order they came."""
+
+    def on_stop(self) -> None:
+        """STOP: release what the tool holds; called once before the process ends."""
+
+    # -- things a tool can do ---------------------------------------------------------
+    def exit(self, error: BaseException | str | None = None) -> None:
+        """End this tool after the current message.
+
+        Without ``error`` it is a normal exit (a transient or temporary tool stays
+        down, a permanent one is restarted); with ``error`` an abnormal one.
+        """
+        self._require_runtime().request_exit(error is None, error)
+
+    def after(self, delay: float, fn: Callable[[], Any]) -> int:
+        """Run ``fn()`` in this tool after ``delay`` seconds (held while paused).
+
+        Returns a token for ``cancel``. An exception in ``fn`` is a failure of the tool.
+        """
+        return self._require_runtime().schedule(delay, fn)
+
+    def cancel(self, token: int) -> None:
+        """Forget a timer set with ``after``."""
+        self._require_runtime().cancel(token)
+
+    def _require_runtime(self) -> _Runtime:
+        if self._runtime is None:
+            raise RuntimeError("this ToolActor is not running under toolvisor; "
+                               "spawn it with a supervisor (supervisor.spawn(...))")
+        return self._runtime

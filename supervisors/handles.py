@@ -1,0 +1,197 @@
+"""Handles: what user code holds to talk to a tool or a supervisor.
+
+A handle is a path (``"workers/counter"``) plus the system it lives in; it
+finds the current instance on every use, so it stays valid across restarts.
+Handles are safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from actors.errors import ToolError
+from actors.state import ToolState
+from supervisors.hooks import LifecycleHook
+from supervisors.policy import Policy
+from supervisors.specs import supervisor_spec, tool_spec
+
+if TYPE_CHECKING:
+    from supervisors.system import ToolSystem
+
+
+@dataclass(frozen=True)
+class ToolStatus:
+    """A snapshot of one tool (or supervisor) as its supervisor sees it."""
+
+    name: str
+    path: str
+    kind: str
+    state: ToolState
+    pid: int | None
+    restarts: int
+    last_error: str | None
+    generation: int = 0
+    restart: str = "permanent"
+    security_level: str | None = None
+    since: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> ToolStatus:
+        return cls(name=info["name"], path=info["path"], kind=info["kind"],
+                   state=ToolState(info["state"]), pid=info.get("pid"),
+                   restarts=int(info.get("restarts", 0)), last_error=info.get("last_error"),
+                   generation=int(info.get("generation", 0)),
+                   restart=info.get("restart", "permanent"),
+                   security_level=info.get("security_level"), since=info.get("since", 0.0),
+                   usage=dict(info.get("usage") or {}))
+
+
+def _split(path: str) -> tuple[str, str]:
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+class _Node:
+    def __init__(self, system: ToolSystem, path: str) -> None:
+        self.system = system
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return _split(self.path)[1] or "root"
+
+    def _control(self, op: str, timeout: float | None) -> ToolStatus:
+        if not self.path:
+            raise ToolError("the root supervisor cannot be stopped, started or restarted; "
+                            "leave the ToolSystem block to end everything")
+        parent, name = _split(self.path)
+        info = self.system._request(parent, "control", {"name": name, "op": op}, timeout)
+        return ToolStatus.from_info(info)
+
+    def stop(self, timeout: float | None = None) -> ToolStatus:
+        """Stop it; no restart type brings it back until ``start()``."""
+        return self._control("stop", timeout)
+
+    def start(self, timeout: float | None = None) -> ToolStatus:
+        """Start it again after ``stop()`` or after it FAILED."""
+        return self._control("start", timeout)
+
+    def restart(self, timeout: float | None = None) -> ToolStatus:
+        """Stop (if running) and start again; does not count against restart intensity."""
+        return self._control("restart", timeout)
+
+    def status(self, timeout: float | None = None) -> ToolStatus:
+        if not self.path:
+            info = self.system._request("", "inspect", {}, timeout)
+            return ToolStatus(name="root", path="", kind="supervisor",
+                              state=ToolState(info["state"]), pid=info["pid"], restarts=0,
+                              last_error=info.get("last_error"))
+        parent, name = _split(self.path)
+        return ToolStatus.from_info(self.system._request(parent, "status", {"name": name}, timeout))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path or '(root)'}>"
+
+
+class ToolHandle(_Node):
+    """Calls and lifecycle operations for one tool, found by its path."""
+
+    def call(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
+        """Run ``command`` with keyword ``args`` and return its result.
+
+        Raises ``ToolError`` (with the remote type, message and traceback) if the
+        command raised, ``UnknownCommand`` / ``BadArguments`` for a bad request,
+        ``ToolUnavailable`` if the tool is stopped, failed or died during the
+        call, and ``CallTimeout`` after ``timeout`` seconds. A call made while the
+        tool restarts waits for the new instance (within ``timeout``).
+        """
+        return self.system._call(self.path, command, args, timeout)
+
+    def call_many(self, calls: Iterable[tuple[str, dict[str, Any]]],
+                  timeout: float | None = None) -> list[Any]:
+        """Run several calls in order; a failed item is its exception instance."""
+        results: list[Any] = []
+        deadline = time.time() + (timeout or self.system.call_timeout)
+        for command, args in calls:
+            try:
+                results.append(self.call(command, timeout=max(0.001, deadline - time.time()),
+                                         **(args or {})))
+            except ToolError as exc:
+                results.append(exc)
+        return results
+
+    async def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
+        """``call`` for asyncio code: runs in a worker thread, never blocks the loop."""
+        return await asyncio.to_thread(self.call, command, timeout, **args)
+
+    def pause(self, timeout: float | None = None) -> ToolStatus:
+        """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
+        return self._control("pause", timeout)
+
+    def resume(self, timeout: float | None = None) -> ToolStatus:
+        """Run ``on_resume`` and serve the held calls in the order they came."""
+        return self._control("resume", timeout)
+
+
+class SupervisorHandle(_Node):
+    """Build and tune one supervisor's part of the tree."""
+
+    def _child_path(self, name: str) -> str:
+        return f"{self.path}/{name}" if self.path else name
+
+    def spawn(self, actor: type | str, name: str, config: dict[str, Any] | None = None, *,
+              restart: str = "permanent", security_level: str = "standard",
+              shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
+              hold_limit: int = 10_000, timeout: float | None = None) -> ToolHandle:
+        """Start a tool under this supervisor and return its handle.
+
+        ``actor`` is a ToolActor subclass or ``"module:Class"``. Bad values raise
+        ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
+        tool is not kept (as OTP's ``start_child``).
+        """
+        spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
+                         shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
+                         hold_limit=hold_limit)
+        self.system._request(self.path, "spawn", {"spec": spec},
+                             timeout or start_timeout + 5.0)
+        return ToolHandle(self.system, self._child_path(name))
+
+    def supervise(self, name: str, policy: Policy | None = None,
+                  hooks: Sequence[LifecycleHook] = (), *, restart: str = "permanent",
+                  shutdown_timeout: float = 60.0, timeout: float | None = None) -> SupervisorHandle:
+        """Start a nested supervisor (with its own policy and hooks) under this one."""
+        spec = supervisor_spec(name, policy, hooks, restart=restart,
+                               shutdown_timeout=shutdown_timeout)
+        return self.add(spec, timeout)
+
+    def add(self, spec: dict[str, Any], timeout: float | None = None) -> SupervisorHandle:
+        """Start a whole subtree from a spec (as built by ``supervisors.specs``)."""
+        self.system._request(self.path, "spawn", {"spec": spec},
+                             timeout or float(spec.get("start_timeout", 60.0)) + 5.0)
+        return SupervisorHandle(self.system, self._child_path(spec["name"]))
+
+    def set_policy(self, policy: Policy, timeout: float | None = None) -> Policy:
+        """Change strategy, intensity or backoff now; children keep running."""
+        if not isinstance(policy, Policy):
+            raise TypeError("set_policy takes a Policy")
+        return Policy.from_dict(self.system._request(self.path, "set_policy",
+                                                     {"policy": policy.to_dict()}, timeout))
+
+    def remove(self, name: str, timeout: float | None = None) -> None:
+        """Stop a child (if running) and forget it."""
+        self.system._request(self.path, "remove", {"name": name}, timeout)
+
+    def tool(self, name: str) -> ToolHandle:
+        return ToolHandle(self.system, self._child_path(name))
+
+    def supervisor(self, name: str) -> SupervisorHandle:
+        return SupervisorHandle(self.system, self._child_path(name))
+
+    def children(self, timeout: float | None = None) -> list[ToolStatus]:
+        info = self.system._request(self.path, "inspect", {}, timeout)
+        return [ToolStatus.from_info(c) for c in info["children"]]

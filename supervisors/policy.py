@@ -1,0 +1,175 @@
+"""The tuning vocabulary as data: Policy, Backoff and child specs, with checks.
+
+Everything here is plain data that travels to supervisor processes as a dict;
+every check raises ``SpecError`` naming the field and the bad value.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+RESTART_TYPES = ("permanent", "transient", "temporary")
+SECURITY_LEVELS = ("low", "standard", "high", "critical")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+class SpecError(ValueError):
+    """A bad value in a policy or spec; the message names the field and the value."""
+
+
+def _need(ok: bool, field_name: str, value: Any, what: str) -> None:
+    if not ok:
+        raise SpecError(f"{field_name}={value!r} is invalid: {what}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before a restart, as in Akka's restartWithBackoff.
+
+    The n-th consecutive restart waits ``min(maximum, initial * multiplier**n)``
+    plus up to ``jitter`` of that at random; the count starts again once the
+    child has run ``reset_after`` seconds without failing.
+    """
+
+    initial: float = 0.05
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    reset_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        _need(_number(self.initial) and self.initial >= 0, "backoff.initial", self.initial,
+              "must be a number >= 0 (seconds)")
+        _need(_number(self.maximum) and self.maximum >= self.initial, "backoff.maximum",
+              self.maximum, f"must be a number >= initial ({self.initial})")
+        _need(_number(self.multiplier) and self.multiplier >= 1, "backoff.multiplier",
+              self.multiplier, "must be a number >= 1")
+        _need(_number(self.jitter) and 0 <= self.jitter <= 1, "backoff.jitter", self.jitter,
+              "must be between 0 and 1")
+        _need(_number(self.reset_after) and self.reset_after > 0, "backoff.reset_after",
+              self.reset_after, "must be a number > 0 (seconds)")
+
+    @classmethod
+    def none(cls) -> Backoff:
+        """Restart at once."""
+        return cls(initial=0.0, maximum=0.0, jitter=0.0)
+
+    def delay(self, attempt: int, rand: float | None = None) -> float:
+        """Seconds to wait before restart number ``attempt`` (0 = the first)."""
+        if self.initial == 0:
+            return 0.0
+        base = min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
+        r = random.random() if rand is None else rand
+        return base * (1.0 + self.jitter * r)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a supervisor reacts when a child fails.
+
+    ``strategy``: one_for_one restarts the failed child; one_for_all restarts
+    all children; rest_for_one restarts the failed child and those started
+    after it. More than ``max_restarts`` restarts within ``period`` seconds and
+    the supervisor gives up: it stops its children and fails, and its parent
+    handles that as a failure of its own child. ``fatal_errors`` names
+    exception classes that, raised by a command, also end the tool.
+    """
+
+    strategy: str = "one_for_one"
+    max_restarts: int = 3
+    period: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+    fatal_errors: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _need(self.strategy in STRATEGIES, "strategy", self.strategy,
+              f"must be one of {', '.join(STRATEGIES)}")
+        _need(isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool)
+              and self.max_restarts >= 0, "max_restarts", self.max_restarts,
+              "must be a whole number >= 0")
+        _need(_number(self.period) and self.period > 0, "period", self.period,
+              "must be a number > 0 (seconds)")
+        _need(isinstance(self.backoff, Backoff), "backoff", self.backoff, "must be a Backoff")
+        names = self.fatal_errors
+        _need(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names),
+              "fatal_errors", names, "must be a list of exception class names")
+        object.__setattr__(self, "fatal_errors", tuple(names))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fatal_errors"] = list(self.fatal_errors)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Policy:
+        d = dict(d)
+        backoff = d.pop("backoff", None)
+        if isinstance(backoff, dict):
+            d["backoff"] = Backoff(**backoff)
+        elif isinstance(backoff, Backoff):
+            d["backoff"] = backoff
+        return cls(**d)
+
+
+class BackoffState:
+    """One child's position in its backoff sequence."""
+
+    def __init__(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self, backoff: Backoff, ran_for: float | None) -> float:
+        if ran_for is not None and ran_for >= backoff.reset_after:
+            self.attempt = 0
+        delay = backoff.delay(self.attempt)
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Intensity:
+    """OTP restart intensity: at most ``max_restarts`` restarts in any ``period`` seconds."""
+
+    def __init__(self, max_restarts: int, period: float) -> None:
+        self.max_restarts = max_restarts
+        self.period = period
+        self.times: list[float] = []
+
+    def allow(self, now: float) -> bool:
+        """Record a restart at ``now``; False once the limit is exceeded."""
+        self.times = [t for t in self.times if now - t < self.period]
+        self.times.append(now)
+        return len(self.times) <= self.max_restarts
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    _need(isinstance(name, str) and bool(NAME_RE.match(name)), what, name,
+          "use 1-64 letters, digits, '_', '-' or '.', not starting with '-' or '.'")
+    return name
+
+
+def check_child_options(restart: Any, security_level: Any, shutdown_timeout: Any,
+                        start_timeout: Any) -> None:
+    _need(restart in RESTART_TYPES, "restart", restart,
+          f"must be one of {', '.join(RESTART_TYPES)}")
+    _need(security_level in SECURITY_LEVELS, "security_level", security_level,
+          f"must be one of {', '.join(SECURITY_LEVELS)}")
+    _need(_number(shutdown_timeout) and shutdown_timeout > 0, "shutdown_timeout",
+          shutdown_timeout, "must be a number > 0 (seconds)")
+    _need(_number(start_timeout) and start_timeout > 0, "start_timeout", start_timeout,
+          "must be a number > 0 (seconds)")
+
+
+def should_restart(restart: str, normal: bool) -> bool:
+    """OTP restart types: permanent always, transient only after a failure, temporary never."""
+    return restart == "permanent" or (restart == "transient" and not normal)

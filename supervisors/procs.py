@@ -1,0 +1,111 @@
+"""Facts about OS processes: is a pid alive, who is in a process group, end them.
+
+Standard library only (psutil is imported lazily by ``kill_tree``), because
+the reaper script imports this module too and must start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def _stat(pid: int | str) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _fields(stat: bytes) -> list[bytes]:
+    """Fields after the command name: [state, ppid, pgrp, ...]."""
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as dead."""
+    if not pid:
+        return False
+    stat = _stat(pid)
+    if stat is None:
+        if os.path.isdir("/proc/self"):
+            return False
+        try:  # no /proc (not Linux): ask the kernel directly
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return _fields(stat)[0] not in (b"Z", b"X")
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _stat(entry)
+        if stat is None:
+            continue
+        fields = _fields(stat)
+        if fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            out.append(int(entry))
+    return out
+
+
+def reap(pid: int) -> None:
+    """Collect a child of this process that has ended (no-op if it is not ours)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def end_group(pgid: int, grace: float = 1.0) -> bool:
+    """SIGTERM the group, then SIGKILL what is left after ``grace``; True if it is empty."""
+    reap(pgid)
+    if not group_pids(pgid):
+        return True
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            reap(pgid)
+            if not group_pids(pgid):
+                return True
+            time.sleep(0.02)
+    return not group_pids(pgid)
+
+
+def kill_tree(pid: int | None, sig: int = signal.SIGKILL) -> list[int]:
+    """Send ``sig`` to ``pid`` and all its descendants; return the pids signalled."""
+    if not pid:
+        return []
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.Error:
+        return []
+    hit = []
+    for p in procs:
+        try:
+            os.kill(p.pid, sig)
+            hit.append(p.pid)
+        except OSError:
+            pass
+    return hit

@@ -1,0 +1,93 @@
+"""Build and check child specs on the host, before anything is sent or started.
+
+A spec is the plain-data description of a child that its supervisor keeps
+so it can start the child again: for a tool the class path and config, for a
+supervisor its policy, hooks and children's specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from actors.codec import pack_value
+from actors.loading import class_path, load_object, main_file
+from actors.tool import ToolActor
+from supervisors.hooks import LifecycleHook, pack_hooks
+from supervisors.policy import (
+    Policy,
+    SpecError,
+    check_child_options,
+    check_name,
+)
+
+
+def resolve_actor(actor: type | str, field_name: str = "actor") -> str:
+    """Check that ``actor`` names an importable ToolActor subclass; return 'module:Class'."""
+    if isinstance(actor, str):
+        try:
+            obj = load_object(actor)
+        except ImportError as exc:
+            raise SpecError(f"{field_name}={actor!r} cannot be loaded: {exc}")
+        path = actor
+    elif isinstance(actor, type):
+        obj, path = actor, class_path(actor)
+    else:
+        raise SpecError(f"{field_name}={actor!r} is invalid: give a ToolActor subclass "
+                        "or 'module:Class'")
+    if not (isinstance(obj, type) and issubclass(obj, ToolActor)):
+        raise SpecError(f"{field_name}={path!r} is not a ToolActor subclass")
+    if "<locals>" in path:
+        raise SpecError(f"{field_name}={path!r} is defined inside a function; define tool "
+                        "classes at module level so their process can import them")
+    return path
+
+
+def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None, *,
+              restart: str = "permanent", security_level: str = "standard",
+              shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
+              hold_limit: int = 10_000) -> dict[str, Any]:
+    check_name(name)
+    check_child_options(restart, security_level, shutdown_timeout, start_timeout)
+    if not isinstance(hold_limit, int) or isinstance(hold_limit, bool) or hold_limit < 0:
+        raise SpecError(f"hold_limit={hold_limit!r} is invalid: must be a whole number >= 0")
+    config = dict(config or {})
+    try:
+        pack_value(config)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"config for {name!r} cannot be sent to the tool: {exc}")
+    path = resolve_actor(actor)
+    spec: dict[str, Any] = {"kind": "tool", "name": name, "actor": path, "config": config,
+                            "restart": restart, "security_level": security_level,
+                            "shutdown_timeout": float(shutdown_timeout),
+                            "start_timeout": float(start_timeout), "hold_limit": hold_limit}
+    if path.startswith("__main__:"):
+        spec["main"] = main_file()
+    return spec
+
+
+def supervisor_spec(name: str, policy: Policy | None = None,
+                    hooks: Sequence[LifecycleHook] = (), *, restart: str = "permanent",
+                    shutdown_timeout: float = 60.0,
+                    children: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    check_name(name)
+    check_child_options(restart, "standard", shutdown_timeout, 1.0)
+    policy = policy or Policy()
+    if not isinstance(policy, Policy):
+        raise SpecError(f"policy={policy!r} is invalid: give a Policy")
+    names = [c["name"] for c in children]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SpecError(f"supervisor {name!r} has more than one child named {dupes[0]!r}")
+    spec = {"kind": "supervisor", "name": name, "policy": policy.to_dict(),
+            "hooks": pack_hooks(hooks) if hooks else None, "children": list(children),
+            "restart": restart, "shutdown_timeout": float(shutdown_timeout)}
+    spec["start_timeout"] = start_budget(spec)
+    return spec
+
+
+def start_budget(spec: dict[str, Any]) -> float:
+    """How long a supervisor may take to start its whole subtree."""
+    if spec.get("kind") != "supervisor":
+        return float(spec.get("start_timeout", 10.0))
+    return 30.0 + sum(start_budget(c) for c in spec.get("children", []))

@@ -1,0 +1,815 @@
+"""The Supervisor behaviour: one actor process that starts, watches and restarts children.
+
+It follows Erlang/OTP's supervisor: strategies one_for_one, one_for_all and
+rest_for_one; restart intensity (``max_restarts`` in ``period``), past which
+it stops its children and escalates to its parent; restart types permanent,
+transient and temporary; children start in order and stop in reverse order,
+each within its ``shutdown_timeout`` and then killed. Restarts wait per
+``Backoff``. The root supervisor never dies: a subtree that gives up under it
+is marked FAILED and left down until an operator starts it again.
+
+Multi-step work (start, stop, restart a group) runs as *jobs*: generators that
+yield a ``Wait`` and are resumed by the matching event (an ``Ack``, a child's
+exit, or a timer). Jobs run one at a time, so a supervisor never handles two
+lifecycle changes at once and never blocks its process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from actors import logs
+from actors.context import Context
+from actors.errors import (
+    InvalidTransition,
+    NotFound,
+    ToolError,
+    ToolUnavailable,
+    error_from_wire,
+    error_to_wire,
+)
+from actors.messages import Ack, Alive, Exiting, Lifecycle, Reply, Request, SpecChanged, Start, Stop
+from actors.shell import SHELLS, Shell
+from actors.state import StateMachine, ToolState, check
+from supervisors.hooks import run_hooks, unpack_hooks
+from supervisors.policy import BackoffState, Intensity, Policy, should_restart
+from supervisors.procs import kill_tree, pid_alive
+from supervisors.specs import start_budget
+
+S = ToolState
+KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
+WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
+EVENTS_KEPT = 200
+
+EXITED = object()         # a Wait ended because the child's process ended
+TIMEOUT = object()        # a Wait ended because its time ran out
+
+Job = Generator["Wait", Any, Any]
+
+
+class SupervisorShell(Shell):
+    behaviour = "supervisors.supervisor:Supervisor"
+
+
+SHELLS["supervisor"] = SupervisorShell
+
+
+@dataclass
+class Wait:
+    """What a job waits for: an Ack (``ref``), a child's exit, or just time."""
+
+    kind: str                 # "ack" | "exit" | "sleep"
+    child: Child | None = None
+    ref: int | None = None
+    timeout: float | None = None
+    token: int = 0
+
+
+class Child:
+    """The supervisor's record of one child (tool or supervisor)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.kind: str = spec.get("kind", "tool")
+        self.sm = StateMachine(S.CREATED)
+        self.address: Any = None
+        self.pid: int | None = None
+        self.generation = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.operator_stopped = False
+        self.backoff = BackoffState()
+        self.started_at: float | None = None
+        self.exit_report: Exiting | None = None
+        self.waiters: list[tuple[int, Any, int | None]] = []
+
+    @property
+    def state(self) -> ToolState:
+        return self.sm.state
+
+    @property
+    def alive(self) -> bool:
+        return self.address is not None
+
+    @property
+    def restart_type(self) -> str:
+        return self.spec.get("restart", "permanent")
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return float(self.spec.get("shutdown_timeout", 5.0))
+
+    @property
+    def start_timeout(self) -> float:
+        return start_budget(self.spec)
+
+
+def describe(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "unknown error"
+    kind = error.get("type") or "Error"
+    return f"{kind}: {error.get('message', '')}"
+
+
+class Supervisor:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.parent: Any = None
+        self.name = ""
+        self.path = ""
+        self.is_root = False
+        self.spec: dict[str, Any] = {}
+        self.policy = Policy()
+        self.intensity = Intensity(3, 5.0)
+        self.hooks: list[Any] = []
+        self.children: list[Child] = []
+        self.sm = StateMachine(S.CREATED)
+        self.last_error: str | None = None
+        self.host_pid: int | None = None
+        self.jobs: deque[tuple[Job, int | None, Any]] = deque()
+        self.current: tuple[Job, int | None, Any] | None = None
+        self.wait: Wait | None = None
+        self.refs: dict[int, Child] = {}
+        self.next_ref = 0
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.log = logger
+
+    # ================================================================== Behaviour
+    def receive(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, Request):
+            self._on_request(msg, sender)
+        elif isinstance(msg, Ack):
+            self._on_ack(msg)
+        elif isinstance(msg, Alive):
+            child = self.refs.get(msg.ref)
+            if child is not None:
+                child.pid = msg.pid
+                child.address = msg.address
+        elif isinstance(msg, Exiting):
+            self._on_exiting(msg, sender)
+        elif isinstance(msg, SpecChanged):
+            child = self._find(msg.name)
+            if child is not None and child.kind == "supervisor":
+                child.spec = msg.spec
+                self._spec_changed()
+        elif isinstance(msg, Start):
+            self._on_start(msg, sender)
+        elif isinstance(msg, Stop):
+            self._preempt("the supervisor is stopping")
+            self._enqueue(self._stop_self(msg.ref, sender))
+        else:
+            self.log.warning("supervisor {} ignores a {} message", self.path or "root",
+                             type(msg).__name__)
+
+    def wakeup(self, payload: Any) -> None:
+        kind = payload[0] if isinstance(payload, tuple) else payload
+        if kind == "job":
+            if self.wait is not None and self.wait.token == payload[1]:
+                self._resume(TIMEOUT)
+        elif kind == "resolve":
+            self._expire_waiter(payload[1])
+        elif kind == "host":
+            self._watch_host()
+
+    def child_exited(self, address: Any) -> None:
+        child = next((c for c in self.children if c.alive and c.address == address), None)
+        if child is None:
+            return  # Thespian repeats exit notices; and stopped children are forgotten
+        pid = child.pid
+        child.address = None
+        child.pid = None
+        w = self.wait
+        if w is not None and w.child is child and w.kind in ("ack", "exit"):
+            self._resume(EXITED)
+            return
+        if child.exit_report is not None:
+            return  # the job handling its report will see that it is gone
+        error = {"code": "error", "type": "ProcessExited",
+                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
+                 "traceback": None}
+        self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
+        if self._will_restart(child, normal=False):
+            child.sm.force(S.RESTARTING)
+        self._enqueue(self._failure(child, child.generation, error, normal=False))
+
+    def system_exit(self) -> None:
+        """The actor system is shutting down; Thespian ends our children for us."""
+
+    # ================================================================ start / stop self
+    def _on_start(self, msg: Start, sender: Any) -> None:
+        spec = msg.spec
+        self.parent = sender
+        self.spec = spec
+        self.name = spec.get("name", "")
+        self.path = spec.get("path", self.name)
+        self.is_root = bool(spec.get("root"))
+        self.policy = Policy.from_dict(spec.get("policy") or {})
+        self.intensity = Intensity(self.policy.max_restarts, self.policy.period)
+        self.hooks = unpack_hooks(spec.get("inherited_hooks")) + unpack_hooks(spec.get("hooks"))
+        logs.setup(spec.get("log_level"))
+        logs.set_title(f"toolvisor supervisor {self.path or '(root)'}")
+        self.log = logger.bind(supervisor=self.path)
+        self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
+        if self.is_root and spec.get("host_pid"):
+            self.host_pid = int(spec["host_pid"])
+            self.ctx.after(WATCH_HOST_EVERY, "host")
+        self.children = [Child(c) for c in spec.get("children", [])]
+        self.sm.go(S.INITIALIZING)
+        self._enqueue(self._boot(msg.ref, sender))
+
+    def _boot(self, ref: int, reply_to: Any) -> Job:
+        started: list[Child] = []
+        for child in self.children:
+            error = yield from self._start(child)
+            if error is not None:
+                for c in reversed(started):
+                    yield from self._stop_process(c, S.STOPPED)
+                self.sm.force(S.FAILED)
+                self.last_error = f"child {child.name} failed to start: {describe(error)}"
+                self.ctx.send(reply_to, Ack(ref, False, error={**error, "message": self.last_error}))
+                return
+            started.append(child)
+        self.sm.go(S.READY)
+        self.sm.go(S.RUNNING)
+        self.ctx.send(reply_to, Ack(ref, True, {"pid": self.ctx.pid}))
+
+    def _stop_self(self, ref: int, reply_to: Any) -> Job:
+        if self.sm.state in (S.RUNNING, S.INITIALIZING, S.READY, S.PAUSED):
+            self.sm.go(S.STOPPING)
+        for child in reversed(self.children):
+            yield from self._stop_process(child, S.STOPPED)
+        self.sm.force(S.STOPPED)
+        self._notify_all()
+        self.ctx.send(reply_to, Ack(ref, True))
+        self.ctx.exit()
+
+    def _watch_host(self) -> None:
+        if self.host_pid and not pid_alive(self.host_pid):
+            self.log.error("the host process {} is gone; ending the whole actor system",
+                           self.host_pid)
+            for child in reversed(self.children):
+                kill_tree(child.pid)
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        self.ctx.after(WATCH_HOST_EVERY, "host")
+
+    # ================================================================= requests
+    def _on_request(self, req: Request, sender: Any) -> None:
+        handler = getattr(self, f"_op_{req.op}", None)
+        if handler is None:
+            self._reply(sender, req.cid, error=ToolError(f"unknown supervisor operation {req.op!r}"))
+            return
+        try:
+            result = handler(req, sender)
+        except ToolError as exc:
+            self._reply(sender, req.cid, error=exc)
+            return
+        except Exception as exc:
+            self.log.opt(exception=exc).error("operation {} failed", req.op)
+            self._reply(sender, req.cid, error=exc)
+            return
+        if isinstance(result, Generator):
+            self._enqueue(result, req.cid, sender)
+        elif result is not _DEFERRED:
+            self._reply(sender, req.cid, value=result)
+
+    def _reply(self, to: Any, cid: int, value: Any = None, error: BaseException | None = None) -> None:
+        if error is not None:
+            self.ctx.send(to, Reply(cid, False, error=error_to_wire(error)))
+        else:
+            self.ctx.send(to, Reply(cid, True, value))
+
+    def _usable(self) -> None:
+        if self.sm.state in (S.FAILED, S.STOPPING, S.STOPPED):
+            raise ToolUnavailable(f"supervisor {self.path or '(root)'} is {self.sm.state.value}"
+                                  + (f": {self.last_error}" if self.last_error else ""))
+
+    def _op_ping(self, req: Request, sender: Any) -> Any:
+        return {"pid": self.ctx.pid, "pgid": os.getpgrp(), "state": self.sm.state.value}
+
+    def _op_spawn(self, req: Request, sender: Any) -> Job:
+        self._usable()
+        spec = dict(req.args["spec"])
+        return self._add_child(spec)
+
+    def _add_child(self, spec: dict[str, Any]) -> Job:
+        self._usable()
+        if self._find(spec["name"]) is not None:
+            raise ToolError(f"{self._join(spec['name'])} already exists; pick another name "
+                            "or stop and remove the existing one", type="DuplicateName")
+        child = Child(spec)
+        self.children.append(child)
+        error = yield from self._start(child)
+        if error is not None:
+            self.children.remove(child)
+            raise error_from_wire(error, tool=self._path(child))
+        self._spec_changed()
+        return self._info(child)
+
+    def _op_remove(self, req: Request, sender: Any) -> Job:
+        child = self._child(req.args["name"])
+        if child.alive:
+            child.operator_stopped = True
+            yield from self._stop_process(child, S.STOPPED)
+        self.children.remove(child)
+        self._notify(child)
+        self._spec_changed()
+        return {"removed": child.name}
+
+    def _op_control(self, req: Request, sender: Any) -> Job:
+        self._usable()
+        child = self._child(req.args["name"])
+        op = req.args["op"]
+        if op not in ("pause", "resume", "stop", "start", "restart"):
+            raise ToolError(f"unknown lifecycle operation {op!r}; use pause, resume, stop, "
+                            "start or restart")
+        return self._control(child, op)
+
+    def _control(self, child: Child, op: str) -> Job:
+        path = self._path(child)
+        if op in ("pause", "resume"):
+            if child.kind != "tool":
+                raise ToolError(f"{path} is a supervisor; pause and resume apply to tools")
+            target = S.PAUSED if op == "pause" else S.RUNNING
+            if not child.alive:
+                raise InvalidTransition(f"{path}: cannot {op} while {child.state.value}")
+            check(child.state, target, path)
+            ref = self._ref(child)
+            gen = child.generation
+            self.ctx.send(child.address, Lifecycle(ref, op))
+            r = yield Wait("ack", child, ref, child.shutdown_timeout)
+            if isinstance(r, Ack) and r.ok:
+                child.sm.go(target, path)
+                self._event(child, op + "d")
+                self._notify(child)
+                return self._info(child)
+            if isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
+                raise error_from_wire(r.error, tool=path)
+            error = r.error if isinstance(r, Ack) else {
+                "type": "Timeout" if r is TIMEOUT else "ProcessExited",
+                "message": f"no answer to {op} within {child.shutdown_timeout}s"
+                if r is TIMEOUT else "the process ended during " + op}
+            if self._will_restart(child, normal=False):
+                child.sm.force(S.RESTARTING)
+            self._enqueue(self._failure(child, gen, {"code": "error", **error}, normal=False))
+            raise error_from_wire({"code": "error", **error}, tool=path)
+        if op == "stop":
+            if child.state is S.STOPPED:
+                raise InvalidTransition(f"{path} is already stopped")
+            child.operator_stopped = True
+            yield from self._stop_process(child, S.STOPPED)
+            self._event(child, "stopped by operator")
+            return self._info(child)
+        if op == "start":
+            if child.state not in (S.STOPPED, S.FAILED, S.CREATED):
+                raise InvalidTransition(f"{path}: cannot start while {child.state.value}; "
+                                        "start needs a stopped or failed child")
+            child.operator_stopped = False
+            child.backoff.reset()
+            error = yield from self._start(child)
+            if error is not None:
+                raise error_from_wire(error, tool=path)
+            return self._info(child)
+        # restart
+        child.operator_stopped = False
+        if child.alive:
+            yield from self._stop_process(child, S.RESTARTING)
+        child.sm.force(S.RESTARTING)
+        error = yield from self._start(child)
+        if error is not None:
+            raise error_from_wire(error, tool=path)
+        self._event(child, "restarted by operator")
+        return self._info(child)
+
+    def _op_resolve(self, req: Request, sender: Any) -> Any:
+        child = self._child(req.args["name"])
+        not_gen = req.args.get("not_generation")
+        answer = self._route(child, not_gen)
+        if answer is not None:
+            if isinstance(answer, ToolError):
+                raise answer
+            return answer
+        if not req.args.get("wait"):
+            raise ToolUnavailable(f"{self._path(child)} is {child.state.value}")
+        child.waiters.append((req.cid, sender, not_gen))
+        self.ctx.after(max(0.0, req.deadline - time.time()), ("resolve", req.cid))
+        return _DEFERRED
+
+    def _route(self, child: Child, not_gen: int | None) -> dict[str, Any] | ToolError | None:
+        """A route to the child, an error saying why none will come, or None (wait)."""
+        if self.sm.state in (S.FAILED, S.STOPPED):
+            return ToolUnavailable(f"supervisor {self.path} is {self.sm.state.value}")
+        state = child.state
+        if child.alive and state in (S.RUNNING, S.PAUSED) and child.generation != not_gen:
+            return {"address": child.address, "pid": child.pid, "generation": child.generation,
+                    "kind": child.kind, "state": state.value}
+        if child.operator_stopped or state in (S.STOPPED, S.FAILED):
+            why = f": {child.last_error}" if child.last_error and state is S.FAILED else ""
+            return ToolUnavailable(f"{self._path(child)} is {state.value}{why}")
+        return None
+
+    def _notify(self, child: Child) -> None:
+        """Answer parked resolves once the child is serving or settled down."""
+        keep = []
+        for cid, sender, not_gen in child.waiters:
+            answer = self._route(child, not_gen) if child in self.children else \
+                NotFound(f"{self._path(child)} was removed")
+            if answer is None:
+                keep.append((cid, sender, not_gen))
+            elif isinstance(answer, ToolError):
+                self._reply(sender, cid, error=answer)
+            else:
+                self._reply(sender, cid, value=answer)
+        child.waiters = keep
+
+    def _notify_all(self) -> None:
+        for child in self.children:
+            self._notify(child)
+
+    def _expire_waiter(self, cid: int) -> None:
+        for child in self.children:
+            for w in child.waiters:
+                if w[0] == cid:
+                    child.waiters.remove(w)
+                    self._reply(w[1], cid, error=ToolUnavailable(
+                        f"{self._path(child)} did not come back in time ({child.state.value})"))
+                    return
+
+    def _op_inspect(self, req: Request, sender: Any) -> Any:
+        return {"name": self.name, "path": self.path, "pid": self.ctx.pid,
+                "state": self.sm.state.value, "last_error": self.last_error,
+                "policy": self.policy.to_dict(), "root": self.is_root,
+                "busy": self.current is not None, "queued_jobs": len(self.jobs),
+                "children": [self._info(c) for c in self.children]}
+
+    def _op_status(self, req: Request, sender: Any) -> Any:
+        return self._info(self._child(req.args["name"]))
+
+    def _op_events(self, req: Request, sender: Any) -> Any:
+        since = float(req.args.get("since", 0.0))
+        return [e for e in self.events if e["time"] > since]
+
+    def _op_set_policy(self, req: Request, sender: Any) -> Any:
+        policy = Policy.from_dict(req.args["policy"])
+        self.policy = policy
+        self.intensity.max_restarts = policy.max_restarts
+        self.intensity.period = policy.period
+        self.spec = {**self.spec, "policy": policy.to_dict()}
+        self._spec_changed()
+        self.events.append({"time": time.time(), "path": self.path, "event": "policy changed",
+                            "detail": str(policy.to_dict())})
+        return policy.to_dict()
+
+    def _op_shutdown(self, req: Request, sender: Any) -> Job:
+        self._preempt("the system is shutting down")
+        return self._shutdown_job()
+
+    def _shutdown_job(self) -> Job:
+        self.sm.force(S.STOPPING)
+        for child in reversed(self.children):
+            yield from self._stop_process(child, S.STOPPED)
+        self.sm.force(S.STOPPED)
+        self._notify_all()
+        return {"stopped": [c.name for c in self.children]}
+
+    # ================================================================= child events
+    def _on_ack(self, msg: Ack) -> None:
+        w = self.wait
+        if w is not None and w.kind == "ack" and w.ref == msg.ref:
+            self._resume(msg)
+            return
+        child = self.refs.get(msg.ref)
+        if child is not None and not msg.ok:
+            child.last_error = describe(msg.error)
+
+    def _on_exiting(self, msg: Exiting, sender: Any) -> None:
+        child = next((c for c in self.children if c.alive and c.address == sender), None)
+        if child is None or child.exit_report is not None:
+            return
+        child.exit_report = msg
+        if msg.escalation and self.is_root:
+            pass  # stays as it is until the failure job marks it FAILED
+        elif self._will_restart(child, msg.normal):
+            child.sm.force(S.RESTARTING)
+        self._enqueue(self._failure(child, child.generation, msg.error, normal=msg.normal,
+                                    escalation=msg.escalation))
+
+    def _will_restart(self, child: Child, normal: bool) -> bool:
+        return not child.operator_stopped and should_restart(child.restart_type, normal)
+
+    # ================================================================= failure handling
+    def _failure(self, child: Child, generation: int, error: dict[str, Any] | None,
+                 normal: bool, escalation: bool = False) -> Job:
+        if child.generation != generation or child not in self.children:
+            return  # a restart already replaced that instance
+        if child.alive:
+            if escalation and self.is_root:
+                final = S.FAILED
+            elif self._will_restart(child, normal):
+                final = S.RESTARTING
+            else:
+                final = S.STOPPED if normal else S.FAILED
+            yield from self._stop_process(child, final, hooks=not escalation)
+        if child.operator_stopped:
+            return
+        path = self._path(child)
+        if not normal:
+            child.last_error = describe(error)
+            self._event(child, "escalated" if escalation else "failed", child.last_error)
+            if child.kind == "tool":
+                self._hooks("on_error", child, error_from_wire(error or {}, tool=path))
+        else:
+            self._event(child, "exited normally")
+        if escalation and self.is_root:
+            child.sm.force(S.FAILED)
+            self.log.error("subtree {} gave up and is left down: {}", path, child.last_error)
+            self._notify(child)
+            return
+        if not self._will_restart(child, normal):
+            child.sm.force(S.STOPPED if normal else S.FAILED)
+            self._notify(child)
+            return
+        yield from self._recover(child, error)
+
+    def _recover(self, failed: Child, error: dict[str, Any] | None) -> Job:
+        while True:
+            if not self.intensity.allow(time.monotonic()):
+                yield from self._give_up(failed, error)
+                return
+            group = self._group(failed)
+            for sib in reversed(group):
+                if sib is not failed and sib.alive:
+                    yield from self._stop_process(sib, S.RESTARTING)
+            for sib in group:
+                if self._restartable_in_group(sib, failed):
+                    sib.sm.force(S.RESTARTING)
+                elif sib.state is not S.STOPPED and not sib.alive:
+                    sib.sm.force(S.STOPPED)
+                    self._notify(sib)
+            ran_for = time.monotonic() - failed.started_at if failed.started_at else None
+            delay = failed.backoff.next_delay(self.policy.backoff, ran_for)
+            if delay > 0:
+                self._event(failed, "backoff", f"{delay:.3f}s before restart")
+                yield Wait("sleep", timeout=delay)
+            for sib in group:
+                if not self._restartable_in_group(sib, failed) or sib.alive:
+                    continue
+                sib.restarts += 1
+                err = yield from self._start(sib, fail_state=S.RESTARTING)
+                if err is not None:
+                    sib.last_error = describe(err)
+                    self._event(sib, "restart failed", sib.last_error)
+                    if sib.kind == "tool":
+                        self._hooks("on_error", sib, error_from_wire(err, tool=self._path(sib)))
+                    failed, error = sib, err
+                    break
+                self._event(sib, "restarted")
+            else:
+                return
+
+    def _restartable_in_group(self, sib: Child, failed: Child) -> bool:
+        if sib.operator_stopped:
+            return False
+        return sib is failed or sib.restart_type != "temporary"
+
+    def _group(self, failed: Child) -> list[Child]:
+        strategy = self.policy.strategy
+        if strategy == "one_for_all":
+            return list(self.children)
+        if strategy == "rest_for_one":
+            return self.children[self.children.index(failed):]
+        return [failed]
+
+    def _give_up(self, failed: Child, error: dict[str, Any] | None) -> Job:
+        p = self.policy
+        reason = (f"gave up: more than {p.max_restarts} restarts in {p.period:g}s; "
+                  f"last failure in {failed.name}: {describe(error)}")
+        self.log.error("supervisor {} {}", self.path or "(root)", reason)
+        self.events.append({"time": time.time(), "path": self.path, "event": "gave up",
+                            "detail": reason})
+        if self.is_root:
+            if failed.alive:
+                yield from self._stop_process(failed, S.FAILED)
+            failed.sm.force(S.FAILED)
+            failed.last_error = reason
+            self._notify(failed)
+            return
+        self.sm.force(S.FAILED)
+        self.last_error = reason
+        for child in reversed(self.children):
+            yield from self._stop_process(child, S.STOPPED)
+        self._notify_all()
+        self.ctx.send(self.parent, Exiting(normal=False, escalation=True, error={
+            "code": "error", "type": "SupervisorGaveUp", "message": reason, "traceback": None}))
+
+    # ================================================================= start / stop one child
+    def _start(self, child: Child, fail_state: ToolState = S.FAILED) -> Job:
+        """Start ``child``; return None on success or the error (wire form)."""
+        path = self._path(child)
+        if child.kind == "tool":
+            self._hooks("pre_start", child)
+        child.sm.force(S.INITIALIZING)
+        child.generation += 1
+        child.exit_report = None
+        ref = self._ref(child)
+        child.address = self.ctx.spawn(child.kind)
+        self.ctx.send(child.address, Start(ref, self._start_spec(child)))
+        r = yield Wait("ack", child, ref, child.start_timeout)
+        if isinstance(r, Ack) and r.ok:
+            child.pid = (r.value or {}).get("pid", child.pid)
+            child.sm.go(S.READY)
+            child.sm.go(S.RUNNING)
+            child.started_at = time.monotonic()
+            self._event(child, "started", f"pid {child.pid}")
+            if child.kind == "tool":
+                self._hooks("post_start", child)
+            self._notify(child)
+            return None
+        if isinstance(r, Ack):
+            error = r.error or {"message": "start refused"}
+        elif r is TIMEOUT:
+            error = {"code": "error", "type": "StartTimeout", "traceback": None,
+                     "message": f"did not start within {child.start_timeout:g}s"}
+        else:
+            error = {"code": "error", "type": "ProcessExited", "traceback": None,
+                     "message": "the process ended while starting"}
+        error.setdefault("code", "error")
+        self.log.warning("{} {} failed to start: {}", child.kind, path, describe(error))
+        if child.alive:
+            yield from self._stop_process(child, fail_state, hooks=False)
+        child.sm.force(fail_state)
+        child.last_error = describe(error)
+        if fail_state is S.FAILED:
+            self._notify(child)
+        return error
+
+    def _stop_process(self, child: Child, final: ToolState, hooks: bool = True) -> Job:
+        """End the child's process (politely, then by SIGKILL) and set ``final``."""
+        path = self._path(child)
+        if child.alive:
+            run = hooks and child.kind == "tool"
+            if run:
+                self._hooks("pre_stop", child)
+            child.sm.force(S.STOPPING)
+            ref = self._ref(child)
+            self.ctx.send(child.address, Stop(ref))
+            r = yield Wait("exit", child, timeout=child.shutdown_timeout)
+            if r is TIMEOUT:
+                self.log.warning("{} did not stop within {:g}s; killing pid {}", path,
+                                 child.shutdown_timeout, child.pid)
+                self._event(child, "killed", f"no stop within {child.shutdown_timeout:g}s")
+                kill_tree(child.pid)
+                r = yield Wait("exit", child, timeout=KILL_GRACE)
+                if r is TIMEOUT:
+                    self.log.error("{}: no exit notice after SIGKILL; forgetting it", path)
+                    child.address = None
+                    child.pid = None
+            if run:
+                self._hooks("post_stop", child)
+        child.sm.force(final)
+        if final in (S.STOPPED, S.FAILED):
+            self._notify(child)
+
+    def _start_spec(self, child: Child) -> dict[str, Any]:
+        spec = dict(child.spec)
+        spec["path"] = self._path(child)
+        spec.setdefault("log_level", self.spec.get("log_level"))
+        if child.kind == "supervisor":
+            inherited = self.spec.get("inherited_hooks")
+            own = self.spec.get("hooks")
+            spec["inherited_hooks"] = _merge_hooks(inherited, own)
+        else:
+            spec["fatal"] = list(self.policy.fatal_errors)
+        return spec
+
+    # ================================================================= jobs
+    def _enqueue(self, job: Job, cid: int | None = None, reply_to: Any = None) -> None:
+        self.jobs.append((job, cid, reply_to))
+        if self.current is None and self.wait is None:
+            self._run()
+
+    def _resume(self, value: Any) -> None:
+        self.wait = None
+        self._run(value)
+
+    def _run(self, value: Any = None) -> None:
+        while True:
+            if self.current is None:
+                if not self.jobs:
+                    return
+                self.current = self.jobs.popleft()
+                value = None
+            job, cid, reply_to = self.current
+            try:
+                w = job.send(value)
+            except StopIteration as done:
+                self.current = None
+                if cid is not None:
+                    self._reply(reply_to, cid, value=done.value)
+                continue
+            except ToolError as exc:
+                self.current = None
+                if cid is not None:
+                    self._reply(reply_to, cid, error=exc)
+                continue
+            except Exception as exc:
+                self.current = None
+                self.log.opt(exception=exc).error("supervisor {} job failed", self.path)
+                if cid is not None:
+                    self._reply(reply_to, cid, error=exc)
+                continue
+            self.next_ref += 1
+            w.token = self.next_ref
+            self.wait = w
+            if w.timeout is not None:
+                self.ctx.after(w.timeout, ("job", w.token))
+            return
+
+    def _preempt(self, why: str) -> None:
+        """Drop the running and queued jobs (answering their callers) to stop at once."""
+        pending = ([self.current] if self.current else []) + list(self.jobs)
+        self.jobs.clear()
+        self.current = None
+        self.wait = None
+        for job, cid, reply_to in pending:
+            job.close()
+            if cid is not None:
+                self._reply(reply_to, cid, error=ToolUnavailable(f"cancelled: {why}"))
+
+    # ================================================================= helpers
+    def _ref(self, child: Child) -> int:
+        self.next_ref += 1
+        self.refs[self.next_ref] = child
+        if len(self.refs) > 4096:
+            for k in list(self.refs)[:2048]:
+                del self.refs[k]
+        return self.next_ref
+
+    def _find(self, name: str) -> Child | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    def _child(self, name: str) -> Child:
+        child = self._find(name)
+        if child is None:
+            names = ", ".join(c.name for c in self.children) or "none"
+            raise NotFound(f"{self._join(name)} does not exist; children of "
+                           f"{self.path or '(root)'}: {names}")
+        return child
+
+    def _join(self, name: str) -> str:
+        return f"{self.path}/{name}" if self.path else name
+
+    def _path(self, child: Child) -> str:
+        return self._join(child.name)
+
+    def _info(self, child: Child) -> dict[str, Any]:
+        return {"name": child.name, "path": self._path(child), "kind": child.kind,
+                "state": child.state.value, "pid": child.pid if child.alive else None,
+                "restarts": child.restarts, "last_error": child.last_error,
+                "generation": child.generation, "restart": child.restart_type,
+                "security_level": child.spec.get("security_level"),
+                "actor": child.spec.get("actor"),
+                "since": child.sm.since,
+                "children": [{"name": c["name"], "kind": c.get("kind", "tool")}
+                             for c in child.spec.get("children", [])]}
+
+    def _event(self, child: Child, what: str, detail: str = "") -> None:
+        self.events.append({"time": time.time(), "path": self._path(child), "event": what,
+                            "detail": detail, "state": child.state.value})
+
+    def _hooks(self, event: str, child: Child, *args: Any) -> None:
+        for line in run_hooks(self.hooks, event, self._path(child), *args):
+            self._event(child, "hook error", line)
+
+    def _spec_changed(self) -> None:
+        if self.is_root or self.parent is None:
+            return
+        spec = {**self.spec, "children": [c.spec for c in self.children]}
+        for key in ("path", "inherited_hooks", "log_level"):
+            spec.pop(key, None)
+        self.ctx.send(self.parent, SpecChanged(self.name, spec))
+
+
+class _Deferred:
+    """Marker: the operation will answer later (a parked resolve)."""
+
+
+_DEFERRED = _Deferred()
+
+
+def _merge_hooks(a: bytes | None, b: bytes | None) -> bytes | None:
+    if not a:
+        return b
+    if not b:
+        return a
+    import pickle
+
+    return pickle.dumps(pickle.loads(a) + pickle.loads(b))

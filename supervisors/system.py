@@ -1,0 +1,343 @@
+"""ToolSystem: the facade that starts the actor system, builds the tree, and ends it all.
+
+``with ToolSystem() as system:`` starts a Thespian actor system on a free
+loopback port with a root supervisor; leaving the block stops every tool in
+reverse start order and ends every process the system started. A reaper
+process and the root's own watch on the host make sure that is true even if
+the host is killed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from actors import logs
+from actors.errors import (
+    CallTimeout,
+    ToolError,
+    ToolUnavailable,
+    error_from_wire,
+)
+from actors.messages import Ack, Call, Reply, Request, Start
+from supervisors import reaper
+from supervisors.handles import SupervisorHandle, ToolHandle, _split
+from supervisors.hooks import LifecycleHook, pack_hooks
+from supervisors.policy import Policy
+from supervisors.procs import end_group, group_pids, pid_alive
+from supervisors.supervisor import SupervisorShell
+from supervisors.transport import PeerGone, Transport
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a tool or supervisor instance lives right now."""
+
+    address: Any
+    pid: int
+    generation: int
+    kind: str
+
+
+class ToolSystem:
+    """The running actor system and the root of the supervision tree.
+
+    ``policy`` applies to children spawned directly under the root; ``hooks``
+    run for every tool in the system. ``call_timeout`` is the default for
+    ``call``; ``op_timeout`` for lifecycle and tree operations.
+    """
+
+    #: Process groups of every actor system started in this process (for leak checks).
+    started_groups: list[int] = []
+
+    def __init__(self, *, policy: Policy | None = None, hooks: Sequence[LifecycleHook] = (),
+                 base: str = "multiprocTCPBase", call_timeout: float = 30.0,
+                 op_timeout: float = 60.0, log_level: str | None = None,
+                 handle_signals: bool = True, ip: str = "127.0.0.1") -> None:
+        self.policy = policy or Policy()
+        self.hooks = list(hooks)
+        pack_hooks(self.hooks)  # fail now if they cannot travel
+        self.call_timeout = call_timeout
+        self.op_timeout = op_timeout
+        self.log_level = log_level
+        self.handle_signals = handle_signals
+        self.transport = Transport(base, ip)
+        self.config_specs: list[dict[str, Any]] = []
+        self.root_route: Route | None = None
+        self.pgid: int | None = None
+        self._routes: dict[str, Route] = {}
+        self._cids = itertools.count(1)
+        self._reaper: Any = None
+        self._old_sigterm: Any = None
+        self._running = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, path: str | Path, **overrides: Any) -> ToolSystem:
+        """A system described by a TOML file; checked now, started on ``with`` / ``start()``."""
+        from supervisors.config import load_config
+
+        cfg = load_config(path)
+        options = {**cfg.system_options, **overrides}
+        system = cls(**options)
+        system.config_specs = cfg.supervisors
+        return system
+
+    def __enter__(self) -> ToolSystem:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> ToolSystem:
+        if self._running:
+            return self
+        logs.setup(self.log_level)
+        started = time.monotonic()
+        self.transport.start()
+        self._running = True
+        try:
+            address = self.transport.create(SupervisorShell)
+            cid = next(self._cids)
+            spec = {"kind": "supervisor", "name": "", "path": "", "root": True,
+                    "policy": self.policy.to_dict(), "children": [],
+                    "hooks": pack_hooks(self.hooks) if self.hooks else None,
+                    "host_pid": os.getpid(), "log_level": self.log_level}
+            ack = self.transport.exchange(
+                address, Start(cid, spec), lambda m: isinstance(m, Ack) and m.ref == cid,
+                time.time() + 30.0)
+            if not ack.ok:
+                raise error_from_wire(ack.error or {}, tool="(root)")
+            self.root_route = Route(address, int(ack.value["pid"]), 0, "supervisor")
+            info = self._request("", "ping", {}, 10.0)
+            self.pgid = int(info["pgid"])
+            ToolSystem.started_groups.append(self.pgid)
+            self._reaper = reaper.launch(self.pgid)
+            self._install_signals()
+            for sup in self.config_specs:
+                self.root.add(sup)
+        except BaseException:
+            self.shutdown()
+            raise
+        logger.info("toolvisor started on 127.0.0.1:{} in {:.0f} ms (root pid {})",
+                    self.transport.port, (time.monotonic() - started) * 1000,
+                    self.root_route.pid)
+        return self
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every tool (reverse start order) and end every process of this system."""
+        if not self._running:
+            return
+        if self.root_route is not None:
+            try:
+                self._request("", "shutdown", {}, timeout or self.op_timeout)
+            except Exception as exc:
+                logger.warning("orderly shutdown did not finish ({}); ending processes", exc)
+        self._running = False
+        try:
+            self.transport.close()
+        except Exception as exc:
+            logger.warning("actor system shutdown reported: {}", exc)
+        if self.pgid is not None and not end_group(self.pgid, grace=2.0):
+            logger.error("processes of group {} survived SIGKILL: {}", self.pgid,
+                         group_pids(self.pgid))
+        if self._reaper is not None:  # our own clean-up is done: the reaper has no work left
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+        self._restore_signals()
+        self._routes.clear()
+        self.root_route = None
+
+    def _install_signals(self) -> None:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            def on_sigterm(signum: int, frame: Any) -> None:
+                raise SystemExit(128 + signum)
+
+            self._old_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _restore_signals(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # ------------------------------------------------------------------ tree building
+    @property
+    def root(self) -> SupervisorHandle:
+        return SupervisorHandle(self, "")
+
+    def supervise(self, name: str, policy: Policy | None = None,
+                  hooks: Sequence[LifecycleHook] = (), **options: Any) -> SupervisorHandle:
+        """Start a supervisor under the root (see ``SupervisorHandle.supervise``)."""
+        return self.root.supervise(name, policy, hooks, **options)
+
+    def spawn(self, actor: type | str, name: str, config: dict[str, Any] | None = None,
+              **options: Any) -> ToolHandle:
+        """Start a tool directly under the root (see ``SupervisorHandle.spawn``)."""
+        return self.root.spawn(actor, name, config, **options)
+
+    def tool(self, path: str) -> ToolHandle:
+        """The handle of the tool at ``path`` (``"workers/counter"``)."""
+        return ToolHandle(self, path.strip("/"))
+
+    def supervisor(self, path: str) -> SupervisorHandle:
+        return SupervisorHandle(self, path.strip("/"))
+
+    def tree(self, timeout: float | None = None) -> dict[str, Any]:
+        """The whole supervision tree as nested dicts (name, kind, state, children, ...)."""
+        return self._subtree("", None, timeout)
+
+    def _subtree(self, path: str, info: dict[str, Any] | None,
+                 timeout: float | None) -> dict[str, Any]:
+        try:
+            data = self._request(path, "inspect", {}, timeout)
+        except ToolUnavailable:
+            if info is None:
+                raise
+            node = dict(info)
+            node["children"] = [{"name": c["name"], "path": f"{path}/{c['name']}",
+                                 "kind": c["kind"], "state": "stopped", "pid": None,
+                                 "restarts": 0, "last_error": None, "children": []}
+                                for c in info.get("children", [])]
+            return node
+        node = {**(info or {}), "name": data["name"] or "root", "path": path,
+                "kind": "supervisor", "state": data["state"], "pid": data["pid"],
+                "policy": data["policy"], "last_error": (info or {}).get("last_error")
+                or data["last_error"]}
+        kids = []
+        for child in data["children"]:
+            if child["kind"] == "supervisor" and child["state"] in ("running", "paused"):
+                kids.append(self._subtree(child["path"], child, timeout))
+            elif child["kind"] == "supervisor":
+                kids.append({**child, "children": [
+                    {"name": c["name"], "path": f"{child['path']}/{c['name']}",
+                     "kind": c["kind"], "state": "stopped", "pid": None, "restarts": 0,
+                     "last_error": None, "children": []} for c in child["children"]]})
+            else:
+                kids.append({k: v for k, v in child.items() if k != "children"})
+        node["children"] = kids
+        return node
+
+    def events(self, since: float = 0.0, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Recent lifecycle events from every running supervisor, oldest first."""
+        out: list[dict[str, Any]] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if node["kind"] != "supervisor" or node["state"] not in ("running", "paused",
+                                                                       "failed"):
+                return
+            try:
+                out.extend(self._request(node["path"], "events", {"since": since}, timeout))
+            except ToolError:
+                return
+            for child in node.get("children", []):
+                walk(child)
+
+        walk(self.tree(timeout))
+        return sorted(out, key=lambda e: e["time"])
+
+    # ------------------------------------------------------------------ the call path
+    def _deadline(self, timeout: float | None, default: float) -> float:
+        return time.time() + (default if timeout is None else float(timeout))
+
+    def _require_running(self) -> None:
+        if not self._running or self.root_route is None:
+            raise ToolUnavailable("the ToolSystem is not running; use 'with ToolSystem() as "
+                                  "system:' or call start()")
+
+    def _call(self, path: str, command: str, args: dict[str, Any],
+              timeout: float | None) -> Any:
+        self._require_running()
+        limit = self.call_timeout if timeout is None else float(timeout)
+        deadline = time.time() + limit
+        cid = next(self._cids)
+        not_gen: int | None = None
+        while True:
+            route = self._route(path, deadline, not_gen)
+            if route.kind != "tool":
+                raise ToolError(f"{path} is a supervisor; call commands on its tools")
+            try:
+                reply = self.transport.exchange(
+                    route.address, Call(cid, command, args, deadline),
+                    lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
+                    lambda pid=route.pid: pid_alive(pid))
+            except PeerGone:
+                self._routes.pop(path, None)
+                raise ToolUnavailable(f"{path} ended while handling {command!r}; "
+                                      "the call may or may not have run", tool=path)
+            except CallTimeout:
+                raise CallTimeout(f"no answer from {path} to {command!r} within {limit:g}s",
+                                  tool=path)
+            if reply.ok:
+                return reply.value
+            if (reply.error or {}).get("code") == "moved":
+                self._routes.pop(path, None)
+                not_gen = route.generation
+                continue
+            raise error_from_wire(reply.error or {}, tool=path)
+
+    def _route(self, path: str, deadline: float, not_gen: int | None = None) -> Route:
+        """The live instance at ``path``; waits (until ``deadline``) while it restarts."""
+        if not path:
+            self._require_running()
+            assert self.root_route is not None
+            if not pid_alive(self.root_route.pid):
+                raise ToolUnavailable("the root supervisor's process is gone; the system "
+                                      "cannot recover from that: start a new ToolSystem")
+            return self.root_route
+        cached = self._routes.get(path)
+        if cached is not None and cached.generation != not_gen:
+            if pid_alive(cached.pid):
+                return cached
+            not_gen = cached.generation  # that instance is gone: wait for the next one
+        parent, name = _split(path)
+        args: dict[str, Any] = {"name": name, "wait": True}
+        if not_gen is not None:
+            args["not_generation"] = not_gen
+        info = self._request_until(parent, "resolve", args, deadline)
+        route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"])
+        self._routes[path] = route
+        return route
+
+    def _request(self, path: str, op: str, args: dict[str, Any], timeout: float | None) -> Any:
+        """Run supervisor operation ``op`` on the supervisor at ``path``."""
+        self._require_running()
+        return self._request_until(path, op, args, self._deadline(timeout, self.op_timeout))
+
+    def _request_until(self, path: str, op: str, args: dict[str, Any], deadline: float) -> Any:
+        cid = next(self._cids)
+        while True:
+            route = self._route(path, deadline)
+            if route.kind != "supervisor":
+                raise ToolError(f"{path} is a tool, not a supervisor")
+            try:
+                reply = self.transport.exchange(
+                    route.address, Request(cid, op, args, deadline),
+                    lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
+                    lambda pid=route.pid: pid_alive(pid))
+            except PeerGone:
+                self._routes.pop(path, None)
+                if op in ("resolve", "inspect", "status", "events", "ping"):
+                    continue  # harmless to ask the next instance
+                raise ToolUnavailable(f"supervisor {path} ended during {op!r}", tool=path or None)
+            except CallTimeout:
+                raise CallTimeout(f"supervisor {path or '(root)'} did not finish {op!r} in time",
+                                  tool=path or None)
+            if reply.ok:
+                return reply.value
+            raise error_from_wire(reply.error or {}, tool=path or None)

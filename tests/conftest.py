@@ -1,0 +1,60 @@
+"""Shared fixtures, and the session-end check that no test left a process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from supervisors import Backoff, Policy, ToolSystem
+from tests.helpers import group_members
+
+FAST = Policy(max_restarts=10, period=5.0, backoff=Backoff.none())
+
+
+@pytest.fixture
+def system() -> Iterator[ToolSystem]:
+    with ToolSystem(policy=FAST) as s:
+        yield s
+
+
+@pytest.fixture
+def log(tmp_path) -> str:
+    return str(tmp_path / "events.log")
+
+
+def read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n") for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any actor-system process or child of pytest is still alive."""
+    deadline = time.monotonic() + 5.0
+    me = psutil.Process(os.getpid())
+    while True:
+        strays = [p for g in ToolSystem.started_groups for p in group_members(g)]
+        try:
+            strays += [c for c in me.children(recursive=True)
+                       if c.status() != psutil.STATUS_ZOMBIE]
+        except psutil.Error:
+            pass
+        if not strays or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if strays:
+        lines = []
+        for p in strays:
+            try:
+                lines.append(f"  pid {p.pid}: {' '.join(p.cmdline())[:120]}")
+                p.kill()
+            except psutil.Error:
+                pass
+        print("\nSTRAY PROCESSES left behind by the tests (now killed):\n" + "\n".join(lines))
+        session.exitstatus = 1

@@ -1,0 +1,168 @@
+"""Tools and hooks used by the tests (module level, so tool processes can import them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from actors import ToolActor, command
+from supervisors import LifecycleHook
+
+
+class Counter(ToolActor):
+    def on_init(self, config: dict[str, Any]) -> None:
+        self.n = config.get("start", 0)
+        self.log_path = config.get("log")
+        self._note(f"init {os.getpid()}")
+
+    def on_pause(self) -> None:
+        self._note("pause")
+
+    def on_resume(self) -> None:
+        self._note("resume")
+
+    def on_stop(self) -> None:
+        self._note(f"stop {self.name}")
+
+    def _note(self, line: str) -> None:
+        if self.log_path:
+            with open(self.log_path, "a") as f:
+                f.write(f"{self.name} {line}\n")
+
+    @command
+    def add(self, k: int = 1) -> int:
+        self.n += k
+        return self.n
+
+    @command
+    def get(self) -> int:
+        return self.n
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+    @command
+    def fail(self, message: str = "boom") -> None:
+        raise ValueError(message)
+
+    @command
+    def crash(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @command
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @command
+    def leave(self, error: str | None = None) -> str:
+        self.exit(error)
+        return "bye"
+
+    @command
+    def unsendable(self) -> Any:
+        return object()
+
+    @command
+    def memory(self) -> None:
+        raise MemoryError("pretend we ran out")
+
+
+class FailingInit(ToolActor):
+    def on_init(self, config: dict[str, Any]) -> None:
+        raise RuntimeError("cannot connect to the database")
+
+
+class FailAfterFirst(ToolActor):
+    """Starts once; every later start (a restart) fails in on_init."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        marker = Path(config["marker"])
+        if marker.exists():
+            raise RuntimeError("second start refused")
+        marker.write_text("started")
+
+    @command
+    def crash(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StubbornStop(ToolActor):
+    """Ignores stop: on_stop never returns in time."""
+
+    def on_stop(self) -> None:
+        time.sleep(60)
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class BadPause(ToolActor):
+    def on_pause(self) -> None:
+        raise RuntimeError("pause is not supported")
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class Ticker(ToolActor):
+    """Counts timer ticks; raises from a tick when told to."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        self.ticks = 0
+        self.fail_at = config.get("fail_at")
+        self.after(0.01, self.tick)
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.fail_at is not None and self.ticks >= self.fail_at:
+            raise RuntimeError(f"tick {self.ticks} failed")
+        self.after(0.01, self.tick)
+
+    @command
+    def ticks_so_far(self) -> int:
+        return self.ticks
+
+
+class RecordingHook(LifecycleHook):
+    """Appends one line per hook call to a file (hooks run in supervisor processes)."""
+
+    def __init__(self, path: str, tag: str = "hook") -> None:
+        self.path = path
+        self.tag = tag
+
+    def _w(self, line: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{self.tag} {line}\n")
+
+    def pre_start(self, tool: str) -> None:
+        self._w(f"pre_start {tool}")
+
+    def post_start(self, tool: str) -> None:
+        self._w(f"post_start {tool}")
+
+    def pre_stop(self, tool: str) -> None:
+        self._w(f"pre_stop {tool}")
+
+    def post_stop(self, tool: str) -> None:
+        self._w(f"post_stop {tool}")
+
+    def on_error(self, tool: str, error: Exception) -> None:
+        self._w(f"on_error {tool} {type(error).__name__} {error}")
+
+
+class ExplodingHook(LifecycleHook):
+    def pre_start(self, tool: str) -> None:
+        raise RuntimeError("hook bug")
+
+    def post_start(self, tool: str) -> None:
+        raise RuntimeError("hook bug")
+
+    def on_error(self, tool: str, error: Exception) -> None:
+        raise RuntimeError("hook bug")
