@@ -11,6 +11,7 @@ from actors.errors import (
     ToolUnavailable,
     UnknownCommand,
 )
+from actors.state import ToolState
 from supervisors.config import ConfigError
 from supervisors.handles import SupervisorHandle, ToolHandle, ToolStatus
 from supervisors.hooks import LifecycleHook
@@ -21,5 +22,5 @@ __all__ = [
     "Backoff", "BadArguments", "CallTimeout", "ConfigError", "InvalidTransition",
     "LifecycleHook", "NotFound", "PermissionDenied", "Policy", "SpecError",
     "SupervisorHandle", "ToolError", "ToolHandle", "ToolOverloaded", "ToolStatus",
-    "ToolSystem", "ToolUnavailable", "UnknownCommand",
+    "ToolState", "ToolSystem", "ToolUnavailable", "UnknownCommand",
 ]
