@@ -128,3 +128,10 @@ class SpecChanged:
     TAG: ClassVar[int]
     name: str
     spec: dict[str, Any]
+
+
+@message(17)
+class Event:
+    """A lifecycle event travelling up to the root, which keeps the system's event log."""
+    TAG: ClassVar[int]
+    event: dict[str, Any]

@@ -36,7 +36,18 @@ from actors.errors import (
     error_from_wire,
     error_to_wire,
 )
-from actors.messages import Ack, Alive, Exiting, Lifecycle, Reply, Request, SpecChanged, Start, Stop
+from actors.messages import (
+    Ack,
+    Alive,
+    Event,
+    Exiting,
+    Lifecycle,
+    Reply,
+    Request,
+    SpecChanged,
+    Start,
+    Stop,
+)
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
 from supervisors.hooks import run_hooks, unpack_hooks
@@ -47,7 +58,7 @@ from supervisors.specs import start_budget
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
 WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
-EVENTS_KEPT = 200
+EVENTS_KEPT = 2000
 
 EXITED = object()         # a Wait ended because the child's process ended
 TIMEOUT = object()        # a Wait ended because its time ran out
@@ -161,6 +172,8 @@ class Supervisor:
             if child is not None and child.kind == "supervisor":
                 child.spec = msg.spec
                 self._spec_changed()
+        elif isinstance(msg, Event):
+            self._publish(msg.event)
         elif isinstance(msg, Start):
             self._on_start(msg, sender)
         elif isinstance(msg, Stop):
@@ -391,24 +404,25 @@ class Supervisor:
 
     def _op_resolve(self, req: Request, sender: Any) -> Any:
         child = self._child(req.args["name"])
-        not_gen = req.args.get("not_generation")
-        answer = self._route(child, not_gen)
+        not_pid = req.args.get("not_pid")
+        answer = self._route(child, not_pid)
         if answer is not None:
             if isinstance(answer, ToolError):
                 raise answer
             return answer
         if not req.args.get("wait"):
             raise ToolUnavailable(f"{self._path(child)} is {child.state.value}")
-        child.waiters.append((req.cid, sender, not_gen))
+        child.waiters.append((req.cid, sender, not_pid))
         self.ctx.after(max(0.0, req.deadline - time.time()), ("resolve", req.cid))
         return _DEFERRED
 
-    def _route(self, child: Child, not_gen: int | None) -> dict[str, Any] | ToolError | None:
-        """A route to the child, an error saying why none will come, or None (wait)."""
+    def _route(self, child: Child, not_pid: int | None) -> dict[str, Any] | ToolError | None:
+        """A route to the child (other than the instance ``not_pid``), an error saying why
+        none will come, or None (wait)."""
         if self.sm.state in (S.FAILED, S.STOPPED):
             return ToolUnavailable(f"supervisor {self.path} is {self.sm.state.value}")
         state = child.state
-        if child.alive and state in (S.RUNNING, S.PAUSED) and child.generation != not_gen:
+        if child.alive and state in (S.RUNNING, S.PAUSED) and child.pid != not_pid:
             return {"address": child.address, "pid": child.pid, "generation": child.generation,
                     "kind": child.kind, "state": state.value}
         if child.operator_stopped or state in (S.STOPPED, S.FAILED):
@@ -419,11 +433,11 @@ class Supervisor:
     def _notify(self, child: Child) -> None:
         """Answer parked resolves once the child is serving or settled down."""
         keep = []
-        for cid, sender, not_gen in child.waiters:
-            answer = self._route(child, not_gen) if child in self.children else \
+        for cid, sender, not_pid in child.waiters:
+            answer = self._route(child, not_pid) if child in self.children else \
                 NotFound(f"{self._path(child)} was removed")
             if answer is None:
-                keep.append((cid, sender, not_gen))
+                keep.append((cid, sender, not_pid))
             elif isinstance(answer, ToolError):
                 self._reply(sender, cid, error=answer)
             else:
@@ -464,8 +478,8 @@ class Supervisor:
         self.intensity.period = policy.period
         self.spec = {**self.spec, "policy": policy.to_dict()}
         self._spec_changed()
-        self.events.append({"time": time.time(), "path": self.path, "event": "policy changed",
-                            "detail": str(policy.to_dict())})
+        self._publish({"time": time.time(), "path": self.path, "event": "policy changed",
+                       "detail": str(policy.to_dict()), "state": self.sm.state.value})
         return policy.to_dict()
 
     def _op_shutdown(self, req: Request, sender: Any) -> Job:
@@ -593,8 +607,8 @@ class Supervisor:
         reason = (f"gave up: more than {p.max_restarts} restarts in {p.period:g}s; "
                   f"last failure in {failed.name}: {describe(error)}")
         self.log.error("supervisor {} {}", self.path or "(root)", reason)
-        self.events.append({"time": time.time(), "path": self.path, "event": "gave up",
-                            "detail": reason})
+        self._publish({"time": time.time(), "path": self.path, "event": "gave up",
+                       "detail": reason, "state": "failed"})
         if self.is_root:
             if failed.alive:
                 yield from self._stop_process(failed, S.FAILED)
@@ -782,8 +796,15 @@ class Supervisor:
                              for c in child.spec.get("children", [])]}
 
     def _event(self, child: Child, what: str, detail: str = "") -> None:
-        self.events.append({"time": time.time(), "path": self._path(child), "event": what,
-                            "detail": detail, "state": child.state.value})
+        self._publish({"time": time.time(), "path": self._path(child), "event": what,
+                       "detail": detail, "state": child.state.value})
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        """The root owns the event log; every other supervisor passes events up."""
+        if self.is_root or self.parent is None:
+            self.events.append(event)
+        else:
+            self.ctx.send(self.parent, Event(event))
 
     def _hooks(self, event: str, child: Child, *args: Any) -> None:
         for line in run_hooks(self.hooks, event, self._path(child), *args):

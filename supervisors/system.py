@@ -234,22 +234,11 @@ class ToolSystem:
         return node
 
     def events(self, since: float = 0.0, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Recent lifecycle events from every running supervisor, oldest first."""
-        out: list[dict[str, Any]] = []
+        """Recent lifecycle events of the whole tree (kept by the root), oldest first.
 
-        def walk(node: dict[str, Any]) -> None:
-            if node["kind"] != "supervisor" or node["state"] not in ("running", "paused",
-                                                                       "failed"):
-                return
-            try:
-                out.extend(self._request(node["path"], "events", {"since": since}, timeout))
-            except ToolError:
-                return
-            for child in node.get("children", []):
-                walk(child)
-
-        walk(self.tree(timeout))
-        return sorted(out, key=lambda e: e["time"])
+        Each is a dict with ``time``, ``path``, ``event``, ``detail`` and ``state``.
+        """
+        return list(self._request("", "events", {"since": since}, timeout))
 
     # ------------------------------------------------------------------ the call path
     def _deadline(self, timeout: float | None, default: float) -> float:
@@ -266,9 +255,9 @@ class ToolSystem:
         limit = self.call_timeout if timeout is None else float(timeout)
         deadline = time.time() + limit
         cid = next(self._cids)
-        not_gen: int | None = None
+        not_pid: int | None = None
         while True:
-            route = self._route(path, deadline, not_gen)
+            route = self._route(path, deadline, not_pid)
             if route.kind != "tool":
                 raise ToolError(f"{path} is a supervisor; call commands on its tools")
             try:
@@ -287,11 +276,11 @@ class ToolSystem:
                 return reply.value
             if (reply.error or {}).get("code") == "moved":
                 self._routes.pop(path, None)
-                not_gen = route.generation
+                not_pid = route.pid
                 continue
             raise error_from_wire(reply.error or {}, tool=path)
 
-    def _route(self, path: str, deadline: float, not_gen: int | None = None) -> Route:
+    def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
         """The live instance at ``path``; waits (until ``deadline``) while it restarts."""
         if not path:
             self._require_running()
@@ -301,14 +290,14 @@ class ToolSystem:
                                       "cannot recover from that: start a new ToolSystem")
             return self.root_route
         cached = self._routes.get(path)
-        if cached is not None and cached.generation != not_gen:
+        if cached is not None and cached.pid != not_pid:
             if pid_alive(cached.pid):
                 return cached
-            not_gen = cached.generation  # that instance is gone: wait for the next one
+            not_pid = cached.pid  # that instance is gone: wait for the next one
         parent, name = _split(path)
         args: dict[str, Any] = {"name": name, "wait": True}
-        if not_gen is not None:
-            args["not_generation"] = not_gen
+        if not_pid is not None:
+            args["not_pid"] = not_pid
         info = self._request_until(parent, "resolve", args, deadline)
         route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"])
         self._routes[path] = route

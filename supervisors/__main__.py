@@ -1,0 +1,8 @@
+"""``python -m supervisors``: the same command line as the ``toolvisor`` script."""
+
+import sys
+
+from supervisors.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
