@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from actors.loading import load_object
 from supervisors.hooks import LifecycleHook
 from supervisors.policy import Backoff, Policy, SpecError
@@ -64,6 +66,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     system = data.get("system", {})
     _table(system, "system", source)
     _only(system, SYSTEM_KEYS, "system", source)
+    if "dashboard" in system:
+        logger.warning("{}: [system].dashboard is not available in this version yet; ignored", source)
     options: dict[str, Any] = {}
     for key in ("log_level", "base", "call_timeout", "op_timeout"):
         if key in system:

@@ -1,0 +1,67 @@
+"""Zero orphans: however the host ends, every process the system started ends too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisors import ToolSystem
+from tests.helpers import group_members, tree_pids, wait_dead, wait_until
+from tests.tools import Counter
+
+pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_host(mode: str = "wait") -> tuple[subprocess.Popen[str], dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.orphan_host", mode], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    assert len(info["pids"]) >= 5  # root, w, a, inner, b
+    return proc, info
+
+
+def assert_all_gone(info: dict) -> None:
+    wait_dead(*info["pids"], timeout=10)
+    wait_until(lambda: not group_members(info["pgid"]), timeout=10, what="actor system group empty")
+
+
+def test_leaving_the_with_block_ends_every_process() -> None:
+    with ToolSystem() as system:
+        system.supervise("w").spawn(Counter, name="a")
+        pids = tree_pids(system.tree())
+        pgid = system.pgid
+        assert pgid is not None and group_members(pgid)
+    assert_all_gone({"pids": pids, "pgid": pgid})
+
+
+def test_an_exception_in_the_block_ends_every_process() -> None:
+    proc, info = start_host("raise")
+    assert proc.wait(30) == 1
+    assert_all_gone(info)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_the_host_ending_by_signal_ends_every_process(sig: int) -> None:
+    proc, info = start_host()
+    os.kill(proc.pid, sig)
+    proc.wait(30)
+    assert_all_gone(info)
+
+
+def test_a_killed_supervisor_takes_its_tools_with_it() -> None:
+    with ToolSystem() as system:
+        inner = system.supervise("w").supervise("inner")
+        t = inner.spawn(Counter, name="b")
+        tool_pid = t.call("pid")
+        os.kill(inner.status().pid, signal.SIGKILL)
+        wait_dead(tool_pid, timeout=5)  # PR_SET_PDEATHSIG: no orphaned tool
+        assert t.call("get", timeout=10) == 0  # and the subtree came back
