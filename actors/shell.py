@@ -28,6 +28,7 @@ from thespian.actors import (
     PoisonMessage,
     WakeupMessage,
 )
+from thespian.system.transport import IPBase
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
 from actors.codec import decode, encode, register_ext
@@ -35,6 +36,29 @@ from actors.errors import MalformedMessage, error_to_wire
 from actors.messages import Reply
 
 ADDRESS_EXT = 1
+
+
+def _listen_on_loopback_only() -> None:
+    """Make Thespian bind its sockets to THESPIAN_BASE_IPADDR when that is a loopback address.
+
+    Thespian binds every listening socket to all interfaces and unpickles what
+    arrives; on one host nothing outside it should be able to connect.
+    """
+    original = IPBase.IPActorAddress.__init__
+    if getattr(original, "_toolvisor", False):
+        return
+
+    def init(self: Any, *args: Any, **kw: Any) -> None:
+        original(self, *args, **kw)
+        ip = os.environ.get("THESPIAN_BASE_IPADDR", "")
+        if ip.startswith("127.") and self.bindname and self.bindname[0] in ("", "0.0.0.0"):
+            self.bindname = (ip, self.bindname[1])
+
+    init._toolvisor = True  # type: ignore[attr-defined]
+    IPBase.IPActorAddress.__init__ = init  # type: ignore[method-assign]
+
+
+_listen_on_loopback_only()
 
 
 def _pack_address(addr: ActorAddress) -> bytes:
