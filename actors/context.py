@@ -15,7 +15,7 @@ class Context(Protocol):
     my_address: Any
 
     def send(self, to: Any, msg: Any) -> None:
-        """Send a message (from ``actors.messages``) to an address; never blocks."""
+        """Send a message (or its encoded bytes) to an address or socket peer; never blocks."""
 
     def after(self, delay: float, payload: Any) -> None:
         """Deliver ``payload`` to ``wakeup`` after ``delay`` seconds."""
@@ -25,6 +25,9 @@ class Context(Protocol):
 
     def exit(self) -> None:
         """End this actor after the current message."""
+
+    def open_door(self) -> str | None:
+        """Also serve calls on a local socket (the fast path); its address, or None."""
 
 
 class Behaviour(Protocol):

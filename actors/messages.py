@@ -52,6 +52,23 @@ class Reply:
     error: dict[str, Any] | None = None
 
 
+@message(4)
+class Batch:
+    """Several calls in one frame, run in order; answered by one ``BatchReply``."""
+    TAG: ClassVar[int]
+    cid: int
+    calls: list[Any]  # [[command, args], ...]
+    deadline: float
+
+
+@message(5)
+class BatchReply:
+    """Results of a ``Batch`` in order: ``[ok, value, error]`` per call."""
+    TAG: ClassVar[int]
+    cid: int
+    results: list[Any]
+
+
 # -- caller -> supervisor -----------------------------------------------------------
 
 @message(3)

@@ -19,6 +19,7 @@ from actors.codec import encode
 from actors.commands import bind, command_table
 from actors.context import Context
 from actors.errors import (
+    BadArguments,
     CallTimeout,
     Moved,
     ToolError,
@@ -27,7 +28,7 @@ from actors.errors import (
     error_to_wire,
 )
 from actors.loading import load_object
-from actors.messages import Ack, Alive, Call, Exiting, Lifecycle, Reply, Start, Stop
+from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
 from actors.state import StateMachine, ToolState
 from actors.tool import ToolActor
 
@@ -54,7 +55,7 @@ class ToolRunner:
 
     # -- Behaviour -------------------------------------------------------------------
     def receive(self, msg: Any, sender: Any) -> None:
-        if isinstance(msg, Call):
+        if isinstance(msg, Call | Batch):
             self._on_call(msg, sender)
         elif isinstance(msg, Start):
             self._on_start(msg, sender)
@@ -145,7 +146,8 @@ class ToolRunner:
             self._bounce_held()
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return
-        self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid}))
+        door = self.ctx.open_door() if spec.get("call_path") == "socket" else None
+        self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door}))
         self._drain()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -197,54 +199,103 @@ class ToolRunner:
         return error
 
     # -- calls ------------------------------------------------------------------------
-    def _on_call(self, call: Call, sender: Any) -> None:
+    def _on_call(self, call: Call | Batch, sender: Any) -> None:
         state = self.sm.state
         if self.exiting or state in (S.STOPPING, S.STOPPED, S.FAILED):
-            self._reply(sender, call.cid, error=Moved(f"tool {self.path} is going away"))
+            self._refuse(call, sender, Moved(f"tool {self.path} is going away"))
         elif state is S.RUNNING:
-            self._run_call(call, sender)
+            self._serve(call, sender)
         elif len(self.held) >= self.hold_limit:
-            self._reply(sender, call.cid, error=ToolOverloaded(
+            self._refuse(call, sender, ToolOverloaded(
                 f"tool {self.path} is {state.value} and its hold queue is full "
                 f"({self.hold_limit} calls); resume it or raise hold_limit"))
         else:
             self.held.append(("call", call, sender))
 
-    def _run_call(self, call: Call, sender: Any) -> None:
+    def _serve(self, call: Call | Batch, sender: Any) -> None:
         if call.deadline and time.time() > call.deadline:
-            self.log.debug("tool {} dropped call {} ({}): its caller stopped waiting",
-                           self.path, call.cid, call.command)
+            self.log.debug("tool {} dropped call {}: its caller stopped waiting", self.path, call.cid)
             return
-        fn = self.commands.get(call.command)
+        if isinstance(call, Batch):
+            self._serve_batch(call, sender)
+            return
+        ok, value, error = self._execute(call.command, call.args)
+        self._reply(sender, call.cid, value, None if ok else error)
+        if error is not None and self._is_fatal(error):
+            self.request_exit(False, error)
+
+    def _serve_batch(self, batch: Batch, sender: Any) -> None:
+        results: list[list[Any]] = []
+        fatal: BaseException | None = None
+        for item in batch.calls:
+            try:
+                command, args = item
+            except (TypeError, ValueError):
+                results.append([False, None, ToolError("a batch item must be [command, args]",
+                                                       type="BadBatch").to_wire()])
+                continue
+            ok, value, error = self._execute(command, args)
+            if ok:
+                results.append([True, value, None])
+            else:
+                results.append([False, None, error_to_wire(error)])  # type: ignore[arg-type]
+                if fatal is None and self._is_fatal(error):  # type: ignore[arg-type]
+                    fatal = error
+        try:
+            data = encode(BatchReply(batch.cid, results))
+        except (TypeError, ValueError, OverflowError):
+            data = encode(BatchReply(batch.cid, [self._sendable(r) for r in results]))
+        self.ctx.send(sender, data)
+        if fatal is not None:
+            self.request_exit(False, fatal)
+
+    def _sendable(self, result: list[Any]) -> list[Any]:
+        try:
+            encode(Reply(0, True, result[1]))
+            return result
+        except (TypeError, ValueError, OverflowError) as exc:
+            return [False, None, self._unsendable(exc).to_wire()]
+
+    def _execute(self, command: Any, args: Any) -> tuple[bool, Any, BaseException | None]:
+        fn = self.commands.get(command) if isinstance(command, str) else None
         if fn is None:
             names = ", ".join(sorted(self.commands)) or "none"
-            self._reply(sender, call.cid, error=UnknownCommand(
-                f"tool {self.path} has no command {call.command!r}; its commands: {names}"))
-            return
+            return False, None, UnknownCommand(
+                f"tool {self.path} has no command {command!r}; its commands: {names}")
+        if not isinstance(args, dict):
+            return False, None, BadArguments(f"arguments of {command!r} must be a map of names")
         try:
-            bound = bind(fn, call.command, call.args or {})
-            value = fn(*bound.args, **bound.kwargs)
-        except ToolError as exc:
-            self._reply(sender, call.cid, error=exc)
+            return True, fn(**args), None
+        except TypeError as exc:
+            try:  # a bad call, or a TypeError raised inside the command?
+                bind(fn, command, args)
+            except BadArguments as bad:
+                return False, None, bad
+            return False, None, exc
         except (Exception, SystemExit) as exc:
-            self._reply(sender, call.cid, error=exc)
-            if self._is_fatal(exc):
-                self.request_exit(False, exc)
+            return False, None, exc
+
+    def _refuse(self, call: Call | Batch, to: Any, error: ToolError) -> None:
+        if isinstance(call, Batch):
+            wire = error.to_wire()
+            self.ctx.send(to, BatchReply(call.cid, [[False, None, wire] for _ in call.calls]))
         else:
-            self._reply(sender, call.cid, value=value)
+            self._reply(to, call.cid, error=error)
 
     def _reply(self, to: Any, cid: int, value: Any = None, error: BaseException | None = None) -> None:
         if error is not None:
-            msg = Reply(cid, False, error=error_to_wire(error))
-        else:
-            msg = Reply(cid, True, value)
-            try:
-                encode(msg)
-            except (TypeError, ValueError, OverflowError) as exc:
-                msg = Reply(cid, False, error=ToolError(
-                    f"the command returned a value that cannot be sent ({exc})",
-                    type="UnsendableResult").to_wire())
-        self.ctx.send(to, msg)
+            self.ctx.send(to, encode(Reply(cid, False, error=error_to_wire(error))))
+            return
+        try:
+            data = encode(Reply(cid, True, value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            data = encode(Reply(cid, False, error=self._unsendable(exc).to_wire()))
+        self.ctx.send(to, data)
+
+    @staticmethod
+    def _unsendable(exc: BaseException) -> ToolError:
+        return ToolError(f"the command returned a value that cannot be sent ({exc})",
+                         type="UnsendableResult")
 
     def _is_fatal(self, exc: BaseException) -> bool:
         if isinstance(exc, SystemExit):
@@ -264,7 +315,7 @@ class ToolRunner:
         while self.held and self.sm.state is S.RUNNING and not self.exiting:
             kind, item, sender = self.held.popleft()
             if kind == "call":
-                self._run_call(item, sender)
+                self._serve(item, sender)
             else:
                 self._run_timer(item)
 
@@ -274,7 +325,7 @@ class ToolRunner:
             kind, item, sender = self.held.popleft()
             if kind == "call":
                 if item.deadline and time.time() > item.deadline:
-                    self._reply(sender, item.cid, error=CallTimeout("call timed out while held"))
+                    self._refuse(item, sender, CallTimeout("call timed out while held"))
                 else:
-                    self._reply(sender, item.cid, error=Moved(f"tool {self.path} is going away"))
+                    self._refuse(item, sender, Moved(f"tool {self.path} is going away"))
 

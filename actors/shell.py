@@ -26,16 +26,20 @@ from thespian.actors import (
     ActorSystemMessage,
     ChildActorExited,
     PoisonMessage,
+    ThespianWatch,
     WakeupMessage,
+    WatchMessage,
 )
 from thespian.system.transport import IPBase
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
+from actors.fastpath import FastPathServer, Peer
 from actors.messages import Reply
 
 ADDRESS_EXT = 1
+FLUSH_EVERY = 0.005  # seconds between retries of replies a slow reader has not taken yet
 
 
 def _listen_on_loopback_only() -> None:
@@ -102,6 +106,8 @@ class Shell(Actor):
         bind_to_parent()
         self.pid = os.getpid()
         self._inner: Any = None
+        self._door: FastPathServer | None = None
+        self._flush_armed = False
 
     # Context ---------------------------------------------------------------------------
     @property
@@ -109,6 +115,9 @@ class Shell(Actor):
         return self.myAddress
 
     def send(self, to: Any, msg: Any) -> None:  # type: ignore[override]
+        if isinstance(to, Peer):
+            to.send(msg)
+            return
         super().send(to, msg if isinstance(msg, (bytes, ActorSystemMessage)) else encode(msg))
 
     def after(self, delay: float, payload: Any) -> None:
@@ -118,20 +127,68 @@ class Shell(Actor):
         return self.createActor(SHELLS[kind])
 
     def exit(self) -> None:
+        self._close_door()
         super().send(self.myAddress, ActorExitRequest())
 
+    def open_door(self) -> str | None:
+        if self._door is None:
+            inner = self._inner
+
+            def deliver(msg: Any, peer: Peer) -> None:
+                try:
+                    inner.receive(msg, peer)
+                except Exception as exc:
+                    logger.opt(exception=exc).error("actor {} failed handling a {} from a socket peer",
+                                                    self.pid, type(msg).__name__)
+
+            self._door = FastPathServer(deliver, self, label=f"actor {self.pid}")
+        return self._door.address
+
+    # Mailbox (for the fast path's lingering) --------------------------------------------
+    def framework_fds(self) -> list[int]:
+        """Thespian's own sockets for this actor; [] if they cannot be found."""
+        try:
+            t = self._myRef.transport
+            fds = [t.socket.fileno(), *filter(None, t._incomingSockets)]
+            fds += [s.socket.fileno() for s in getattr(t, "_openSockets", {}).values()]
+            return [fd for fd in fds if isinstance(fd, int) and fd >= 0]
+        except Exception:
+            return []
+
+    def framework_busy(self) -> bool:
+        """True while Thespian has messages of ours to send (do not hold them up)."""
+        try:
+            t = self._myRef.transport
+            return bool(t._transmitIntents) or bool(t._waitingTransmits)
+        except Exception:
+            return True
+
+    def _close_door(self) -> None:
+        if self._door is not None:
+            self._door.close()
+            self._door = None
+
     # Thespian entry point -----------------------------------------------------------------
-    def receiveMessage(self, msg: Any, sender: Any) -> None:
+    def receiveMessage(self, msg: Any, sender: Any) -> Any:
         try:
             inner = self._inner or self._make_inner()
             if isinstance(msg, (bytes, bytearray)):
                 inner.receive(decode(msg), sender)
+            elif isinstance(msg, WatchMessage):
+                if self._door is not None:
+                    self._door.on_ready(msg.ready)
             elif isinstance(msg, WakeupMessage):
-                inner.wakeup(msg.payload)
+                if msg.payload == "__flush__":
+                    self._flush_armed = False
+                    if self._door is not None:
+                        self._door.flush()
+                else:
+                    inner.wakeup(msg.payload)
             elif isinstance(msg, ChildActorExited):
                 inner.child_exited(msg.childAddress)
             elif isinstance(msg, ActorExitRequest):
                 inner.system_exit()
+                self._close_door()
             elif isinstance(msg, PoisonMessage):
                 logger.warning("actor {} got back a message it could not deliver: {}",
                                self.pid, msg.details or msg.poisonMessage)
@@ -149,6 +206,16 @@ class Shell(Actor):
         except Exception as exc:  # never let Thespian retry or poison a message
             logger.opt(exception=exc).error("actor {} failed handling {}: {}", self.pid,
                                             type(msg).__name__, error_to_wire(exc)["message"])
+        return self._watch()
+
+    def _watch(self) -> ThespianWatch | None:
+        door = self._door
+        if door is None:
+            return None
+        if door.has_output and not self._flush_armed:
+            self._flush_armed = True
+            self.wakeupAfter(timedelta(seconds=FLUSH_EVERY), "__flush__")
+        return ThespianWatch(door.fds())
 
     def _make_inner(self) -> Any:
         from actors.loading import load_object

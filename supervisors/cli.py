@@ -104,8 +104,10 @@ class StopSignals:
 
     While the system starts, a signal interrupts the start (``KeyboardInterrupt``;
     ``ToolSystem.start`` cleans up after itself). While the table runs, it only
-    sets ``requested`` so the loop ends between refreshes. While shutting down,
-    further signals are ignored so the orderly shutdown can finish.
+    sets ``requested`` so the loop ends between refreshes. Once stopping, one
+    more signal is only acknowledged (the orderly shutdown goes on); a third one
+    quits at once and leaves the clean-up to the system's reaper. Processes
+    forked from this one (the actor system's admin) get the default behaviour.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -113,6 +115,8 @@ class StopSignals:
     def __init__(self) -> None:
         self.phase = "starting"
         self.requested: str | None = None
+        self.owner = os.getpid()
+        self.extra = 0
         self._old: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -125,6 +129,10 @@ class StopSignals:
         self._old.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.owner:  # a forked child inherited this handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         name = signal.Signals(signum).name
         if self.phase == "starting":
             self.phase, self.requested = "stopping", name
@@ -132,6 +140,13 @@ class StopSignals:
         if self.phase == "running":
             self.requested = name
             self.phase = "stopping"
+            return
+        self.extra += 1
+        if self.extra == 1:  # os.write: print() is not safe inside a signal handler
+            os.write(2, b"toolvisor: stopping every tool; send the signal again to quit at once\n")
+        else:
+            os.write(2, b"toolvisor: quitting now; the reaper ends what is left\n")
+            os._exit(EXIT_FAILED)
 
 
 # ====================================================================== the table
@@ -289,25 +304,42 @@ def _sleep_until(when: float, stop: StopSignals) -> bool:
 
 
 # ====================================================================== run
+def _env_level() -> str | None:
+    """$TOOLVISOR_LOG_LEVEL if it names a level (a bad value is reported and ignored)."""
+    value = os.environ.get("TOOLVISOR_LOG_LEVEL")
+    if value and value.upper() in LOG_LEVELS:
+        return value.upper()
+    if value:
+        print(f"toolvisor: ignoring TOOLVISOR_LOG_LEVEL={value!r}: not one of "
+              f"{', '.join(LOG_LEVELS)}", file=sys.stderr)
+    return None
+
+
 def _config_level(requested: str | None) -> dict[str, Any]:
     """``log_level`` override for ``from_config``: only what the user asked for."""
     return {"log_level": requested} if requested else {}
 
 
-def _load(path: str, level: str | None) -> ToolSystem:
+def _load(path: str, level: str | None, env_level: str | None) -> ToolSystem:
+    """The system the config describes; signals are ours (``StopSignals``), not the system's."""
     if os.getcwd() not in sys.path:  # 'module:Class' is found relative to where we run
         sys.path.insert(0, os.getcwd())
-    system = ToolSystem.from_config(path, **_config_level(level))
+    system = ToolSystem.from_config(path, handle_signals=False, **_config_level(level))
     if system.log_level is None:
-        system.log_level = os.environ.get("TOOLVISOR_LOG_LEVEL") or DEFAULT_LOG_LEVEL
+        system.log_level = env_level or DEFAULT_LOG_LEVEL
+    level = system.log_level
+    if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+        raise ValueError(f"{path}: system.log_level={level!r} is invalid: must be one of "
+                         f"{', '.join(LOG_LEVELS)}")
     return system
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``toolvisor run CONFIG``: start, watch, stop; the exit status."""
-    logs.setup(args.log_level or os.environ.get("TOOLVISOR_LOG_LEVEL") or DEFAULT_LOG_LEVEL)
+    env_level = _env_level()
+    logs.setup(args.log_level or env_level or DEFAULT_LOG_LEVEL)
     try:
-        system = _load(args.config, args.log_level)
+        system = _load(args.config, args.log_level, env_level)
     except ValueError as exc:  # ConfigError, SpecError, a bad [system] value
         print(f"toolvisor: {truncate(str(exc), 10_000)}", file=sys.stderr)
         return EXIT_CONFIG

@@ -8,7 +8,6 @@ Handles are safe to share between threads.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -114,16 +113,12 @@ class ToolHandle(_Node):
 
     def call_many(self, calls: Iterable[tuple[str, dict[str, Any]]],
                   timeout: float | None = None) -> list[Any]:
-        """Run several calls in order; a failed item is its exception instance."""
-        results: list[Any] = []
-        deadline = time.time() + (timeout or self.system.call_timeout)
-        for command, args in calls:
-            try:
-                results.append(self.call(command, timeout=max(0.001, deadline - time.time()),
-                                         **(args or {})))
-            except ToolError as exc:
-                results.append(exc)
-        return results
+        """Run several calls in one message, in order; a failed item is its exception.
+
+        The tool runs every item even if an earlier one failed. If the whole
+        batch cannot be delivered (tool stopped, timeout), that error is raised.
+        """
+        return self.system._batch(self.path, list(calls), timeout)
 
     async def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
         """``call`` for asyncio code: runs in a worker thread, never blocks the loop."""

@@ -94,6 +94,7 @@ class Child:
         self.sm = StateMachine(S.CREATED)
         self.address: Any = None
         self.pid: int | None = None
+        self.socket: str | None = None
         self.generation = 0
         self.restarts = 0
         self.last_error: str | None = None
@@ -424,7 +425,7 @@ class Supervisor:
         state = child.state
         if child.alive and state in (S.RUNNING, S.PAUSED) and child.pid != not_pid:
             return {"address": child.address, "pid": child.pid, "generation": child.generation,
-                    "kind": child.kind, "state": state.value}
+                    "kind": child.kind, "state": state.value, "socket": child.socket}
         if child.operator_stopped or state in (S.STOPPED, S.FAILED):
             why = f": {child.last_error}" if child.last_error and state is S.FAILED else ""
             return ToolUnavailable(f"{self._path(child)} is {state.value}{why}")
@@ -639,6 +640,7 @@ class Supervisor:
         r = yield Wait("ack", child, ref, child.start_timeout)
         if isinstance(r, Ack) and r.ok:
             child.pid = (r.value or {}).get("pid", child.pid)
+            child.socket = (r.value or {}).get("socket")
             child.sm.go(S.READY)
             child.sm.go(S.RUNNING)
             child.started_at = time.monotonic()
@@ -696,6 +698,7 @@ class Supervisor:
         spec = dict(child.spec)
         spec["path"] = self._path(child)
         spec.setdefault("log_level", self.spec.get("log_level"))
+        spec["call_path"] = self.spec.get("call_path", "thespian")
         if child.kind == "supervisor":
             inherited = self.spec.get("inherited_hooks")
             own = self.spec.get("hooks")

@@ -28,14 +28,17 @@ from actors.errors import (
     ToolUnavailable,
     error_from_wire,
 )
-from actors.messages import Ack, Call, Reply, Request, Start
+from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
 from supervisors import reaper
+from supervisors.fastclient import NotDelivered, SocketCalls
 from supervisors.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.hooks import LifecycleHook, pack_hooks
 from supervisors.policy import Policy
 from supervisors.procs import end_group, group_pids, pid_alive
 from supervisors.supervisor import SupervisorShell
 from supervisors.transport import PeerGone, Transport
+
+CALL_PATHS = ("socket", "thespian")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Route:
     pid: int
     generation: int
     kind: str
+    socket: str | None = None
 
 
 class ToolSystem:
@@ -62,7 +66,8 @@ class ToolSystem:
     def __init__(self, *, policy: Policy | None = None, hooks: Sequence[LifecycleHook] = (),
                  base: str = "multiprocTCPBase", call_timeout: float = 30.0,
                  op_timeout: float = 60.0, log_level: str | None = None,
-                 handle_signals: bool = True, ip: str = "127.0.0.1") -> None:
+                 handle_signals: bool = True, ip: str = "127.0.0.1",
+                 call_path: str | None = None) -> None:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
@@ -71,6 +76,13 @@ class ToolSystem:
         self.log_level = log_level
         self.handle_signals = handle_signals
         self.transport = Transport(base, ip)
+        call_path = call_path or os.environ.get("TOOLVISOR_CALL_PATH") or "socket"
+        if call_path not in CALL_PATHS:
+            raise ValueError(f"call_path={call_path!r} is invalid: use one of {', '.join(CALL_PATHS)}")
+        if base != "multiprocTCPBase":
+            call_path = "thespian"  # only the TCP base can watch our sockets
+        self.call_path = call_path
+        self.fast = SocketCalls()
         self.config_specs: list[dict[str, Any]] = []
         self.root_route: Route | None = None
         self.pgid: int | None = None
@@ -115,7 +127,8 @@ class ToolSystem:
             spec = {"kind": "supervisor", "name": "", "path": "", "root": True,
                     "policy": self.policy.to_dict(), "children": [],
                     "hooks": pack_hooks(self.hooks) if self.hooks else None,
-                    "host_pid": os.getpid(), "log_level": self.log_level}
+                    "host_pid": os.getpid(), "log_level": self.log_level,
+                    "call_path": self.call_path}
             ack = self.transport.exchange(
                 address, Start(cid, spec), lambda m: isinstance(m, Ack) and m.ref == cid,
                 time.time() + 30.0)
@@ -147,6 +160,7 @@ class ToolSystem:
             except Exception as exc:
                 logger.warning("orderly shutdown did not finish ({}); ending processes", exc)
         self._running = False
+        self.fast.close()
         try:
             self.transport.close()
         except Exception as exc:
@@ -251,34 +265,71 @@ class ToolSystem:
 
     def _call(self, path: str, command: str, args: dict[str, Any],
               timeout: float | None) -> Any:
-        self._require_running()
         limit = self.call_timeout if timeout is None else float(timeout)
         deadline = time.time() + limit
+        reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
+                               f"{command!r}", limit)
+        if reply.ok:
+            return reply.value
+        raise error_from_wire(reply.error or {}, tool=path)
+
+    def _batch(self, path: str, calls: list[tuple[str, dict[str, Any]]],
+               timeout: float | None) -> list[Any]:
+        limit = self.call_timeout if timeout is None else float(timeout)
+        deadline = time.time() + limit
+        wire_calls = [[command, dict(args or {})] for command, args in calls]
+        reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
+                               f"a batch of {len(wire_calls)} calls", limit)
+        if isinstance(reply, Reply):  # the whole batch was refused
+            raise error_from_wire(reply.error or {}, tool=path)
+        return [value if ok else error_from_wire(error or {}, tool=path)
+                for ok, value, error in reply.results]
+
+    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float) -> Any:
+        """Deliver a call (or batch) to the live instance at ``path``; return its reply.
+
+        Resends to the next instance when the call certainly did not run (the
+        instance was gone, or answered 'moved'); never resends a call that may
+        have run.
+        """
+        self._require_running()
         cid = next(self._cids)
+        msg = make(cid)
+
+        def match(m: Any) -> bool:
+            return isinstance(m, Reply | BatchReply) and m.cid == cid
+
         not_pid: int | None = None
         while True:
             route = self._route(path, deadline, not_pid)
             if route.kind != "tool":
                 raise ToolError(f"{path} is a supervisor; call commands on its tools")
             try:
-                reply = self.transport.exchange(
-                    route.address, Call(cid, command, args, deadline),
-                    lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
-                    lambda pid=route.pid: pid_alive(pid))
-            except PeerGone:
-                self._routes.pop(path, None)
-                raise ToolUnavailable(f"{path} ended while handling {command!r}; "
-                                      "the call may or may not have run", tool=path)
-            except CallTimeout:
-                raise CallTimeout(f"no answer from {path} to {command!r} within {limit:g}s",
-                                  tool=path)
-            if reply.ok:
-                return reply.value
-            if (reply.error or {}).get("code") == "moved":
+                if route.socket and self.call_path == "socket":
+                    reply = self.fast.exchange(route.socket, msg, match, deadline)
+                else:
+                    reply = self.transport.exchange(route.address, msg, match, deadline,
+                                                    lambda pid=route.pid: pid_alive(pid))
+            except NotDelivered:
                 self._routes.pop(path, None)
                 not_pid = route.pid
                 continue
-            raise error_from_wire(reply.error or {}, tool=path)
+            except PeerGone:
+                self._routes.pop(path, None)
+                raise ToolUnavailable(f"{path} ended while handling {what}; "
+                                      "it may or may not have run", tool=path)
+            except CallTimeout:
+                raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
+            if isinstance(reply, Reply) and not reply.ok and (reply.error or {}).get("code") == "moved":
+                self._routes.pop(path, None)
+                not_pid = route.pid
+                continue
+            if isinstance(reply, BatchReply) and reply.results and all(
+                    not ok and (err or {}).get("code") == "moved" for ok, _, err in reply.results):
+                self._routes.pop(path, None)
+                not_pid = route.pid
+                continue
+            return reply
 
     def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
         """The live instance at ``path``; waits (until ``deadline``) while it restarts."""
@@ -291,15 +342,16 @@ class ToolSystem:
             return self.root_route
         cached = self._routes.get(path)
         if cached is not None and cached.pid != not_pid:
-            if pid_alive(cached.pid):
-                return cached
+            if (cached.socket and self.call_path == "socket") or pid_alive(cached.pid):
+                return cached  # (a socket tells by itself when its instance is gone)
             not_pid = cached.pid  # that instance is gone: wait for the next one
         parent, name = _split(path)
         args: dict[str, Any] = {"name": name, "wait": True}
         if not_pid is not None:
             args["not_pid"] = not_pid
         info = self._request_until(parent, "resolve", args, deadline)
-        route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"])
+        route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"],
+                      info.get("socket"))
         self._routes[path] = route
         return route
 

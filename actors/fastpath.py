@@ -1,0 +1,216 @@
+"""The fast call path, tool side: a Unix socket served from the actor's own receive loop.
+
+The tool's Thespian shell asks its receive loop to also watch this server's
+sockets (``ThespianWatch``); ready sockets arrive as ``on_ready`` calls, so the
+tool still handles one message at a time and needs no thread or lock. Callers
+send length-prefixed msgpack frames (``actors.frames``) carrying the same
+``Call``/``Batch`` messages as the slow path and get ``Reply`` frames back.
+
+A peer that breaks the protocol (cut or lying frames, garbage, a frame over the
+size limit) or that stops reading its replies is dropped with a log line; the
+server keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from loguru import logger
+
+from actors.codec import decode, encode
+from actors.errors import MalformedMessage
+from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
+
+READ_CHUNK = 256 * 1024        # bytes read from one peer per turn (fairness)
+MAX_PENDING_OUT = 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
+MAX_PEERS = 512
+#: After serving, keep listening this long for the caller's next frame before
+#: handing control back to the actor's mailbox (seconds, per quiet gap) ...
+LINGER_IDLE = 0.001
+#: ... and never longer than this in one turn. Lingering also ends as soon as the
+#: framework has a message for the actor or something to send.
+LINGER_TOTAL = 0.050
+
+
+class Mailbox(Protocol):
+    """What the server needs to know about the actor framework to linger politely."""
+
+    def framework_fds(self) -> list[int]: ...
+    def framework_busy(self) -> bool: ...
+
+
+class Peer:
+    """One connected caller."""
+
+    def __init__(self, sock: socket.socket, server: FastPathServer) -> None:
+        self.sock = sock
+        self.server = server
+        self.reader = FrameReader(server.max_frame)
+        self.out = bytearray()
+        self.closed = False
+
+    def send(self, msg: Any) -> None:
+        if self.closed:
+            return
+        self.out += pack_frame(msg if isinstance(msg, bytes) else encode(msg))
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.out or self.closed:
+            return
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.server.drop(self, None)
+            return
+        if sent:
+            del self.out[:sent]
+        if len(self.out) > self.server.max_out:
+            self.server.drop(self, f"it left {len(self.out)} bytes of replies unread")
+
+    def __repr__(self) -> str:
+        return f"<peer fd {self.sock.fileno() if not self.closed else '-'}>"
+
+
+class FastPathServer:
+    def __init__(self, deliver: Callable[[Any, Peer], None], mailbox: Mailbox, label: str = "tool",
+                 max_frame: int = MAX_FRAME, max_out: int = MAX_PENDING_OUT,
+                 max_peers: int = MAX_PEERS) -> None:
+        self.deliver = deliver
+        self.mailbox = mailbox
+        self.label = label
+        self.max_frame = max_frame
+        self.max_out = max_out
+        self.max_peers = max_peers
+        self.peers: dict[int, Peer] = {}
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.address = self._bind()
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.listen_fd = self.listener.fileno()
+
+    def _bind(self) -> str:
+        unique = f"toolvisor-{os.getpid()}-{os.urandom(4).hex()}"
+        if sys.platform.startswith("linux"):
+            name = "\0" + unique  # abstract namespace: nothing to clean up on disk
+        else:  # pragma: no cover - non-Linux hosts
+            name = os.path.join(tempfile.gettempdir(), unique + ".sock")
+        self.listener.bind(name)
+        return name
+
+    def fds(self) -> list[int]:
+        return [self.listen_fd, *self.peers]
+
+    @property
+    def has_output(self) -> bool:
+        return any(p.out for p in self.peers.values())
+
+    def on_ready(self, ready: list[int]) -> None:
+        """Serve the ready sockets, then linger briefly for follow-up frames.
+
+        A caller making calls back to back sends its next frame a few
+        microseconds after reading a reply; catching it here saves a trip
+        through the actor framework's loop. Lingering is bounded by
+        ``LINGER_TOTAL``, so the actor's own messages are never held up long.
+        """
+        end = time.monotonic() + LINGER_TOTAL
+        framework = self.mailbox.framework_fds()
+        while True:
+            for fd in ready:
+                if fd == self.listen_fd:
+                    self._accept()
+                else:
+                    peer = self.peers.get(fd)
+                    if peer is not None:
+                        self._read(peer)
+            self.flush()
+            wait = min(LINGER_IDLE, end - time.monotonic())
+            if wait <= 0 or not self.peers or not framework or self.mailbox.framework_busy():
+                return
+            try:
+                ready, _, _ = select.select(self.fds() + framework, [], [], wait)
+            except (OSError, ValueError):
+                return
+            if not ready or any(fd in framework for fd in ready):
+                return
+
+    def flush(self) -> None:
+        for peer in list(self.peers.values()):
+            if peer.out:
+                peer.flush()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("{}: accept failed: {}", self.label, exc)
+                return
+            sock.setblocking(False)
+            if len(self.peers) >= self.max_peers:
+                logger.warning("{}: refusing a caller: {} connections already", self.label,
+                               self.max_peers)
+                sock.close()
+                continue
+            self.peers[sock.fileno()] = Peer(sock, self)
+
+    def _read(self, peer: Peer) -> None:
+        try:
+            data = peer.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.drop(peer, f"read failed: {exc}")
+            return
+        if not data:
+            if peer.reader.pending:
+                self.drop(peer, f"it hung up in the middle of a frame ({peer.reader.pending} bytes)")
+            else:
+                self.drop(peer, None)
+            return
+        try:
+            frames = peer.reader.feed(data)
+        except FrameError as exc:
+            self.drop(peer, str(exc))
+            return
+        for payload in frames:
+            try:
+                msg = decode(payload)
+            except MalformedMessage as exc:
+                self.drop(peer, f"it sent a bad frame: {exc}")
+                return
+            self.deliver(msg, peer)
+            if peer.closed:
+                return
+
+    def drop(self, peer: Peer, why: str | None) -> None:
+        """Close a peer; ``why`` is logged (None: an ordinary hang-up)."""
+        if peer.closed:
+            return
+        if why:
+            logger.warning("{}: dropped a caller because {}", self.label, why)
+        peer.closed = True
+        self.peers.pop(peer.sock.fileno(), None)
+        try:
+            peer.sock.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for peer in list(self.peers.values()):
+            self.drop(peer, None)
+        try:
+            self.listener.close()
+        except OSError:
+            pass
