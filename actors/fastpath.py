@@ -57,10 +57,10 @@ class Peer:
         self.closed = False
 
     def send(self, msg: Any) -> None:
+        """Queue a reply; the server writes queued replies once per turn (``flush``)."""
         if self.closed:
             return
         self.out += pack_frame(msg if isinstance(msg, bytes) else encode(msg))
-        self.flush()
 
     def flush(self) -> None:
         if not self.out or self.closed:
@@ -92,6 +92,8 @@ class FastPathServer:
         self.max_out = max_out
         self.max_peers = max_peers
         self.peers: dict[int, Peer] = {}
+        self.refused = 0
+        self.refused_logged = 0.0
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.address = self._bind()
         self.listener.listen(128)
@@ -159,8 +161,12 @@ class FastPathServer:
                 return
             sock.setblocking(False)
             if len(self.peers) >= self.max_peers:
-                logger.warning("{}: refusing a caller: {} connections already", self.label,
-                               self.max_peers)
+                self.refused += 1
+                now = time.monotonic()
+                if now - self.refused_logged > 1.0:
+                    logger.warning("{}: refused {} caller(s): {} connections already", self.label,
+                                   self.refused, self.max_peers)
+                    self.refused, self.refused_logged = 0, now
                 sock.close()
                 continue
             self.peers[sock.fileno()] = Peer(sock, self)

@@ -19,9 +19,24 @@ def setup(level: str | None = None) -> None:
     if _configured == level:
         return
     logger.remove()
-    logger.add(sys.stderr, level=level, format=FORMAT, enqueue=False, backtrace=False,
-               diagnose=False)
+    # Resolve sys.stderr at each write: whoever replaced it (pytest, a CLI) gets the output.
+    logger.add(_to_stderr, level=level, format=FORMAT, colorize=_isatty(), enqueue=False,
+               backtrace=False, diagnose=False)
     _configured = level
+
+
+def _to_stderr(message: str) -> None:
+    try:
+        sys.stderr.write(message)
+    except (OSError, ValueError):  # stderr closed while a process ends
+        pass
+
+
+def _isatty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def set_title(title: str) -> None:

@@ -212,6 +212,7 @@ class Shell(Actor):
         door = self._door
         if door is None:
             return None
+        door.flush()  # replies queued while handling this message (e.g. held calls on resume)
         if door.has_output and not self._flush_armed:
             self._flush_armed = True
             self.wakeupAfter(timedelta(seconds=FLUSH_EVERY), "__flush__")

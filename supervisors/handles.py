@@ -7,7 +7,6 @@ Handles are safe to share between threads.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,7 +68,11 @@ class _Node:
             raise ToolError("the root supervisor cannot be stopped, started or restarted; "
                             "leave the ToolSystem block to end everything")
         parent, name = _split(self.path)
-        info = self.system._request(parent, "control", {"name": name, "op": op}, timeout)
+        try:
+            info = self.system._request(parent, "control", {"name": name, "op": op}, timeout)
+        except ToolError as exc:
+            exc.tool = self.path  # the error is about this child, not its supervisor
+            raise
         return ToolStatus.from_info(info)
 
     def stop(self, timeout: float | None = None) -> ToolStatus:
@@ -121,8 +124,12 @@ class ToolHandle(_Node):
         return self.system._batch(self.path, list(calls), timeout)
 
     async def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
-        """``call`` for asyncio code: runs in a worker thread, never blocks the loop."""
-        return await asyncio.to_thread(self.call, command, timeout, **args)
+        """``call`` for asyncio code: many calls may be in flight from one thread.
+
+        Bounded windows (per connection and per tool) apply backpressure: a call
+        waits for a slot until its deadline, then raises ``ToolOverloaded``.
+        """
+        return await self.system._acall(self.path, command, args, timeout)
 
     def pause(self, timeout: float | None = None) -> ToolStatus:
         """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
@@ -152,8 +159,11 @@ class SupervisorHandle(_Node):
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit)
-        self.system._request(self.path, "spawn", {"spec": spec},
-                             timeout or start_timeout + 5.0)
+        try:
+            self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
+        except ToolError as exc:
+            exc.tool = self._child_path(name)
+            raise
         return ToolHandle(self.system, self._child_path(name))
 
     def supervise(self, name: str, policy: Policy | None = None,

@@ -10,7 +10,7 @@ is marked FAILED and left down until an operator starts it again.
 
 Multi-step work (start, stop, restart a group) runs as *jobs*: generators that
 yield a ``Wait`` and are resumed by the matching event (an ``Ack``, a child's
-exit, or a timer). Jobs run one at a time, so a supervisor never handles two
+exit, or its timeout). A backoff delay is a plain timer between two jobs. Jobs run one at a time, so a supervisor never handles two
 lifecycle changes at once and never blocks its process.
 """
 
@@ -75,9 +75,9 @@ SHELLS["supervisor"] = SupervisorShell
 
 @dataclass
 class Wait:
-    """What a job waits for: an Ack (``ref``), a child's exit, or just time."""
+    """What a job waits for: an Ack (``ref``) or a child's exit, each with a timeout."""
 
-    kind: str                 # "ack" | "exit" | "sleep"
+    kind: str                 # "ack" | "exit"
     child: Child | None = None
     ref: int | None = None
     timeout: float | None = None
@@ -151,6 +151,7 @@ class Supervisor:
         self.current: tuple[Job, int | None, Any] | None = None
         self.wait: Wait | None = None
         self.refs: dict[int, Child] = {}
+        self.backoffs: dict[int, tuple[Child, list[Child]]] = {}
         self.next_ref = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.log = logger
@@ -191,6 +192,10 @@ class Supervisor:
                 self._resume(TIMEOUT)
         elif kind == "resolve":
             self._expire_waiter(payload[1])
+        elif kind == "backoff":
+            pending = self.backoffs.pop(payload[1], None)
+            if pending is not None and self.sm.state not in (S.FAILED, S.STOPPING, S.STOPPED):
+                self._enqueue(self._restart_group(*pending))
         elif kind == "host":
             self._watch_host()
 
@@ -555,40 +560,48 @@ class Supervisor:
         yield from self._recover(child, error)
 
     def _recover(self, failed: Child, error: dict[str, Any] | None) -> Job:
-        while True:
-            if not self.intensity.allow(time.monotonic()):
-                yield from self._give_up(failed, error)
+        """Count a restart, stop the rest of the group, then restart it now or after backoff.
+
+        A backoff wait is a timer, not part of the job: the supervisor serves
+        other requests (and other children's failures) while it waits.
+        """
+        if not self.intensity.allow(time.monotonic()):
+            yield from self._give_up(failed, error)
+            return
+        group = self._group(failed)
+        for sib in reversed(group):
+            if sib is not failed and sib.alive:
+                yield from self._stop_process(sib, S.RESTARTING)
+        for sib in group:
+            if self._restartable_in_group(sib, failed):
+                sib.sm.force(S.RESTARTING)
+            elif sib.state is not S.STOPPED and not sib.alive:
+                sib.sm.force(S.STOPPED)
+                self._notify(sib)
+        ran_for = time.monotonic() - failed.started_at if failed.started_at else None
+        delay = failed.backoff.next_delay(self.policy.backoff, ran_for)
+        if delay > 0:
+            self._event(failed, "backoff", f"{delay:.3f}s before restart")
+            self.next_ref += 1
+            self.backoffs[self.next_ref] = (failed, group)
+            self.ctx.after(delay, ("backoff", self.next_ref))
+            return
+        yield from self._restart_group(failed, group)
+
+    def _restart_group(self, failed: Child, group: list[Child]) -> Job:
+        for sib in group:
+            if sib not in self.children or sib.alive or not self._restartable_in_group(sib, failed):
+                continue  # removed, or an operator started or stopped it meanwhile
+            sib.restarts += 1
+            err = yield from self._start(sib, fail_state=S.RESTARTING)
+            if err is not None:
+                sib.last_error = describe(err)
+                self._event(sib, "restart failed", sib.last_error)
+                if sib.kind == "tool":
+                    self._hooks("on_error", sib, error_from_wire(err, tool=self._path(sib)))
+                yield from self._recover(sib, err)
                 return
-            group = self._group(failed)
-            for sib in reversed(group):
-                if sib is not failed and sib.alive:
-                    yield from self._stop_process(sib, S.RESTARTING)
-            for sib in group:
-                if self._restartable_in_group(sib, failed):
-                    sib.sm.force(S.RESTARTING)
-                elif sib.state is not S.STOPPED and not sib.alive:
-                    sib.sm.force(S.STOPPED)
-                    self._notify(sib)
-            ran_for = time.monotonic() - failed.started_at if failed.started_at else None
-            delay = failed.backoff.next_delay(self.policy.backoff, ran_for)
-            if delay > 0:
-                self._event(failed, "backoff", f"{delay:.3f}s before restart")
-                yield Wait("sleep", timeout=delay)
-            for sib in group:
-                if not self._restartable_in_group(sib, failed) or sib.alive:
-                    continue
-                sib.restarts += 1
-                err = yield from self._start(sib, fail_state=S.RESTARTING)
-                if err is not None:
-                    sib.last_error = describe(err)
-                    self._event(sib, "restart failed", sib.last_error)
-                    if sib.kind == "tool":
-                        self._hooks("on_error", sib, error_from_wire(err, tool=self._path(sib)))
-                    failed, error = sib, err
-                    break
-                self._event(sib, "restarted")
-            else:
-                return
+            self._event(sib, "restarted")
 
     def _restartable_in_group(self, sib: Child, failed: Child) -> bool:
         if sib.operator_stopped:
@@ -663,6 +676,7 @@ class Supervisor:
             yield from self._stop_process(child, fail_state, hooks=False)
         child.sm.force(fail_state)
         child.last_error = describe(error)
+        child.started_at = None  # it did not run: backoff keeps growing
         if fail_state is S.FAILED:
             self._notify(child)
         return error
@@ -753,6 +767,7 @@ class Supervisor:
     def _preempt(self, why: str) -> None:
         """Drop the running and queued jobs (answering their callers) to stop at once."""
         pending = ([self.current] if self.current else []) + list(self.jobs)
+        self.backoffs.clear()
         self.jobs.clear()
         self.current = None
         self.wait = None

@@ -9,6 +9,7 @@ the host is killed.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -30,6 +31,7 @@ from actors.errors import (
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
 from supervisors import reaper
+from supervisors.aio import AsyncCalls
 from supervisors.fastclient import NotDelivered, SocketCalls
 from supervisors.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.hooks import LifecycleHook, pack_hooks
@@ -67,7 +69,8 @@ class ToolSystem:
                  base: str = "multiprocTCPBase", call_timeout: float = 30.0,
                  op_timeout: float = 60.0, log_level: str | None = None,
                  handle_signals: bool = True, ip: str = "127.0.0.1",
-                 call_path: str | None = None) -> None:
+                 call_path: str | None = None, window_per_caller: int = 1024,
+                 window_per_tool: int = 4096) -> None:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
@@ -83,6 +86,7 @@ class ToolSystem:
             call_path = "thespian"  # only the TCP base can watch our sockets
         self.call_path = call_path
         self.fast = SocketCalls()
+        self.aio = AsyncCalls(window_per_caller, window_per_tool)
         self.config_specs: list[dict[str, Any]] = []
         self.root_route: Route | None = None
         self.pgid: int | None = None
@@ -161,6 +165,7 @@ class ToolSystem:
                 logger.warning("orderly shutdown did not finish ({}); ending processes", exc)
         self._running = False
         self.fast.close()
+        self.aio.close()
         try:
             self.transport.close()
         except Exception as exc:
@@ -320,16 +325,52 @@ class ToolSystem:
                                       "it may or may not have run", tool=path)
             except CallTimeout:
                 raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
-            if isinstance(reply, Reply) and not reply.ok and (reply.error or {}).get("code") == "moved":
-                self._routes.pop(path, None)
-                not_pid = route.pid
-                continue
-            if isinstance(reply, BatchReply) and reply.results and all(
-                    not ok and (err or {}).get("code") == "moved" for ok, _, err in reply.results):
+            if _moved(reply):
                 self._routes.pop(path, None)
                 not_pid = route.pid
                 continue
             return reply
+
+    async def _acall(self, path: str, command: str, args: dict[str, Any],
+                     timeout: float | None) -> Any:
+        """``_call`` for asyncio: never blocks the loop on the fast path."""
+        self._require_running()
+        limit = self.call_timeout if timeout is None else float(timeout)
+        deadline = time.time() + limit
+        cid = next(self._cids)
+        msg = Call(cid, command, args, deadline)
+        not_pid: int | None = None
+        while True:
+            route = self._cached_route(path, not_pid) or await self.aio.coalesce(
+                ("route", path, not_pid),
+                lambda not_pid=not_pid: asyncio.to_thread(self._route, path, deadline, not_pid))
+            if route.kind != "tool":
+                raise ToolError(f"{path} is a supervisor; call commands on its tools")
+            try:
+                if route.socket and self.call_path == "socket":
+                    reply = await self.aio.exchange(path, route.socket, cid, msg, deadline)
+                else:
+                    reply = await asyncio.to_thread(
+                        self.transport.exchange, route.address, msg,
+                        lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
+                        lambda pid=route.pid: pid_alive(pid))
+            except NotDelivered:
+                self._routes.pop(path, None)
+                not_pid = route.pid
+                continue
+            except PeerGone:
+                self._routes.pop(path, None)
+                raise ToolUnavailable(f"{path} ended while handling {command!r}; "
+                                      "it may or may not have run", tool=path)
+            except CallTimeout:
+                raise CallTimeout(f"no answer from {path} to {command!r} within {limit:g}s", tool=path)
+            if _moved(reply):
+                self._routes.pop(path, None)
+                not_pid = route.pid
+                continue
+            if reply.ok:
+                return reply.value
+            raise error_from_wire(reply.error or {}, tool=path)
 
     def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
         """The live instance at ``path``; waits (until ``deadline``) while it restarts."""
@@ -340,20 +381,34 @@ class ToolSystem:
                 raise ToolUnavailable("the root supervisor's process is gone; the system "
                                       "cannot recover from that: start a new ToolSystem")
             return self.root_route
-        cached = self._routes.get(path)
-        if cached is not None and cached.pid != not_pid:
-            if (cached.socket and self.call_path == "socket") or pid_alive(cached.pid):
-                return cached  # (a socket tells by itself when its instance is gone)
-            not_pid = cached.pid  # that instance is gone: wait for the next one
+        cached = self._cached_route(path, not_pid)
+        if cached is not None:
+            return cached
+        stale = self._routes.get(path)
+        if stale is not None and stale.pid != not_pid:
+            not_pid = stale.pid  # that instance is gone: wait for the next one
         parent, name = _split(path)
         args: dict[str, Any] = {"name": name, "wait": True}
         if not_pid is not None:
             args["not_pid"] = not_pid
-        info = self._request_until(parent, "resolve", args, deadline)
+        try:
+            info = self._request_until(parent, "resolve", args, deadline)
+        except CallTimeout:
+            raise CallTimeout(f"{path} was not serving before the deadline (it is starting or "
+                              "restarting, or its supervisor is busy)", tool=path)
         route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"],
                       info.get("socket"))
         self._routes[path] = route
         return route
+
+    def _cached_route(self, path: str, not_pid: int | None) -> Route | None:
+        """The known route to ``path`` if it still leads to a live instance (never blocks)."""
+        cached = self._routes.get(path)
+        if cached is None or cached.pid == not_pid or not path:
+            return None
+        if (cached.socket and self.call_path == "socket") or pid_alive(cached.pid):
+            return cached  # (a socket tells by itself when its instance is gone)
+        return None
 
     def _request(self, path: str, op: str, args: dict[str, Any], timeout: float | None) -> Any:
         """Run supervisor operation ``op`` on the supervisor at ``path``."""
@@ -382,3 +437,11 @@ class ToolSystem:
             if reply.ok:
                 return reply.value
             raise error_from_wire(reply.error or {}, tool=path or None)
+
+
+def _moved(reply: Any) -> bool:
+    """The instance was going away and did not run the call: send it to the next one."""
+    if isinstance(reply, Reply):
+        return not reply.ok and (reply.error or {}).get("code") == "moved"
+    return bool(reply.results) and all(
+        not ok and (err or {}).get("code") == "moved" for ok, _, err in reply.results)

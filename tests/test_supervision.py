@@ -243,3 +243,30 @@ def test_tree_shows_the_whole_hierarchy(system: ToolSystem) -> None:
     b = find(tree, "outer/inner/b")
     assert b["kind"] == "tool" and b["state"] == "running" and b["pid"] > 0
     assert system.tool("outer/inner/b").call("add") == 1
+
+
+def test_a_backoff_wait_does_not_block_the_supervisor(system: ToolSystem) -> None:
+    w = system.supervise("w", Policy(backoff=Backoff(initial=3.0, maximum=3.0, jitter=0.0)))
+    slow = w.spawn(Counter, name="slow")
+    other = w.spawn(Counter, name="other")
+    kill(slow)
+    wait_until(lambda: any(e["event"] == "backoff" for e in system.events()), what="backoff")
+    started = time.monotonic()
+    assert other.pause().state is ToolState.PAUSED  # served during the 3 s wait
+    other.resume()
+    assert time.monotonic() - started < 1.5
+    assert slow.status().state is ToolState.RESTARTING
+    assert slow.call("get", timeout=10) == 0  # held until the restart, then served
+
+
+def test_backoff_keeps_growing_while_restarts_fail(system: ToolSystem, tmp_path) -> None:
+    policy = Policy(max_restarts=4, period=60.0,
+                    backoff=Backoff(initial=0.05, maximum=1.0, jitter=0.0, reset_after=0.01))
+    t = system.supervise("w", policy).spawn(FailAfterFirst, name="f",
+                                             config={"marker": str(tmp_path / "m")})
+    time.sleep(0.05)  # it ran longer than reset_after before its first failure
+    kill_by_command(t)
+    wait_until(lambda: system.supervisor("w").status().state is ToolState.FAILED, timeout=20)
+    delays = [e["detail"] for e in system.events() if e["event"] == "backoff"]
+    assert delays == ["0.050s before restart", "0.100s before restart", "0.200s before restart",
+                      "0.400s before restart"]

@@ -68,6 +68,10 @@ class Counter(ToolActor):
         return object()
 
     @command
+    def blob(self, size: int) -> bytes:
+        return b"x" * size
+
+    @command
     def memory(self) -> None:
         raise MemoryError("pretend we ran out")
 

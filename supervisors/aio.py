@@ -1,0 +1,261 @@
+"""The asyncio front: many calls in flight from one host thread, with backpressure.
+
+For each event loop there is one connection per tool instance; calls are
+written as frames without waiting for earlier answers, and a reader task
+hands each reply to the waiting call by its correlation id. Two bounded
+windows keep a burst from swamping anything: at most ``per_caller`` calls in
+flight on one connection and ``per_tool`` to one tool from this process. A call
+that cannot get a slot before its deadline fails with ``ToolOverloaded``;
+nothing is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+from actors.codec import decode, encode
+from actors.errors import CallTimeout, ToolOverloaded
+from actors.frames import FrameError, FrameReader, pack_frame
+from supervisors.fastclient import NotDelivered
+from supervisors.transport import PeerGone
+
+PER_CALLER = 1024   # calls in flight on one connection
+PER_TOOL = 4096     # calls in flight to one tool from this process and loop
+HIGH_WATER = 1 << 20  # unsent bytes on a connection before callers wait for the tool
+SWEEP_EVERY = 0.02    # seconds between checks for calls past their deadline
+
+
+class AsyncConn:
+    """One connection to one tool instance, shared by every call on one event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 per_caller: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.window = Window(per_caller)
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.outbox: list[bytes] = []
+        self.deadlines: dict[int, float] = {}
+        self.sweeper: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @classmethod
+    async def open(cls, address: str, per_caller: int) -> AsyncConn:
+        try:
+            reader, writer = await asyncio.open_unix_connection(address, limit=1 << 22)
+        except OSError as exc:
+            raise NotDelivered(str(exc))
+        return cls(reader, writer, per_caller)
+
+    async def _read_loop(self) -> None:
+        frames = FrameReader()
+        try:
+            while True:
+                data = await self.reader.read(262144)
+                if not data:
+                    break
+                for payload in frames.feed(data):
+                    msg = decode(payload)
+                    fut = self.pending.pop(getattr(msg, "cid", -1), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+        except (OSError, FrameError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closed = True
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(PeerGone())
+            self.pending.clear()
+            self.writer.close()
+
+    async def request(self, cid: int, msg: Any, deadline: float) -> Any:
+        loop = asyncio.get_running_loop()
+        await self.window.acquire(deadline, loop, "too many calls in flight on this connection; "
+                                  "the caller's window stayed full until the deadline")
+        try:
+            if self.closed or self.writer.is_closing():
+                raise NotDelivered("connection closed")
+            fut: asyncio.Future[Any] = loop.create_future()
+            self.pending[cid] = fut
+            self._queue(pack_frame(encode(msg)), loop)
+            transport = self.writer.transport
+            if transport.get_write_buffer_size() > HIGH_WATER:
+                try:
+                    await self.writer.drain()  # the tool is behind: wait (backpressure)
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    self.pending.pop(cid, None)
+                    raise NotDelivered(str(exc))
+            self.deadlines[cid] = deadline
+            if self.sweeper is None:
+                self.sweeper = loop.call_later(SWEEP_EVERY, self._sweep)
+            try:
+                return await fut
+            finally:
+                self.pending.pop(cid, None)
+                self.deadlines.pop(cid, None)
+        finally:
+            self.window.release()
+
+    def _sweep(self) -> None:
+        """Fail calls whose deadline passed (one timer per connection, not one per call)."""
+        self.sweeper = None
+        now = time.time()
+        for cid, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                fut = self.pending.get(cid)
+                if fut is not None:
+                    _expire(fut)
+        if self.pending and not self.closed:
+            self.sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
+
+    def _queue(self, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        """Collect frames written in one loop turn and send them with one write."""
+        self.outbox.append(frame)
+        if len(self.outbox) == 1:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self.outbox and not self.writer.is_closing():
+            self.writer.write(b"".join(self.outbox))
+        self.outbox.clear()
+
+    def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        self.task.cancel()
+        self.writer.close()
+
+
+def _left(deadline: float, loop: asyncio.AbstractEventLoop) -> float:
+    return max(0.0, deadline - time.time())
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(CallTimeout("no answer before the deadline"))
+
+
+class Window:
+    """A bounded count of calls in flight; waiters are served first come, first served.
+
+    (asyncio.Semaphore's wake-up scans every waiter, which turns a burst of
+    thousands of calls quadratic.)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, deadline: float, loop: asyncio.AbstractEventLoop, why: str) -> None:
+        """Take a slot, waiting until ``deadline`` at most (then ``ToolOverloaded``)."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        self.waiters.append(fut)
+        timer = loop.call_at(loop.time() + _left(deadline, loop), _overloaded, fut, why)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release()  # the slot was handed to us as we were cancelled
+            raise
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # hand the slot over
+                return
+        self.free += 1
+
+
+def _overloaded(fut: asyncio.Future[None], why: str) -> None:
+    if not fut.done():
+        fut.set_exception(ToolOverloaded(why))
+
+
+class AsyncCalls:
+    """Connections and windows, kept per event loop (``asyncio.run`` makes a new one each time)."""
+
+    def __init__(self, per_caller: int = PER_CALLER, per_tool: int = PER_TOOL) -> None:
+        self.per_caller = per_caller
+        self.per_tool = per_tool
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = \
+            weakref.WeakKeyDictionary()
+
+    def state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState()
+        return state
+
+    async def exchange(self, path: str, address: str, cid: int, msg: Any, deadline: float) -> Any:
+        state = self.state()
+        tool_window = state.tool_windows.get(path)
+        if tool_window is None:
+            tool_window = state.tool_windows[path] = Window(self.per_tool)
+        loop = asyncio.get_running_loop()
+        await tool_window.acquire(deadline, loop, f"{self.per_tool} calls to {path} already in "
+                                  "flight from this process; none finished before the deadline")
+        try:
+            conn = await self._conn(state, address)
+            try:
+                return await conn.request(cid, msg, deadline)
+            except (NotDelivered, PeerGone):
+                if state.conns.get(address) is not None:
+                    state.conns.pop(address, None)
+                raise
+        finally:
+            tool_window.release()
+
+    async def _conn(self, state: _LoopState, address: str) -> AsyncConn:
+        """The loop's connection to ``address``; concurrent callers share one opening."""
+        opening = state.conns.get(address)
+        if opening is not None and opening.done():
+            if opening.exception() is None and not opening.result().closed:
+                return opening.result()
+            state.conns.pop(address, None)
+            opening = None
+        if opening is None:
+            opening = asyncio.ensure_future(AsyncConn.open(address, self.per_caller))
+            state.conns[address] = opening
+        return await asyncio.shield(opening)
+
+    async def coalesce(self, key: Any, make: Any) -> Any:
+        """Run ``make()`` once for concurrent callers with the same ``key``; all get its result."""
+        state = self.state()
+        fut = state.shared.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(make())
+            state.shared[key] = fut
+            fut.add_done_callback(lambda f: state.shared.pop(key, None))
+        return await asyncio.shield(fut)
+
+    def close(self) -> None:
+        for state in list(self._loops.values()):
+            for opening in state.conns.values():
+                try:
+                    if opening.done() and opening.exception() is None:
+                        opening.result().close()
+                    else:
+                        opening.cancel()
+                except (RuntimeError, asyncio.CancelledError):  # its loop is closed already
+                    pass
+        self._loops.clear()
+
+
+class _LoopState:
+    def __init__(self) -> None:
+        self.conns: dict[str, asyncio.Future[AsyncConn]] = {}
+        self.tool_windows: dict[str, Window] = {}
+        self.shared: dict[Any, asyncio.Future[Any]] = {}
