@@ -10,8 +10,9 @@ is marked FAILED and left down until an operator starts it again.
 
 Multi-step work (start, stop, restart a group) runs as *jobs*: generators that
 yield a ``Wait`` and are resumed by the matching event (an ``Ack``, a child's
-exit, or its timeout). A backoff delay is a plain timer between two jobs. Jobs run one at a time, so a supervisor never handles two
-lifecycle changes at once and never blocks its process.
+exit, or its timeout). A backoff delay is a plain timer between two jobs.
+Jobs run one at a time, so a supervisor never handles two lifecycle changes
+at once and never blocks its process.
 """
 
 from __future__ import annotations
