@@ -71,7 +71,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     options: dict[str, Any] = {}
     for key in ("log_level", "base", "call_timeout", "op_timeout"):
         if key in system:
-            options[key] = system[key]
+            options[key] = _system_value(key, system[key], source)
     if POLICY_KEYS & system.keys():
         options["policy"] = _policy(system, "system", source)
     cfg.system_options = options
@@ -86,6 +86,23 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         names.add(spec["name"])
         cfg.supervisors.append(spec)
     return cfg
+
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def _system_value(key: str, value: Any, source: str) -> Any:
+    from supervisors.transport import BASES
+
+    if key == "log_level" and not (isinstance(value, str) and value.upper() in LOG_LEVELS):
+        raise ConfigError(f"{source}: system.log_level={value!r} is invalid: use one of "
+                          f"{', '.join(LOG_LEVELS)}")
+    if key == "base" and value not in BASES:
+        raise ConfigError(f"{source}: system.base={value!r} is invalid: use one of {', '.join(BASES)}")
+    if key in ("call_timeout", "op_timeout") and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+        raise ConfigError(f"{source}: system.{key}={value!r} is invalid: must be a number > 0 (seconds)")
+    return value
 
 
 def _supervisor(table: Any, where: str, source: str) -> dict[str, Any]:

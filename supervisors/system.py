@@ -91,6 +91,7 @@ class ToolSystem:
         self.root_route: Route | None = None
         self.pgid: int | None = None
         self._routes: dict[str, Route] = {}
+        self._gone: dict[str, int] = {}  # path -> pid of an instance seen dying
         self._cids = itertools.count(1)
         self._reaper: Any = None
         self._old_sigterm: Any = None
@@ -320,7 +321,7 @@ class ToolSystem:
                 not_pid = route.pid
                 continue
             except PeerGone:
-                self._routes.pop(path, None)
+                self._forget_instance(path, route)
                 raise ToolUnavailable(f"{path} ended while handling {what}; "
                                       "it may or may not have run", tool=path)
             except CallTimeout:
@@ -359,7 +360,7 @@ class ToolSystem:
                 not_pid = route.pid
                 continue
             except PeerGone:
-                self._routes.pop(path, None)
+                self._forget_instance(path, route)
                 raise ToolUnavailable(f"{path} ended while handling {command!r}; "
                                       "it may or may not have run", tool=path)
             except CallTimeout:
@@ -381,6 +382,8 @@ class ToolSystem:
                 raise ToolUnavailable("the root supervisor's process is gone; the system "
                                       "cannot recover from that: start a new ToolSystem")
             return self.root_route
+        if not_pid is None:
+            not_pid = self._gone.get(path)
         cached = self._cached_route(path, not_pid)
         if cached is not None:
             return cached
@@ -399,7 +402,14 @@ class ToolSystem:
         route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"],
                       info.get("socket"))
         self._routes[path] = route
+        self._gone.pop(path, None)
         return route
+
+    def _forget_instance(self, path: str, route: Route) -> None:
+        """That instance died under a call: never route to it again, even if its
+        supervisor has not noticed yet."""
+        self._routes.pop(path, None)
+        self._gone[path] = route.pid
 
     def _cached_route(self, path: str, not_pid: int | None) -> Route | None:
         """The known route to ``path`` if it still leads to a live instance (never blocks)."""

@@ -11,10 +11,12 @@ that dies gives an answer at once instead of a timeout.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from loguru import logger
@@ -26,6 +28,22 @@ from actors.errors import CallTimeout, MalformedMessage
 #: How often a waiting caller checks that the peer process still lives (seconds).
 LIVENESS_POLL = 0.05
 BASES = ("multiprocTCPBase", "multiprocUDPBase")
+
+
+@contextmanager
+def _default_signals() -> Iterator[None]:
+    """SIGINT/SIGTERM at their defaults while the actor system forks its admin."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in saved:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 class PeerGone(Exception):
@@ -57,7 +75,8 @@ class Transport:
         os.environ.setdefault("THESPIAN_BASE_IPADDR", self.ip)
         kind = socket.SOCK_DGRAM if self.base == "multiprocUDPBase" else socket.SOCK_STREAM
         self.port = free_port(self.ip, kind)
-        self._asys = ActorSystem(self.base, {"Admin Port": self.port}, transientUnique=True)
+        with _default_signals():  # actor processes must not inherit the host's handlers
+            self._asys = ActorSystem(self.base, {"Admin Port": self.port}, transientUnique=True)
 
     def create(self, shell: type) -> Any:
         """Create a top-level actor (the root supervisor) and return its address."""

@@ -14,6 +14,23 @@ from tests.helpers import group_members
 
 FAST = Policy(max_restarts=10, period=5.0, backoff=Backoff.none())
 
+#: The foundation's tests run on both call paths: the socket fast path and Thespian's.
+BOTH_PATHS = {"test_calls", "test_lifecycle", "test_supervision", "test_hooks", "test_orphans",
+              "test_config", "test_system"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_PATHS:
+        metafunc.parametrize("call_path", ["socket", "thespian"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def call_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The call path every ToolSystem in this test uses (hosts in subprocesses too)."""
+    path = getattr(request, "param", "socket")
+    monkeypatch.setenv("TOOLVISOR_CALL_PATH", path)
+    return path
+
 
 @pytest.fixture
 def system() -> Iterator[ToolSystem]:

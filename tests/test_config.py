@@ -85,6 +85,10 @@ def test_config_builds_the_same_tree_as_code(tmp_path: Path) -> None:
     ("[[supervisor]]\nname = 'w'\n[[supervisor.tool]]\nname = 'c'", r"missing 'actor'"),
     ("[[supervisor]]\nname = 'w'\n[[supervisor]]\nname = 'w'", r"'w' is used twice"),
     ("[system]\ndashboard = 5\nspeed = 1", r"system\.speed: unknown key"),
+    ("[system]\nlog_level = 'loud'", r"system\.log_level='loud' is invalid"),
+    ("[system]\nlog_level = 5", r"system\.log_level=5 is invalid"),
+    ("[system]\ncall_timeout = 'x'", r"system\.call_timeout='x' is invalid"),
+    ("[system]\nbase = 'bogus'", r"system\.base='bogus' is invalid"),
 ])
 def test_bad_configs_name_the_line_or_key_and_start_nothing(tmp_path: Path, text: str,
                                                              expected: str) -> None:
