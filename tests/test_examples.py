@@ -1,0 +1,70 @@
+"""Every example runs: the spawn-from-code script, and the demo config is valid."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisors.config import load_config
+from supervisors.policy import Policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(60)
+def test_spawn_from_code_runs_and_shows_the_restart() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # it must find its own way
+    result = subprocess.run([sys.executable, "examples/spawn_from_code.py"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "add(k=2) -> 3" in out
+    before = re.search(r"status: running, pid (\d+), restarts 0", out)
+    after = re.search(r"restarted: running, pid (\d+), restarts 1", out)
+    assert before and after and before.group(1) != after.group(1), out
+    assert "('workers/counter', 'running')" in out
+    assert "get() on the new instance -> 1" in out
+    assert "Traceback" not in result.stderr
+
+
+def walk(spec: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    path = f"{prefix}/{spec['name']}" if prefix else spec["name"]
+    out = {path: spec}
+    for child in spec.get("children", []):
+        out.update(walk(child, path))
+    return out
+
+
+@pytest.mark.timeout(30)
+def test_demo_config_is_valid_and_has_the_promised_shape() -> None:
+    cfg = load_config(ROOT / "examples" / "demo.toml")
+    specs: dict[str, dict[str, Any]] = {}
+    for sup in cfg.supervisors:
+        specs.update(walk(sup))
+    tools = {p: s["actor"] for p, s in specs.items() if s["kind"] == "tool"}
+    assert tools["workers/counter"] == "examples.counter:Counter"
+    assert tools["workers/flaky"] == "examples.demo_tools:Flaky"
+    assert tools["pipeline/stage/glitchy"] == "examples.demo_tools:Flaky"
+    strategies = {p: Policy.from_dict(s["policy"]).strategy for p, s in specs.items()
+                  if s["kind"] == "supervisor"}
+    assert strategies == {"workers": "one_for_one", "pipeline": "rest_for_one",
+                          "pipeline/stage": "one_for_all"}
+
+
+@pytest.mark.timeout(30)
+def test_demo_intensity_outlasts_the_flaky_failure_rate() -> None:
+    """workers must allow far more restarts per period than flaky causes on average."""
+    cfg = load_config(ROOT / "examples" / "demo.toml")
+    workers = next(s for s in cfg.supervisors if s["name"] == "workers")
+    flaky = next(c for c in workers["children"] if c["name"] == "flaky")
+    policy = Policy.from_dict(workers["policy"])
+    per_period = policy.period / flaky["config"]["interval"] * flaky["config"]["fail_probability"]
+    assert policy.strategy == "one_for_one"
+    assert policy.max_restarts >= 4 * per_period  # Poisson tail: giving up takes many hours
+    assert 1.0 <= flaky["config"]["interval"] / flaky["config"]["fail_probability"] <= 10.0
