@@ -7,6 +7,7 @@ packed as msgpack extension types registered by the transport seam.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +45,23 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return unpack(data)
 
 
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer = getattr(_local, "packer", None)
+    if packer is None:  # one per thread: a Packer is not safe to share
+        packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True)
+    return packer
+
+
 def pack_value(value: Any) -> bytes:
-    return msgpack.packb(value, default=_default, use_bin_type=True)
+    packer = _packer()
+    try:
+        return packer.pack(value)
+    except BaseException:
+        packer.reset()  # drop whatever a failed pack left in its buffer
+        raise
 
 
 def unpack_value(data: bytes) -> Any:
@@ -55,7 +71,7 @@ def unpack_value(data: bytes) -> Any:
 def encode(msg: Any) -> bytes:
     """Pack a registered message; raises ``TypeError`` naming an unsendable value."""
     cls = type(msg)
-    return pack_value([cls.TAG, *(getattr(msg, f) for f in cls.FIELDS)])
+    return pack_value([cls.TAG, *[getattr(msg, f) for f in cls.FIELDS]])
 
 
 def decode(data: Any) -> Any:

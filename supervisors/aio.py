@@ -36,6 +36,7 @@ class AsyncConn:
                  per_caller: int) -> None:
         self.reader = reader
         self.writer = writer
+        self.transport = writer.transport
         self.window = Window(per_caller)
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.outbox: list[bytes] = []
@@ -74,34 +75,6 @@ class AsyncConn:
             self.pending.clear()
             self.writer.close()
 
-    async def request(self, cid: int, msg: Any, deadline: float) -> Any:
-        loop = asyncio.get_running_loop()
-        await self.window.acquire(deadline, loop, "too many calls in flight on this connection; "
-                                  "the caller's window stayed full until the deadline")
-        try:
-            if self.closed or self.writer.is_closing():
-                raise NotDelivered("connection closed")
-            fut: asyncio.Future[Any] = loop.create_future()
-            self.pending[cid] = fut
-            self._queue(pack_frame(encode(msg)), loop)
-            transport = self.writer.transport
-            if transport.get_write_buffer_size() > HIGH_WATER:
-                try:
-                    await self.writer.drain()  # the tool is behind: wait (backpressure)
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    self.pending.pop(cid, None)
-                    raise NotDelivered(str(exc))
-            self.deadlines[cid] = deadline
-            if self.sweeper is None:
-                self.sweeper = loop.call_later(SWEEP_EVERY, self._sweep)
-            try:
-                return await fut
-            finally:
-                self.pending.pop(cid, None)
-                self.deadlines.pop(cid, None)
-        finally:
-            self.window.release()
-
     def _sweep(self) -> None:
         """Fail calls whose deadline passed (one timer per connection, not one per call)."""
         self.sweeper = None
@@ -114,7 +87,7 @@ class AsyncConn:
         if self.pending and not self.closed:
             self.sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
 
-    def _queue(self, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
+    def queue(self, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
         """Collect frames written in one loop turn and send them with one write."""
         self.outbox.append(frame)
         if len(self.outbox) == 1:
@@ -152,11 +125,15 @@ class Window:
         self.free = size
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, deadline: float, loop: asyncio.AbstractEventLoop, why: str) -> None:
-        """Take a slot, waiting until ``deadline`` at most (then ``ToolOverloaded``)."""
+    def take(self) -> bool:
+        """Take a slot at once if one is free (no coroutine, no timer)."""
         if self.free > 0 and not self.waiters:
             self.free -= 1
-            return
+            return True
+        return False
+
+    async def wait(self, deadline: float, loop: asyncio.AbstractEventLoop, why: str) -> None:
+        """Wait for a slot until ``deadline`` at most (then ``ToolOverloaded``)."""
         fut: asyncio.Future[None] = loop.create_future()
         self.waiters.append(fut)
         timer = loop.call_at(loop.time() + _left(deadline, loop), _overloaded, fut, why)
@@ -191,45 +168,74 @@ class AsyncCalls:
         self.per_tool = per_tool
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = \
             weakref.WeakKeyDictionary()
+        self._last_loop: Any = None  # the loop used last, and its state (a lookup saved per call)
+        self._last: _LoopState = _LoopState()
 
     def state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState()
+        self._last_loop, self._last = loop, state
         return state
 
     async def exchange(self, path: str, address: str, cid: int, msg: Any, deadline: float) -> Any:
-        state = self.state()
+        """Send one call and await its reply, within the tool's and the connection's windows."""
+        loop = asyncio.get_running_loop()
+        state = self._last if self._last_loop is loop else self.state()
         tool_window = state.tool_windows.get(path)
         if tool_window is None:
             tool_window = state.tool_windows[path] = Window(self.per_tool)
-        loop = asyncio.get_running_loop()
-        await tool_window.acquire(deadline, loop, f"{self.per_tool} calls to {path} already in "
-                                  "flight from this process; none finished before the deadline")
+        if not tool_window.take():
+            await tool_window.wait(deadline, loop, f"{self.per_tool} calls to {path} already in "
+                                   "flight from this process; none finished before the deadline")
         try:
-            conn = await self._conn(state, address)
+            conn = state.ready.get(address)
+            if conn is None or conn.closed:
+                conn = await self._conn(state, address)
+            window = conn.window
+            if not window.take():
+                await window.wait(deadline, loop, "too many calls in flight on this connection; "
+                                  "the caller's window stayed full until the deadline")
             try:
-                return await conn.request(cid, msg, deadline)
+                if conn.closed:
+                    raise NotDelivered("connection closed")
+                fut: asyncio.Future[Any] = loop.create_future()
+                conn.pending[cid] = fut
+                conn.deadlines[cid] = deadline
+                conn.queue(pack_frame(encode(msg)), loop)
+                if conn.sweeper is None:
+                    conn.sweeper = loop.call_later(SWEEP_EVERY, conn._sweep)
+                if conn.transport.get_write_buffer_size() > HIGH_WATER:
+                    try:
+                        await conn.writer.drain()  # the tool is behind: wait (backpressure)
+                    except (BrokenPipeError, ConnectionResetError) as exc:
+                        raise NotDelivered(str(exc))
+                return await fut
             except (NotDelivered, PeerGone):
-                if state.conns.get(address) is not None:
-                    state.conns.pop(address, None)
+                state.ready.pop(address, None)
+                state.conns.pop(address, None)
                 raise
+            finally:
+                conn.pending.pop(cid, None)
+                conn.deadlines.pop(cid, None)
+                window.release()
         finally:
             tool_window.release()
 
     async def _conn(self, state: _LoopState, address: str) -> AsyncConn:
-        """The loop's connection to ``address``; concurrent callers share one opening."""
+        """Open the loop's connection to ``address``; concurrent callers share one opening."""
         opening = state.conns.get(address)
-        if opening is not None and opening.done():
-            if opening.exception() is None and not opening.result().closed:
-                return opening.result()
+        if opening is not None and opening.done() and (
+                opening.exception() is not None or opening.result().closed):
             state.conns.pop(address, None)
             opening = None
         if opening is None:
             opening = asyncio.ensure_future(AsyncConn.open(address, self.per_caller))
             state.conns[address] = opening
-        return await asyncio.shield(opening)
+        conn = await asyncio.shield(opening)
+        state.ready[address] = conn
+        return conn
 
     async def coalesce(self, key: Any, make: Any) -> Any:
         """Run ``make()`` once for concurrent callers with the same ``key``; all get its result."""
@@ -252,10 +258,12 @@ class AsyncCalls:
                 except (RuntimeError, asyncio.CancelledError):  # its loop is closed already
                     pass
         self._loops.clear()
+        self._last_loop = None
 
 
 class _LoopState:
     def __init__(self) -> None:
         self.conns: dict[str, asyncio.Future[AsyncConn]] = {}
+        self.ready: dict[str, AsyncConn] = {}
         self.tool_windows: dict[str, Window] = {}
         self.shared: dict[Any, asyncio.Future[Any]] = {}

@@ -7,7 +7,7 @@ Handles are safe to share between threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -123,13 +123,14 @@ class ToolHandle(_Node):
         """
         return self.system._batch(self.path, list(calls), timeout)
 
-    async def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
-        """``call`` for asyncio code: many calls may be in flight from one thread.
+    def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Awaitable[Any]:
+        """``call`` for asyncio code (``await tool.acall(...)``): many calls may be in
+        flight from one thread.
 
         Bounded windows (per connection and per tool) apply backpressure: a call
         waits for a slot until its deadline, then raises ``ToolOverloaded``.
         """
-        return await self.system._acall(self.path, command, args, timeout)
+        return self.system._acall(self.path, command, args, timeout)
 
     def pause(self, timeout: float | None = None) -> ToolStatus:
         """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
