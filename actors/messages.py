@@ -152,3 +152,44 @@ class Event:
     """A lifecycle event travelling up to the root, which keeps the system's event log."""
     TAG: ClassVar[int]
     event: dict[str, Any]
+
+
+# -- accounting -----------------------------------------------------------------------
+
+@message(20)
+class Track:
+    """Supervisor -> accountant: sample this tool's process against these limits."""
+    TAG: ClassVar[int]
+    path: str
+    pid: int
+    limits: dict[str, Any]
+    on_limit: str
+    adaptive: bool
+    level: str
+
+
+@message(21)
+class Untrack:
+    """Supervisor -> accountant: that process has ended; forget it."""
+    TAG: ClassVar[int]
+    path: str
+    pid: int
+
+
+@message(22)
+class Breach:
+    """Accountant -> supervisor: a tool reached a limit; run ``action`` on it."""
+    TAG: ClassVar[int]
+    path: str
+    pid: int
+    metric: str
+    value: float
+    limit: float
+    action: str
+
+
+@message(23)
+class AccountantMoved:
+    """The accountant was restarted at ``address``: send it your tools again."""
+    TAG: ClassVar[int]
+    address: Any

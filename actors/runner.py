@@ -14,7 +14,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors import logs
+from actors import logs, sandbox
 from actors.codec import encode
 from actors.commands import bind, command_table
 from actors.context import Context
@@ -51,6 +51,7 @@ class ToolRunner:
         self.next_timer = 0
         self.exiting = False
         self.stopped = False
+        self.tmpdir: str | None = None
         self.log = logger
 
     # -- Behaviour -------------------------------------------------------------------
@@ -124,6 +125,9 @@ class ToolRunner:
         self.log = logger.bind(tool=self.path)
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         try:
+            sandbox.own_process_group()
+            self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool")
+            sandbox.apply_hard_limits(spec.get("limits") or {}, bool(spec.get("hard_memory")))
             cls = load_object(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
                 raise TypeError(f"{spec['actor']} is not a ToolActor subclass")
@@ -132,6 +136,7 @@ class ToolRunner:
             tool.path = self.path
             tool.config = dict(spec.get("config") or {})
             tool.log = self.log
+            tool.tmpdir = self.tmpdir
             tool._runtime = self
             self.tool = tool
             self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
@@ -147,7 +152,8 @@ class ToolRunner:
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return
         door = self.ctx.open_door() if spec.get("call_path") == "socket" else None
-        self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door}))
+        self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door,
+                                                  "tmpdir": self.tmpdir}))
         self._drain()
 
     # -- lifecycle ----------------------------------------------------------------------

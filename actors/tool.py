@@ -23,12 +23,14 @@ class ToolActor:
     """Subclass this; override the callbacks you need and mark commands with ``@command``.
 
     Attributes set by the runtime before ``on_init``: ``name`` (``"counter"``),
-    ``path`` (``"workers/counter"``), ``config`` (the spawn config) and ``log``
-    (a loguru logger bound to the tool's path).
+    ``path`` (``"workers/counter"``), ``config`` (the spawn config), ``log``
+    (a loguru logger bound to the tool's path) and ``tmpdir`` (a private
+    temporary directory, also ``$TMPDIR``, removed when the tool ends).
     """
 
     name: str = ""
     path: str = ""
+    tmpdir: str = ""
     config: dict[str, Any]
     log: Any = logger
     _runtime: _Runtime | None = None

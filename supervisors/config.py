@@ -29,11 +29,12 @@ from supervisors.policy import Backoff, Policy, SpecError
 from supervisors.specs import supervisor_spec, tool_spec
 
 POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
-SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout"} | POLICY_KEYS
+SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
+               "sample_every"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
-             "start_timeout", "hold_limit"}
+             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
@@ -69,7 +70,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if "dashboard" in system:
         logger.warning("{}: [system].dashboard is not available in this version yet; ignored", source)
     options: dict[str, Any] = {}
-    for key in ("log_level", "base", "call_timeout", "op_timeout"):
+    for key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every"):
         if key in system:
             options[key] = _system_value(key, system[key], source)
     if POLICY_KEYS & system.keys():
@@ -99,7 +100,7 @@ def _system_value(key: str, value: Any, source: str) -> Any:
                           f"{', '.join(LOG_LEVELS)}")
     if key == "base" and value not in BASES:
         raise ConfigError(f"{source}: system.base={value!r} is invalid: use one of {', '.join(BASES)}")
-    if key in ("call_timeout", "op_timeout") and not (
+    if key in ("call_timeout", "op_timeout", "sample_every") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
         raise ConfigError(f"{source}: system.{key}={value!r} is invalid: must be a number > 0 (seconds)")
     return value

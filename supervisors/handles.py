@@ -150,16 +150,24 @@ class SupervisorHandle(_Node):
     def spawn(self, actor: type | str, name: str, config: dict[str, Any] | None = None, *,
               restart: str = "permanent", security_level: str = "standard",
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
-              hold_limit: int = 10_000, timeout: float | None = None) -> ToolHandle:
+              hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
+              on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
+              timeout: float | None = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
-        ``actor`` is a ToolActor subclass or ``"module:Class"``. Bad values raise
+        ``actor`` is a ToolActor subclass or ``"module:Class"``. ``security_level``
+        supplies default limits and their ceilings; ``limits`` may ask for less
+        (``{"memory_mb": 64, "open_files": 64, ...}``, see ``supervisors.quotas``);
+        ``on_limit`` says what happens at 100 % of a limit (alert, pause, restart,
+        stop); ``adaptive`` lets limits follow the tool's own usage forecast;
+        ``hard_memory`` also caps its address space in the kernel. Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
         """
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
-                         hold_limit=hold_limit)
+                         hold_limit=hold_limit, limits=limits, on_limit=on_limit,
+                         adaptive=adaptive, hard_memory=hard_memory)
         try:
             self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
         except ToolError as exc:

@@ -42,15 +42,20 @@ def pid_alive(pid: int | None) -> bool:
     return _fields(stat)[0] not in (b"Z", b"X")
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
+def session_pids(sid: int) -> list[int]:
+    """Live (non-zombie) processes in session ``sid``.
+
+    The actor system's admin starts a session; every actor, and whatever tools
+    start (in their own process groups), stays in it.
+    """
     if not os.path.isdir("/proc/self"):
         try:
-            os.killpg(pgid, 0)
+            os.killpg(sid, 0)
         except ProcessLookupError:
             return []
-        return [pgid]
+        return [sid]
     out = []
+    key = str(sid).encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -58,7 +63,7 @@ def group_pids(pgid: int) -> list[int]:
         if stat is None:
             continue
         fields = _fields(stat)
-        if fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+        if fields[3] == key and fields[0] not in (b"Z", b"X"):
             out.append(int(entry))
     return out
 
@@ -71,23 +76,27 @@ def reap(pid: int) -> None:
         pass
 
 
-def end_group(pgid: int, grace: float = 1.0) -> bool:
-    """SIGTERM the group, then SIGKILL what is left after ``grace``; True if it is empty."""
-    reap(pgid)
-    if not group_pids(pgid):
+def end_session(sid: int, grace: float = 1.0) -> bool:
+    """SIGTERM every process of session ``sid``, SIGKILL what is left after ``grace``.
+
+    Returns True once the session is empty.
+    """
+    reap(sid)
+    if not session_pids(sid):
         return True
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return True
+        for pid in session_pids(sid):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            reap(pgid)
-            if not group_pids(pgid):
+            reap(sid)
+            if not session_pids(sid):
                 return True
             time.sleep(0.02)
-    return not group_pids(pgid)
+    return not session_pids(sid)
 
 
 def kill_tree(pid: int | None, sig: int = signal.SIGKILL) -> list[int]:

@@ -2,8 +2,9 @@
 
 Started by ``ToolSystem`` in its own session, it polls the host's pid; if the
 host disappears without shutting its actor system down (SIGKILL, a crash), it
-ends the actor system's whole process group. It exits by itself once that
-group is empty. It runs as a plain script (``python reaper.py HOST_PID PGID``)
+ends every process of the actor system's session (actors, and whatever tools
+started). It exits by itself once that session is empty. It runs as a plain
+script (``python reaper.py HOST_PID SID``)
 so it starts fast and imports nothing but ``procs``.
 """
 
@@ -16,33 +17,33 @@ import sys
 import time
 
 try:
-    from supervisors.procs import end_group, group_pids, pid_alive
+    from supervisors.procs import end_session, pid_alive, session_pids
 except ImportError:  # run as a script: this file's folder is on sys.path
-    from procs import end_group, group_pids, pid_alive  # type: ignore[no-redef]
+    from procs import end_session, pid_alive, session_pids  # type: ignore[no-redef]
 
 POLL = 0.2
 
 
-def watch(host_pid: int, pgid: int) -> int:
-    while group_pids(pgid):
+def watch(host_pid: int, sid: int) -> int:
+    while session_pids(sid):
         if not pid_alive(host_pid):
-            end_group(pgid)
+            end_session(sid)
             return 1
         time.sleep(POLL)
     return 0
 
 
-def launch(pgid: int) -> subprocess.Popen[bytes]:
-    """Start a reaper for this host process and the actor system's group ``pgid``."""
+def launch(sid: int) -> subprocess.Popen[bytes]:
+    """Start a reaper for this host process and the actor system's session ``sid``."""
     return subprocess.Popen([sys.executable, "-S", os.path.abspath(__file__), str(os.getpid()),
-                             str(pgid)], stdin=subprocess.DEVNULL, start_new_session=True,
+                             str(sid)], stdin=subprocess.DEVNULL, start_new_session=True,
                             close_fds=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: reaper.py HOST_PID PGID", file=sys.stderr)
+        print("usage: reaper.py HOST_PID SID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return watch(int(args[0]), int(args[1]))

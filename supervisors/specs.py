@@ -20,6 +20,7 @@ from supervisors.policy import (
     check_child_options,
     check_name,
 )
+from supervisors.quotas import check_on_limit, effective_limits
 
 
 def resolve_actor(actor: type | str, field_name: str = "actor") -> str:
@@ -46,9 +47,18 @@ def resolve_actor(actor: type | str, field_name: str = "actor") -> str:
 def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None, *,
               restart: str = "permanent", security_level: str = "standard",
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
-              hold_limit: int = 10_000) -> dict[str, Any]:
+              hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
+              on_limit: str = "restart", adaptive: bool = False,
+              hard_memory: bool = False) -> dict[str, Any]:
     check_name(name)
     check_child_options(restart, security_level, shutdown_timeout, start_timeout)
+    if limits is not None and not isinstance(limits, dict):
+        raise SpecError(f"limits={limits!r} is invalid: give a dict such as {{'memory_mb': 64}}")
+    effective = effective_limits(security_level, limits)
+    check_on_limit(on_limit)
+    for flag, value in (("adaptive", adaptive), ("hard_memory", hard_memory)):
+        if not isinstance(value, bool):
+            raise SpecError(f"{flag}={value!r} is invalid: must be true or false")
     if not isinstance(hold_limit, int) or isinstance(hold_limit, bool) or hold_limit < 0:
         raise SpecError(f"hold_limit={hold_limit!r} is invalid: must be a whole number >= 0")
     config = dict(config or {})
@@ -60,7 +70,9 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
     spec: dict[str, Any] = {"kind": "tool", "name": name, "actor": path, "config": config,
                             "restart": restart, "security_level": security_level,
                             "shutdown_timeout": float(shutdown_timeout),
-                            "start_timeout": float(start_timeout), "hold_limit": hold_limit}
+                            "start_timeout": float(start_timeout), "hold_limit": hold_limit,
+                            "limits": effective, "on_limit": on_limit, "adaptive": adaptive,
+                            "hard_memory": hard_memory}
     if path.startswith("__main__:"):
         spec["main"] = main_file()
     return spec

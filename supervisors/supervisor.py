@@ -18,6 +18,7 @@ at once and never blocks its process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections import deque
@@ -38,8 +39,10 @@ from actors.errors import (
     error_to_wire,
 )
 from actors.messages import (
+    AccountantMoved,
     Ack,
     Alive,
+    Breach,
     Event,
     Exiting,
     Lifecycle,
@@ -48,9 +51,12 @@ from actors.messages import (
     SpecChanged,
     Start,
     Stop,
+    Track,
+    Untrack,
 )
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
+from supervisors import accountant as _accountant  # noqa: F401  (registers its shell)
 from supervisors.hooks import run_hooks, unpack_hooks
 from supervisors.policy import BackoffState, Intensity, Policy, should_restart
 from supervisors.procs import kill_tree, pid_alive
@@ -96,6 +102,7 @@ class Child:
         self.address: Any = None
         self.pid: int | None = None
         self.socket: str | None = None
+        self.tmpdir: str | None = None
         self.generation = 0
         self.restarts = 0
         self.last_error: str | None = None
@@ -148,6 +155,8 @@ class Supervisor:
         self.sm = StateMachine(S.CREATED)
         self.last_error: str | None = None
         self.host_pid: int | None = None
+        self.accountant: Child | None = None      # root only: the accountant it keeps alive
+        self.accountant_address: Any = None
         self.jobs: deque[tuple[Job, int | None, Any]] = deque()
         self.current: tuple[Job, int | None, Any] | None = None
         self.wait: Wait | None = None
@@ -177,6 +186,10 @@ class Supervisor:
                 self._spec_changed()
         elif isinstance(msg, Event):
             self._publish(msg.event)
+        elif isinstance(msg, Breach):
+            self._on_breach(msg)
+        elif isinstance(msg, AccountantMoved):
+            self._accountant_moved(msg.address)
         elif isinstance(msg, Start):
             self._on_start(msg, sender)
         elif isinstance(msg, Stop):
@@ -201,12 +214,17 @@ class Supervisor:
             self._watch_host()
 
     def child_exited(self, address: Any) -> None:
+        acc = self.accountant
+        if acc is not None and acc.alive and acc.address == address:
+            self._accountant_exited(acc)
+            return
         child = next((c for c in self.children if c.alive and c.address == address), None)
         if child is None:
             return  # Thespian repeats exit notices; and stopped children are forgotten
         pid = child.pid
         child.address = None
         child.pid = None
+        self._cleanup(child, pid)
         w = self.wait
         if w is not None and w.child is child and w.kind in ("ack", "exit"):
             self._resume(EXITED)
@@ -242,11 +260,22 @@ class Supervisor:
         if self.is_root and spec.get("host_pid"):
             self.host_pid = int(spec["host_pid"])
             self.ctx.after(WATCH_HOST_EVERY, "host")
+        self.accountant_address = spec.get("accountant")
         self.children = [Child(c) for c in spec.get("children", [])]
         self.sm.go(S.INITIALIZING)
+        if self.is_root:
+            self.accountant = Child({"name": "accountant", "kind": "accountant",
+                                     "cadence": spec.get("sample_every", 1.0), "start_timeout": 30.0})
         self._enqueue(self._boot(msg.ref, sender))
 
     def _boot(self, ref: int, reply_to: Any) -> Job:
+        if self.accountant is not None:
+            error = yield from self._start(self.accountant)
+            if error is None:
+                self.accountant_address = self.accountant.address
+            else:
+                self.log.error("the accountant did not start ({}); running without resource "
+                               "accounting", describe(error))
         started: list[Child] = []
         for child in self.children:
             error = yield from self._start(child)
@@ -313,7 +342,11 @@ class Supervisor:
                                   + (f": {self.last_error}" if self.last_error else ""))
 
     def _op_ping(self, req: Request, sender: Any) -> Any:
-        return {"pid": self.ctx.pid, "pgid": os.getpgrp(), "state": self.sm.state.value}
+        acc = self.accountant
+        return {"pid": self.ctx.pid, "pgid": os.getpgrp(), "sid": os.getsid(0),
+                "state": self.sm.state.value,
+                "accountant": acc.address if acc is not None and acc.alive else None,
+                "accountant_pid": acc.pid if acc is not None and acc.alive else None}
 
     def _op_spawn(self, req: Request, sender: Any) -> Job:
         self._usable()
@@ -655,6 +688,8 @@ class Supervisor:
         if isinstance(r, Ack) and r.ok:
             child.pid = (r.value or {}).get("pid", child.pid)
             child.socket = (r.value or {}).get("socket")
+            child.tmpdir = (r.value or {}).get("tmpdir")
+            self._track(child)
             child.sm.go(S.READY)
             child.sm.go(S.RUNNING)
             child.started_at = time.monotonic()
@@ -718,6 +753,7 @@ class Supervisor:
             inherited = self.spec.get("inherited_hooks")
             own = self.spec.get("hooks")
             spec["inherited_hooks"] = _merge_hooks(inherited, own)
+            spec["accountant"] = self.accountant_address
         else:
             spec["fatal"] = list(self.policy.fatal_errors)
         return spec
@@ -776,6 +812,77 @@ class Supervisor:
             job.close()
             if cid is not None:
                 self._reply(reply_to, cid, error=ToolUnavailable(f"cancelled: {why}"))
+
+    # ================================================================= accounting
+    def _track(self, child: Child) -> None:
+        if child.kind != "tool" or self.accountant_address is None or not child.pid:
+            return
+        spec = child.spec
+        self.ctx.send(self.accountant_address, Track(
+            self._path(child), child.pid, spec.get("limits") or {}, spec.get("on_limit", "restart"),
+            bool(spec.get("adaptive")), spec.get("security_level", "standard")))
+
+    def _cleanup(self, child: Child, pid: int | None) -> None:
+        """A tool's process ended: end what it started, remove its temp dir, untrack it."""
+        if child.kind != "tool" or not pid:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the tool led its own process group
+        except (ProcessLookupError, PermissionError):
+            pass
+        if child.tmpdir:
+            shutil.rmtree(child.tmpdir, ignore_errors=True)
+            child.tmpdir = None
+        if self.accountant_address is not None:
+            self.ctx.send(self.accountant_address, Untrack(self._path(child), pid))
+
+    def _on_breach(self, msg: Breach) -> None:
+        child = self._find(msg.path.rpartition("/")[2])
+        if child is None or child.pid != msg.pid or not child.alive:
+            return  # that instance is gone already
+        text = f"{msg.metric} {msg.value:g} over its limit {msg.limit:g} (on_limit={msg.action})"
+        child.last_error = f"LimitExceeded: {text}"
+        self.log.warning("{}: {}", self._path(child), text)
+        if msg.action == "pause" and child.state is S.RUNNING:
+            self._enqueue(self._quietly(self._control(child, "pause")))
+        elif msg.action == "restart":
+            if self._will_restart(child, normal=False):
+                child.sm.force(S.RESTARTING)
+            self._enqueue(self._failure(child, child.generation, {
+                "code": "error", "type": "LimitExceeded", "message": text, "traceback": None},
+                normal=False))
+        elif msg.action == "stop":
+            self._enqueue(self._quietly(self._control(child, "stop")))
+
+    def _quietly(self, job: Job) -> Job:
+        try:
+            yield from job
+        except ToolError as exc:
+            self.log.info("limit action not applied: {}", exc)
+
+    def _accountant_exited(self, acc: Child) -> None:
+        acc.address = None
+        acc.pid = None
+        if self.sm.state in (S.STOPPING, S.STOPPED):
+            return  # the system is ending
+        self.log.error("the accountant died; starting a new one")
+        self._enqueue(self._restart_accountant(acc))
+
+    def _restart_accountant(self, acc: Child) -> Job:
+        error = yield from self._start(acc)
+        if error is not None:
+            self.log.error("the accountant could not restart: {}", describe(error))
+            return
+        self._accountant_moved(acc.address)
+
+    def _accountant_moved(self, address: Any) -> None:
+        """Use the new accountant; tell child supervisors; track our tools again."""
+        self.accountant_address = address
+        for child in self.children:
+            if child.alive and child.kind == "supervisor":
+                self.ctx.send(child.address, AccountantMoved(address))
+            elif child.alive:
+                self._track(child)
 
     # ================================================================= helpers
     def _ref(self, child: Child) -> int:

@@ -36,7 +36,7 @@ from supervisors.fastclient import NotDelivered, SocketCalls
 from supervisors.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.hooks import LifecycleHook, pack_hooks
 from supervisors.policy import Policy
-from supervisors.procs import end_group, group_pids, pid_alive
+from supervisors.procs import end_session, pid_alive, session_pids
 from supervisors.supervisor import SupervisorShell
 from supervisors.transport import PeerGone, Transport
 
@@ -62,18 +62,21 @@ class ToolSystem:
     ``call``; ``op_timeout`` for lifecycle and tree operations.
     """
 
-    #: Process groups of every actor system started in this process (for leak checks).
-    started_groups: list[int] = []
+    #: Sessions of every actor system started in this process (for leak checks).
+    started_sessions: list[int] = []
 
     def __init__(self, *, policy: Policy | None = None, hooks: Sequence[LifecycleHook] = (),
                  base: str = "multiprocTCPBase", call_timeout: float = 30.0,
                  op_timeout: float = 60.0, log_level: str | None = None,
                  handle_signals: bool = True, ip: str = "127.0.0.1",
                  call_path: str | None = None, window_per_caller: int = 1024,
-                 window_per_tool: int = 4096) -> None:
+                 window_per_tool: int = 4096, sample_every: float = 1.0) -> None:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
+        if not isinstance(sample_every, (int, float)) or sample_every <= 0:
+            raise ValueError(f"sample_every={sample_every!r} is invalid: must be a number > 0 (seconds)")
+        self.sample_every = float(sample_every)
         self.call_timeout = call_timeout
         self.op_timeout = op_timeout
         self.log_level = log_level
@@ -89,7 +92,7 @@ class ToolSystem:
         self.aio = AsyncCalls(window_per_caller, window_per_tool)
         self.config_specs: list[dict[str, Any]] = []
         self.root_route: Route | None = None
-        self.pgid: int | None = None
+        self.sid: int | None = None  # the actor system's session (its admin's pid)
         self._routes: dict[str, Route] = {}
         self._gone: dict[str, int] = {}  # path -> pid of an instance seen dying
         self._cids = itertools.count(1)
@@ -133,7 +136,7 @@ class ToolSystem:
                     "policy": self.policy.to_dict(), "children": [],
                     "hooks": pack_hooks(self.hooks) if self.hooks else None,
                     "host_pid": os.getpid(), "log_level": self.log_level,
-                    "call_path": self.call_path}
+                    "call_path": self.call_path, "sample_every": self.sample_every}
             ack = self.transport.exchange(
                 address, Start(cid, spec), lambda m: isinstance(m, Ack) and m.ref == cid,
                 time.time() + 30.0)
@@ -141,9 +144,9 @@ class ToolSystem:
                 raise error_from_wire(ack.error or {}, tool="(root)")
             self.root_route = Route(address, int(ack.value["pid"]), 0, "supervisor")
             info = self._request("", "ping", {}, 10.0)
-            self.pgid = int(info["pgid"])
-            ToolSystem.started_groups.append(self.pgid)
-            self._reaper = reaper.launch(self.pgid)
+            self.sid = int(info["sid"])
+            ToolSystem.started_sessions.append(self.sid)
+            self._reaper = reaper.launch(self.sid)
             self._install_signals()
             for sup in self.config_specs:
                 self.root.add(sup)
@@ -171,9 +174,9 @@ class ToolSystem:
             self.transport.close()
         except Exception as exc:
             logger.warning("actor system shutdown reported: {}", exc)
-        if self.pgid is not None and not end_group(self.pgid, grace=2.0):
-            logger.error("processes of group {} survived SIGKILL: {}", self.pgid,
-                         group_pids(self.pgid))
+        if self.sid is not None and not end_session(self.sid, grace=2.0):
+            logger.error("processes of session {} survived SIGKILL: {}", self.sid,
+                         session_pids(self.sid))
         if self._reaper is not None:  # our own clean-up is done: the reaper has no work left
             self._reaper.kill()
             self._reaper.wait()

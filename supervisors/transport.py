@@ -74,9 +74,19 @@ class Transport:
         # Thespian reads this when it creates addresses; all our processes inherit it.
         os.environ.setdefault("THESPIAN_BASE_IPADDR", self.ip)
         kind = socket.SOCK_DGRAM if self.base == "multiprocUDPBase" else socket.SOCK_STREAM
-        self.port = free_port(self.ip, kind)
-        with _default_signals():  # actor processes must not inherit the host's handlers
-            self._asys = ActorSystem(self.base, {"Admin Port": self.port}, transientUnique=True)
+        for attempt in range(3):  # a free port can be taken by someone else before we bind it
+            self.port = free_port(self.ip, kind)
+            try:
+                with _default_signals():  # actor processes must not inherit the host's handlers
+                    self._asys = ActorSystem(self.base, {"Admin Port": self.port},
+                                             transientUnique=True)
+                return
+            except Exception as exc:
+                if attempt == 2:
+                    raise RuntimeError(f"could not start the actor system on 127.0.0.1 "
+                                       f"(last port tried {self.port}): {exc}") from exc
+                logger.warning("actor system did not start on port {} ({}); trying another",
+                               self.port, exc)
 
     def create(self, shell: type) -> Any:
         """Create a top-level actor (the root supervisor) and return its address."""

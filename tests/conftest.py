@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from supervisors import Backoff, Policy, ToolSystem
-from tests.helpers import group_members
+from tests.helpers import session_members
 
 FAST = Policy(max_restarts=10, period=5.0, backoff=Backoff.none())
 
@@ -56,7 +56,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     deadline = time.monotonic() + 5.0
     me = psutil.Process(os.getpid())
     while True:
-        strays = [p for g in ToolSystem.started_groups for p in group_members(g)]
+        strays = [p for g in ToolSystem.started_sessions for p in session_members(g)]
         try:
             strays += [c for c in me.children(recursive=True)
                        if c.status() != psutil.STATUS_ZOMBIE]

@@ -8,7 +8,7 @@ from typing import Any
 
 import psutil
 
-from supervisors.procs import group_pids, pid_alive
+from supervisors.procs import pid_alive, session_pids
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, every: float = 0.01,
@@ -27,9 +27,9 @@ def wait_dead(*pids: int, timeout: float = 10.0) -> None:
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout, what=f"pids {pids} to end")
 
 
-def group_members(pgid: int) -> list[psutil.Process]:
+def session_members(sid: int) -> list[psutil.Process]:
     out = []
-    for pid in group_pids(pgid):
+    for pid in session_pids(sid):
         try:
             out.append(psutil.Process(pid))
         except psutil.Error:

@@ -18,7 +18,7 @@ def main() -> None:
         w.spawn(Counter, name="a")
         w.supervise("inner").spawn(Counter, name="b")
         pids = tree_pids(system.tree())
-        print(json.dumps({"pids": pids, "pgid": system.pgid}), flush=True)
+        print(json.dumps({"pids": pids, "sid": system.sid}), flush=True)
         if mode == "raise":
             raise RuntimeError("the host code failed")
         time.sleep(120)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from supervisors import cli
-from supervisors.procs import group_pids
+from supervisors.procs import session_pids
 from tests.helpers import wait_dead, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ def test_signal_stops_cleanly_and_leaves_no_process(sig: signal.Signals) -> None
                    what="the first full table")
         assert run.proc.poll() is None, run.output
         pids = table_pids(run.output)
-        pgid = os.getpgid(pids["(root)"])
+        sid = os.getsid(pids["(root)"])
         reapers = [p for p in psutil.Process(run.proc.pid).children() if "reaper" in command(p)]
         run.proc.send_signal(sig)
         code, out, err = run.finish()
@@ -144,7 +144,7 @@ def test_signal_stops_cleanly_and_leaves_no_process(sig: signal.Signals) -> None
     assert no_traceback(err)
     assert reapers, "the CLI should have started a reaper"
     wait_dead(*pids.values(), *(p.pid for p in reapers))
-    wait_until(lambda: not group_pids(pgid), timeout=10, what="the actor system's group to end")
+    wait_until(lambda: not session_pids(sid), timeout=10, what="the actor system's session to end")
 
 
 @pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisors import ToolSystem
-from tests.helpers import group_members, tree_pids, wait_dead, wait_until
+from tests.helpers import session_members, tree_pids, wait_dead, wait_until
 from tests.tools import Counter
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,16 +31,16 @@ def start_host(mode: str = "wait") -> tuple[subprocess.Popen[str], dict]:
 
 def assert_all_gone(info: dict) -> None:
     wait_dead(*info["pids"], timeout=10)
-    wait_until(lambda: not group_members(info["pgid"]), timeout=10, what="actor system group empty")
+    wait_until(lambda: not session_members(info["sid"]), timeout=10, what="actor system session empty")
 
 
 def test_leaving_the_with_block_ends_every_process() -> None:
     with ToolSystem() as system:
         system.supervise("w").spawn(Counter, name="a")
         pids = tree_pids(system.tree())
-        pgid = system.pgid
-        assert pgid is not None and group_members(pgid)
-    assert_all_gone({"pids": pids, "pgid": pgid})
+        sid = system.sid
+        assert sid is not None and session_members(sid)
+    assert_all_gone({"pids": pids, "sid": sid})
 
 
 def test_an_exception_in_the_block_ends_every_process() -> None:

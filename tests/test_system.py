@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 def test_every_listening_socket_is_on_loopback() -> None:
     with ToolSystem() as system:
         system.supervise("w").spawn(Counter, name="c").call("get")
-        pids = set(tree_pids(system.tree())) | {system.pgid}
+        pids = set(tree_pids(system.tree())) | {system.sid}
         listening = []
         for pid in pids:
             for conn in psutil.Process(pid).net_connections(kind="inet"):

@@ -1,0 +1,228 @@
+"""The Accountant: one actor that samples every tool's process and polices its limits.
+
+Supervisors ``Track`` each tool instance they start (and ``Untrack`` it when
+its process ends). Every ``cadence`` seconds the accountant samples them all
+(``supervisors.usage``), keeps a bounded history per tool, and compares each
+figure with the tool's limit: at 80 % a warning event, at 95 % a critical one,
+at 100 % a ``Breach`` to the tool's supervisor, which runs the tool's
+``on_limit`` action (alert, pause, restart or stop). With ``adaptive`` the
+limits follow a forecast of the tool's own usage (within the configured
+limit); a robust z-score flags sudden spikes the limits would not catch.
+
+It owns the usage figures: the host asks it for them (``usage``, ``stats``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Any
+
+from loguru import logger
+
+from actors import logs
+from actors.context import Context
+from actors.errors import ToolError, error_to_wire
+from actors.messages import Ack, Alive, Breach, Event, Reply, Request, Start, Stop, Track, Untrack
+from actors.shell import SHELLS, Shell
+from supervisors.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
+from supervisors.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
+from supervisors.usage import Sweep, Tracker, sample
+
+DEFAULT_CADENCE = 1.0
+RANK = {None: 0, "warning": 1, "critical": 2, "action": 3}
+REARM_BELOW = 0.75          # a metric must fall below this share of its limit to warn again
+ANOMALY_QUIET = 30          # samples between two anomaly alerts for one metric
+#: Smallest change that counts as an anomaly, per metric (ignore jitter on tiny values).
+ANOMALY_MIN_DELTA = {"memory_mb": 8.0, "cpu_percent": 25.0, "open_files": 16, "threads": 8,
+                     "connections": 8, "children": 2}
+ADAPTIVE = ("memory_mb", "open_files", "threads")
+FORECAST_STEPS = 10
+
+
+class AccountantShell(Shell):
+    behaviour = "supervisors.accountant:Accountant"
+
+
+SHELLS["accountant"] = AccountantShell
+
+
+class Entry:
+    """One tracked tool instance."""
+
+    def __init__(self, msg: Track, owner: Any) -> None:
+        self.path = msg.path
+        self.pid = msg.pid
+        self.owner = owner
+        self.configured = {k: float(v) for k, v in msg.limits.items() if k in LIMIT_NAMES}
+        self.limits = dict(self.configured)
+        self.on_limit = msg.on_limit
+        self.adaptive = msg.adaptive
+        self.level = msg.level
+        self.tracker = Tracker(msg.pid)
+        self.history = {m: History() for m in ANOMALY_MIN_DELTA}
+        self.notified: dict[str, str] = {}
+        self.acted = False
+        self.quiet_until: dict[str, int] = {}
+        self.usage: dict[str, Any] = {}
+
+
+class Accountant:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.parent: Any = None
+        self.cadence = DEFAULT_CADENCE
+        self.entries: dict[str, Entry] = {}
+        self.sweeps: deque[tuple[float, int]] = deque(maxlen=120)  # (ms, tools) per sweep
+        self.log = logger
+
+    # ------------------------------------------------------------------ Behaviour
+    def receive(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, Track):
+            self.entries[msg.path] = Entry(msg, sender)
+        elif isinstance(msg, Untrack):
+            entry = self.entries.get(msg.path)
+            if entry is not None and entry.pid == msg.pid:
+                del self.entries[msg.path]
+        elif isinstance(msg, Request):
+            self._on_request(msg, sender)
+        elif isinstance(msg, Start):
+            self._on_start(msg, sender)
+        elif isinstance(msg, Stop):
+            self.ctx.send(sender, Ack(msg.ref, True))
+            self.ctx.exit()
+
+    def wakeup(self, payload: Any) -> None:
+        if payload == "sweep":
+            try:
+                self.sweep()
+            finally:
+                self.ctx.after(self.cadence, "sweep")
+
+    def child_exited(self, address: Any) -> None:
+        """The accountant has no children."""
+
+    def system_exit(self) -> None:
+        """Nothing to release."""
+
+    # ------------------------------------------------------------------ start, requests
+    def _on_start(self, msg: Start, sender: Any) -> None:
+        self.parent = sender
+        self.cadence = float(msg.spec.get("cadence") or DEFAULT_CADENCE)
+        logs.setup(msg.spec.get("log_level"))
+        logs.set_title("toolvisor accountant")
+        self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
+        self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid}))
+        self.ctx.after(self.cadence, "sweep")
+
+    def _on_request(self, req: Request, sender: Any) -> None:
+        try:
+            if req.op == "usage":
+                wanted = req.args.get("paths")
+                value: Any = {p: self._report(e) for p, e in self.entries.items()
+                              if wanted is None or p in wanted}
+            elif req.op == "stats":
+                value = self.stats()
+            elif req.op == "sweep":
+                self.sweep()
+                value = self.stats()
+            else:
+                raise ToolError(f"unknown accountant operation {req.op!r}")
+        except Exception as exc:
+            self.ctx.send(sender, Reply(req.cid, False, error=error_to_wire(exc)))
+            return
+        self.ctx.send(sender, Reply(req.cid, True, value))
+
+    def _report(self, e: Entry) -> dict[str, Any]:
+        return {**e.usage, "pid": e.pid, "level": e.level, "on_limit": e.on_limit,
+                "limits": dict(e.limits), "configured": dict(e.configured),
+                "adaptive": e.adaptive}
+
+    def stats(self) -> dict[str, Any]:
+        ms = [m for m, _ in self.sweeps]
+        tools = [n for _, n in self.sweeps]
+        last_ms, last_n = self.sweeps[-1] if self.sweeps else (0.0, 0)
+        rss = 0.0
+        try:
+            with open(f"/proc/{os.getpid()}/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            pass
+        return {"tracked": len(self.entries), "cadence": self.cadence, "sweeps": len(ms),
+                "last_sweep_ms": round(last_ms, 3), "last_sweep_tools": last_n,
+                "mean_sweep_ms": round(sum(ms) / len(ms), 3) if ms else 0.0,
+                "max_sweep_ms": round(max(ms), 3) if ms else 0.0,
+                "ms_per_tool": round(sum(ms) / max(1, sum(tools)), 4) if ms else 0.0,
+                "rss_mb": round(rss, 2), "pid": os.getpid()}
+
+    # ------------------------------------------------------------------ sampling
+    def sweep(self) -> None:
+        started = time.perf_counter()
+        shared = Sweep()
+        for path, entry in list(self.entries.items()):
+            figures = sample(entry.tracker, shared)
+            if figures is None:  # the process ended between two samples: a normal event
+                self.log.debug("accountant: {} (pid {}) is gone", path, entry.pid)
+                del self.entries[path]
+                continue
+            entry.usage = figures
+            self._police(entry, figures)
+        self.sweeps.append(((time.perf_counter() - started) * 1000, len(self.entries)))
+
+    def _police(self, e: Entry, u: dict[str, Any]) -> None:
+        n = e.tracker.samples
+        for metric in LIMIT_NAMES:
+            value = float(u.get(metric, 0.0))
+            history = e.history.get(metric)
+            if history is not None:
+                self._spot_anomaly(e, metric, value, history.add(value), history, n)
+                if e.adaptive and metric in ADAPTIVE and n >= ANOMALY_MIN_SAMPLES and metric in e.configured:
+                    self._adapt(e, metric, value, history)
+            limit = e.limits.get(metric)
+            if not limit:
+                continue
+            ratio = value / limit
+            level = "action" if ratio >= 1.0 else "critical" if ratio >= CRITICAL_AT else \
+                "warning" if ratio >= WARNING_AT else None
+            if level is None:
+                if ratio < REARM_BELOW:
+                    e.notified.pop(metric, None)
+                continue
+            if RANK[level] <= RANK[e.notified.get(metric)]:
+                continue
+            e.notified[metric] = level
+            detail = f"{metric} {value:g} is {ratio:.0%} of its limit {limit:g}"
+            if level != "action":
+                self._event(e, f"limit {level}", detail)
+                continue
+            self._event(e, "limit exceeded", f"{detail}; action: {e.on_limit}")
+            self.log.warning("{}: {} over its limit {:g} (pid {}); action: {}", e.path, metric,
+                             limit, e.pid, e.on_limit)
+            if not e.acted or e.on_limit == "alert":
+                e.acted = e.on_limit != "alert"
+                self.ctx.send(e.owner, Breach(e.path, e.pid, metric, value, limit, e.on_limit))
+
+    def _spot_anomaly(self, e: Entry, metric: str, value: float, z: float, history: History,
+                      n: int) -> None:
+        if abs(z) < ANOMALY_Z or n < e.quiet_until.get(metric, 0):
+            return
+        window = list(history.values)[-20:-1]
+        typical = sorted(window)[len(window) // 2] if window else value
+        if abs(value - typical) < ANOMALY_MIN_DELTA[metric]:
+            return
+        e.quiet_until[metric] = n + ANOMALY_QUIET
+        self._event(e, "anomaly", f"{metric} jumped to {value:g} (typical {typical:g}, z={z:.1f})")
+
+    def _adapt(self, e: Entry, metric: str, value: float, history: History) -> None:
+        new = adapt(history.holt.predict(FORECAST_STEPS), value, e.configured[metric])
+        old = e.limits[metric]
+        if abs(new - old) > 0.1 * old:
+            e.limits[metric] = new
+            self._event(e, "limit adjusted", f"{metric} {old:g} -> {new:g} (forecast "
+                        f"{history.holt.predict(FORECAST_STEPS):.1f}, ceiling {e.configured[metric]:g})")
+
+    def _event(self, e: Entry, what: str, detail: str) -> None:
+        if self.parent is not None:
+            self.ctx.send(self.parent, Event({"time": time.time(), "path": e.path, "event": what,
+                                              "detail": detail, "state": "running"}))

@@ -1,0 +1,178 @@
+"""Measure what a tool's process (and the processes it started) uses.
+
+On Linux the figures come straight from /proc, reading each file once per
+sample (what psutil's ``oneshot()`` does, without psutil's per-call cost):
+a sweep over 100 tools must stay within a few milliseconds. Elsewhere psutil
+is used. USS (memory only this process holds; forked pages are shared) is
+exact every ``USS_EVERY`` samples and carried forward by the change in RSS in
+between, because reading ``smaps_rollup`` costs ~0.2 ms per process.
+
+A pid that vanished is a normal event: ``sample`` returns None.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+MB = 1024 * 1024
+USS_EVERY = 5
+LINUX = os.path.isdir("/proc/self/fd")
+
+
+@dataclass
+class Tracker:
+    """What the sampler remembers about one process between samples."""
+
+    pid: int
+    samples: int = 0
+    cpu_at: tuple[float, float] | None = None   # (cpu seconds, wall time) of the last sample
+    uss_base: float = 0.0                       # USS (bytes) at the last exact read
+    rss_base: float = 0.0                       # RSS at that read
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+class Sweep:
+    """Facts shared by every sample of one sweep: who is whose child, which sockets are inet."""
+
+    def __init__(self) -> None:
+        self.children: dict[int, list[int]] = {}
+        self.inet_inodes: set[str] = set()
+        if LINUX:
+            self._scan_processes()
+            self._scan_sockets()
+
+    def _scan_processes(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if fields[0] in (b"Z", b"X"):
+                continue
+            self.children.setdefault(int(fields[1]), []).append(int(entry))
+
+    def _scan_sockets(self) -> None:
+        for table in ("tcp", "tcp6", "udp", "udp6"):
+            try:
+                with open(f"/proc/net/{table}", "rb") as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) > 9:
+                            self.inet_inodes.add(parts[9].decode())
+            except OSError:
+                continue
+
+    def descendants(self, pid: int) -> list[int]:
+        out, todo = [], list(self.children.get(pid, ()))
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(self.children.get(p, ()))
+        return out
+
+
+def sample(tracker: Tracker, sweep: Sweep) -> dict[str, Any] | None:
+    """The tool's usage now, or None if its process is gone."""
+    try:
+        figures = _sample_proc(tracker, sweep) if LINUX else _sample_psutil(tracker)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except Exception as exc:  # psutil.NoSuchProcess and friends
+        if type(exc).__name__ in ("NoSuchProcess", "ZombieProcess"):
+            return None
+        raise
+    if figures is not None:
+        tracker.samples += 1
+        tracker.last = figures
+    return figures
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _sample_proc(t: Tracker, sweep: Sweep) -> dict[str, Any] | None:
+    pid = t.pid
+    stat = _read(f"/proc/{pid}/stat")
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    now = time.time()
+    cpu = (int(fields[11]) + int(fields[12])) / TICKS
+    rss = int(fields[21]) * PAGE
+    cpu_percent = 0.0
+    if t.cpu_at is not None and now > t.cpu_at[1]:
+        cpu_percent = max(0.0, 100.0 * (cpu - t.cpu_at[0]) / (now - t.cpu_at[1]))
+    t.cpu_at = (cpu, now)
+    if t.samples % USS_EVERY == 0:
+        t.uss_base, t.rss_base = _uss(pid), rss
+    uss = max(0.0, t.uss_base + (rss - t.rss_base))
+    fds = sockets = 0
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        fds += 1
+        try:
+            link = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in sweep.inet_inodes:
+            sockets += 1
+    read_bytes = write_bytes = 0
+    try:
+        for line in _read(f"/proc/{pid}/io").split(b"\n"):
+            if line.startswith(b"rchar:"):
+                read_bytes = int(line.split()[1])
+            elif line.startswith(b"wchar:"):
+                write_bytes = int(line.split()[1])
+    except PermissionError:
+        pass
+    return {"memory_mb": round(uss / MB, 2), "rss_mb": round(rss / MB, 2),
+            "cpu_percent": round(cpu_percent, 1), "cpu_seconds": round(cpu, 2),
+            "open_files": fds, "threads": int(fields[17]), "connections": sockets,
+            "children": len(sweep.descendants(pid)), "io_read_bytes": read_bytes,
+            "io_write_bytes": write_bytes, "sampled_at": now}
+
+
+def _uss(pid: int) -> float:
+    uss = 0
+    for line in _read(f"/proc/{pid}/smaps_rollup").split(b"\n"):
+        if line.startswith((b"Private_Clean:", b"Private_Dirty:", b"Private_Hugetlb:")):
+            uss += int(line.split()[1]) * 1024
+    return float(uss)
+
+
+def _sample_psutil(t: Tracker) -> dict[str, Any] | None:  # pragma: no cover - non-Linux
+    import psutil
+
+    p = psutil.Process(t.pid)
+    now = time.time()
+    with p.oneshot():
+        mem = p.memory_full_info()
+        times = p.cpu_times()
+        cpu = times.user + times.system
+        fds = p.num_fds() if hasattr(p, "num_fds") else len(p.open_files())
+        threads = p.num_threads()
+        conns = len(p.net_connections("inet"))
+        kids = len(p.children(recursive=True))
+        try:
+            io = p.io_counters()
+            rb, wb = io.read_bytes, io.write_bytes
+        except (AttributeError, psutil.AccessDenied):
+            rb = wb = 0
+    pct = 0.0 if t.cpu_at is None else max(0.0, 100.0 * (cpu - t.cpu_at[0]) / max(1e-9, now - t.cpu_at[1]))
+    t.cpu_at = (cpu, now)
+    return {"memory_mb": round(mem.uss / MB, 2), "rss_mb": round(mem.rss / MB, 2),
+            "cpu_percent": round(pct, 1), "cpu_seconds": round(cpu, 2), "open_files": fds,
+            "threads": threads, "connections": conns, "children": kids, "io_read_bytes": rb,
+            "io_write_bytes": wb, "sampled_at": now}
