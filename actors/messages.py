@@ -166,6 +166,7 @@ class Track:
     on_limit: str
     adaptive: bool
     level: str
+    inherited_fds: list[int] = field(default_factory=list)  # not counted as its own files
 
 
 @message(21)

@@ -7,6 +7,7 @@ paused, and reports failures to its supervisor, which decides what happens.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class ToolRunner:
         self.exiting = False
         self.stopped = False
         self.tmpdir: str | None = None
+        self.spare_fds: sandbox.SpareFds | None = None
+        self.inherited: list[int] = [2]
         self.log = logger
 
     # -- Behaviour -------------------------------------------------------------------
@@ -127,7 +130,10 @@ class ToolRunner:
         try:
             sandbox.own_process_group()
             self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool")
-            sandbox.apply_hard_limits(spec.get("limits") or {}, bool(spec.get("hard_memory")))
+            self.inherited = sandbox.inherited_fds()
+            sandbox.apply_hard_limits(spec.get("limits") or {}, bool(spec.get("hard_memory")),
+                                      self.inherited[-1])
+            self.spare_fds = sandbox.SpareFds()
             cls = load_object(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
                 raise TypeError(f"{spec['actor']} is not a ToolActor subclass")
@@ -153,7 +159,8 @@ class ToolRunner:
             return
         door = self.ctx.open_door() if spec.get("call_path") == "socket" else None
         self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door,
-                                                  "tmpdir": self.tmpdir}))
+                                                  "tmpdir": self.tmpdir,
+                                                  "inherited_fds": self.inherited}))
         self._drain()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -279,7 +286,15 @@ class ToolRunner:
                 return False, None, bad
             return False, None, exc
         except (Exception, SystemExit) as exc:
+            self._check_exhaustion(exc)
             return False, None, exc
+
+    def _check_exhaustion(self, exc: BaseException) -> None:
+        """The tool ran out of file descriptors: give the runtime its spares back."""
+        if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.spare_fds is not None:
+            if self.spare_fds.release():
+                self.log.warning("tool {} hit its open-files hard limit; runtime spares released",
+                                 self.path)
 
     def _refuse(self, call: Call | Batch, to: Any, error: ToolError) -> None:
         if isinstance(call, Batch):
@@ -313,6 +328,7 @@ class ToolRunner:
         try:
             fn()
         except Exception as exc:
+            self._check_exhaustion(exc)
             self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)
             self.request_exit(False, exc)
 

@@ -15,6 +15,11 @@ import tempfile
 from typing import Any
 
 MB = 1024 * 1024
+#: File descriptors above the tool's open_files limit that only the runtime may use: the
+#: hard limit is open_files + FD_RESERVE, so a tool that leaks files gets an OSError while
+#: its process keeps running until the accountant's policing acts on it.
+FD_RESERVE = 16
+SPARE_FDS = 4
 
 
 def own_process_group() -> None:
@@ -31,8 +36,26 @@ def private_tmpdir(name: str) -> str:
     return path
 
 
-def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False) -> dict[str, int]:
-    """Set the kernel limits; return what was set (name -> value)."""
+def inherited_fds() -> list[int]:
+    """The descriptors this process holds now, before the tool runs.
+
+    A forked process inherits its parent's descriptors (for a tool: pipes its
+    supervisor keeps for each earlier child). They are not the tool's doing:
+    its open-files figure and limit leave them out.
+    """
+    try:
+        return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    except OSError:  # pragma: no cover - no /proc
+        return [0, 1, 2]
+
+
+def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False,
+                      fd_top: int = 2) -> dict[str, int]:
+    """Set the kernel limits; return what was set (name -> value).
+
+    ``fd_top`` is the highest descriptor number already open: RLIMIT_NOFILE bounds
+    descriptor *numbers*, so the tool's own budget starts above it.
+    """
     try:
         import resource
     except ImportError:  # pragma: no cover - not on POSIX
@@ -40,7 +63,7 @@ def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False) -> dict
     applied: dict[str, int] = {}
     if limits.get("open_files"):
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        n = int(limits["open_files"])
+        n = fd_top + 1 + int(limits["open_files"]) + FD_RESERVE
         n = n if hard == resource.RLIM_INFINITY else min(n, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         applied["open_files"] = n
@@ -55,3 +78,21 @@ def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False) -> dict
         resource.setrlimit(resource.RLIMIT_AS, (n, n))
         applied["address_space_bytes"] = n
     return applied
+
+
+class SpareFds:
+    """A few descriptors held back; freed when the tool exhausts its own, so the runtime
+    (which needs one for every turn of its event loop) keeps working."""
+
+    def __init__(self, count: int = SPARE_FDS) -> None:
+        self.fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(count)]
+
+    def release(self) -> bool:
+        freed = bool(self.fds)
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        return freed

@@ -108,6 +108,8 @@ class Shell(Actor):
         self._inner: Any = None
         self._door: FastPathServer | None = None
         self._flush_armed = False
+        self._due: list[Any] = []          # timer payloads ready to run
+        self._bell: tuple[int, int] | None = None  # self-pipe that wakes our own loop
 
     # Context ---------------------------------------------------------------------------
     @property
@@ -121,7 +123,31 @@ class Shell(Actor):
         super().send(to, msg if isinstance(msg, (bytes, ActorSystemMessage)) else encode(msg))
 
     def after(self, delay: float, payload: Any) -> None:
-        self.wakeupAfter(timedelta(seconds=max(0.0, delay)), payload)
+        """Deliver ``payload`` to the behaviour's ``wakeup`` after ``delay`` seconds.
+
+        Thespian skips socket I/O whenever one of its timers is already due, so a
+        behaviour that keeps re-arming short timers would never see its mailbox.
+        Timers therefore only ring a bell (a self-pipe this actor watches); the
+        payload runs from the watch, after the framework has done its I/O.
+        """
+        if delay <= 0 and self._ring():
+            self._due.append(payload)
+        else:
+            self.wakeupAfter(timedelta(seconds=max(0.0, delay)), ("__timer__", payload))
+
+    def _ring(self) -> bool:
+        """Make our loop wake up through the watch; False if the base cannot watch fds."""
+        if self._bell is None:
+            if not hasattr(getattr(self._myRef, "transport", None), "set_watch"):
+                return False
+            self._bell = os.pipe()
+            os.set_blocking(self._bell[0], False)
+            os.set_blocking(self._bell[1], False)
+        try:
+            os.write(self._bell[1], b"!")
+        except BlockingIOError:  # the pipe is full: it is ringing already
+            pass
+        return True
 
     def spawn(self, kind: str) -> Any:
         return self.createActor(SHELLS[kind])
@@ -151,6 +177,8 @@ class Shell(Actor):
             t = self._myRef.transport
             fds = [t.socket.fileno(), *filter(None, t._incomingSockets)]
             fds += [s.socket.fileno() for s in getattr(t, "_openSockets", {}).values()]
+            if self._bell is not None:
+                fds.append(self._bell[0])  # a timer is due: stop lingering
             return [fd for fd in fds if isinstance(fd, int) and fd >= 0]
         except Exception:
             return []
@@ -175,15 +203,24 @@ class Shell(Actor):
             if isinstance(msg, (bytes, bytearray)):
                 inner.receive(decode(msg), sender)
             elif isinstance(msg, WatchMessage):
+                if self._bell is not None and self._bell[0] in msg.ready:
+                    self._run_due(inner)
                 if self._door is not None:
-                    self._door.on_ready(msg.ready)
+                    self._door.on_ready([fd for fd in msg.ready if self._bell is None
+                                         or fd != self._bell[0]])
             elif isinstance(msg, WakeupMessage):
-                if msg.payload == "__flush__":
+                payload = msg.payload
+                if payload == "__flush__":
                     self._flush_armed = False
                     if self._door is not None:
                         self._door.flush()
+                elif isinstance(payload, tuple) and payload and payload[0] == "__timer__":
+                    if self._ring():
+                        self._due.append(payload[1])
+                    else:
+                        inner.wakeup(payload[1])
                 else:
-                    inner.wakeup(msg.payload)
+                    inner.wakeup(payload)
             elif isinstance(msg, ChildActorExited):
                 inner.child_exited(msg.childAddress)
             elif isinstance(msg, ActorExitRequest):
@@ -208,15 +245,29 @@ class Shell(Actor):
                                             type(msg).__name__, error_to_wire(exc)["message"])
         return self._watch()
 
+    def _run_due(self, inner: Any) -> None:
+        try:
+            while os.read(self._bell[0], 4096):  # type: ignore[index]
+                pass
+        except BlockingIOError:
+            pass
+        due, self._due = self._due, []
+        for payload in due:
+            try:
+                inner.wakeup(payload)
+            except Exception as exc:
+                logger.opt(exception=exc).error("actor {} failed running a timer", self.pid)
+
     def _watch(self) -> ThespianWatch | None:
         door = self._door
+        fds = [self._bell[0]] if self._bell is not None else []
         if door is None:
-            return None
+            return ThespianWatch(fds) if fds else None
         door.flush()  # replies queued while handling this message (e.g. held calls on resume)
         if door.has_output and not self._flush_armed:
             self._flush_armed = True
             self.wakeupAfter(timedelta(seconds=FLUSH_EVERY), "__flush__")
-        return ThespianWatch(door.fds())
+        return ThespianWatch(door.fds() + fds)
 
     def _make_inner(self) -> Any:
         from actors.loading import load_object

@@ -37,7 +37,11 @@ ANOMALY_QUIET = 30          # samples between two anomaly alerts for one metric
 #: Smallest change that counts as an anomaly, per metric (ignore jitter on tiny values).
 ANOMALY_MIN_DELTA = {"memory_mb": 8.0, "cpu_percent": 25.0, "open_files": 16, "threads": 8,
                      "connections": 8, "children": 2}
-ADAPTIVE = ("memory_mb", "open_files", "threads")
+#: The spread below which a series counts as flat (robust z-score's MAD floor), per metric.
+MIN_MAD = {"memory_mb": 1.0, "cpu_percent": 3.0, "open_files": 2, "threads": 1,
+           "connections": 1, "children": 0.5}
+#: Metrics whose limit adapts (the others move in steps that a forecast does not help with).
+ADAPTIVE = ("memory_mb",)
 FORECAST_STEPS = 10
 
 
@@ -60,8 +64,8 @@ class Entry:
         self.on_limit = msg.on_limit
         self.adaptive = msg.adaptive
         self.level = msg.level
-        self.tracker = Tracker(msg.pid)
-        self.history = {m: History() for m in ANOMALY_MIN_DELTA}
+        self.tracker = Tracker(msg.pid, inherited=frozenset(str(fd) for fd in msg.inherited_fds))
+        self.history = {m: History(min_mad=MIN_MAD[m]) for m in ANOMALY_MIN_DELTA}
         self.notified: dict[str, str] = {}
         self.acted = False
         self.quiet_until: dict[str, int] = {}
@@ -121,7 +125,7 @@ class Accountant:
             if req.op == "usage":
                 wanted = req.args.get("paths")
                 value: Any = {p: self._report(e) for p, e in self.entries.items()
-                              if wanted is None or p in wanted}
+                              if e.usage and (wanted is None or p in wanted)}
             elif req.op == "stats":
                 value = self.stats()
             elif req.op == "sweep":
@@ -174,12 +178,12 @@ class Accountant:
         n = e.tracker.samples
         for metric in LIMIT_NAMES:
             value = float(u.get(metric, 0.0))
+            limit = e.limits.get(metric)  # as set before this sample
             history = e.history.get(metric)
             if history is not None:
                 self._spot_anomaly(e, metric, value, history.add(value), history, n)
                 if e.adaptive and metric in ADAPTIVE and n >= ANOMALY_MIN_SAMPLES and metric in e.configured:
-                    self._adapt(e, metric, value, history)
-            limit = e.limits.get(metric)
+                    self._adapt(e, metric, history)
             if not limit:
                 continue
             ratio = value / limit
@@ -214,8 +218,8 @@ class Accountant:
         e.quiet_until[metric] = n + ANOMALY_QUIET
         self._event(e, "anomaly", f"{metric} jumped to {value:g} (typical {typical:g}, z={z:.1f})")
 
-    def _adapt(self, e: Entry, metric: str, value: float, history: History) -> None:
-        new = adapt(history.holt.predict(FORECAST_STEPS), value, e.configured[metric])
+    def _adapt(self, e: Entry, metric: str, history: History) -> None:
+        new = adapt(history.holt.predict(FORECAST_STEPS), e.configured[metric])
         old = e.limits[metric]
         if abs(new - old) > 0.1 * old:
             e.limits[metric] = new

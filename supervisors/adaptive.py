@@ -3,7 +3,7 @@
 - ``History``: a bounded ring of samples per metric (memory stays flat).
 - ``Holt``: double exponential smoothing (level + trend); ``predict(h)`` is the
   expected value ``h`` samples ahead.
-- ``adapt``: a limit that follows the prediction with headroom but never
+- ``adapt``: a limit that follows the forecast with headroom but never
   leaves ``[floor, ceiling]`` (the ceiling is the tool's configured limit).
 - ``robust_z``: the robust z-score (median and MAD) of the newest sample
   against the window before it; a large one is a spike the quota may miss.
@@ -46,30 +46,33 @@ class Holt:
 class History:
     """The recent samples of one metric, its forecast and its anomaly score."""
 
-    def __init__(self, size: int = HISTORY) -> None:
+    def __init__(self, size: int = HISTORY, min_mad: float = 1.0) -> None:
         self.values: deque[float] = deque(maxlen=size)
         self.holt = Holt()
+        self.min_mad = min_mad
 
     def add(self, x: float) -> float:
         """Record ``x``; return its robust z-score against the window before it."""
         window = list(self.values)[-ANOMALY_WINDOW:]
-        z = robust_z(x, window) if len(window) >= ANOMALY_MIN_SAMPLES else 0.0
+        z = robust_z(x, window, self.min_mad) if len(window) >= ANOMALY_MIN_SAMPLES else 0.0
         self.values.append(x)
         self.holt.update(x)
         return z
 
 
-def robust_z(x: float, window: list[float]) -> float:
+def robust_z(x: float, window: list[float], min_mad: float = 1e-6) -> float:
+    """0.6745 (x - median) / MAD; ``min_mad`` keeps a flat series from making every
+    tiny change look infinite."""
     med = median(window)
-    mad = median(abs(v - med) for v in window)
-    if mad == 0:
-        spread = max(abs(med) * 0.01, 1e-6)  # a flat series: compare to 1 % of its level
-        return (x - med) / spread / 1.4826
+    mad = max(median(abs(v - med) for v in window), min_mad)
     return 0.6745 * (x - med) / mad
 
 
-def adapt(prediction: float, current: float, ceiling: float) -> float:
-    """The adaptive limit: headroom over what is expected, within [floor, ceiling]."""
+def adapt(forecast: float, ceiling: float) -> float:
+    """The adaptive limit: headroom over the forecast, within [floor, ceiling].
+
+    It follows the smoothed forecast, not the newest sample, so a sudden spike
+    meets the limit set before it instead of dragging the limit up with it.
+    """
     floor = ceiling * FLOOR_FRACTION
-    wanted = max(prediction, current) * HEADROOM
-    return round(min(ceiling, max(floor, wanted)), 2)
+    return round(min(ceiling, max(floor, forecast * HEADROOM)), 2)

@@ -43,7 +43,7 @@ DEFAULT_LOG_LEVEL = "WARNING"  # the table already shows lifecycle events
 CLEAR = "\x1b[H\x1b[2J"
 RECENT_EVENTS = 12
 ERROR_WIDTH = 60
-COLUMNS = ("PATH", "KIND", "STATE", "PID", "RESTARTS", "MEM MB", "LAST ERROR")
+COLUMNS = ("PATH", "KIND", "STATE", "PID", "RESTARTS", "MEM MB", "CPU %", "LAST ERROR")
 
 
 # ====================================================================== arguments
@@ -159,13 +159,14 @@ class Row:
     pid: int | None
     restarts: int
     last_error: str | None
+    usage: dict[str, Any] | None = None
 
 
 def flatten(node: dict[str, Any], depth: int = 0) -> list[Row]:
     """The tree from ``ToolSystem.tree()`` as rows, parents before their children."""
     rows = [Row(depth, node.get("path") or "(root)", node.get("kind", "?"),
                 str(node.get("state", "?")), node.get("pid"), int(node.get("restarts") or 0),
-                node.get("last_error"))]
+                node.get("last_error"), node.get("usage"))]
     for child in node.get("children", []):
         rows += flatten(child, depth + 1)
     return rows
@@ -196,8 +197,11 @@ def truncate(text: str | None, width: int) -> str:
 
 def cells(row: Row) -> list[str]:
     """The row as text; the error is still whole (``render_table`` cuts it)."""
+    usage = row.usage or {}
+    memory = f"{usage['memory_mb']:.1f}" if "memory_mb" in usage else memory_mb(row.pid)
+    cpu = f"{usage['cpu_percent']:.0f}" if "cpu_percent" in usage else ""
     return ["  " * row.depth + row.path, row.kind, row.state,
-            str(row.pid) if row.pid else "", str(row.restarts), memory_mb(row.pid),
+            str(row.pid) if row.pid else "", str(row.restarts), memory, cpu,
             " ".join((row.last_error or "").split())]
 
 

@@ -94,7 +94,14 @@ class _Node:
                               state=ToolState(info["state"]), pid=info["pid"], restarts=0,
                               last_error=info.get("last_error"))
         parent, name = _split(self.path)
-        return ToolStatus.from_info(self.system._request(parent, "status", {"name": name}, timeout))
+        info = self.system._request(parent, "status", {"name": name}, timeout)
+        if info["kind"] == "tool" and info.get("pid"):
+            try:
+                found = self.system.usage([self.path], timeout).get(self.path) or {}
+            except ToolError:
+                found = {}
+            info["usage"] = found if found.get("pid") == info["pid"] else {}
+        return ToolStatus.from_info(info)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path or '(root)'}>"

@@ -103,6 +103,7 @@ class Child:
         self.pid: int | None = None
         self.socket: str | None = None
         self.tmpdir: str | None = None
+        self.inherited_fds: list[int] = []
         self.generation = 0
         self.restarts = 0
         self.last_error: str | None = None
@@ -331,10 +332,14 @@ class Supervisor:
             self._reply(sender, req.cid, value=result)
 
     def _reply(self, to: Any, cid: int, value: Any = None, error: BaseException | None = None) -> None:
-        if error is not None:
-            self.ctx.send(to, Reply(cid, False, error=error_to_wire(error)))
-        else:
-            self.ctx.send(to, Reply(cid, True, value))
+        if error is None:
+            try:
+                self.ctx.send(to, Reply(cid, True, value))
+                return
+            except (TypeError, ValueError) as exc:  # never leave a caller without an answer
+                self.log.error("could not send a reply: {}", exc)
+                error = exc
+        self.ctx.send(to, Reply(cid, False, error=error_to_wire(error)))
 
     def _usable(self) -> None:
         if self.sm.state in (S.FAILED, S.STOPPING, S.STOPPED):
@@ -343,10 +348,11 @@ class Supervisor:
 
     def _op_ping(self, req: Request, sender: Any) -> Any:
         acc = self.accountant
+        ready = acc is not None and acc.alive and acc.state is S.RUNNING
         return {"pid": self.ctx.pid, "pgid": os.getpgrp(), "sid": os.getsid(0),
                 "state": self.sm.state.value,
-                "accountant": acc.address if acc is not None and acc.alive else None,
-                "accountant_pid": acc.pid if acc is not None and acc.alive else None}
+                "accountant": acc.address if ready else None,  # type: ignore[union-attr]
+                "accountant_pid": acc.pid if ready else None}  # type: ignore[union-attr]
 
     def _op_spawn(self, req: Request, sender: Any) -> Job:
         self._usable()
@@ -689,6 +695,7 @@ class Supervisor:
             child.pid = (r.value or {}).get("pid", child.pid)
             child.socket = (r.value or {}).get("socket")
             child.tmpdir = (r.value or {}).get("tmpdir")
+            child.inherited_fds = list((r.value or {}).get("inherited_fds") or [])
             self._track(child)
             child.sm.go(S.READY)
             child.sm.go(S.RUNNING)
@@ -820,7 +827,7 @@ class Supervisor:
         spec = child.spec
         self.ctx.send(self.accountant_address, Track(
             self._path(child), child.pid, spec.get("limits") or {}, spec.get("on_limit", "restart"),
-            bool(spec.get("adaptive")), spec.get("security_level", "standard")))
+            bool(spec.get("adaptive")), spec.get("security_level", "standard"), child.inherited_fds))
 
     def _cleanup(self, child: Child, pid: int | None) -> None:
         """A tool's process ended: end what it started, remove its temp dir, untrack it."""

@@ -95,6 +95,7 @@ class ToolSystem:
         self.sid: int | None = None  # the actor system's session (its admin's pid)
         self._routes: dict[str, Route] = {}
         self._gone: dict[str, int] = {}  # path -> pid of an instance seen dying
+        self._accountant_route: Route | None = None
         self._cids = itertools.count(1)
         self._reaper: Any = None
         self._old_sigterm: Any = None
@@ -222,8 +223,25 @@ class ToolSystem:
         return SupervisorHandle(self, path.strip("/"))
 
     def tree(self, timeout: float | None = None) -> dict[str, Any]:
-        """The whole supervision tree as nested dicts (name, kind, state, children, ...)."""
-        return self._subtree("", None, timeout)
+        """The whole supervision tree as nested dicts (name, kind, state, children, ...).
+
+        Tool nodes carry ``usage`` (see ``usage()``) once they have been sampled.
+        """
+        tree = self._subtree("", None, timeout)
+        try:
+            figures = self.usage(timeout=timeout)
+        except ToolError:
+            figures = {}
+
+        def attach(node: dict[str, Any]) -> None:
+            if node.get("kind") == "tool":
+                found = figures.get(node.get("path", ""))
+                node["usage"] = found if found and found.get("pid") == node.get("pid") else {}
+            for child in node.get("children", []):
+                attach(child)
+
+        attach(tree)
+        return tree
 
     def _subtree(self, path: str, info: dict[str, Any] | None,
                  timeout: float | None) -> dict[str, Any]:
@@ -255,6 +273,48 @@ class ToolSystem:
                 kids.append({k: v for k, v in child.items() if k != "children"})
         node["children"] = kids
         return node
+
+    def usage(self, paths: Sequence[str] | None = None,
+              timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """Latest resource figures per tool path, from the accountant.
+
+        Each holds ``memory_mb`` (USS), ``rss_mb``, ``cpu_percent``, ``cpu_seconds``,
+        ``open_files``, ``threads``, ``connections``, ``children``, I/O bytes,
+        ``sampled_at``, and the tool's ``limits`` (as enforced now), ``configured``
+        limits, ``level`` and ``on_limit``. Tools not sampled yet are absent.
+        """
+        args = {} if paths is None else {"paths": list(paths)}
+        return dict(self._ask_accountant("usage", args, timeout))
+
+    def accounting_stats(self, sweep_now: bool = False,
+                         timeout: float | None = None) -> dict[str, Any]:
+        """The accountant's own figures: tools tracked, sweep times, its memory."""
+        return dict(self._ask_accountant("sweep" if sweep_now else "stats", {}, timeout))
+
+    def _ask_accountant(self, op: str, args: dict[str, Any], timeout: float | None) -> Any:
+        self._require_running()
+        deadline = self._deadline(timeout, self.op_timeout)
+        for _ in range(3):
+            route = self._accountant_route
+            if route is None or not pid_alive(route.pid):
+                info = self._request("", "ping", {}, timeout)
+                if not info.get("accountant"):
+                    raise ToolUnavailable("resource accounting is not running")
+                route = self._accountant_route = Route(info["accountant"],
+                                                       int(info["accountant_pid"]), 0, "accountant")
+            cid = next(self._cids)
+            try:
+                reply = self.transport.exchange(
+                    route.address, Request(cid, op, args, deadline),
+                    lambda m, cid=cid: isinstance(m, Reply) and m.cid == cid, deadline,
+                    lambda pid=route.pid: pid_alive(pid))
+            except PeerGone:
+                self._accountant_route = None
+                continue
+            if reply.ok:
+                return reply.value
+            raise error_from_wire(reply.error or {})
+        raise ToolUnavailable("the accountant kept going away; try again")
 
     def events(self, since: float = 0.0, timeout: float | None = None) -> list[dict[str, Any]]:
         """Recent lifecycle events of the whole tree (kept by the root), oldest first.

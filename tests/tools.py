@@ -170,3 +170,58 @@ class ExplodingHook(LifecycleHook):
 
     def on_error(self, tool: str, error: Exception) -> None:
         raise RuntimeError("hook bug")
+
+
+class Hog(ToolActor):
+    """Uses resources on request: memory, files, CPU, child processes."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        self.kept: list[Any] = []
+        self.burning = False
+
+    @command
+    def leak(self, mb: int) -> int:
+        for _ in range(mb):
+            self.kept.append(bytearray(1024 * 1024))  # touched: really resident
+        return len(self.kept)
+
+    @command
+    def leak_files(self, n: int) -> int:
+        for _ in range(n):
+            self.kept.append(open(os.devnull))  # noqa: SIM115 - leaking is the point
+        return n
+
+    @command
+    def sleepers(self, n: int) -> list[int]:
+        import subprocess
+
+        procs = [subprocess.Popen(["sleep", "1000"]) for _ in range(n)]
+        self.kept.extend(procs)
+        return [p.pid for p in procs]
+
+    @command
+    def burn(self) -> None:
+        """Keep a core busy in 50 ms slices (the tool stays responsive between them)."""
+        self.burning = True
+        self.after(0, self._slice)
+
+    def _slice(self) -> None:
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:
+            pass
+        if self.burning:
+            self.after(0, self._slice)
+
+    @command
+    def tmp(self) -> str:
+        with open(os.path.join(self.tmpdir, "scratch.txt"), "w") as f:
+            f.write("data")
+        return self.tmpdir
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+    @command
+    def crash(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
