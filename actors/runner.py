@@ -132,7 +132,7 @@ class ToolRunner:
             self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool")
             self.inherited = sandbox.inherited_fds()
             sandbox.apply_hard_limits(spec.get("limits") or {}, bool(spec.get("hard_memory")),
-                                      self.inherited[-1])
+                                      self.inherited)
             self.spare_fds = sandbox.SpareFds()
             cls = load_object(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):

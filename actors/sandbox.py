@@ -50,11 +50,11 @@ def inherited_fds() -> list[int]:
 
 
 def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False,
-                      fd_top: int = 2) -> dict[str, int]:
+                      inherited: list[int] | None = None) -> dict[str, int]:
     """Set the kernel limits; return what was set (name -> value).
 
-    ``fd_top`` is the highest descriptor number already open: RLIMIT_NOFILE bounds
-    descriptor *numbers*, so the tool's own budget starts above it.
+    RLIMIT_NOFILE bounds descriptor *numbers*: the tool gets ``open_files`` (plus
+    the runtime's reserve) free numbers on top of those ``inherited`` below it.
     """
     try:
         import resource
@@ -63,7 +63,11 @@ def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False,
     applied: dict[str, int] = {}
     if limits.get("open_files"):
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        n = fd_top + 1 + int(limits["open_files"]) + FD_RESERVE
+        budget = int(limits["open_files"]) + FD_RESERVE
+        taken = sorted(inherited or [0, 1, 2])
+        n = budget + len(taken)
+        for _ in range(4):  # inherited descriptors above the limit take no slot below it
+            n = budget + sum(1 for fd in taken if fd < n)
         n = n if hard == resource.RLIM_INFINITY else min(n, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         applied["open_files"] = n
