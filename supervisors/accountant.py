@@ -15,6 +15,7 @@ It owns the usage figures: the host asks it for them (``usage``, ``stats``).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import deque
 from typing import Any
@@ -27,6 +28,7 @@ from actors.errors import ToolError, error_to_wire
 from actors.messages import Ack, Alive, Breach, Event, Reply, Request, Start, Stop, Track, Untrack
 from actors.shell import SHELLS, Shell
 from supervisors.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
+from supervisors.procs import pid_alive
 from supervisors.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
 from supervisors.usage import Sweep, Tracker, sample
 
@@ -43,6 +45,13 @@ MIN_MAD = {"memory_mb": 1.0, "cpu_percent": 3.0, "open_files": 2, "threads": 1,
 #: Metrics whose limit adapts (the others move in steps that a forecast does not help with).
 ADAPTIVE = ("memory_mb",)
 FORECAST_STEPS = 10
+
+
+def _end_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class AccountantShell(Shell):
@@ -84,6 +93,9 @@ class Accountant:
     # ------------------------------------------------------------------ Behaviour
     def receive(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, Track):
+            old = self.entries.get(msg.path)
+            if old is not None and old.pid != msg.pid and not pid_alive(old.pid):
+                _end_group(old.pid)  # the instance it replaces died before we noticed
             self.entries[msg.path] = Entry(msg, sender)
         elif isinstance(msg, Untrack):
             entry = self.entries.get(msg.path)
@@ -169,6 +181,7 @@ class Accountant:
             if figures is None:  # the process ended between two samples: a normal event
                 self.log.debug("accountant: {} (pid {}) is gone", path, entry.pid)
                 del self.entries[path]
+                _end_group(entry.pid)  # what it started dies with it, even if its supervisor died too
                 continue
             entry.usage = figures
             self._police(entry, figures)

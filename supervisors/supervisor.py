@@ -59,7 +59,7 @@ from actors.state import StateMachine, ToolState, check
 from supervisors import accountant as _accountant  # noqa: F401  (registers its shell)
 from supervisors.hooks import run_hooks, unpack_hooks
 from supervisors.policy import BackoffState, Intensity, Policy, should_restart
-from supervisors.procs import kill_tree, pid_alive
+from supervisors.procs import kill_tree, pid_alive, session_pids
 from supervisors.specs import start_budget
 
 S = ToolState
@@ -306,9 +306,14 @@ class Supervisor:
         if self.host_pid and not pid_alive(self.host_pid):
             self.log.error("the host process {} is gone; ending the whole actor system",
                            self.host_pid)
-            for child in reversed(self.children):
-                kill_tree(child.pid)
-            os.killpg(os.getpgrp(), signal.SIGKILL)
+            me = os.getpid()
+            for pid in session_pids(os.getsid(0)):  # actors and whatever tools started
+                if pid != me:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            os.kill(me, signal.SIGKILL)
         self.ctx.after(WATCH_HOST_EVERY, "host")
 
     # ================================================================= requests

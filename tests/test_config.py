@@ -117,3 +117,31 @@ def test_parse_config_returns_specs() -> None:
     cfg = parse_config(GOOD)
     assert [s["name"] for s in cfg.supervisors] == ["workers"]
     assert cfg.system_options["log_level"] == "WARNING"
+
+
+def test_resource_keys_in_config(tmp_path: Path) -> None:
+    text = """
+[system]
+sample_every = 0.5
+
+[[supervisor]]
+name = "w"
+
+[[supervisor.tool]]
+name = "c"
+actor = "tests.tools:Counter"
+security_level = "high"
+limits = { memory_mb = 100, open_files = 64 }
+on_limit = "stop"
+adaptive = true
+"""
+    cfg = parse_config(text)
+    tool = cfg.supervisors[0]["children"][0]
+    assert tool["limits"]["memory_mb"] == 100 and tool["limits"]["open_files"] == 64
+    assert tool["limits"]["threads"] == 16  # the 'high' level's default
+    assert tool["on_limit"] == "stop" and tool["adaptive"] is True
+    assert cfg.system_options["sample_every"] == 0.5
+    with pytest.raises(ConfigError, match=r"tool\[0\] \(c\): limits.memory_mb=9000 is invalid"):
+        parse_config(text.replace("memory_mb = 100", "memory_mb = 9000"))
+    with pytest.raises(ConfigError, match=r"on_limit='panic' is invalid"):
+        parse_config(text.replace('on_limit = "stop"', 'on_limit = "panic"'))

@@ -155,7 +155,8 @@ def test_a_pid_that_vanishes_between_samples_is_a_normal_event(system: ToolSyste
     for _ in range(3):
         pid = t.call("pid", timeout=10)
         os.kill(pid, 9)
-        stats = system.accounting_stats(sweep_now=True)  # right after the kill
+        wait_dead(pid)
+        stats = system.accounting_stats(sweep_now=True)  # before its supervisor restarts it
         assert stats["tracked"] <= 1
     wait_until(lambda: t.status().restarts == 3 and t.status().state is ToolState.RUNNING)
     assert sampled(t)["pid"] == t.call("pid")
@@ -188,3 +189,12 @@ def _stats(system: ToolSystem) -> dict:
         return system.accounting_stats()
     except ToolError:
         return {}
+
+
+def test_a_killed_supervisor_does_not_orphan_what_its_tools_started(system: ToolSystem) -> None:
+    inner = system.supervise("w")
+    t = inner.spawn(Hog, name="h")
+    kids = t.call("sleepers", n=2)
+    sampled(t)
+    os.kill(inner.status().pid, 9)  # the tool dies with it (PDEATHSIG); its children do not...
+    wait_dead(*kids, timeout=10)  # ...until the accountant sees the tool gone and ends its group
