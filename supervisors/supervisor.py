@@ -23,7 +23,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -57,88 +56,22 @@ from actors.messages import (
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
 from supervisors import accountant as _accountant  # noqa: F401  (registers its shell)
+from supervisors.children import Child, describe
 from supervisors.hooks import run_hooks, unpack_hooks
-from supervisors.policy import BackoffState, Intensity, Policy, should_restart
+from supervisors.jobs import TIMEOUT, Job, JobQueue, Wait
+from supervisors.policy import Intensity, Policy, should_restart
 from supervisors.procs import kill_tree, pid_alive, session_pids
-from supervisors.specs import start_budget
 
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
 WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
 EVENTS_KEPT = 2000
 
-EXITED = object()         # a Wait ended because the child's process ended
-TIMEOUT = object()        # a Wait ended because its time ran out
-
-Job = Generator["Wait", Any, Any]
-
-
 class SupervisorShell(Shell):
     behaviour = "supervisors.supervisor:Supervisor"
 
 
 SHELLS["supervisor"] = SupervisorShell
-
-
-@dataclass
-class Wait:
-    """What a job waits for: an Ack (``ref``) or a child's exit, each with a timeout."""
-
-    kind: str                 # "ack" | "exit"
-    child: Child | None = None
-    ref: int | None = None
-    timeout: float | None = None
-    token: int = 0
-
-
-class Child:
-    """The supervisor's record of one child (tool or supervisor)."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.name: str = spec["name"]
-        self.kind: str = spec.get("kind", "tool")
-        self.sm = StateMachine(S.CREATED)
-        self.address: Any = None
-        self.pid: int | None = None
-        self.socket: str | None = None
-        self.tmpdir: str | None = None
-        self.inherited_fds: list[int] = []
-        self.generation = 0
-        self.restarts = 0
-        self.last_error: str | None = None
-        self.operator_stopped = False
-        self.backoff = BackoffState()
-        self.started_at: float | None = None
-        self.exit_report: Exiting | None = None
-        self.waiters: list[tuple[int, Any, int | None]] = []
-
-    @property
-    def state(self) -> ToolState:
-        return self.sm.state
-
-    @property
-    def alive(self) -> bool:
-        return self.address is not None
-
-    @property
-    def restart_type(self) -> str:
-        return self.spec.get("restart", "permanent")
-
-    @property
-    def shutdown_timeout(self) -> float:
-        return float(self.spec.get("shutdown_timeout", 5.0))
-
-    @property
-    def start_timeout(self) -> float:
-        return start_budget(self.spec)
-
-
-def describe(error: dict[str, Any] | None) -> str:
-    if not error:
-        return "unknown error"
-    kind = error.get("type") or "Error"
-    return f"{kind}: {error.get('message', '')}"
 
 
 class Supervisor:
@@ -158,9 +91,7 @@ class Supervisor:
         self.host_pid: int | None = None
         self.accountant: Child | None = None      # root only: the accountant it keeps alive
         self.accountant_address: Any = None
-        self.jobs: deque[tuple[Job, int | None, Any]] = deque()
-        self.current: tuple[Job, int | None, Any] | None = None
-        self.wait: Wait | None = None
+        self.jobs = JobQueue(self._job_done, self._arm, self._new_token)
         self.refs: dict[int, Child] = {}
         self.backoffs: dict[int, tuple[Child, list[Child]]] = {}
         self.next_ref = 0
@@ -195,7 +126,7 @@ class Supervisor:
             self._on_start(msg, sender)
         elif isinstance(msg, Stop):
             self._preempt("the supervisor is stopping")
-            self._enqueue(self._stop_self(msg.ref, sender))
+            self.jobs.add(self._stop_self(msg.ref, sender))
         else:
             self.log.warning("supervisor {} ignores a {} message", self.path or "root",
                              type(msg).__name__)
@@ -203,14 +134,13 @@ class Supervisor:
     def wakeup(self, payload: Any) -> None:
         kind = payload[0] if isinstance(payload, tuple) else payload
         if kind == "job":
-            if self.wait is not None and self.wait.token == payload[1]:
-                self._resume(TIMEOUT)
+            self.jobs.timed_out(payload[1])
         elif kind == "resolve":
             self._expire_waiter(payload[1])
         elif kind == "backoff":
             pending = self.backoffs.pop(payload[1], None)
             if pending is not None and self.sm.state not in (S.FAILED, S.STOPPING, S.STOPPED):
-                self._enqueue(self._restart_group(*pending))
+                self.jobs.add(self._restart_group(*pending))
         elif kind == "host":
             self._watch_host()
 
@@ -226,9 +156,7 @@ class Supervisor:
         child.address = None
         child.pid = None
         self._cleanup(child, pid)
-        w = self.wait
-        if w is not None and w.child is child and w.kind in ("ack", "exit"):
-            self._resume(EXITED)
+        if self.jobs.exited(child):
             return
         if child.exit_report is not None:
             return  # the job handling its report will see that it is gone
@@ -238,7 +166,7 @@ class Supervisor:
         self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
         if self._will_restart(child, normal=False):
             child.sm.force(S.RESTARTING)
-        self._enqueue(self._failure(child, child.generation, error, normal=False))
+        self.jobs.add(self._failure(child, child.generation, error, normal=False))
 
     def system_exit(self) -> None:
         """The actor system is shutting down; Thespian ends our children for us."""
@@ -267,7 +195,7 @@ class Supervisor:
         if self.is_root:
             self.accountant = Child({"name": "accountant", "kind": "accountant",
                                      "cadence": spec.get("sample_every", 1.0), "start_timeout": 30.0})
-        self._enqueue(self._boot(msg.ref, sender))
+        self.jobs.add(self._boot(msg.ref, sender))
 
     def _boot(self, ref: int, reply_to: Any) -> Job:
         if self.accountant is not None:
@@ -332,7 +260,7 @@ class Supervisor:
             self._reply(sender, req.cid, error=exc)
             return
         if isinstance(result, Generator):
-            self._enqueue(result, req.cid, sender)
+            self.jobs.add(result, req.cid, sender)
         elif result is not _DEFERRED:
             self._reply(sender, req.cid, value=result)
 
@@ -423,7 +351,7 @@ class Supervisor:
                 if r is TIMEOUT else "the process ended during " + op}
             if self._will_restart(child, normal=False):
                 child.sm.force(S.RESTARTING)
-            self._enqueue(self._failure(child, gen, {"code": "error", **error}, normal=False))
+            self.jobs.add(self._failure(child, gen, {"code": "error", **error}, normal=False))
             raise error_from_wire({"code": "error", **error}, tool=path)
         if op == "stop":
             if child.state is S.STOPPED:
@@ -512,7 +440,7 @@ class Supervisor:
         return {"name": self.name, "path": self.path, "pid": self.ctx.pid,
                 "state": self.sm.state.value, "last_error": self.last_error,
                 "policy": self.policy.to_dict(), "root": self.is_root,
-                "busy": self.current is not None, "queued_jobs": len(self.jobs),
+                "busy": self.jobs.busy, "queued_jobs": self.jobs.queued,
                 "children": [self._info(c) for c in self.children]}
 
     def _op_status(self, req: Request, sender: Any) -> Any:
@@ -547,9 +475,7 @@ class Supervisor:
 
     # ================================================================= child events
     def _on_ack(self, msg: Ack) -> None:
-        w = self.wait
-        if w is not None and w.kind == "ack" and w.ref == msg.ref:
-            self._resume(msg)
+        if self.jobs.acked(msg):
             return
         child = self.refs.get(msg.ref)
         if child is not None and not msg.ok:
@@ -564,7 +490,7 @@ class Supervisor:
             pass  # stays as it is until the failure job marks it FAILED
         elif self._will_restart(child, msg.normal):
             child.sm.force(S.RESTARTING)
-        self._enqueue(self._failure(child, child.generation, msg.error, normal=msg.normal,
+        self.jobs.add(self._failure(child, child.generation, msg.error, normal=msg.normal,
                                     escalation=msg.escalation))
 
     def _will_restart(self, child: Child, normal: bool) -> bool:
@@ -627,9 +553,9 @@ class Supervisor:
         delay = failed.backoff.next_delay(self.policy.backoff, ran_for)
         if delay > 0:
             self._event(failed, "backoff", f"{delay:.3f}s before restart")
-            self.next_ref += 1
-            self.backoffs[self.next_ref] = (failed, group)
-            self.ctx.after(delay, ("backoff", self.next_ref))
+            token = self._new_token()
+            self.backoffs[token] = (failed, group)
+            self.ctx.after(delay, ("backoff", token))
             return
         yield from self._restart_group(failed, group)
 
@@ -771,57 +697,24 @@ class Supervisor:
         return spec
 
     # ================================================================= jobs
-    def _enqueue(self, job: Job, cid: int | None = None, reply_to: Any = None) -> None:
-        self.jobs.append((job, cid, reply_to))
-        if self.current is None and self.wait is None:
-            self._run()
+    def _job_done(self, cid: int | None, reply_to: Any, value: Any = None,
+                  error: BaseException | None = None) -> None:
+        if error is not None and not isinstance(error, ToolError):
+            self.log.opt(exception=error).error("supervisor {} job failed", self.path)
+        if cid is not None:
+            self._reply(reply_to, cid, value=value, error=error)
 
-    def _resume(self, value: Any) -> None:
-        self.wait = None
-        self._run(value)
+    def _arm(self, delay: float, token: int) -> None:
+        self.ctx.after(delay, ("job", token))
 
-    def _run(self, value: Any = None) -> None:
-        while True:
-            if self.current is None:
-                if not self.jobs:
-                    return
-                self.current = self.jobs.popleft()
-                value = None
-            job, cid, reply_to = self.current
-            try:
-                w = job.send(value)
-            except StopIteration as done:
-                self.current = None
-                if cid is not None:
-                    self._reply(reply_to, cid, value=done.value)
-                continue
-            except ToolError as exc:
-                self.current = None
-                if cid is not None:
-                    self._reply(reply_to, cid, error=exc)
-                continue
-            except Exception as exc:
-                self.current = None
-                self.log.opt(exception=exc).error("supervisor {} job failed", self.path)
-                if cid is not None:
-                    self._reply(reply_to, cid, error=exc)
-                continue
-            self.next_ref += 1
-            w.token = self.next_ref
-            self.wait = w
-            if w.timeout is not None:
-                self.ctx.after(w.timeout, ("job", w.token))
-            return
+    def _new_token(self) -> int:
+        self.next_ref += 1
+        return self.next_ref
 
     def _preempt(self, why: str) -> None:
         """Drop the running and queued jobs (answering their callers) to stop at once."""
-        pending = ([self.current] if self.current else []) + list(self.jobs)
         self.backoffs.clear()
-        self.jobs.clear()
-        self.current = None
-        self.wait = None
-        for job, cid, reply_to in pending:
-            job.close()
+        for cid, reply_to in self.jobs.drop():
             if cid is not None:
                 self._reply(reply_to, cid, error=ToolUnavailable(f"cancelled: {why}"))
 
@@ -856,15 +749,15 @@ class Supervisor:
         child.last_error = f"LimitExceeded: {text}"
         self.log.warning("{}: {}", self._path(child), text)
         if msg.action == "pause" and child.state is S.RUNNING:
-            self._enqueue(self._quietly(self._control(child, "pause")))
+            self.jobs.add(self._quietly(self._control(child, "pause")))
         elif msg.action == "restart":
             if self._will_restart(child, normal=False):
                 child.sm.force(S.RESTARTING)
-            self._enqueue(self._failure(child, child.generation, {
+            self.jobs.add(self._failure(child, child.generation, {
                 "code": "error", "type": "LimitExceeded", "message": text, "traceback": None},
                 normal=False))
         elif msg.action == "stop":
-            self._enqueue(self._quietly(self._control(child, "stop")))
+            self.jobs.add(self._quietly(self._control(child, "stop")))
 
     def _quietly(self, job: Job) -> Job:
         try:
@@ -878,7 +771,7 @@ class Supervisor:
         if self.sm.state in (S.STOPPING, S.STOPPED):
             return  # the system is ending
         self.log.error("the accountant died; starting a new one")
-        self._enqueue(self._restart_accountant(acc))
+        self.jobs.add(self._restart_accountant(acc))
 
     def _restart_accountant(self, acc: Child) -> Job:
         error = yield from self._start(acc)
@@ -898,12 +791,12 @@ class Supervisor:
 
     # ================================================================= helpers
     def _ref(self, child: Child) -> int:
-        self.next_ref += 1
-        self.refs[self.next_ref] = child
+        token = self._new_token()
+        self.refs[token] = child
         if len(self.refs) > 4096:
             for k in list(self.refs)[:2048]:
                 del self.refs[k]
-        return self.next_ref
+        return token
 
     def _find(self, name: str) -> Child | None:
         return next((c for c in self.children if c.name == name), None)

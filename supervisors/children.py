@@ -1,0 +1,62 @@
+"""Child: a supervisor's record of one child (tool, nested supervisor or the accountant)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.messages import Exiting
+from actors.state import StateMachine, ToolState
+from supervisors.policy import BackoffState
+from supervisors.specs import start_budget
+
+S = ToolState
+
+
+class Child:
+    """The supervisor's record of one child (tool or supervisor)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.kind: str = spec.get("kind", "tool")
+        self.sm = StateMachine(S.CREATED)
+        self.address: Any = None
+        self.pid: int | None = None
+        self.socket: str | None = None
+        self.tmpdir: str | None = None
+        self.inherited_fds: list[int] = []
+        self.generation = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.operator_stopped = False
+        self.backoff = BackoffState()
+        self.started_at: float | None = None
+        self.exit_report: Exiting | None = None
+        self.waiters: list[tuple[int, Any, int | None]] = []
+
+    @property
+    def state(self) -> ToolState:
+        return self.sm.state
+
+    @property
+    def alive(self) -> bool:
+        return self.address is not None
+
+    @property
+    def restart_type(self) -> str:
+        return self.spec.get("restart", "permanent")
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return float(self.spec.get("shutdown_timeout", 5.0))
+
+    @property
+    def start_timeout(self) -> float:
+        return start_budget(self.spec)
+
+
+def describe(error: dict[str, Any] | None) -> str:
+    if not error:
+        return "unknown error"
+    kind = error.get("type") or "Error"
+    return f"{kind}: {error.get('message', '')}"
