@@ -371,29 +371,21 @@ class ToolSystem:
         not_pid: int | None = None
         while True:
             route = self._route(path, deadline, not_pid)
-            if route.kind != "tool":
-                raise ToolError(f"{path} is a supervisor; call commands on its tools")
             try:
+                if route.kind != "tool":
+                    raise ToolError(f"{path} is a supervisor; call commands on its tools")
                 if route.socket and self.call_path == "socket":
                     reply = self.fast.exchange(route.socket, msg, match, deadline)
                 else:
                     reply = self.transport.exchange(route.address, msg, match, deadline,
                                                     lambda pid=route.pid: pid_alive(pid))
-            except NotDelivered:
-                self._routes.pop(path, None)
-                not_pid = route.pid
-                continue
-            except PeerGone:
-                self._forget_instance(path, route)
-                raise ToolUnavailable(f"{path} ended while handling {what}; "
-                                      "it may or may not have run", tool=path)
-            except CallTimeout:
-                raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
-            if _moved(reply):
-                self._routes.pop(path, None)
-                not_pid = route.pid
-                continue
-            return reply
+            except (NotDelivered, PeerGone, CallTimeout) as exc:
+                reply = self._settle(path, route, what, limit, error=exc)
+            else:
+                reply = self._settle(path, route, what, limit, reply=reply)
+            if reply is not _RESEND:
+                return reply
+            not_pid = route.pid
 
     async def _acall(self, path: str, command: str, args: dict[str, Any],
                      timeout: float | None) -> Any:
@@ -408,9 +400,9 @@ class ToolSystem:
             route = self._cached_route(path, not_pid) or await self.aio.coalesce(
                 ("route", path, not_pid),
                 lambda not_pid=not_pid: asyncio.to_thread(self._route, path, deadline, not_pid))
-            if route.kind != "tool":
-                raise ToolError(f"{path} is a supervisor; call commands on its tools")
             try:
+                if route.kind != "tool":
+                    raise ToolError(f"{path} is a supervisor; call commands on its tools")
                 if route.socket and self.call_path == "socket":
                     reply = await self.aio.exchange(path, route.socket, cid, msg, deadline)
                 else:
@@ -418,23 +410,34 @@ class ToolSystem:
                         self.transport.exchange, route.address, msg,
                         lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
                         lambda pid=route.pid: pid_alive(pid))
-            except NotDelivered:
-                self._routes.pop(path, None)
-                not_pid = route.pid
-                continue
-            except PeerGone:
-                self._forget_instance(path, route)
-                raise ToolUnavailable(f"{path} ended while handling {command!r}; "
-                                      "it may or may not have run", tool=path)
-            except CallTimeout:
-                raise CallTimeout(f"no answer from {path} to {command!r} within {limit:g}s", tool=path)
-            if _moved(reply):
-                self._routes.pop(path, None)
+            except (NotDelivered, PeerGone, CallTimeout) as exc:
+                reply = self._settle(path, route, repr(command), limit, error=exc)
+            else:
+                reply = self._settle(path, route, repr(command), limit, reply=reply)
+            if reply is _RESEND:
                 not_pid = route.pid
                 continue
             if reply.ok:
                 return reply.value
             raise error_from_wire(reply.error or {}, tool=path)
+
+    def _settle(self, path: str, route: Route, what: str, limit: float, reply: Any = None,
+                error: BaseException | None = None) -> Any:
+        """Judge one delivery attempt: the reply, ``_RESEND``, or the error to raise.
+
+        A call that certainly did not run (the instance was gone, or answered
+        'moved') goes to the next instance; one that may have run never does.
+        """
+        if isinstance(error, NotDelivered) or (error is None and _moved(reply)):
+            self._routes.pop(path, None)
+            return _RESEND
+        if isinstance(error, PeerGone):
+            self._forget_instance(path, route)
+            raise ToolUnavailable(f"{path} ended while handling {what}; it may or may not have run",
+                                  tool=path)
+        if isinstance(error, CallTimeout):
+            raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
+        return reply
 
     def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
         """The live instance at ``path``; waits (until ``deadline``) while it restarts."""
@@ -510,6 +513,9 @@ class ToolSystem:
             if reply.ok:
                 return reply.value
             raise error_from_wire(reply.error or {}, tool=path or None)
+
+
+_RESEND = object()  # marker: deliver the call to the next instance
 
 
 def _moved(reply: Any) -> bool:
