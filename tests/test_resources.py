@@ -198,3 +198,19 @@ def test_a_killed_supervisor_does_not_orphan_what_its_tools_started(system: Tool
     sampled(t)
     os.kill(inner.status().pid, 9)  # the tool dies with it (PDEATHSIG); its children do not...
     wait_dead(*kids, timeout=10)  # ...until the accountant sees the tool gone and ends its group
+
+
+def test_hard_memory_caps_the_address_space(system: ToolSystem) -> None:
+    t = system.spawn(Hog, name="h", limits={"memory_mb": 64}, hard_memory=True, on_limit="alert")
+    with pytest.raises(ToolError) as info:
+        t.call("leak", mb=200)
+    assert info.value.type == "MemoryError"
+    assert t.call("pid")  # the tool itself survives the refused allocation
+
+
+def test_cpu_seconds_is_a_hard_limit(system: ToolSystem) -> None:
+    t = system.spawn(Hog, name="h", limits={"cpu_seconds": 1}, on_limit="alert")
+    pid = t.call("pid")
+    t.call("burn")
+    wait_dead(pid, timeout=20)  # SIGXCPU from the kernel after one CPU second
+    wait_until(lambda: t.status().restarts >= 1, timeout=10, what="restart after SIGXCPU")
