@@ -1,0 +1,99 @@
+"""Policing: the part of a supervisor that works with the accountant.
+
+It tracks each tool instance it starts with the accountant, cleans up after a
+tool's process ends (its process group, its temp dir, its accounting entry),
+runs the ``on_limit`` action when the accountant reports a breach, and (in the
+root) keeps the accountant itself alive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from typing import TYPE_CHECKING, Any
+
+from actors.errors import ToolError
+from actors.messages import AccountantMoved, Breach, Track, Untrack
+from actors.state import ToolState
+from supervisors.children import Child, describe
+from supervisors.jobs import Job
+
+if TYPE_CHECKING:
+    from supervisors.supervisor import Supervisor
+
+S = ToolState
+
+
+class Policing:
+    """Mixed into ``Supervisor``; uses its context, children and job queue."""
+
+    def _track(self: Supervisor, child: Child) -> None:
+        if child.kind != "tool" or self.accountant_address is None or not child.pid:
+            return
+        spec = child.spec
+        self.ctx.send(self.accountant_address, Track(
+            self._path(child), child.pid, spec.get("limits") or {}, spec.get("on_limit", "restart"),
+            bool(spec.get("adaptive")), spec.get("security_level", "standard"), child.inherited_fds))
+
+    def _cleanup(self: Supervisor, child: Child, pid: int | None) -> None:
+        """A tool's process ended: end what it started, remove its temp dir, untrack it."""
+        if child.kind != "tool" or not pid:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the tool led its own process group
+        except (ProcessLookupError, PermissionError):
+            pass
+        if child.tmpdir:
+            shutil.rmtree(child.tmpdir, ignore_errors=True)
+            child.tmpdir = None
+        if self.accountant_address is not None:
+            self.ctx.send(self.accountant_address, Untrack(self._path(child), pid))
+
+    def _on_breach(self: Supervisor, msg: Breach) -> None:
+        child = self._find(msg.path.rpartition("/")[2])
+        if child is None or child.pid != msg.pid or not child.alive:
+            return  # that instance is gone already
+        text = f"{msg.metric} {msg.value:g} over its limit {msg.limit:g} (on_limit={msg.action})"
+        child.last_error = f"LimitExceeded: {text}"
+        self.log.warning("{}: {}", self._path(child), text)
+        if msg.action == "pause" and child.state is S.RUNNING:
+            self.jobs.add(self._quietly(self._control(child, "pause")))
+        elif msg.action == "restart":
+            if self._will_restart(child, normal=False):
+                child.sm.force(S.RESTARTING)
+            self.jobs.add(self._failure(child, child.generation, {
+                "code": "error", "type": "LimitExceeded", "message": text, "traceback": None},
+                normal=False))
+        elif msg.action == "stop":
+            self.jobs.add(self._quietly(self._control(child, "stop")))
+
+    def _quietly(self: Supervisor, job: Job) -> Job:
+        try:
+            yield from job
+        except ToolError as exc:
+            self.log.info("limit action not applied: {}", exc)
+
+    def _accountant_exited(self: Supervisor, acc: Child) -> None:
+        acc.address = None
+        acc.pid = None
+        if self.sm.state in (S.STOPPING, S.STOPPED):
+            return  # the system is ending
+        self.log.error("the accountant died; starting a new one")
+        self.jobs.add(self._restart_accountant(acc))
+
+    def _restart_accountant(self: Supervisor, acc: Child) -> Job:
+        error = yield from self._start(acc)
+        if error is not None:
+            self.log.error("the accountant could not restart: {}", describe(error))
+            return
+        self._accountant_moved(acc.address)
+
+    def _accountant_moved(self: Supervisor, address: Any) -> None:
+        """Use the new accountant; tell child supervisors; track our tools again."""
+        self.accountant_address = address
+        for child in self.children:
+            if child.alive and child.kind == "supervisor":
+                self.ctx.send(child.address, AccountantMoved(address))
+            elif child.alive:
+                self._track(child)
