@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from loguru import logger
 from actors.codec import decode, encode
 from actors.errors import MalformedMessage
 from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
+from actors.messages import Batch, Call
 
 READ_CHUNK = 256 * 1024        # bytes read from one peer per turn (fairness)
 MAX_PENDING_OUT = 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
@@ -44,6 +46,18 @@ class Mailbox(Protocol):
 
     def framework_fds(self) -> list[int]: ...
     def framework_busy(self) -> bool: ...
+
+
+def _same_user(sock: socket.socket) -> bool:
+    """Only processes of our own user may call (abstract sockets have no file permissions)."""
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - not Linux
+        return True
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return False
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid == os.getuid()
 
 
 class Peer:
@@ -160,6 +174,10 @@ class FastPathServer:
                 logger.warning("{}: accept failed: {}", self.label, exc)
                 return
             sock.setblocking(False)
+            if not _same_user(sock):
+                logger.warning("{}: refused a caller running as another user", self.label)
+                sock.close()
+                continue
             if len(self.peers) >= self.max_peers:
                 self.refused += 1
                 now = time.monotonic()
@@ -175,6 +193,9 @@ class FastPathServer:
         try:
             data = peer.sock.recv(READ_CHUNK)
         except (BlockingIOError, InterruptedError):
+            return
+        except MemoryError:
+            self.drop(peer, "the tool is out of memory")
             return
         except OSError as exc:
             self.drop(peer, f"read failed: {exc}")
@@ -195,6 +216,9 @@ class FastPathServer:
                 msg = decode(payload)
             except MalformedMessage as exc:
                 self.drop(peer, f"it sent a bad frame: {exc}")
+                return
+            if not isinstance(msg, Call | Batch):
+                self.drop(peer, f"it sent a {type(msg).__name__}; only calls come this way")
                 return
             self.deliver(msg, peer)
             if peer.closed:

@@ -28,6 +28,7 @@ from actors.errors import (
     UnknownCommand,
     error_to_wire,
 )
+from actors.frames import MAX_FRAME
 from actors.loading import load_object
 from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
 from actors.state import StateMachine, ToolState
@@ -54,6 +55,7 @@ class ToolRunner:
         self.stopped = False
         self.tmpdir: str | None = None
         self.spare_fds: sandbox.SpareFds | None = None
+        self.spare_memory: sandbox.SpareMemory | None = None
         self.inherited: list[int] = [2]
         self.log = logger
 
@@ -129,11 +131,15 @@ class ToolRunner:
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         try:
             sandbox.own_process_group()
-            self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool")
-            self.inherited = sandbox.inherited_fds()
-            sandbox.apply_hard_limits(spec.get("limits") or {}, bool(spec.get("hard_memory")),
-                                      self.inherited)
+            self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool", spec.get("runtime_dir"))
             self.spare_fds = sandbox.SpareFds()
+            self.inherited = sandbox.inherited_fds()
+            limits = spec.get("limits") or {}
+            sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited)
+            if spec.get("hard_memory"):
+                self.spare_memory = sandbox.SpareMemory()
+            if limits.get("cpu_seconds"):
+                sandbox.raise_on_sigxcpu(limits["cpu_seconds"])
             cls = load_object(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
                 raise TypeError(f"{spec['actor']} is not a ToolActor subclass")
@@ -258,6 +264,8 @@ class ToolRunner:
             data = encode(BatchReply(batch.cid, results))
         except (TypeError, ValueError, OverflowError):
             data = encode(BatchReply(batch.cid, [self._sendable(r) for r in results]))
+        if len(data) > MAX_FRAME:
+            data = encode(Reply(batch.cid, False, error=self._too_large(len(data)).to_wire()))
         self.ctx.send(sender, data)
         if fatal is not None:
             self.request_exit(False, fatal)
@@ -290,18 +298,19 @@ class ToolRunner:
             return False, None, exc
 
     def _check_exhaustion(self, exc: BaseException) -> None:
-        """The tool ran out of file descriptors: give the runtime its spares back."""
+        """The tool ran out of descriptors or memory: give the runtime its spares back."""
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.spare_fds is not None:
             if self.spare_fds.release():
                 self.log.warning("tool {} hit its open-files hard limit; runtime spares released",
                                  self.path)
+        elif isinstance(exc, MemoryError) and self.spare_memory is not None:
+            if self.spare_memory.release():
+                self.log.warning("tool {} hit its memory hard limit; runtime spare released",
+                                 self.path)
 
     def _refuse(self, call: Call | Batch, to: Any, error: ToolError) -> None:
-        if isinstance(call, Batch):
-            wire = error.to_wire()
-            self.ctx.send(to, BatchReply(call.cid, [[False, None, wire] for _ in call.calls]))
-        else:
-            self._reply(to, call.cid, error=error)
+        """Answer a call (or a whole batch) that will not run here."""
+        self._reply(to, call.cid, error=error)
 
     def _reply(self, to: Any, cid: int, value: Any = None, error: BaseException | None = None) -> None:
         if error is not None:
@@ -311,7 +320,15 @@ class ToolRunner:
             data = encode(Reply(cid, True, value))
         except (TypeError, ValueError, OverflowError) as exc:
             data = encode(Reply(cid, False, error=self._unsendable(exc).to_wire()))
+        if len(data) > MAX_FRAME:
+            data = encode(Reply(cid, False, error=self._too_large(len(data)).to_wire()))
         self.ctx.send(to, data)
+
+    @staticmethod
+    def _too_large(size: int) -> ToolError:
+        return ToolError(f"the result is {size} bytes, over the {MAX_FRAME}-byte message limit; "
+                         "return less, or write it to a file and return the path",
+                         type="ResultTooLarge")
 
     @staticmethod
     def _unsendable(exc: BaseException) -> ToolError:
@@ -319,7 +336,7 @@ class ToolRunner:
                          type="UnsendableResult")
 
     def _is_fatal(self, exc: BaseException) -> bool:
-        if isinstance(exc, SystemExit):
+        if isinstance(exc, SystemExit | sandbox.CpuLimitExceeded):
             return True
         names = {k.__name__ for k in type(exc).__mro__}
         return bool(names.intersection(self.fatal))

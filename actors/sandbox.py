@@ -1,11 +1,15 @@
 """What a tool's process does to itself at start so it can be limited and cleaned up.
 
 - its own process group: whatever the tool starts can be ended with one killpg;
-- a private temporary directory (``TMPDIR`` too), removed when the tool ends;
+- a private temporary directory (``TMPDIR`` too), removed when the tool ends
+  (it lives in the system's runtime directory, removed with the system);
 - hard limits with ``setrlimit`` where the kernel enforces them well: open files
-  (RLIMIT_NOFILE), CPU seconds (RLIMIT_CPU: SIGXCPU, then SIGKILL 5 s later)
+  (RLIMIT_NOFILE), CPU seconds (RLIMIT_CPU: SIGXCPU becomes CpuLimitExceeded in
+  the tool's code, a fatal error; the kernel's SIGKILL follows 5 CPU seconds later)
   and, only on request, address space (RLIMIT_AS, which counts virtual memory
   and so sits on top of what the process already maps).
+- spares (descriptors, memory) that the runtime takes back when the tool hits
+  a hard limit, so it can still reply and be policed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ MB = 1024 * 1024
 #: its process keeps running until the accountant's policing acts on it.
 FD_RESERVE = 16
 SPARE_FDS = 4
+#: Address space above the tool's memory limit that only the runtime may use (see SpareFds).
+MEMORY_RESERVE = 16 * MB
 
 
 def own_process_group() -> None:
@@ -29,8 +35,12 @@ def own_process_group() -> None:
         pass
 
 
-def private_tmpdir(name: str) -> str:
-    path = tempfile.mkdtemp(prefix=f"toolvisor-{name}-")
+def private_tmpdir(name: str, parent: str | None = None) -> str:
+    """A fresh directory for this tool (under the system's runtime dir when there is one)."""
+    if parent and not os.path.isdir(parent):
+        parent = None
+    path = tempfile.mkdtemp(prefix=f"{name}-", dir=parent) if parent else \
+        tempfile.mkdtemp(prefix=f"toolvisor-{name}-")
     os.environ["TMPDIR"] = path
     tempfile.tempdir = path
     return path
@@ -78,7 +88,7 @@ def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False,
     if hard_memory and limits.get("memory_mb"):
         with open("/proc/self/statm") as f:
             mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        n = mapped + int(float(limits["memory_mb"]) * MB)
+        n = mapped + int(float(limits["memory_mb"]) * MB) + MEMORY_RESERVE
         resource.setrlimit(resource.RLIMIT_AS, (n, n))
         applied["address_space_bytes"] = n
     return applied
@@ -100,3 +110,33 @@ class SpareFds:
                 pass
         self.fds = []
         return freed
+
+
+class SpareMemory:
+    """Memory held back under a hard address-space limit; freed when the tool hits it,
+    so the runtime can still read, reply and report."""
+
+    def __init__(self, size: int = MEMORY_RESERVE // 2) -> None:
+        self.block: bytearray | None = bytearray(size)
+
+    def release(self) -> bool:
+        freed = self.block is not None
+        self.block = None
+        return freed
+
+
+class CpuLimitExceeded(Exception):
+    """The tool used up its ``cpu_seconds`` (the kernel sent SIGXCPU)."""
+
+
+def raise_on_sigxcpu(seconds: float) -> None:
+    """Turn SIGXCPU into an exception in the tool's code (the framework would only log it).
+
+    The kernel sends SIGKILL 5 CPU seconds later if the tool keeps going.
+    """
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise CpuLimitExceeded(f"used its {seconds:g} CPU seconds (cpu_seconds hard limit)")
+
+    signal.signal(signal.SIGXCPU, handler)

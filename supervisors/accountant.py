@@ -44,6 +44,10 @@ MIN_MAD = {"memory_mb": 1.0, "cpu_percent": 3.0, "open_files": 2, "threads": 1,
            "connections": 1, "children": 0.5}
 #: Metrics whose limit adapts (the others move in steps that a forecast does not help with).
 ADAPTIVE = ("memory_mb",)
+#: Samples a metric must stay at or over its limit before the action (CPU use is bursty).
+SUSTAIN = {"cpu_percent": 2}
+#: Figures policed together with what the tool's own child processes use.
+WITH_CHILDREN = {"memory_mb": "children_memory_mb", "cpu_percent": "children_cpu_percent"}
 FORECAST_STEPS = 10
 
 
@@ -76,7 +80,7 @@ class Entry:
         self.tracker = Tracker(msg.pid, inherited=frozenset(str(fd) for fd in msg.inherited_fds))
         self.history = {m: History(min_mad=MIN_MAD[m]) for m in ANOMALY_MIN_DELTA}
         self.notified: dict[str, str] = {}
-        self.acted = False
+        self.over: dict[str, int] = {}  # consecutive samples at or over a limit
         self.quiet_until: dict[str, int] = {}
         self.usage: dict[str, Any] = {}
 
@@ -192,6 +196,8 @@ class Accountant:
         for metric in LIMIT_NAMES:
             value = float(u.get(metric, 0.0))
             limit = e.limits.get(metric)  # as set before this sample
+            if metric in WITH_CHILDREN:
+                value += float(u.get(WITH_CHILDREN[metric], 0.0))
             history = e.history.get(metric)
             if history is not None:
                 self._spot_anomaly(e, metric, value, history.add(value), history, n)
@@ -200,6 +206,9 @@ class Accountant:
             if not limit:
                 continue
             ratio = value / limit
+            e.over[metric] = e.over.get(metric, 0) + 1 if ratio >= 1.0 else 0
+            if ratio >= 1.0 and e.over[metric] < SUSTAIN.get(metric, 1):
+                ratio = CRITICAL_AT  # over, but not for long enough yet: only critical
             level = "action" if ratio >= 1.0 else "critical" if ratio >= CRITICAL_AT else \
                 "warning" if ratio >= WARNING_AT else None
             if level is None:
@@ -216,9 +225,8 @@ class Accountant:
             self._event(e, "limit exceeded", f"{detail}; action: {e.on_limit}")
             self.log.warning("{}: {} over its limit {:g} (pid {}); action: {}", e.path, metric,
                              limit, e.pid, e.on_limit)
-            if not e.acted or e.on_limit == "alert":
-                e.acted = e.on_limit != "alert"
-                self.ctx.send(e.owner, Breach(e.path, e.pid, metric, value, limit, e.on_limit))
+            # once per episode: the metric must fall back under REARM_BELOW to act again
+            self.ctx.send(e.owner, Breach(e.path, e.pid, metric, value, limit, e.on_limit))
 
     def _spot_anomaly(self, e: Entry, metric: str, value: float, z: float, history: History,
                       n: int) -> None:
@@ -236,6 +244,7 @@ class Accountant:
         old = e.limits[metric]
         if abs(new - old) > 0.1 * old:
             e.limits[metric] = new
+            self.log.info("{}: {} limit adjusted {:g} -> {:g}", e.path, metric, old, new)
             self._event(e, "limit adjusted", f"{metric} {old:g} -> {new:g} (forecast "
                         f"{history.holt.predict(FORECAST_STEPS):.1f}, ceiling {e.configured[metric]:g})")
 

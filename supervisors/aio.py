@@ -17,10 +17,10 @@ import weakref
 from collections import deque
 from typing import Any
 
-from actors.codec import decode, encode
+from actors.codec import decode
 from actors.errors import CallTimeout, ToolOverloaded
-from actors.frames import FrameError, FrameReader, pack_frame
-from supervisors.fastclient import NotDelivered
+from actors.frames import FrameError, FrameReader
+from supervisors.fastclient import NotDelivered, frame_of
 from supervisors.transport import PeerGone
 
 PER_CALLER = 1024   # calls in flight on one connection
@@ -168,21 +168,22 @@ class AsyncCalls:
         self.per_tool = per_tool
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = \
             weakref.WeakKeyDictionary()
-        self._last_loop: Any = None  # the loop used last, and its state (a lookup saved per call)
-        self._last: _LoopState = _LoopState()
+        self._last: tuple[Any, _LoopState] = (None, _LoopState())  # loop used last, its state
 
     def state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState()
-        self._last_loop, self._last = loop, state
+        self._last = (loop, state)  # one assignment: safe with loops in other threads
         return state
 
     async def exchange(self, path: str, address: str, cid: int, msg: Any, deadline: float) -> Any:
         """Send one call and await its reply, within the tool's and the connection's windows."""
         loop = asyncio.get_running_loop()
-        state = self._last if self._last_loop is loop else self.state()
+        last_loop, state = self._last
+        if last_loop is not loop:
+            state = self.state()
         tool_window = state.tool_windows.get(path)
         if tool_window is None:
             tool_window = state.tool_windows[path] = Window(self.per_tool)
@@ -203,7 +204,7 @@ class AsyncCalls:
                 fut: asyncio.Future[Any] = loop.create_future()
                 conn.pending[cid] = fut
                 conn.deadlines[cid] = deadline
-                conn.queue(pack_frame(encode(msg)), loop)
+                conn.queue(frame_of(msg), loop)
                 if conn.sweeper is None:
                     conn.sweeper = loop.call_later(SWEEP_EVERY, conn._sweep)
                 if conn.transport.get_write_buffer_size() > HIGH_WATER:
@@ -258,7 +259,7 @@ class AsyncCalls:
                 except (RuntimeError, asyncio.CancelledError):  # its loop is closed already
                     pass
         self._loops.clear()
-        self._last_loop = None
+        self._last = (None, _LoopState())
 
 
 class _LoopState:

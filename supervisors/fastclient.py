@@ -17,9 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.codec import decode, encode
-from actors.errors import CallTimeout
+from actors.errors import CallTimeout, ToolError
 from actors.frames import FrameError, FrameReader, pack_frame
 from supervisors.transport import PeerGone
+
+
+def frame_of(msg: Any) -> bytes:
+    """The framed message, or ``ToolError`` if it is over the frame size limit."""
+    try:
+        return pack_frame(encode(msg))
+    except FrameError as exc:
+        raise ToolError(f"the call is too large to send: {exc}; pass a file path instead",
+                        type="CallTooLarge")
 
 
 class NotDelivered(Exception):
@@ -81,12 +90,13 @@ class SocketCalls:
         Raises ``NotDelivered`` if the tool is gone before the call reached it,
         ``PeerGone`` if it went away after, ``CallTimeout`` at ``deadline``.
         """
+        frame = frame_of(msg)
         conn = self._connect(address, deadline)
         sock = conn.sock
         remaining = deadline - time.time()
         try:
             sock.settimeout(remaining if remaining > 0.001 else 0.001)
-            sock.sendall(pack_frame(encode(msg)))
+            sock.sendall(frame)
         except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError) as exc:
             self.forget(address)
             raise NotDelivered(str(exc))

@@ -66,7 +66,14 @@ class Policing:
                 "code": "error", "type": "LimitExceeded", "message": text, "traceback": None},
                 normal=False))
         elif msg.action == "stop":
-            self.jobs.add(self._quietly(self._control(child, "stop")))
+            self.jobs.add(self._quietly(self._stop_at_limit(child, text)))
+
+    def _stop_at_limit(self: Supervisor, child: Child, text: str) -> Job:
+        if child.state is S.STOPPED:
+            return
+        child.operator_stopped = True  # stays down like an operator's stop
+        yield from self._stop_process(child, S.STOPPED)
+        self._event(child, "stopped at its limit", text)
 
     def _quietly(self: Supervisor, job: Job) -> Job:
         try:

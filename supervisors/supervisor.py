@@ -685,6 +685,7 @@ class Supervisor(Policing):
         spec["path"] = self._path(child)
         spec.setdefault("log_level", self.spec.get("log_level"))
         spec["call_path"] = self.spec.get("call_path", "thespian")
+        spec["runtime_dir"] = self.spec.get("runtime_dir")
         if child.kind == "supervisor":
             inherited = self.spec.get("inherited_hooks")
             own = self.spec.get("hooks")
@@ -772,7 +773,7 @@ class Supervisor(Policing):
         if self.is_root or self.parent is None:
             return
         spec = {**self.spec, "children": [c.spec for c in self.children]}
-        for key in ("path", "inherited_hooks", "log_level"):
+        for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant"):
             spec.pop(key, None)
         self.ctx.send(self.parent, SpecChanged(self.name, spec))
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -96,6 +98,7 @@ class ToolSystem:
         self._routes: dict[str, Route] = {}
         self._gone: dict[str, int] = {}  # path -> pid of an instance seen dying
         self._accountant_route: Route | None = None
+        self.runtime_dir: str | None = None
         self._cids = itertools.count(1)
         self._reaper: Any = None
         self._old_sigterm: Any = None
@@ -128,6 +131,7 @@ class ToolSystem:
             return self
         logs.setup(self.log_level)
         started = time.monotonic()
+        self.runtime_dir = tempfile.mkdtemp(prefix="toolvisor-")  # tools' temp dirs live here
         self.transport.start()
         self._running = True
         try:
@@ -137,7 +141,8 @@ class ToolSystem:
                     "policy": self.policy.to_dict(), "children": [],
                     "hooks": pack_hooks(self.hooks) if self.hooks else None,
                     "host_pid": os.getpid(), "log_level": self.log_level,
-                    "call_path": self.call_path, "sample_every": self.sample_every}
+                    "call_path": self.call_path, "sample_every": self.sample_every,
+                    "runtime_dir": self.runtime_dir}
             ack = self.transport.exchange(
                 address, Start(cid, spec), lambda m: isinstance(m, Ack) and m.ref == cid,
                 time.time() + 30.0)
@@ -147,7 +152,7 @@ class ToolSystem:
             info = self._request("", "ping", {}, 10.0)
             self.sid = int(info["sid"])
             ToolSystem.started_sessions.append(self.sid)
-            self._reaper = reaper.launch(self.sid)
+            self._reaper = reaper.launch(self.sid, self.runtime_dir)
             self._install_signals()
             for sup in self.config_specs:
                 self.root.add(sup)
@@ -182,6 +187,9 @@ class ToolSystem:
             self._reaper.kill()
             self._reaper.wait()
             self._reaper = None
+        if self.runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            self.runtime_dir = None
         self._restore_signals()
         self._routes.clear()
         self.root_route = None
@@ -520,7 +528,4 @@ _RESEND = object()  # marker: deliver the call to the next instance
 
 def _moved(reply: Any) -> bool:
     """The instance was going away and did not run the call: send it to the next one."""
-    if isinstance(reply, Reply):
-        return not reply.ok and (reply.error or {}).get("code") == "moved"
-    return bool(reply.results) and all(
-        not ok and (err or {}).get("code") == "moved" for ok, _, err in reply.results)
+    return isinstance(reply, Reply) and not reply.ok and (reply.error or {}).get("code") == "moved"

@@ -23,7 +23,8 @@ from loguru import logger
 from thespian.actors import ActorSystem
 
 from actors.codec import decode, encode
-from actors.errors import CallTimeout, MalformedMessage
+from actors.errors import CallTimeout, MalformedMessage, ToolError
+from actors.frames import MAX_FRAME
 
 #: How often a waiting caller checks that the peer process still lives (seconds).
 LIVENESS_POLL = 0.05
@@ -112,6 +113,9 @@ class Transport:
         """
         ep = self._endpoint()
         data = encode(msg)
+        if len(data) > MAX_FRAME:  # the same limit as the socket path's frames
+            raise ToolError(f"the call is too large to send: {len(data)} bytes, over the "
+                            f"{MAX_FRAME}-byte limit; pass a file path instead", type="CallTooLarge")
         sent = False
         while True:
             remaining = deadline - time.time()

@@ -10,6 +10,10 @@ between, because reading ``smaps_rollup`` costs ~0.2 ms per process.
 ``open_files`` counts the descriptors the tool opened itself: those it
 inherited from its supervisor when it was forked are left out.
 
+The tool's child processes are sampled too: ``children`` (how many),
+``children_memory_mb`` (their RSS) and ``children_cpu_percent``; the
+accountant polices memory and CPU on the tool and its children together.
+
 A pid that vanished is a normal event: ``sample`` returns None.
 """
 
@@ -39,6 +43,7 @@ class Tracker:
     rss_base: float = 0.0                       # RSS at that read
     last: dict[str, Any] = field(default_factory=dict)
     sockets: dict[str, bool] = field(default_factory=dict)  # inode -> is it inet (cache)
+    kids_cpu: dict[int, tuple[float, float]] = field(default_factory=dict)  # child pid -> (cpu, t)
 
 
 class Sweep:
@@ -143,12 +148,35 @@ def _sample_proc(t: Tracker, sweep: Sweep) -> dict[str, Any] | None:
                 write_bytes = int(line.split()[1])
     except PermissionError:
         pass
+    kids = sweep.descendants(pid)
+    kids_rss, kids_cpu = _children(t, kids, now)
     return {"memory_mb": round(uss / MB, 2), "rss_mb": round(rss / MB, 2),
             "cpu_percent": round(cpu_percent, 1), "cpu_seconds": round(cpu, 2),
             "open_files": fds, "threads": int(fields[17]),
             "connections": sockets,
-            "children": len(sweep.descendants(pid)), "io_read_bytes": read_bytes,
+            "children": len(kids), "children_memory_mb": round(kids_rss / MB, 2),
+            "children_cpu_percent": round(kids_cpu, 1), "io_read_bytes": read_bytes,
             "io_write_bytes": write_bytes, "sampled_at": now}
+
+
+def _children(t: Tracker, kids: list[int], now: float) -> tuple[float, float]:
+    """RSS (bytes) and CPU percent of the processes the tool started."""
+    rss = cpu_percent = 0.0
+    seen: dict[int, tuple[float, float]] = {}
+    for kid in kids:
+        try:
+            stat = _read(f"/proc/{kid}/stat")
+        except OSError:
+            continue
+        f = stat[stat.rindex(b")") + 2:].split()
+        rss += int(f[21]) * PAGE
+        cpu = (int(f[11]) + int(f[12])) / TICKS
+        seen[kid] = (cpu, now)
+        before = t.kids_cpu.get(kid)
+        if before is not None and now > before[1]:
+            cpu_percent += max(0.0, 100.0 * (cpu - before[0]) / (now - before[1]))
+    t.kids_cpu = seen
+    return rss, cpu_percent
 
 
 def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int]:
@@ -218,5 +246,6 @@ def _sample_psutil(t: Tracker) -> dict[str, Any] | None:  # pragma: no cover - n
     t.cpu_at = (cpu, now)
     return {"memory_mb": round(mem.uss / MB, 2), "rss_mb": round(mem.rss / MB, 2),
             "cpu_percent": round(pct, 1), "cpu_seconds": round(cpu, 2), "open_files": fds,
-            "threads": threads, "connections": conns, "children": kids, "io_read_bytes": rb,
+            "threads": threads, "connections": conns, "children": kids,
+            "children_memory_mb": 0.0, "children_cpu_percent": 0.0, "io_read_bytes": rb,
             "io_write_bytes": wb, "sampled_at": now}

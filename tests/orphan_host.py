@@ -18,7 +18,8 @@ def main() -> None:
         w.spawn(Counter, name="a")
         w.supervise("inner").spawn(Counter, name="b")
         pids = tree_pids(system.tree())
-        print(json.dumps({"pids": pids, "sid": system.sid}), flush=True)
+        print(json.dumps({"pids": pids, "sid": system.sid, "runtime_dir": system.runtime_dir}),
+              flush=True)
         if mode == "raise":
             raise RuntimeError("the host code failed")
         time.sleep(120)

@@ -175,3 +175,16 @@ def test_kill_then_call_is_held_until_the_restart(system: ToolSystem) -> None:
     assert not pid_alive(pid)
     assert t.call("get", timeout=10) == 5  # delivered to the new instance, not lost
     assert t.call("pid") != pid
+
+
+def test_oversized_calls_and_results_are_clear_errors(system: ToolSystem) -> None:
+    from actors.frames import MAX_FRAME
+
+    t = system.spawn(Counter, name="c")
+    with pytest.raises(ToolError, match="too large to send") as info:
+        t.call("add", k=1, pad=b"x" * (MAX_FRAME + 1))
+    assert info.value.type == "CallTooLarge"
+    with pytest.raises(ToolError, match="over the .*-byte message limit") as info:
+        t.call("blob", size=MAX_FRAME + 1, timeout=20)
+    assert info.value.type == "ResultTooLarge"
+    assert t.call("add", k=1) == 1  # nothing ran for the refused call; the tool is fine

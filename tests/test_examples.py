@@ -68,3 +68,29 @@ def test_demo_intensity_outlasts_the_flaky_failure_rate() -> None:
     assert policy.strategy == "one_for_one"
     assert policy.max_restarts >= 4 * per_period  # Poisson tail: giving up takes many hours
     assert 1.0 <= flaky["config"]["interval"] / flaky["config"]["fail_probability"] <= 10.0
+
+
+@pytest.mark.timeout(60)
+def test_leaky_example_is_restarted_at_its_memory_quota() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # it must find its own way
+    result = subprocess.run([sys.executable, "examples/leaky.py"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    growth = [float(m) for m in re.findall(r"memory_mb +([\d.]+) of 64", out)]
+    assert len(growth) >= 2 and growth[-1] > growth[0], out  # usage printed as it grows
+    moved = re.search(r"restarted: pid (\d+) -> (\d+), restarts 1, state running", out)
+    assert moved and moved.group(1) != moved.group(2), out
+    assert re.search(r"last_error: LimitExceeded: memory_mb [\d.]+ over its limit 64 "
+                     r"\(on_limit=restart\)", out), out
+    assert "limit exceeded: memory_mb" in out and "action: restart" in out, out
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_leaky_config_is_valid() -> None:
+    cfg = load_config(ROOT / "examples" / "leaky.toml")
+    assert cfg.system_options["sample_every"] == 0.5
+    tool = cfg.supervisors[0]["children"][0]
+    assert tool["actor"] == "examples.leaky:Leaky"
+    assert tool["limits"]["memory_mb"] == 64 and tool["on_limit"] == "restart"

@@ -168,3 +168,19 @@ def test_socket_and_thespian_paths_give_the_same_answers() -> None:
             assert t.call_many([("add", {}), ("get", {})]) == [3, 3]
             assert asyncio.run(t.acall("add")) == 4
             assert (system._routes["c"].socket is not None) == (path == "socket")
+
+
+def test_only_calls_are_taken_on_the_socket(capfd) -> None:
+    from actors.messages import Lifecycle
+
+    with ToolSystem(call_path="socket") as system:
+        t = system.spawn(Counter, name="c")
+        sock = bad_peer(system, pack_frame(encode(Lifecycle(1, "pause"))), close=False)
+        assert dropped(sock)
+        sock.close()
+        assert t.call("add") == 1 and t.status().state.value == "running"
+        wait = time.monotonic() + 5
+        err = ""
+        while "only calls come this way" not in err and time.monotonic() < wait:
+            err += capfd.readouterr().err
+        assert "only calls come this way" in err

@@ -32,6 +32,8 @@ def start_host(mode: str = "wait") -> tuple[subprocess.Popen[str], dict]:
 def assert_all_gone(info: dict) -> None:
     wait_dead(*info["pids"], timeout=10)
     wait_until(lambda: not session_members(info["sid"]), timeout=10, what="actor system session empty")
+    if info.get("runtime_dir"):  # the tools' temp dirs go too
+        wait_until(lambda: not os.path.exists(info["runtime_dir"]), timeout=10, what="runtime dir gone")
 
 
 def test_leaving_the_with_block_ends_every_process() -> None:

@@ -212,5 +212,25 @@ def test_cpu_seconds_is_a_hard_limit(system: ToolSystem) -> None:
     t = system.spawn(Hog, name="h", limits={"cpu_seconds": 1}, on_limit="alert")
     pid = t.call("pid")
     t.call("burn")
-    wait_dead(pid, timeout=20)  # SIGXCPU from the kernel after one CPU second
+    wait_dead(pid, timeout=20)  # SIGXCPU after one CPU second: a fatal CpuLimitExceeded
     wait_until(lambda: t.status().restarts >= 1, timeout=10, what="restart after SIGXCPU")
+    assert "CpuLimitExceeded" in (t.status().last_error or "")
+    assert "cpu_seconds hard limit" in (t.status().last_error or "")
+
+
+def test_pause_at_the_limit_applies_again_after_a_resume(system: ToolSystem) -> None:
+    t = system.spawn(Hog, name="h", limits={"cpu_percent": 40}, on_limit="pause")
+    for _ in range(2):
+        t.call("burn")
+        wait_until(lambda: t.status().state is ToolState.PAUSED, timeout=20, what="paused for CPU")
+        wait_until(lambda: t.status().usage.get("cpu_percent", 100) < 10, what="idle while paused")
+        t.resume()  # held timers run again: the burn goes on...
+        t.call("pid")
+
+
+def test_tools_temp_dirs_live_in_the_system_runtime_dir() -> None:
+    with ToolSystem() as system:
+        tmp = system.spawn(Hog, name="h").call("tmp")
+        runtime = system.runtime_dir
+        assert runtime and tmp.startswith(runtime + os.sep)
+    assert not os.path.exists(runtime)
