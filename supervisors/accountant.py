@@ -207,10 +207,12 @@ class Accountant:
                 continue
             ratio = value / limit
             e.over[metric] = e.over.get(metric, 0) + 1 if ratio >= 1.0 else 0
-            if ratio >= 1.0 and e.over[metric] < SUSTAIN.get(metric, 1):
-                ratio = CRITICAL_AT  # over, but not for long enough yet: only critical
-            level = "action" if ratio >= 1.0 else "critical" if ratio >= CRITICAL_AT else \
-                "warning" if ratio >= WARNING_AT else None
+            if ratio >= 1.0 and e.over[metric] >= SUSTAIN.get(metric, 1):
+                level: str | None = "action"
+            elif ratio >= CRITICAL_AT:  # (also: over, but not for long enough yet)
+                level = "critical"
+            else:
+                level = "warning" if ratio >= WARNING_AT else None
             if level is None:
                 if ratio < REARM_BELOW:
                     e.notified.pop(metric, None)

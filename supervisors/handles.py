@@ -125,8 +125,9 @@ class ToolHandle(_Node):
                   timeout: float | None = None) -> list[Any]:
         """Run several calls in one message, in order; a failed item is its exception.
 
-        The tool runs every item even if an earlier one failed. If the whole
-        batch cannot be delivered (tool stopped, timeout), that error is raised.
+        The tool runs every item even if an earlier one failed. If the batch is
+        refused or undeliverable as a whole (tool stopped, paused with its hold
+        queue full, timeout, too large), that one error is raised.
         """
         return self.system._batch(self.path, list(calls), timeout)
 

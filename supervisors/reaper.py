@@ -30,11 +30,13 @@ def watch(host_pid: int, sid: int, runtime_dir: str | None = None) -> int:
     while session_pids(sid):
         if not pid_alive(host_pid):
             end_session(sid)
-            if runtime_dir:
-                shutil.rmtree(runtime_dir, ignore_errors=True)
-            return 1
+            break
         time.sleep(POLL)
-    return 0
+    if pid_alive(host_pid):
+        return 0  # an orderly end: the host cleans up after itself
+    if runtime_dir:  # the host died (the root may have ended the session first)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+    return 1
 
 
 def launch(sid: int, runtime_dir: str | None = None) -> subprocess.Popen[bytes]:

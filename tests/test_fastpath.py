@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import time
@@ -184,3 +185,31 @@ def test_only_calls_are_taken_on_the_socket(capfd) -> None:
         while "only calls come this way" not in err and time.monotonic() < wait:
             err += capfd.readouterr().err
         assert "only calls come this way" in err
+
+
+def test_a_batch_refused_as_a_whole_raises(fast: ToolSystem) -> None:
+    t = fast.spawn(Counter, name="c", hold_limit=0)
+    t.pause()
+    with pytest.raises(ToolOverloaded, match="hold queue is full"):
+        t.call_many([("add", {})] * 3, timeout=5)
+    t.resume()
+    assert t.call("get") == 0
+
+
+def test_callers_of_another_user_are_refused(fast: ToolSystem) -> None:
+    import shutil
+    import subprocess
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    python = shutil.which("python3", path="/usr/bin:/bin")  # one 'nobody' may execute
+    if python is None:
+        pytest.skip("no system python3 for the other user")
+    fast.spawn(Counter, name="c")
+    address = tool_socket(fast, "c")
+    assert address.startswith("\0")  # abstract: passed without its leading NUL
+    client = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('\\0' + sys.argv[1]); "
+              "s.settimeout(5); print(repr(s.recv(10)))")
+    out = subprocess.run([python, "-c", client, address[1:]], user="nobody", cwd="/",
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "b''"  # connected, then closed at once without an answer

@@ -84,6 +84,7 @@ def test_stop_at_the_quota_leaves_the_tool_down_with_the_figure(system: ToolSyst
     t.call("leak", mb=80)
     wait_until(lambda: t.status().state is ToolState.STOPPED, what="stopped at the quota")
     assert "LimitExceeded: memory_mb" in (t.status().last_error or "")
+    assert events(system, "h", "stopped at its limit")
 
 
 def test_alert_only_warns_in_steps_and_keeps_running(system: ToolSystem) -> None:
@@ -234,3 +235,11 @@ def test_tools_temp_dirs_live_in_the_system_runtime_dir() -> None:
         runtime = system.runtime_dir
         assert runtime and tmp.startswith(runtime + os.sep)
     assert not os.path.exists(runtime)
+
+
+def test_memory_of_the_tools_children_counts_against_its_limit(system: ToolSystem) -> None:
+    t = system.spawn(Hog, name="h", limits={"memory_mb": 60}, on_limit="restart")
+    kid = t.call("hungry_child", mb=100)
+    wait_until(lambda: t.status().restarts == 1, timeout=20, what="restart for the child's memory")
+    assert "memory_mb" in (t.status().last_error or "")
+    wait_dead(kid)  # and the child went with it

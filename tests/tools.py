@@ -200,6 +200,17 @@ class Hog(ToolActor):
         return [p.pid for p in procs]
 
     @command
+    def hungry_child(self, mb: int) -> int:
+        """Start a child process that holds ``mb`` MiB."""
+        import subprocess
+        import sys
+
+        code = f"x = bytearray({mb} * 1024 * 1024); import time; time.sleep(1000)"
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        self.kept.append(proc)
+        return proc.pid
+
+    @command
     def burn(self) -> None:
         """Keep a core busy in 50 ms slices (the tool stays responsive between them)."""
         self.burning = True
