@@ -30,7 +30,8 @@ from actors.errors import MalformedMessage
 from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
 from actors.messages import Batch, Call
 
-READ_CHUNK = 256 * 1024        # bytes read from one peer per turn (fairness)
+READ_CHUNK = 64 * 1024         # bytes read from one peer per turn (fairness; 256 KiB reads
+                               # made malloc mmap a fresh buffer for every call)
 MAX_PENDING_OUT = 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
 MAX_PEERS = 512
 #: After serving, keep listening this long for the caller's next frame before

@@ -36,12 +36,11 @@ DEFAULT_CADENCE = 1.0
 RANK = {None: 0, "warning": 1, "critical": 2, "action": 3}
 REARM_BELOW = 0.75          # a metric must fall below this share of its limit to warn again
 ANOMALY_QUIET = 30          # samples between two anomaly alerts for one metric
-#: Smallest change that counts as an anomaly, per metric (ignore jitter on tiny values).
-ANOMALY_MIN_DELTA = {"memory_mb": 8.0, "cpu_percent": 25.0, "open_files": 16, "threads": 8,
-                     "connections": 8, "children": 2}
+#: Metrics watched for anomalies, with the smallest change that counts (ignore jitter on tiny
+#: values). Each costs two medians per tool per sweep, so only the ones that spike matter.
+ANOMALY_MIN_DELTA = {"memory_mb": 8.0, "cpu_percent": 25.0, "open_files": 16}
 #: The spread below which a series counts as flat (robust z-score's MAD floor), per metric.
-MIN_MAD = {"memory_mb": 1.0, "cpu_percent": 3.0, "open_files": 2, "threads": 1,
-           "connections": 1, "children": 0.5}
+MIN_MAD = {"memory_mb": 1.0, "cpu_percent": 3.0, "open_files": 2}
 #: Metrics whose limit adapts (the others move in steps that a forecast does not help with).
 ADAPTIVE = ("memory_mb",)
 #: Samples a metric must stay at or over its limit before the action (CPU use is bursty).

@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from statistics import median
 
-HISTORY = 600          # samples kept per metric (10 minutes at the default 1 s cadence)
-ANOMALY_WINDOW = 60    # samples the robust z-score compares against
+ANOMALY_WINDOW = 40    # samples the robust z-score compares against
+HISTORY = 2 * ANOMALY_WINDOW  # samples kept per metric (the ring is full after 80 samples)
 ANOMALY_Z = 8.0        # |z| above this is an anomaly ...
 ANOMALY_MIN_SAMPLES = 20
 HEADROOM = 1.5         # adaptive limit = prediction * HEADROOM (clamped)
@@ -53,7 +54,8 @@ class History:
 
     def add(self, x: float) -> float:
         """Record ``x``; return its robust z-score against the window before it."""
-        window = list(self.values)[-ANOMALY_WINDOW:]
+        values = self.values
+        window = list(itertools.islice(values, max(0, len(values) - ANOMALY_WINDOW), None))
         z = robust_z(x, window, self.min_mad) if len(window) >= ANOMALY_MIN_SAMPLES else 0.0
         self.values.append(x)
         self.holt.update(x)

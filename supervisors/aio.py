@@ -57,7 +57,7 @@ class AsyncConn:
         frames = FrameReader()
         try:
             while True:
-                data = await self.reader.read(262144)
+                data = await self.reader.read(65536)
                 if not data:
                     break
                 for payload in frames.feed(data):

@@ -31,6 +31,10 @@ def frame_of(msg: Any) -> bytes:
                         type="CallTooLarge")
 
 
+#: Read size: 64 KiB stays inside malloc's heap; 256 KiB made every recv mmap a new buffer.
+RECV_BYTES = 65536
+
+
 class NotDelivered(Exception):
     """The message certainly did not reach the tool (it is gone); safe to resend."""
 
@@ -111,7 +115,7 @@ class SocketCalls:
         feed = conn.reader.feed
         while True:
             try:
-                data = sock.recv(262144)
+                data = sock.recv(RECV_BYTES)
             except TimeoutError:
                 raise CallTimeout("no answer before the deadline")
             except OSError:
