@@ -1,0 +1,251 @@
+"""Turn the results into the stdout table (figure, measured, target, verdict) and the JSON file.
+
+A verdict says by how much: ``met, 38% under`` / ``MISSED, 25% over`` for an
+upper bound, ``met, 8.7x`` / ``MISSED, 40% short`` for a lower bound; ``ref``
+marks a figure with no target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, str, str, str]
+PEERS = (("pipe", "raw multiprocessing Pipe"), ("bare_ask", "bare Thespian ask (Echo)"),
+         ("slow_path", "toolvisor slow path (thespian)"), ("fast_path", "toolvisor fast path (socket)"),
+         ("pykka", "pykka ThreadingActor ask"), ("ray", "Ray actor call"))
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.{digits}g}"
+    return f"{x:,}" if isinstance(x, int) and abs(x) >= 10_000 else str(x)
+
+
+def _trio(s: dict[str, Any]) -> str:
+    return " / ".join(_f(s.get(k)) for k in ("p50_ms", "p99_ms", "mean_ms"))
+
+
+def at_most(value: float | None, limit: float) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    if value <= limit:
+        return f"met, {(1 - value / limit):.0%} under" if limit else "met"
+    return f"MISSED, {(value / limit - 1):.0%} over"
+
+
+def at_least(value: float | None, limit: float) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    if value >= limit:
+        return f"met, {value / limit:.1f}x"
+    return f"MISSED, {(1 - value / limit):.0%} short"
+
+
+def _roundtrip_rows(r: dict[str, Any]) -> list[Row]:
+    t = r["target"]
+    rows: list[Row] = [("round trip p50 / p99 / mean ms", "", "", "")]
+    for key, label in PEERS:
+        if key in r:
+            rows.append((f"  {label}", _trio(r[key]), "-", "ref"))
+        elif key in r.get("peers", {}):
+            rows.append((f"  {label}", r["peers"][key][:60], "-", "-"))
+    fp, sb = r["ratio_fast_over_pipe"], r["ratio_slow_over_bare_ask"]
+    fb = r["ratio_fast_over_bare_ask"]
+    rows += [
+        ("  fast p50 / pipe p50", f"{_f(fp['p50'])}x", f"<= {_f(t['fast_p50_over_pipe_p50_max'])}x",
+         at_most(fp["p50"], t["fast_p50_over_pipe_p50_max"])),
+        ("  fast p99 / pipe p99 (the verdict)", f"{_f(fp['p99'])}x",
+         f"<= {_f(t['fast_p99_over_pipe_p99_max'])}x", at_most(fp["p99"], t["fast_p99_over_pipe_p99_max"])),
+        ("  fast p99 / pipe p50 (stricter reading)", f"{_f(fp['p99_over_pipe_p50'])}x",
+         f"<= {_f(t['fast_p99_over_pipe_p99_max'])}x",
+         at_most(fp["p99_over_pipe_p50"], t["fast_p99_over_pipe_p99_max"])),
+        ("  slow / bare ask, p50; mean (this layout)", f"{_f(sb['p50'])}x; {_f(sb['mean'])}x",
+         f"<= {_f(t['slow_over_bare_ask_max'])}x",
+         at_most(max(sb["p50"], sb["mean"]), t["slow_over_bare_ask_max"])),
+        ("  fast / bare ask, p50", f"{_f(fb['p50'])}x", "-", "ref"),
+    ]
+    return rows
+
+
+def _depth_rows(s: dict[str, Any]) -> list[Row]:
+    def trio(d: dict[str, float], unit: str = "") -> str:
+        return " / ".join(f"{_f(d[k])}{unit}" for k in ("min", "median", "max"))
+
+    n = len(s["depths"])
+    limit = s["target"]["slow_over_bare_ask_max"]
+    return [
+        (f"thespian path over {n} host stack depths", "min / median / max", "", ""),
+        ("  slow path p50 ms", trio(s["slow_path_p50_ms"]), "-", "ref"),
+        ("  bare ask p50 ms", trio(s["bare_ask_p50_ms"]), "-", "ref"),
+        ("  slow / bare ask p50, paired per depth", trio(s["ratio_slow_over_bare"], "x"),
+         f"<= {_f(limit)}x", at_most(s["ratio_slow_over_bare"]["median"], limit) + " (median)"),
+    ]
+
+
+def _throughput_rows(s: dict[str, Any]) -> list[Row]:
+    t, b, a, u = s["target"], s["batch"], s["async"], s["burst"]
+    ok = u["exactly_once"] and u["final_count_ok"] and u["errors"] == 0
+    return [
+        (f"batched call_many({b['batch_size']}) x {b['batches']}, calls/s", _f(b["calls_per_s"]),
+         f">= {_f(t['batch_calls_per_s_min'])}", at_least(b["calls_per_s"], t["batch_calls_per_s_min"])
+         + ("" if b["answers_ok"] else " (WRONG ANSWERS)")),
+        (f"async {a['workers']} workers over {a['tools']} tools, calls/s", _f(a["calls_per_s"]),
+         f">= {_f(t['async_calls_per_s_min'])}", at_least(a["calls_per_s"], t["async_calls_per_s_min"])
+         + ("" if a["answers_ok"] else " (WRONG COUNTS)")),
+        (f"burst: gather of {_f(u['calls'])} acalls to one tool",
+         f"{_f(u['seconds'])} s, {_f(u['answers'])} answers, {_f(u['distinct_answers'])} distinct",
+         "each exactly once", "met" if ok else f"MISSED ({u['errors']} errors {u['error_types']})"),
+    ]
+
+
+def _frames_rows(s: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = [("bytes per message: frame (msgpack+4) vs pickle dict / dataclass", "", "", "")]
+    for m in s["messages"]:
+        rows.append((f"  {m['message']}", f"{m['frame_bytes']} vs {m['pickle_dict_bytes']} / "
+                     f"{m['pickle_dataclass_bytes']} B = {_f(m['ratio_frame_over_pickle_dict'], 2)}x / "
+                     f"{_f(m['ratio_frame_over_pickle_dataclass'], 2)}x", "-", "ref"))
+    return rows
+
+
+def _spawn_rows(s: dict[str, Any]) -> list[Row]:
+    t = s["target"]
+    rows: list[Row] = []
+    failed = s.get("with_defaults")
+    if failed is not None:
+        why = failed["error"].rpartition("last failure in ")[2] or failed["error"]
+        rows.append(("spawn tools with default options", f"FAILED at tool #{failed['failed_at_tool']} "
+                     f"after {_f(failed['seconds_until_failure'])} s", "-", "MISSED"))
+        rows.append(("  cause", why.split(" (on_limit")[0][:64], "-", "-"))
+    if "error" in s:
+        return rows + [("spawn", "ERROR: " + s["error"][:60], "-", "-")]
+    scaled = t["total_s_max"] * s["tools"] / t["tools"]
+    opts = ", ".join(f"{k}={v!r}" for k, v in s["spawn_options"].items()) or "defaults"
+    mem = s["memory"]
+    return rows + [
+        (f"spawn {s['tools']} tools ({opts}), total s", _f(s["total_s"]), f"< {_f(scaled)} s",
+         at_most(s["total_s"], scaled) + ("" if failed is None else " w/ alert")),
+        ("  per tool p50 / p99 / mean ms", _trio(s["per_tool"]), "-", "ref"),
+        (f"  shutdown with {s['tools']} tools, s", _f(s["shutdown_with_tools_s"]), "-", "ref"),
+        ("memory USS MiB: idle tool", _f(mem["idle_tool"].get("uss_mib")), "-", "ref"),
+        ("  supervisor (of those tools)", _f(mem["supervisor"].get("uss_mib")), "-", "ref"),
+        ("  root supervisor", _f(mem["root_supervisor"].get("uss_mib")), "-", "ref"),
+    ]
+
+
+def _restart_rows(r: dict[str, Any]) -> list[Row]:
+    limit = r["target"]["from_dead_p50_ms_max"]
+    d, k = r["from_dead"], r["from_kill"]
+    return [
+        (f"restart ({r['repeats']}x) dead->call ok p50 / p99 ms", f"{_f(d['p50_ms'])} / {_f(d['p99_ms'])}",
+         f"p50 < {_f(limit)}", at_most(d["p50_ms"], limit)),
+        ("  kill->call ok p50 / p99 ms", f"{_f(k['p50_ms'])} / {_f(k['p99_ms'])}", "-", "ref"),
+    ]
+
+
+def _lifecycle_rows(s: dict[str, Any]) -> list[Row]:
+    return [
+        ("ToolSystem start p50 ms (empty tree)", _f(s["start"]["p50_ms"]), "-", "ref"),
+        ("ToolSystem shutdown p50 ms (empty tree)", _f(s["shutdown"]["p50_ms"]), "-", "ref"),
+    ]
+
+
+def _accounting_rows(s: dict[str, Any]) -> list[Row]:
+    t, f = s["target"], s["fleet"]
+    o, m, sp = f["overhead"], f["memory"], f["spawn"]
+    n = o["tools_swept"]
+    scaled = t["sweep_100_tools_ms_max"] * n / 100
+    rows: list[Row] = []
+    if sp.get("with_defaults"):
+        rows.append((f"accounting fleet: default spawn failed at #{sp['with_defaults']['failed_at_tool']}",
+                     sp["with_defaults"]["error"][:60], "-", "-"))
+    later = f.get("overhead_after_memory_run")
+    steady, early = (later, o) if later else (o, None)
+    rows += [
+        (f"sweep of {n} tools, steady state: p50 / max ms (forced x{steady['forced_sweeps']})",
+         f"{_f(steady['sweep_ms']['p50_ms'])} / {_f(steady['sweep_ms']['max_ms'])}", f"< {_f(scaled)}",
+         at_most(steady["sweep_ms"]["p50_ms"], scaled) + " (p50)"),
+        ("  per tool p50 / max ms", f"{_f(steady['ms_per_tool_p50'])} / {_f(steady['ms_per_tool_max'])}",
+         f"<= {_f(t['ms_per_tool_max'])}",
+         at_most(steady["ms_per_tool_p50"], t["ms_per_tool_max"]) + " (p50)"),
+    ]
+    if early is not None:
+        rows.append(("  right after spawn (short histories): p50 / max ms; per tool",
+                     f"{_f(early['sweep_ms']['p50_ms'])} / {_f(early['sweep_ms']['max_ms'])}; "
+                     f"{_f(early['ms_per_tool_p50'])}", "-", "ref"))
+    bg = o["background"]
+    rows.append(("  background sweeps during spawn, mean / max ms",
+                 f"{_f(bg['mean_sweep_ms'])} / {_f(bg['max_sweep_ms'])}", "-", "ref"))
+    for b in s["breach"]:
+        rows.append((f"breach->restart, period {_f(b['period_s'])} s: p50 / max periods",
+                     f"{_f(b['periods_p50'])} / {_f(b['periods_max'])} ({b['repeats']}x)",
+                     f"< {_f(t['breach_periods_max'])}", at_most(b["periods_max"], t["breach_periods_max"])
+                     + " (max)"))
+        ret, start = b["breach_to_restart"], b["call_start_to_restart"]
+        rows.append(("  ms p50 / max: from leak return; from leak start",
+                     f"{_f(ret['p50_ms'])} / {_f(ret['max_ms'])}; "
+                     f"{_f(start['p50_ms'])} / {_f(start['max_ms'])}",
+                     "-", "ref"))
+    ring, full = m["history_ring"], m["after_ring_full"]
+    rows.append((f"accountant RSS MiB over {_f(m['duration_s'])} s (sweep every {_f(m['sweep_period_s'])} s)",
+                 f"{_f(m['rss_mb_start'])} -> {_f(m['rss_mb_end'])} ({m['growth_mib']:+.2f}; "
+                 f"{_f(m['slope_mib_per_min'])} MiB/min)", "-", "ref"))
+    rows.append((f"  history ring full (~{_f(ring['full_mib_about'])} MiB) after "
+                 f"~{_f(ring['full_after_s_about'])} s; growth after",
+                 "n/a: run ended first" if full["growth_mib"] is None else
+                 f"{full['growth_mib']:+.2f} ({full['readings']} readings)",
+                 f"<= {_f(t['memory_growth_mib_max'])}",
+                 "n/a" if full["growth_mib"] is None else
+                 at_most(max(0.0, full["growth_mib"]), t["memory_growth_mib_max"])))
+    rows.append(("  accountant USS MiB, start -> end", f"{_f(m['uss_mib_start'])} -> "
+                 f"{_f(m['uss_mib_end'])} ({m['uss_growth_mib']:+.2f})", "-", "ref"))
+    return rows
+
+
+BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput": _throughput_rows,
+            "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
+            "lifecycle": _lifecycle_rows, "accounting": _accounting_rows}
+
+
+def table(results: dict[str, Any]) -> str:
+    """The human table: one row per figure, measured vs target and a verdict."""
+    rows: list[Row] = [("figure", "measured", "target", "verdict")]
+    for name, build in BUILDERS.items():
+        section = results.get(name)
+        if section is None:
+            continue
+        if "error" in section:
+            rows.append((name, "ERROR: " + section["error"][:60], "-", "-"))
+            continue
+        rows.extend(build(section))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    m = results["meta"]["machine"]
+    head = (f"toolvisor benchmarks ({'quick' if results['meta']['quick'] else 'full'} run; "
+            f"{m['nproc']} CPUs, Python {m['python']}, Thespian {m['thespian']})")
+    load = m.get("loadavg_at_start")
+    if load and m.get("nproc") and load[0] > 0.5 * m["nproc"]:
+        head += (f"\nnote: load average {load[0]} at start on {m['nproc']} CPUs: other work was "
+                 "running, figures are noisier than usual")
+    return "\n".join([head, *lines])
+
+
+def _clean(x: Any) -> Any:
+    """NaN is not JSON: write it as null."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_json(results: dict[str, Any], path: str | Path) -> None:
+    text = json.dumps(_clean(results), indent=2, default=str, allow_nan=False)
+    Path(path).write_text(text + "\n")
