@@ -40,9 +40,6 @@ TRANSITIONS: dict[ToolState, frozenset[ToolState]] = {
     S.FAILED: frozenset({S.INITIALIZING, S.RESTARTING, S.STOPPED}),
 }
 
-#: States in which a tool's process exists and answers.
-LIVE = frozenset({S.INITIALIZING, S.READY, S.RUNNING, S.PAUSED, S.STOPPING})
-
 
 def allowed(src: ToolState, dst: ToolState) -> bool:
     return dst in TRANSITIONS[src]

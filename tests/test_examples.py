@@ -17,20 +17,25 @@ from supervisors.policy import Policy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(60)
-def test_spawn_from_code_runs_and_shows_the_restart() -> None:
+def run_example(script: str) -> str:
+    """Run ``examples/<script>`` as a user would (no PYTHONPATH); return its output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # it must find its own way
-    result = subprocess.run([sys.executable, "examples/spawn_from_code.py"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, f"examples/{script}"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=50)
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_spawn_from_code_runs_and_shows_the_restart() -> None:
+    out = run_example("spawn_from_code.py")
     assert "add(k=2) -> 3" in out
     before = re.search(r"status: running, pid (\d+), restarts 0", out)
     after = re.search(r"restarted: running, pid (\d+), restarts 1", out)
     assert before and after and before.group(1) != after.group(1), out
     assert "('workers/counter', 'running')" in out
     assert "get() on the new instance -> 1" in out
-    assert "Traceback" not in result.stderr
 
 
 def walk(spec: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -72,11 +77,7 @@ def test_demo_intensity_outlasts_the_flaky_failure_rate() -> None:
 
 @pytest.mark.timeout(60)
 def test_leaky_example_is_restarted_at_its_memory_quota() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # it must find its own way
-    result = subprocess.run([sys.executable, "examples/leaky.py"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=50)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    out = run_example("leaky.py")
     growth = [float(m) for m in re.findall(r"memory_mb +([\d.]+) of 64", out)]
     assert len(growth) >= 2 and growth[-1] > growth[0], out  # usage printed as it grows
     moved = re.search(r"restarted: pid (\d+) -> (\d+), restarts 1, state running", out)
@@ -84,7 +85,6 @@ def test_leaky_example_is_restarted_at_its_memory_quota() -> None:
     assert re.search(r"last_error: LimitExceeded: memory_mb [\d.]+ over its limit 64 "
                      r"\(on_limit=restart\)", out), out
     assert "limit exceeded: memory_mb" in out and "action: restart" in out, out
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.timeout(30)
