@@ -12,6 +12,14 @@ import traceback as _tb
 from typing import Any, ClassVar
 
 
+class SpecError(ValueError):
+    """A bad value in a policy or spec; the message names the field and the value.
+
+    Defined here, at the bottom of the layers, because both the tree (policies,
+    child specs) and the resources subsystem (quotas) raise it.
+    """
+
+
 class ToolError(Exception):
     """A call or lifecycle operation failed.
 

@@ -39,6 +39,8 @@ from actors.fastpath import FastPathServer, Peer
 from actors.messages import Reply
 
 ADDRESS_EXT = 1
+#: The Thespian bases our shells run on (multiprocQueueBase does not report killed children).
+BASES = ("multiprocTCPBase", "multiprocUDPBase")
 FLUSH_EVERY = 0.005  # seconds between retries of replies a slow reader has not taken yet
 
 

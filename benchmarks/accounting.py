@@ -27,8 +27,8 @@ from typing import Any
 from benchmarks.memory import footprint
 from benchmarks.stats import slope_per_minute, summarize_ms
 from supervisors import Backoff, Policy, SupervisorHandle, ToolState, ToolSystem
-from supervisors.accountant import ANOMALY_MIN_DELTA
-from supervisors.adaptive import HISTORY
+from supervisors.resources.accountant import ANOMALY_MIN_DELTA
+from supervisors.resources.adaptive import HISTORY
 
 TOOL = "examples.counter:Counter"
 LEAKY = "benchmarks.tools:Leaky"

@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.stats import summarize_ms
 from supervisors import Backoff, Policy, ToolSystem
-from supervisors.procs import pid_alive
+from supervisors.processes.procs import pid_alive
 
 TOOL = "examples.counter:Counter"
 TARGET_P50_MS = 50.0

@@ -99,7 +99,7 @@ def echo_actor(system: ToolSystem) -> Iterator[tuple[Callable[[], Any], str]]:
     asys = getattr(getattr(system, "transport", None), "_asys", None)
     own = None
     if asys is None:
-        from supervisors.transport import free_port
+        from supervisors.host.transport import free_port
 
         os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
         own = asys = ActorSystem("multiprocTCPBase", {"Admin Port": free_port()},

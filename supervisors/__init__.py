@@ -12,11 +12,11 @@ from actors.errors import (
     UnknownCommand,
 )
 from actors.state import ToolState
-from supervisors.config import ConfigError
-from supervisors.handles import SupervisorHandle, ToolHandle, ToolStatus
-from supervisors.hooks import LifecycleHook
-from supervisors.policy import Backoff, Policy, SpecError
-from supervisors.system import ToolSystem
+from supervisors.host.handles import SupervisorHandle, ToolHandle, ToolStatus
+from supervisors.host.system import ToolSystem
+from supervisors.tree.config import ConfigError
+from supervisors.tree.hooks import LifecycleHook
+from supervisors.tree.policy import Backoff, Policy, SpecError
 
 __all__ = [
     "Backoff", "BadArguments", "CallTimeout", "ConfigError", "InvalidTransition",

@@ -2,7 +2,7 @@
 
 import sys
 
-from supervisors.cli import main
+from supervisors.frontends.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ from typing import Any
 
 import psutil
 
-from supervisors.procs import pid_alive, session_pids
+from supervisors.processes.procs import pid_alive, session_pids
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, every: float = 0.01,

@@ -19,7 +19,7 @@ from supervisors import (
     ToolUnavailable,
     UnknownCommand,
 )
-from supervisors.procs import pid_alive
+from supervisors.processes.procs import pid_alive
 from tests.helpers import wait_dead
 from tests.tools import Counter
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisors import cli
-from supervisors.procs import session_pids
+from supervisors.frontends import cli
+from supervisors.processes.procs import session_pids
 from tests.helpers import wait_dead, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

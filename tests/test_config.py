@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from supervisors import ConfigError, ToolState, ToolSystem
-from supervisors.config import parse_config
+from supervisors.tree.config import parse_config
 from tests.helpers import find
 
 pytestmark = pytest.mark.timeout(60)

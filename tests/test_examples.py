@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from supervisors.config import load_config
-from supervisors.policy import Policy
+from supervisors.tree.config import load_config
+from supervisors.tree.policy import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

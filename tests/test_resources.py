@@ -7,7 +7,7 @@ import os
 import pytest
 
 from supervisors import Backoff, Policy, SpecError, ToolError, ToolState, ToolSystem
-from supervisors.procs import pid_alive
+from supervisors.processes.procs import pid_alive
 from tests.helpers import find, wait_dead, wait_until
 from tests.tools import Counter, Hog
 
@@ -57,7 +57,7 @@ def test_limits_come_from_the_level_and_cannot_exceed_it(system: ToolSystem) -> 
         system.spawn(Hog, name="h", limits={"disk_mb": 1})
     with pytest.raises(SpecError, match="on_limit='explode' is invalid"):
         system.spawn(Hog, name="h", on_limit="explode")
-    from supervisors.quotas import LEVELS
+    from supervisors.resources.quotas import LEVELS
 
     order = ["low", "standard", "high", "critical"]
     for a, b in zip(order, order[1:], strict=False):  # stricter levels are tighter everywhere

@@ -189,7 +189,7 @@ def test_backoff_delays_grow_between_restarts(system: ToolSystem) -> None:
 
 
 def test_backoff_resets_after_a_good_run() -> None:
-    from supervisors.policy import BackoffState
+    from supervisors.tree.policy import BackoffState
 
     b = Backoff(initial=1.0, maximum=8.0, multiplier=2.0, jitter=0.0, reset_after=5.0)
     s = BackoffState()

@@ -21,7 +21,7 @@ from actors.errors import (
 from actors.messages import REGISTRY, Call, Reply
 from actors.state import TRANSITIONS, StateMachine, ToolState
 from supervisors import Backoff, Policy, SpecError
-from supervisors.policy import Intensity, should_restart
+from supervisors.tree.policy import Intensity, should_restart
 
 S = ToolState
 

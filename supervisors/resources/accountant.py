@@ -2,7 +2,7 @@
 
 Supervisors ``Track`` each tool instance they start (and ``Untrack`` it when
 its process ends). Every ``cadence`` seconds the accountant samples them all
-(``supervisors.usage``), keeps a bounded history per tool, and compares each
+(``supervisors.resources.usage``), keeps a bounded history per tool, and compares each
 figure with the tool's limit: at 80 % a warning event, at 95 % a critical one,
 at 100 % a ``Breach`` to the tool's supervisor, which runs the tool's
 ``on_limit`` action (alert, pause, restart or stop). With ``adaptive`` the
@@ -27,10 +27,10 @@ from actors.context import Context
 from actors.errors import ToolError, error_to_wire
 from actors.messages import Ack, Alive, Breach, Event, Reply, Request, Start, Stop, Track, Untrack
 from actors.shell import SHELLS, Shell
-from supervisors.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
-from supervisors.procs import pid_alive
-from supervisors.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
-from supervisors.usage import Sweep, Tracker, sample
+from supervisors.processes.procs import pid_alive
+from supervisors.resources.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
+from supervisors.resources.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
+from supervisors.resources.usage import Sweep, Tracker, sample
 
 DEFAULT_CADENCE = 1.0
 RANK = {None: 0, "warning": 1, "critical": 2, "action": 3}
@@ -58,7 +58,7 @@ def _end_group(pgid: int) -> None:
 
 
 class AccountantShell(Shell):
-    behaviour = "supervisors.accountant:Accountant"
+    behaviour = "supervisors.resources.accountant:Accountant"
 
 
 SHELLS["accountant"] = AccountantShell

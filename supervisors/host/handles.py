@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from actors.errors import ToolError
 from actors.state import ToolState
-from supervisors.hooks import LifecycleHook
-from supervisors.policy import Policy
-from supervisors.specs import supervisor_spec, tool_spec
+from supervisors.tree.hooks import LifecycleHook
+from supervisors.tree.policy import Policy
+from supervisors.tree.specs import supervisor_spec, tool_spec
 
 if TYPE_CHECKING:
-    from supervisors.system import ToolSystem
+    from supervisors.host.system import ToolSystem
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class SupervisorHandle(_Node):
 
         ``actor`` is a ToolActor subclass or ``"module:Class"``. ``security_level``
         supplies default limits and their ceilings; ``limits`` may ask for less
-        (``{"memory_mb": 64, "open_files": 64, ...}``, see ``supervisors.quotas``);
+        (``{"memory_mb": 64, "open_files": 64, ...}``, see ``supervisors.resources.quotas``);
         ``on_limit`` says what happens at 100 % of a limit (alert, pause, restart,
         stop); ``adaptive`` lets limits follow the tool's own usage forecast;
         ``hard_memory`` also caps its address space in the kernel. Bad values raise
@@ -192,7 +192,7 @@ class SupervisorHandle(_Node):
         return self.add(spec, timeout)
 
     def add(self, spec: dict[str, Any], timeout: float | None = None) -> SupervisorHandle:
-        """Start a whole subtree from a spec (as built by ``supervisors.specs``)."""
+        """Start a whole subtree from a spec (as built by ``supervisors.tree.specs``)."""
         self.system._request(self.path, "spawn", {"spec": spec},
                              timeout or float(spec.get("start_timeout", 60.0)) + 5.0)
         return SupervisorHandle(self.system, self._child_path(spec["name"]))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from supervisors.children import Child
+    from supervisors.tree.children import Child
 
 EXITED = object()         # a Wait ended because the child's process ended
 TIMEOUT = object()        # a Wait ended because its time ran out

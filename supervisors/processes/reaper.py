@@ -19,7 +19,7 @@ import sys
 import time
 
 try:
-    from supervisors.procs import end_session, pid_alive, session_pids
+    from supervisors.processes.procs import end_session, pid_alive, session_pids
 except ImportError:  # run as a script: this file's folder is on sys.path
     from procs import end_session, pid_alive, session_pids  # type: ignore[no-redef]
 

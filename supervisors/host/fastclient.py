@@ -19,7 +19,7 @@ from typing import Any
 from actors.codec import decode, encode
 from actors.errors import CallTimeout, ToolError
 from actors.frames import FrameError, FrameReader, pack_frame
-from supervisors.transport import PeerGone
+from supervisors.host.transport import PeerGone
 
 
 def frame_of(msg: Any) -> bytes:

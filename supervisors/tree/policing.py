@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from actors.errors import ToolError
 from actors.messages import AccountantMoved, Breach, Track, Untrack
 from actors.state import ToolState
-from supervisors.children import Child, describe
-from supervisors.jobs import Job
+from supervisors.tree.children import Child, describe
+from supervisors.tree.jobs import Job
 
 if TYPE_CHECKING:
-    from supervisors.supervisor import Supervisor
+    from supervisors.tree.supervisor import Supervisor
 
 S = ToolState
 

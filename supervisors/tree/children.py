@@ -6,8 +6,8 @@ from typing import Any
 
 from actors.messages import Exiting
 from actors.state import StateMachine, ToolState
-from supervisors.policy import BackoffState
-from supervisors.specs import start_budget
+from supervisors.tree.policy import BackoffState
+from supervisors.tree.specs import start_budget
 
 S = ToolState
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from supervisors.policy import SpecError
+from actors.errors import SpecError
 
 ON_LIMIT = ("alert", "pause", "restart", "stop")
 WARNING_AT = 0.80   # fraction of a limit that raises a warning event

@@ -12,14 +12,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from actors.errors import SpecError
+
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 RESTART_TYPES = ("permanent", "transient", "temporary")
 SECURITY_LEVELS = ("low", "standard", "high", "critical")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-class SpecError(ValueError):
-    """A bad value in a policy or spec; the message names the field and the value."""
 
 
 def _need(ok: bool, field_name: str, value: Any, what: str) -> None:

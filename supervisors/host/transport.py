@@ -25,10 +25,10 @@ from thespian.actors import ActorSystem
 from actors.codec import decode, encode
 from actors.errors import CallTimeout, MalformedMessage, ToolError
 from actors.frames import MAX_FRAME
+from actors.shell import BASES
 
 #: How often a waiting caller checks that the peer process still lives (seconds).
 LIVENESS_POLL = 0.05
-BASES = ("multiprocTCPBase", "multiprocUDPBase")
 
 
 @contextmanager

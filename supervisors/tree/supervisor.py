@@ -52,13 +52,13 @@ from actors.messages import (
 )
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
-from supervisors import accountant as _accountant  # noqa: F401  (registers its shell)
-from supervisors.children import Child, describe
-from supervisors.hooks import run_hooks, unpack_hooks
-from supervisors.jobs import TIMEOUT, Job, JobQueue, Wait
-from supervisors.policing import Policing
-from supervisors.policy import Intensity, Policy, should_restart
-from supervisors.procs import kill_tree, pid_alive, session_pids
+from supervisors.processes.procs import kill_tree, pid_alive, session_pids
+from supervisors.resources import accountant as _accountant  # noqa: F401  (registers its shell)
+from supervisors.tree.children import Child, describe
+from supervisors.tree.hooks import run_hooks, unpack_hooks
+from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
+from supervisors.tree.policing import Policing
+from supervisors.tree.policy import Intensity, Policy, should_restart
 
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
@@ -66,7 +66,7 @@ WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
 EVENTS_KEPT = 2000
 
 class SupervisorShell(Shell):
-    behaviour = "supervisors.supervisor:Supervisor"
+    behaviour = "supervisors.tree.supervisor:Supervisor"
 
 
 SHELLS["supervisor"] = SupervisorShell

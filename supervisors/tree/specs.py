@@ -13,14 +13,14 @@ from typing import Any
 from actors.codec import pack_value
 from actors.loading import class_path, load_object, main_file
 from actors.tool import ToolActor
-from supervisors.hooks import LifecycleHook, pack_hooks
-from supervisors.policy import (
+from supervisors.resources.quotas import check_on_limit, effective_limits
+from supervisors.tree.hooks import LifecycleHook, pack_hooks
+from supervisors.tree.policy import (
     Policy,
     SpecError,
     check_child_options,
     check_name,
 )
-from supervisors.quotas import check_on_limit, effective_limits
 
 
 def resolve_actor(actor: type | str, field_name: str = "actor") -> str:

@@ -24,9 +24,10 @@ from typing import Any
 from loguru import logger
 
 from actors.loading import load_object
-from supervisors.hooks import LifecycleHook
-from supervisors.policy import Backoff, Policy, SpecError
-from supervisors.specs import supervisor_spec, tool_spec
+from actors.shell import BASES
+from supervisors.tree.hooks import LifecycleHook
+from supervisors.tree.policy import Backoff, Policy, SpecError
+from supervisors.tree.specs import supervisor_spec, tool_spec
 
 POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
@@ -93,8 +94,6 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 
 
 def _system_value(key: str, value: Any, source: str) -> Any:
-    from supervisors.transport import BASES
-
     if key == "log_level" and not (isinstance(value, str) and value.upper() in LOG_LEVELS):
         raise ConfigError(f"{source}: system.log_level={value!r} is invalid: use one of "
                           f"{', '.join(LOG_LEVELS)}")

@@ -20,8 +20,8 @@ from typing import Any
 from actors.codec import decode
 from actors.errors import CallTimeout, ToolOverloaded
 from actors.frames import FrameError, FrameReader
-from supervisors.fastclient import NotDelivered, frame_of
-from supervisors.transport import PeerGone
+from supervisors.host.fastclient import NotDelivered, frame_of
+from supervisors.host.transport import PeerGone
 
 PER_CALLER = 1024   # calls in flight on one connection
 PER_TOOL = 4096     # calls in flight to one tool from this process and loop

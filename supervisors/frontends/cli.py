@@ -34,8 +34,8 @@ from loguru import logger
 
 from actors import logs
 from actors.errors import ToolError
-from supervisors.procs import pid_alive
-from supervisors.system import ToolSystem
+from supervisors.host.system import ToolSystem
+from supervisors.processes.procs import pid_alive
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")

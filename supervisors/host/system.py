@@ -32,15 +32,15 @@ from actors.errors import (
     error_from_wire,
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
-from supervisors import reaper
-from supervisors.aio import AsyncCalls
-from supervisors.fastclient import NotDelivered, SocketCalls
-from supervisors.handles import SupervisorHandle, ToolHandle, _split
-from supervisors.hooks import LifecycleHook, pack_hooks
-from supervisors.policy import Policy
-from supervisors.procs import end_session, pid_alive, session_pids
-from supervisors.supervisor import SupervisorShell
-from supervisors.transport import PeerGone, Transport
+from supervisors.host.aio import AsyncCalls
+from supervisors.host.fastclient import NotDelivered, SocketCalls
+from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
+from supervisors.host.transport import PeerGone, Transport
+from supervisors.processes import reaper
+from supervisors.processes.procs import end_session, pid_alive, session_pids
+from supervisors.tree.hooks import LifecycleHook, pack_hooks
+from supervisors.tree.policy import Policy
+from supervisors.tree.supervisor import SupervisorShell
 
 CALL_PATHS = ("socket", "thespian")
 
@@ -108,7 +108,7 @@ class ToolSystem:
     @classmethod
     def from_config(cls, path: str | Path, **overrides: Any) -> ToolSystem:
         """A system described by a TOML file; checked now, started on ``with`` / ``start()``."""
-        from supervisors.config import load_config
+        from supervisors.tree.config import load_config
 
         cfg = load_config(path)
         options = {**cfg.system_options, **overrides}

@@ -1,0 +1,1 @@
+"""The doors into a running system: the CLI (later the dashboard and the MCP server)."""

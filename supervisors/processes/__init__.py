@@ -1,0 +1,1 @@
+"""OS process care: process groups and sessions, liveness checks, the orphan reaper."""

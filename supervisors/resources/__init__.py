@@ -1,0 +1,1 @@
+"""Resource accounting: the accountant actor, usage sampling, quotas per security level, adaptive limits."""
