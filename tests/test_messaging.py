@@ -1,0 +1,178 @@
+"""Tools that talk to tools: call, send, ask; deadlines; deadlocks caught; supervision across calls."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from actors import DeadlockError as ActorsDeadlock
+from supervisors import DeadlockError, NotFound, ToolError, ToolSystem, ToolUnavailable
+from tests.conftest import FAST
+from tests.helpers import wait_until
+
+RELAY = "tests.messaging_tools:Relay"
+
+
+def test_deadlock_error_is_one_class_in_both_faces() -> None:
+    assert DeadlockError is ActorsDeadlock
+    assert issubclass(DeadlockError, ToolError)
+
+
+@pytest.fixture
+def trio():
+    with ToolSystem(policy=FAST) as system:
+        w = system.supervise("workers", policy=FAST)
+        io = system.supervise("io", policy=FAST)
+        a = w.spawn(RELAY, name="a")
+        b = w.spawn(RELAY, name="b")
+        c = io.spawn(RELAY, name="c")
+        yield system, a, b, c
+
+
+@pytest.mark.timeout(60)
+def test_call_from_a_tool_reaches_another_tool_across_supervisors(trio) -> None:
+    system, a, b, c = trio
+    assert a.call("call", path="io/c", cmd="get") == "io/c"
+    assert a.call("call", path="workers/b", cmd="record", args={"item": "x"}) == 1
+    assert b.call("seen_items") == ["x"]
+    # errors come back as the host would get them
+    err = a.call("call_error", path="workers/b", cmd="fail")
+    assert err["type"] == "ToolError" and "failing on purpose" in err["message"]
+    err = a.call("call_error", path="workers/b", cmd="nope")
+    assert err["type"] == "UnknownCommand"
+    err = a.call("call_error", path="workers/b", cmd="slow", args={"seconds": 2}, timeout=0.2)
+    assert err["type"] == "CallTimeout" and err["seconds"] < 1.5
+
+
+@pytest.mark.timeout(60)
+def test_deadline_of_a_nested_call_never_outlives_the_outer_call(trio) -> None:
+    system, a, b, c = trio
+    left = a.call("call", path="workers/b", cmd="deadline_left", timeout=2.0, args={})
+    assert 0 < left <= 2.0
+    # a timeout asked for inside is capped by the outer deadline too
+    left = a.call("call", path="workers/b", cmd="deadline_left", timeout=2.0)
+    assert left <= 2.0
+
+
+@pytest.mark.timeout(60)
+def test_bad_input_is_a_clear_error_and_the_tool_keeps_serving(trio) -> None:
+    system, a, b, c = trio
+    err = a.call("call_error", path="workers/nobody", cmd="get")
+    assert err["type"] == "NotFound" and "workers/nobody" in err["message"]
+    err = a.call("call_error", path="workers", cmd="get")
+    assert err["type"] == "ToolError" and "supervisor" in err["message"]
+    assert "on_reply" in a.call("bad_ask", path="workers/b")
+    out = a.call("bad_args", path="workers/b")
+    assert out.startswith("TypeError") and "object" in out
+    assert a.call("get") == "workers/a"
+    with pytest.raises(NotFound):
+        a.call("call", path="nowhere/x", cmd="get")
+
+
+@pytest.mark.timeout(60)
+def test_a_tool_calling_itself_is_refused_at_once(trio) -> None:
+    system, a, b, c = trio
+    err = a.call("call_error", path="workers/a", cmd="get")
+    assert err["type"] == "DeadlockError"
+    assert "workers/a -> workers/a" in err["message"]
+    assert err["seconds"] < 0.5
+
+
+@pytest.mark.timeout(60)
+def test_a_cycle_through_nested_calls_is_named(trio) -> None:
+    system, a, b, c = trio
+    # a -> b -> c -> a: c's call back to a would close the cycle
+    err = a.call("call", path="workers/b", cmd="call_error",
+                 args={"path": "io/c", "cmd": "call_error",
+                       "args": {"path": "workers/a", "cmd": "get"}})
+    inner = err["value"]
+    assert inner["type"] == "DeadlockError", inner
+    assert "workers/a -> workers/b -> io/c -> workers/a" in inner["message"]
+    assert inner["seconds"] < 0.5
+    assert a.call("get") == "workers/a"  # nobody is stuck
+
+
+@pytest.mark.timeout(60)
+def test_a_cycle_of_independent_calls_is_caught_long_before_the_deadline(trio) -> None:
+    system, a, b, c = trio
+    # b, from a timer, calls a (which is busy for 0.5 s, then calls b): a waits on b, b on a
+    assert b.call("later", path="workers/a", cmd="get", delay=0.1)
+    t0 = time.monotonic()
+    out = a.call("slow_then_call", seconds=0.5, path="workers/b", cmd="get", timeout=20)
+    took = time.monotonic() - t0
+    got = wait_until(lambda: b.call("got"), timeout=20, what="b's timer call to end")
+    assert took < 5, (out, got)
+    kinds = [out.get("type")] + [g.get("error") if isinstance(g, dict) else None for g in got]
+    assert "DeadlockError" in kinds, (out, got)
+
+
+@pytest.mark.timeout(60)
+def test_send_keeps_order_and_counts_errors(trio) -> None:
+    system, a, b, c = trio
+    assert a.call("send", path="workers/b", cmd="record", n=500) == 500
+    wait_until(lambda: len(b.call("seen_items")) == 500, timeout=20, what="500 sends")
+    assert b.call("seen_items") == list(range(500))
+    a.call("send", path="workers/b", cmd="fail", n=3)
+    wait_until(lambda: a.call("stats", path="workers/b")["failed"] == 3, timeout=20,
+               what="3 failed sends counted")
+
+
+@pytest.mark.timeout(60)
+def test_ask_replies_come_back_as_callbacks_in_order(trio) -> None:
+    system, a, b, c = trio
+    a.call("ask", path="workers/b", cmd="record", n=50)
+    got = wait_until(lambda: len(a.call("got")) == 50 and a.call("got"), timeout=20, what="50 replies")
+    assert got == list(range(1, 51))
+    a.call("ask", path="workers/b", cmd="fail")
+    got = wait_until(lambda: len(a.call("got")) == 51 and a.call("got"), timeout=20, what="the error")
+    assert got[-1]["error"] == "ToolError" and "failing on purpose" in got[-1]["message"]
+
+
+@pytest.mark.timeout(60)
+def test_a_full_window_refuses_with_overloaded_and_drops_nothing() -> None:
+    with ToolSystem(policy=FAST) as system:
+        a = system.spawn(RELAY, name="a")
+        b = system.spawn(RELAY, name="b")
+        b.pause()
+        out = a.call("send_error", path="b", cmd="record", n=20_000)
+        assert out["type"] == "ToolOverloaded", out
+        assert "window" in out["message"]
+        b.resume()
+        wait_until(lambda: len(b.call("seen_items")) == out["sent"], timeout=30,
+                   what="every accepted send to arrive")
+        assert b.call("seen_items") == list(range(out["sent"]))
+
+
+@pytest.mark.timeout(60)
+def test_a_callee_that_dies_answers_unavailable_at_once_and_its_successor_serves(trio) -> None:
+    system, a, b, c = trio
+    pid = b.call("pid")
+    c.call("later", path="workers/b", cmd="crash", delay=0.2)  # b dies while a waits on it
+    out = a.call("call_error", path="workers/b", cmd="slow", args={"seconds": 10}, timeout=20)
+    assert out["type"] == "ToolUnavailable", out
+    assert out["seconds"] < 5
+    wait_until(lambda: b.status().pid not in (None, pid), timeout=20, what="b restarted")
+    assert a.call("call", path="workers/b", cmd="pid") != pid
+
+
+@pytest.mark.timeout(60)
+def test_ask_to_a_callee_that_dies_gets_unavailable(trio) -> None:
+    system, a, b, c = trio
+    a.call("ask", path="workers/b", cmd="crash")
+    got = wait_until(lambda: a.call("got"), timeout=20, what="the ask's error")
+    assert got[0]["error"] == "ToolUnavailable"
+
+
+@pytest.mark.timeout(60)
+def test_a_caller_that_dies_leaves_no_queued_work_behind(trio) -> None:
+    system, a, b, c = trio
+    b.call("send", path="io/c", cmd="slow", args={"seconds": 1.5})  # keeps c busy
+    a_pid = a.call("pid")
+    threading.Timer(0.4, os.kill, (a_pid, signal.SIGKILL)).start()
+    with pytest.raises(ToolUnavailable):  # a dies while its call waits in c's queue
+        a.call("call", path="io/c", cmd="record", args={"item": "orphan"}, timeout=20)
+    assert c.call("seen_items", timeout=20) == []
