@@ -4,6 +4,7 @@ from actors.commands import command
 from actors.errors import (
     BadArguments,
     CallTimeout,
+    DeadlockError,
     InvalidTransition,
     NotFound,
     PermissionDenied,
@@ -16,7 +17,7 @@ from actors.state import ToolState
 from actors.tool import ToolActor
 
 __all__ = [
-    "BadArguments", "CallTimeout", "InvalidTransition", "NotFound", "PermissionDenied",
+    "BadArguments", "CallTimeout", "DeadlockError", "InvalidTransition", "NotFound", "PermissionDenied",
     "ToolActor", "ToolError", "ToolOverloaded", "ToolState", "ToolUnavailable",
     "UnknownCommand", "command",
 ]

@@ -97,6 +97,21 @@ class NotFound(ToolError, LookupError):
     code = "not_found"
 
 
+class DeadlockError(ToolError):
+    """A tool-to-tool ``call`` would close a cycle of tools waiting on each other.
+
+    ``cycle`` lists the tool paths in order, the first repeated at the end
+    (``["a", "b", "a"]``); the message names it as ``a -> b -> a``. The refused
+    call did not run.
+    """
+
+    code = "deadlock"
+
+    def __init__(self, message: str, *, cycle: list[str] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.cycle = list(cycle or [])
+
+
 class MalformedMessage(ToolError):
     """A message could not be decoded or has an unknown kind."""
 
@@ -115,7 +130,7 @@ class Moved(ToolError):
 _BY_CODE: dict[str, type[ToolError]] = {
     cls.code: cls for cls in (ToolError, ToolUnavailable, CallTimeout, ToolOverloaded,
                               UnknownCommand, BadArguments, PermissionDenied,
-                              InvalidTransition, NotFound, MalformedMessage, Moved)
+                              InvalidTransition, NotFound, MalformedMessage, Moved, DeadlockError)
 }
 
 

@@ -40,6 +40,10 @@ class Call:
     command: str
     args: dict[str, Any]
     deadline: float  # wall-clock seconds (time.time()), same host
+    #: Tool-to-tool calls only: the paths of the tools blocked waiting on this call, the
+    #: caller last (the wait path, for deadlock checks), and the caller's pid (0: the host).
+    chain: list[str] = field(default_factory=list)
+    caller: int = 0
 
 
 @message(2)

@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors import logs, sandbox
+from actors import logs, sandbox, waits
 from actors.codec import encode
 from actors.commands import bind, command_table
 from actors.context import Context
@@ -31,6 +31,7 @@ from actors.errors import (
 from actors.frames import MAX_FRAME
 from actors.loading import load_object
 from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
+from actors.peers import Peers, ToolRef
 from actors.state import StateMachine, ToolState
 from actors.tool import ToolActor
 
@@ -58,6 +59,10 @@ class ToolRunner:
         self.spare_memory: sandbox.SpareMemory | None = None
         self.inherited: list[int] = [2]
         self.log = logger
+        self.runtime_dir: str | None = None
+        self.level = "standard"
+        self.serving: Call | Batch | None = None   # the call being served now
+        self.peers: Peers | None = None            # connections to other tools (actors.peers)
 
     # -- Behaviour -------------------------------------------------------------------
     def receive(self, msg: Any, sender: Any) -> None:
@@ -114,6 +119,31 @@ class ToolRunner:
     def cancel(self, token: int) -> None:
         self.timers.pop(token, None)
 
+    def peer(self, path: str) -> ToolRef:
+        if self.peers is None:
+            self.peers = Peers(self)
+        return self.peers.ref(path)
+
+    @property
+    def deadline(self) -> float | None:
+        return (self.serving.deadline or None) if self.serving is not None else None
+
+    def watch_fds(self) -> list[int]:
+        """End of a turn (asked by the shell): send queued messages; fds to watch for answers."""
+        return self.peers.fds() if self.peers is not None else []
+
+    def on_ready(self, fds: list[int]) -> None:
+        if self.peers is not None:
+            self.peers.on_ready(fds)
+
+    def _abandoned(self, call: Call) -> bool:
+        """A tool's queued call whose caller died or withdrew it (deadlock): do not run it."""
+        if not self.runtime_dir or not waits.abandoned(self.runtime_dir, call.caller, call.cid):
+            return False
+        self.log.debug("tool {} dropped call {} of pid {}: its caller is gone or withdrew it",
+                       self.path, call.cid, call.caller)
+        return True
+
     # -- start ------------------------------------------------------------------------
     def _on_start(self, msg: Start, sender: Any) -> None:
         if self.supervisor is not None:
@@ -125,6 +155,8 @@ class ToolRunner:
         self.path = spec.get("path", spec.get("name", "?"))
         self.fatal = tuple(spec.get("fatal", ()))
         self.hold_limit = int(spec.get("hold_limit", DEFAULT_HOLD_LIMIT))
+        self.runtime_dir = spec.get("runtime_dir")
+        self.level = str(spec.get("security_level") or "standard")
         logs.setup(spec.get("log_level"))
         logs.set_title(f"toolvisor tool {self.path}")
         self.log = logger.bind(tool=self.path)
@@ -235,13 +267,19 @@ class ToolRunner:
         if call.deadline and time.time() > call.deadline:
             self.log.debug("tool {} dropped call {}: its caller stopped waiting", self.path, call.cid)
             return
-        if isinstance(call, Batch):
-            self._serve_batch(call, sender)
+        if isinstance(call, Call) and call.caller and self._abandoned(call):
             return
-        ok, value, error = self._execute(call.command, call.args)
-        self._reply(sender, call.cid, value, None if ok else error)
-        if error is not None and self._is_fatal(error):
-            self.request_exit(False, error)
+        outer, self.serving = self.serving, call  # its chain and deadline bind nested calls
+        try:
+            if isinstance(call, Batch):
+                self._serve_batch(call, sender)
+                return
+            ok, value, error = self._execute(call.command, call.args)
+            self._reply(sender, call.cid, value, None if ok else error)
+            if error is not None and self._is_fatal(error):
+                self.request_exit(False, error)
+        finally:
+            self.serving = outer
 
     def _serve_batch(self, batch: Batch, sender: Any) -> None:
         results: list[list[Any]] = []

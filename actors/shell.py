@@ -112,6 +112,7 @@ class Shell(Actor):
         self._flush_armed = False
         self._due: list[Any] = []          # timer payloads ready to run
         self._bell: tuple[int, int] | None = None  # self-pipe that wakes our own loop
+        self._peer_fds: set[int] = set()           # the behaviour's own sockets (watch_fds)
 
     # Context ---------------------------------------------------------------------------
     @property
@@ -207,9 +208,12 @@ class Shell(Actor):
             elif isinstance(msg, WatchMessage):
                 if self._bell is not None and self._bell[0] in msg.ready:
                     self._run_due(inner)
+                mine = self._peer_fds.intersection(msg.ready)
+                if mine:  # answers from tools this one sent to (actors.peers)
+                    inner.on_ready(list(mine))
                 if self._door is not None:
-                    self._door.on_ready([fd for fd in msg.ready if self._bell is None
-                                         or fd != self._bell[0]])
+                    self._door.on_ready([fd for fd in msg.ready if (self._bell is None
+                                         or fd != self._bell[0]) and fd not in mine])
             elif isinstance(msg, WakeupMessage):
                 payload = msg.payload
                 if payload == "__flush__":
@@ -263,6 +267,15 @@ class Shell(Actor):
     def _watch(self) -> ThespianWatch | None:
         door = self._door
         fds = [self._bell[0]] if self._bell is not None else []
+        extra = getattr(self._inner, "watch_fds", None)
+        if extra is not None:
+            try:
+                peer_fds = extra()
+            except Exception as exc:
+                logger.opt(exception=exc).error("actor {} failed flushing its messages", self.pid)
+                peer_fds = []
+            self._peer_fds = set(peer_fds)
+            fds += peer_fds
         if door is None:
             return ThespianWatch(fds) if fds else None
         door.flush()  # replies queued while handling this message (e.g. held calls on resume)

@@ -17,6 +17,9 @@ class _Runtime(Protocol):
     def request_exit(self, normal: bool, error: BaseException | str | None) -> None: ...
     def schedule(self, delay: float, fn: Callable[[], Any]) -> int: ...
     def cancel(self, token: int) -> None: ...
+    def peer(self, path: str) -> Any: ...
+    @property
+    def deadline(self) -> float | None: ...
 
 
 class ToolActor:
@@ -70,6 +73,20 @@ class ToolActor:
     def cancel(self, token: int) -> None:
         """Forget a timer set with ``after``."""
         self._require_runtime().cancel(token)
+
+    def tool(self, path: str) -> Any:
+        """A handle on another tool by its path from the system root (``"workers/fetch"``).
+
+        ``.call(command, timeout=None, **args)`` blocks this tool until the answer;
+        ``.send(command, **args)`` and ``.ask(command, on_reply=fn, **args)`` never
+        block. See ``actors.peers.ToolRef`` and docs/messaging.md.
+        """
+        return self._require_runtime().peer(path)
+
+    @property
+    def deadline(self) -> float | None:
+        """Wall-clock deadline (``time.time()``) of the call being served, or None."""
+        return self._runtime.deadline if self._runtime is not None else None
 
     def _require_runtime(self) -> _Runtime:
         if self._runtime is None:

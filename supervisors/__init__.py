@@ -3,6 +3,7 @@
 from actors.errors import (
     BadArguments,
     CallTimeout,
+    DeadlockError,
     InvalidTransition,
     NotFound,
     PermissionDenied,
@@ -19,7 +20,7 @@ from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Backoff, Policy, SpecError
 
 __all__ = [
-    "Backoff", "BadArguments", "CallTimeout", "ConfigError", "InvalidTransition",
+    "Backoff", "BadArguments", "CallTimeout", "DeadlockError", "ConfigError", "InvalidTransition",
     "LifecycleHook", "NotFound", "PermissionDenied", "Policy", "SpecError",
     "SupervisorHandle", "ToolError", "ToolHandle", "ToolOverloaded", "ToolStatus",
     "ToolState", "ToolSystem", "ToolUnavailable", "UnknownCommand",

@@ -19,16 +19,16 @@ class Relay(ToolActor):
 
     @command
     def call(self, path: str, cmd: str, args: dict[str, Any] | None = None,
-             timeout: float | None = None) -> Any:
-        return self.tool(path).call(cmd, timeout=timeout, **(args or {}))
+             within: float | None = None) -> Any:
+        return self.tool(path).call(cmd, timeout=within, **(args or {}))
 
     @command
     def call_error(self, path: str, cmd: str, args: dict[str, Any] | None = None,
-                   timeout: float | None = None) -> dict[str, Any]:
+                   within: float | None = None) -> dict[str, Any]:
         """The error a call raises, as data (type, code, message, seconds)."""
         t0 = time.monotonic()
         try:
-            value = self.tool(path).call(cmd, timeout=timeout, **(args or {}))
+            value = self.tool(path).call(cmd, timeout=within, **(args or {}))
         except Exception as exc:
             return {"type": type(exc).__name__, "message": str(exc),
                     "seconds": time.monotonic() - t0}

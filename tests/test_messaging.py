@@ -44,7 +44,7 @@ def test_call_from_a_tool_reaches_another_tool_across_supervisors(trio) -> None:
     assert err["type"] == "ToolError" and "failing on purpose" in err["message"]
     err = a.call("call_error", path="workers/b", cmd="nope")
     assert err["type"] == "UnknownCommand"
-    err = a.call("call_error", path="workers/b", cmd="slow", args={"seconds": 2}, timeout=0.2)
+    err = a.call("call_error", path="workers/b", cmd="slow", args={"seconds": 2}, within=0.2)
     assert err["type"] == "CallTimeout" and err["seconds"] < 1.5
 
 
@@ -151,7 +151,7 @@ def test_a_full_window_refuses_with_overloaded_and_drops_nothing() -> None:
 def test_a_callee_that_dies_answers_unavailable_at_once_and_its_successor_serves(trio) -> None:
     system, a, b, c = trio
     pid = b.call("pid")
-    c.call("later", path="workers/b", cmd="crash", delay=0.2)  # b dies while a waits on it
+    threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()  # b dies while a waits on it
     out = a.call("call_error", path="workers/b", cmd="slow", args={"seconds": 10}, timeout=20)
     assert out["type"] == "ToolUnavailable", out
     assert out["seconds"] < 5

@@ -55,6 +55,7 @@ from actors.state import StateMachine, ToolState, check
 from supervisors.processes.procs import kill_tree, pid_alive, session_pids
 from supervisors.resources import accountant as _accountant  # noqa: F401  (registers its shell)
 from supervisors.tree.children import Child, describe
+from supervisors.tree.directory import publish_child
 from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
 from supervisors.tree.policing import Policing
@@ -409,6 +410,7 @@ class Supervisor(Policing):
 
     def _notify(self, child: Child) -> None:
         """Answer parked resolves once the child is serving or settled down."""
+        publish_child(self.spec.get("runtime_dir"), self._path(child), child, child in self.children)
         keep = []
         for cid, sender, not_pid in child.waiters:
             answer = self._route(child, not_pid) if child in self.children else \
@@ -616,6 +618,7 @@ class Supervisor(Policing):
         child.sm.force(S.INITIALIZING)
         child.generation += 1
         child.exit_report = None
+        publish_child(self.spec.get("runtime_dir"), path, child, child in self.children)
         ref = self._ref(child)
         child.address = self.ctx.spawn(child.kind)
         self.ctx.send(child.address, Start(ref, self._start_spec(child)))

@@ -1,0 +1,553 @@
+"""Tools that talk to tools: ``self.tool(path)`` and its ``call``, ``send`` and ``ask``.
+
+A tool reaches another tool straight over the callee's fast-path socket (the
+same ``Call``/``Batch`` frames the host sends), one connection per callee, so
+everything one tool sends to another arrives in the order it was sent.
+
+- ``call`` blocks the calling tool until the answer or the deadline. A call made
+  while serving a call never outlives that call's deadline. The wait path
+  travels with the call, and a long wait is put on the wait board, so a call
+  that would close a cycle raises ``DeadlockError`` (``actors.waits``).
+- ``send`` and ``ask`` never block: they are queued, and sent as one ``Batch``
+  frame per callee at the end of the current message (or when ``BATCH_MAX``
+  pile up, or before a ``call``). Their answers are read from the tool's own
+  loop: a failed ``send`` is logged and counted, an ``ask``'s result (or error)
+  runs its ``on_reply`` like a timer, one message at a time. At most ``window``
+  of them may be unanswered per callee; beyond that they raise ``ToolOverloaded``.
+
+Where a callee lives is read from the route directory (``actors.routes``) and
+cached until a connection to it fails. ``check_permission`` is the one place a
+caller's right to call a callee is decided (the security subsystem hooks in there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from loguru import logger
+
+from actors import routes, waits
+from actors.codec import decode, encode, pack_value
+from actors.errors import (
+    CallTimeout,
+    DeadlockError,
+    NotFound,
+    ToolError,
+    ToolOverloaded,
+    ToolUnavailable,
+    error_from_wire,
+)
+from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
+from actors.messages import Batch, BatchReply, Call, Reply
+
+if TYPE_CHECKING:
+    from actors.runner import ToolRunner
+
+DEFAULT_TIMEOUT = 30.0   # seconds, for a call made outside any call (a timer, on_run)
+DEFAULT_WINDOW = 4096    # unanswered sends and asks per callee
+BATCH_MAX = 256          # queued sends/asks that make a batch go out at once
+RESOLVE_EVERY = 0.005    # seconds between looks at the directory while a callee restarts
+RECV_BYTES = 65536
+_PACK_HEADER = msgpack.Packer()
+
+#: The security subsystem's check, if any: ``fn(caller_path, caller_level, callee)`` raises
+#: ``PermissionDenied`` to refuse. Set with ``set_permission_check``.
+_permission_check: Callable[[str, str, routes.RouteEntry], None] | None = None
+
+
+def set_permission_check(fn: Callable[[str, str, routes.RouteEntry], None] | None) -> None:
+    """Install the check run before every tool-to-tool call, send and ask (None: allow all)."""
+    global _permission_check
+    _permission_check = fn
+
+
+def check_permission(caller: str, caller_level: str, callee: routes.RouteEntry) -> None:
+    """The single place where a tool's right to reach another is decided."""
+    if _permission_check is not None:
+        _permission_check(caller, caller_level, callee)
+
+
+class _Gone(Exception):
+    """The connection to the callee broke; ``delivered`` says whether the message may have run."""
+
+    def __init__(self, delivered: bool, why: str) -> None:
+        super().__init__(why)
+        self.delivered = delivered
+
+
+class _Conn:
+    """One connection from this tool to one instance of another tool."""
+
+    def __init__(self, route: routes.RouteEntry, timeout: float) -> None:
+        self.route = route
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            self.sock.connect(route.socket or "")
+        except OSError as exc:
+            self.sock.close()
+            raise _Gone(False, str(exc))
+        self.reader = FrameReader()
+        self.out = bytearray()                      # framed bytes not written yet
+        self.queued: list[tuple[bytes, str, Any]] = []   # packed [command, args], kind, on_reply
+        self.pending: dict[int, list[tuple[str, Any]]] = {}  # batch cid -> (kind, on_reply) each
+        self.outstanding = 0
+        self.answers: dict[int, Any] = {}           # replies to blocking calls, by cid
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.asked = 0
+        self.answered = 0
+        self.failed = 0
+
+
+class Peers:
+    """All of one tool's connections to other tools, owned by its runner (one thread)."""
+
+    def __init__(self, runner: ToolRunner) -> None:
+        self.runner = runner
+        self.me = runner.path
+        self.runtime_dir: str | None = runner.runtime_dir
+        self.level = runner.level
+        self.routes: dict[str, routes.RouteEntry] = {}
+        self.conns: dict[str, _Conn] = {}
+        self.counters: dict[str, Counters] = {}
+        self.cids = itertools.count(1)
+        self.pid = os.getpid()
+        self.window = DEFAULT_WINDOW
+        self.flush_armed = False
+        self._board: waits.WaitBoard | None = None
+
+    def ref(self, path: str) -> ToolRef:
+        if not isinstance(path, str) or not path.strip("/"):
+            raise NotFound(f"tool path {path!r} is not a path; name a tool relative to the "
+                           "system root, e.g. 'workers/fetch'")
+        return ToolRef(self, path.strip("/"))
+
+    def _count(self, path: str) -> Counters:
+        c = self.counters.get(path)
+        if c is None:
+            c = self.counters[path] = Counters()
+        return c
+
+    # -- where the callee is -------------------------------------------------------------
+    def resolve(self, path: str, deadline: float, not_pid: int | None = None) -> routes.RouteEntry:
+        cached = self.routes.get(path)
+        if cached is not None and cached.pid != not_pid:
+            return cached
+        if not self.runtime_dir:
+            raise ToolUnavailable("this tool was started without a runtime directory, so it "
+                                  "cannot find other tools")
+        while True:
+            entry = routes.lookup(self.runtime_dir, path)
+            if entry is None:
+                raise NotFound(f"no tool at path {path!r}: nothing is supervised there; paths "
+                               "are relative to the system root, e.g. 'workers/fetch'")
+            if entry.kind != "tool":
+                raise ToolError(f"{path} is a supervisor, not a tool; call commands on one of "
+                                f"its tools ('{path}/<name>')", type="NotATool")
+            if entry.serving and entry.pid != not_pid and waits._alive(int(entry.pid or 0)):
+                if not entry.socket:
+                    raise ToolUnavailable(f"{path} has no call socket: tool-to-tool calls need "
+                                          "the socket call path (ToolSystem(call_path='socket') "
+                                          "on the multiprocTCPBase)")
+                self.routes[path] = entry
+                return entry
+            if entry.state in ("stopped", "failed"):
+                raise ToolUnavailable(f"{path} is {entry.state}; start it first")
+            if time.time() >= deadline:
+                raise CallTimeout(f"{path} was not serving before the deadline (it is starting "
+                                  "or restarting)")
+            time.sleep(RESOLVE_EVERY)
+
+    def _conn(self, path: str, route: routes.RouteEntry, deadline: float) -> _Conn:
+        conn = self.conns.get(path)
+        if conn is not None and conn.route.pid == route.pid and not conn.closed:
+            return conn
+        if conn is not None:
+            self._lost(path, conn, "a new instance took its place")
+        check_permission(self.me, self.level, route)
+        conn = _Conn(route, deadline - time.time())
+        self.conns[path] = conn
+        return conn
+
+    def _lost(self, path: str, conn: _Conn, why: str) -> None:
+        """The connection broke: everything still unanswered on it fails with ToolUnavailable."""
+        conn.close()
+        if self.conns.get(path) is conn:
+            del self.conns[path]
+        if self.routes.get(path) is not None and self.routes[path].pid == conn.route.pid:
+            del self.routes[path]
+        error = ToolUnavailable(f"{path} ended before answering ({why})", tool=path)
+        items = [item for batch in conn.pending.values() for item in batch]
+        items += [(kind, fn) for _, kind, fn in conn.queued]
+        conn.pending.clear()
+        conn.queued.clear()
+        conn.outstanding = 0
+        for kind, fn in items:
+            self._answered(path, kind, fn, error)
+
+    # -- reading answers -------------------------------------------------------------------
+    def _answered(self, path: str, kind: str, fn: Any, result: Any) -> None:
+        c = self._count(path)
+        c.answered += 1
+        if isinstance(result, ToolError):
+            c.failed += 1
+            if kind == "send":
+                logger.warning("tool {}: a send to {} failed: {}", self.me, path, result)
+        if kind == "ask":
+            self.runner.schedule(0.0, partial(fn, result))
+
+    def _dispatch(self, path: str, conn: _Conn, msg: Any) -> None:
+        if isinstance(msg, BatchReply):
+            items = conn.pending.pop(msg.cid, None)
+            if items is None:
+                return
+            conn.outstanding -= len(items)
+            for (kind, fn), res in zip(items, msg.results, strict=False):
+                ok, value, error = (list(res) + [None, None, None])[:3]
+                self._answered(path, kind, fn, value if ok else error_from_wire(error or {}, tool=path))
+        elif isinstance(msg, Reply):
+            items = conn.pending.pop(msg.cid, None)
+            if items is None:
+                conn.answers[msg.cid] = msg  # a blocking call's (or a stale) answer
+                return
+            conn.outstanding -= len(items)  # the whole batch was refused
+            error = error_from_wire(msg.error or {}, tool=path)
+            if error.code == "moved":
+                error = ToolUnavailable(f"{path} was going away and did not run it", tool=path)
+            for kind, fn in items:
+                self._answered(path, kind, fn, error)
+
+    def _read(self, path: str, conn: _Conn, timeout: float | None) -> None:
+        """Read what is there (``timeout`` None: without waiting) and dispatch it."""
+        try:
+            if timeout is None:
+                data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+            else:
+                conn.sock.settimeout(max(0.0001, timeout))
+                data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            raise _Gone(True, "its connection closed")
+        try:
+            frames = conn.reader.feed(data)
+        except FrameError as exc:
+            raise _Gone(True, str(exc))
+        for payload in frames:
+            try:
+                msg = decode(payload)
+            except ToolError as exc:
+                logger.warning("tool {}: undecodable answer from {}: {}", self.me, path, exc)
+                continue
+            self._dispatch(path, conn, msg)
+
+    def fds(self) -> list[int]:
+        """End of a turn: send what is queued; the connections the loop should watch."""
+        self.flush()
+        return [c.fileno() for c in self.conns.values() if c.pending and not c.closed]
+
+    def on_ready(self, fds: list[int]) -> None:
+        for path, conn in list(self.conns.items()):
+            if conn.closed or conn.fileno() not in fds:
+                continue
+            try:
+                for _ in range(64):  # bounded: other messages must get their turn
+                    before = conn.reader.pending, len(conn.pending)
+                    self._read(path, conn, None)
+                    if (conn.reader.pending, len(conn.pending)) == before or not conn.pending:
+                        break
+            except _Gone as gone:
+                self._lost(path, conn, str(gone))
+
+    # -- writing -------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Frame queued sends/asks (one batch per callee) and write what the sockets take."""
+        for path, conn in list(self.conns.items()):
+            if conn.queued:
+                self._frame_queued(conn)
+            if conn.out:
+                try:
+                    self._write(conn, None)
+                except _Gone as gone:
+                    self._lost(path, conn, str(gone))
+        if any(c.out for c in self.conns.values()) and not self.flush_armed:
+            self.flush_armed = True
+            self.runner.schedule(0.002, self._retry_flush)
+
+    def _retry_flush(self) -> None:
+        self.flush_armed = False
+        self.flush()
+
+    def _frame_queued(self, conn: _Conn) -> None:
+        queued, conn.queued = conn.queued, []
+        cid = next(self.cids)
+        header = _PACK_HEADER.pack_array_header
+        payload = b"".join([header(4), pack_value(Batch.TAG), pack_value(cid),
+                            header(len(queued)), *[item for item, _, _ in queued],
+                            pack_value(0.0)])
+        conn.pending[cid] = [(kind, fn) for _, kind, fn in queued]
+        conn.out += pack_frame(payload)
+
+    def _write(self, conn: _Conn, deadline: float | None) -> None:
+        """Write ``conn.out``: what the socket takes now (``deadline`` None), or all of it."""
+        while conn.out:
+            try:
+                if deadline is None:
+                    sent = conn.sock.send(conn.out, socket.MSG_DONTWAIT)
+                else:
+                    left = deadline - time.time()
+                    if left <= 0:
+                        raise CallTimeout("the callee did not take the call before the deadline")
+                    conn.sock.settimeout(left)
+                    sent = conn.sock.send(conn.out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except TimeoutError:
+                raise CallTimeout("the callee did not take the call before the deadline")
+            except OSError as exc:
+                raise _Gone(False, str(exc))
+            del conn.out[:sent]
+
+    # -- the three patterns ----------------------------------------------------------------
+    def call(self, path: str, command: str, timeout: float | None, args: dict[str, Any]) -> Any:
+        serving = self.runner.serving
+        chain = list(getattr(serving, "chain", None) or []) + [self.me]
+        if path in chain:
+            cycle = chain[chain.index(path):] + [path]
+            raise DeadlockError(
+                f"deadlock: {waits.cycle_text(cycle)}: {self.me} would wait for {path}, which "
+                "is already waiting for it; the call was not sent. Use ask() (the reply comes "
+                "back as a message) or send() for calls back up a chain", cycle=cycle, tool=path)
+        now = time.time()
+        limit = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        deadline = now + limit
+        outer = getattr(serving, "deadline", 0.0) or 0.0
+        capped = bool(outer) and outer < deadline
+        if capped:
+            deadline = outer
+        what = f"no answer from {path} to {command!r} within " + (
+            f"{max(0.0, deadline - now):.3g}s (what was left of the call being served)"
+            if capped else f"{limit:g}s")
+        if deadline <= now:
+            raise CallTimeout(what, tool=path)
+        cid = next(self.cids)
+        try:
+            frame = pack_frame(encode(Call(cid, command, args, deadline, chain, self.pid)))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"the arguments of {command!r} for {path} cannot be sent: {exc}") \
+                from None
+        except FrameError as exc:
+            raise ToolError(f"the call is too large to send: {exc}; pass a file path instead",
+                            type="CallTooLarge", tool=path) from None
+        not_pid: int | None = None
+        while True:
+            route = self.resolve(path, deadline, not_pid)
+            try:
+                conn = self._conn(path, route, deadline)
+                if conn.queued:
+                    self._frame_queued(conn)   # what was sent before goes first
+                conn.out += frame
+                self._write(conn, deadline)
+            except _Gone:  # the instance was gone before the call reached it: the next one
+                stale = self.conns.get(path)
+                if stale is not None and stale.route.pid == route.pid:
+                    self._lost(path, stale, "it was gone")
+                self.routes.pop(path, None)
+                not_pid = route.pid
+                continue
+            except CallTimeout:
+                self._lost(path, conn, "a call could not be written in time")
+                raise CallTimeout(what, tool=path) from None
+            reply = self._await(path, conn, cid, deadline, what, command)
+            if not reply.ok and (reply.error or {}).get("code") == "moved":
+                self.routes.pop(path, None)
+                not_pid = route.pid
+                continue
+            if reply.ok:
+                return reply.value
+            raise error_from_wire(reply.error or {}, tool=path)
+
+    def _await(self, path: str, conn: _Conn, cid: int, deadline: float, what: str,
+               command: str) -> Reply:
+        since = time.time()
+        on_board = False
+        try:
+            while True:
+                reply = conn.answers.pop(cid, None)
+                if reply is not None:
+                    return reply
+                now = time.time()
+                if now >= deadline:
+                    raise CallTimeout(what, tool=path)
+                if not on_board:
+                    wait = since + waits.REGISTER_AFTER - now
+                    if wait <= 0 and self.runtime_dir:
+                        self._wait_board().enter(path, since, cid)
+                        on_board = True
+                        wait = 0.0
+                else:
+                    wait = waits.RECHECK
+                if on_board:
+                    cycle = self._wait_board().closing_cycle(path, since)
+                    if cycle is not None:
+                        self._wait_board().abandon(self.pid, cid)
+                        raise DeadlockError(
+                            f"deadlock: {waits.cycle_text(cycle)}: {self.me} would wait for "
+                            f"{path}, which waits (through the others) for {self.me}; this call "
+                            "closed the cycle and was withdrawn, unrun. Use ask() or send() "
+                            "for one of these calls", cycle=cycle, tool=path)
+                try:
+                    self._read(path, conn, min(max(wait, 0.0001), deadline - now)
+                               if wait > 0 else 0.0001)
+                except _Gone as gone:
+                    self._lost(path, conn, str(gone))
+                    raise ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
+                                          f"({gone}); it may or may not have run", tool=path) from None
+        finally:
+            if on_board:
+                self._wait_board().leave()
+
+    def _wait_board(self) -> waits.WaitBoard:
+        if self._board is None:
+            self._board = waits.WaitBoard(self.runtime_dir or "", self.me)
+        return self._board
+
+    def post(self, path: str, kind: str, command: str, args: dict[str, Any],
+             on_reply: Any = None) -> None:
+        """Queue a send or an ask; it leaves at the end of this message (or in a full batch)."""
+        try:
+            item = pack_value([command, args])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"the arguments of {command!r} for {path} cannot be sent: {exc}") \
+                from None
+        if len(item) > MAX_FRAME - 64:
+            raise ToolError(f"a {kind} of {len(item)} bytes is over the {MAX_FRAME}-byte message "
+                            "limit; pass a file path instead", type="CallTooLarge", tool=path)
+        now = time.time()
+        route = self.resolve(path, now)
+        try:
+            conn = self._conn(path, route, now + 1.0)
+        except _Gone:
+            self.routes.pop(path, None)
+            route = self.resolve(path, now, route.pid)  # a newer instance, if one is serving
+            try:
+                conn = self._conn(path, route, now + 1.0)
+            except _Gone as gone:
+                raise ToolUnavailable(f"{path} is not reachable: {gone}", tool=path) from None
+        if conn.outstanding >= self.window:
+            self.flush()
+            try:
+                self._read(path, conn, None)
+            except _Gone as gone:
+                self._lost(path, conn, str(gone))
+                raise ToolUnavailable(f"{path} ended: {gone}", tool=path) from None
+            if conn.outstanding >= self.window:
+                raise ToolOverloaded(
+                    f"{path} has not answered {conn.outstanding} sends/asks from {self.me} yet "
+                    f"(the window is {self.window}); slow down, or wait for them with "
+                    f"self.tool({path!r}).flush()", tool=path)
+        conn.queued.append((item, kind, on_reply))
+        conn.outstanding += 1
+        c = self._count(path)
+        if kind == "ask":
+            c.asked += 1
+        else:
+            c.sent += 1
+        if len(conn.queued) >= BATCH_MAX:
+            self.flush()
+
+    def drain(self, path: str, timeout: float) -> bool:
+        """Send what is queued for ``path`` and wait until all of it is answered."""
+        deadline = time.time() + timeout
+        self.flush()
+        conn = self.conns.get(path)
+        while conn is not None and not conn.closed and conn.outstanding > 0:
+            left = deadline - time.time()
+            if left <= 0:
+                return False
+            try:
+                if conn.out:
+                    self._write(conn, deadline)
+                self._read(path, conn, min(left, 0.05))
+            except _Gone as gone:
+                self._lost(path, conn, str(gone))
+            except CallTimeout:
+                return False
+        return True
+
+
+class ToolRef:
+    """A handle, inside a tool, on another tool found by its path (``self.tool(path)``)."""
+
+    __slots__ = ("_peers", "path")
+
+    def __init__(self, peers: Peers, path: str) -> None:
+        self._peers = peers
+        self.path = path
+
+    def call(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
+        """Run ``command`` in that tool and return its result; this tool waits meanwhile.
+
+        Raises what a host caller gets (``ToolError``, ``UnknownCommand``,
+        ``BadArguments``, ``ToolUnavailable``, ``CallTimeout``, ...), ``NotFound``
+        for a path with no tool, and ``DeadlockError`` for a call that would close
+        a cycle of waiting tools. ``timeout`` (default 30 s) is capped by what is
+        left of the deadline of the call this tool is serving.
+        """
+        return self._peers.call(self.path, command, timeout, args)
+
+    def send(self, command: str, /, **args: Any) -> None:
+        """Deliver a call and forget its result (a failure is logged and counted)."""
+        self._peers.post(self.path, "send", command, args)
+
+    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None, **args: Any) -> None:
+        """Deliver a call; ``on_reply(result)`` runs later in this tool, as a message.
+
+        ``result`` is the command's value, or the exception (a ``ToolError``) if it
+        failed or the callee went away.
+        """
+        if not callable(on_reply):
+            raise TypeError(f"ask({command!r}) needs on_reply=<a function taking the result>, "
+                            f"got {on_reply!r}")
+        self._peers.post(self.path, "ask", command, args, on_reply)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Send what is queued and wait (blocking) until every send and ask to this
+        tool is answered; False if some are not within ``timeout`` seconds."""
+        return self._peers.drain(self.path, timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Sends and asks to this tool: ``sent``, ``asked``, ``answered``, ``failed``,
+        ``outstanding``."""
+        c = self._peers._count(self.path)
+        conn = self._peers.conns.get(self.path)
+        return {"sent": c.sent, "asked": c.asked, "answered": c.answered, "failed": c.failed,
+                "outstanding": conn.outstanding if conn is not None else 0}
+
+    def __repr__(self) -> str:
+        return f"<ToolRef {self.path}>"
