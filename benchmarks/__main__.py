@@ -5,7 +5,7 @@ Sections run one after another, each in a fresh Python process of its own
 leftover heap disturb another's: round trip (pipe, bare ask, slow and
 fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
-start/shutdown, and resource accounting. A section that fails is reported as
+start/shutdown, resource accounting, and tools talking to tools. A section that fails is reported as
 an error in the table and the JSON, the others still run, and the exit status
 is 1. ``--quick`` runs short versions of everything (under a minute on 2 cores).
 """
@@ -29,6 +29,7 @@ from benchmarks import (
     leftovers,
     lifecycle,
     machine,
+    messaging,
     plot,
     report,
     restart,
@@ -121,6 +122,9 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "accounting": lambda: accounting.run(tools=100, sweeps=5 if q else 30, duration=memory_s,
                                              cadence=cadence, periods=[0.25] if q else [0.25, 1.0],
                                              repeats=3 if q else 6, log_level=level),
+        "messaging": lambda: messaging.run(samples=samples, block=min(100, samples),
+                                           sends=20_000 if q else 200_000, cycles=5 if q else 30,
+                                           log_level=level),
     }
 
 

@@ -206,9 +206,27 @@ def _accounting_rows(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _messaging_rows(s: dict[str, Any]) -> list[Row]:
+    t, h, c = s["target"], s["host_call"], s["tool_call"]
+    r = s["ratio_tool_p50_over_host_p50"]
+    snd, dc, db = s["send"], s["deadlock_chain"], s["deadlock_board"]
+    return [
+        ("tool->tool call p50 / p99 ms (host->tool)", f"{_f(c['p50_ms'])} / {_f(c['p99_ms'])} "
+         f"({_f(h['p50_ms'])} / {_f(h['p99_ms'])})", "-", "ref"),
+        ("  tool->tool p50 / host->tool p50", _f(r), f"<= {_f(t['call_p50_over_host_p50_max'])}",
+         at_most(r, t["call_p50_over_host_p50_max"])),
+        (f"tool->tool send, {snd['n']} msgs, per s", _f(snd["msgs_per_s"]),
+         f">= {_f(t['send_per_s_min'])}", at_least(snd["msgs_per_s"], t["send_per_s_min"])),
+        ("deadlock caught: chain / wait board, max ms", f"{_f(dc.get('max_ms'))} / {_f(db.get('max_ms'))}",
+         f"< {_f(t['deadlock_ms_max'])}",
+         at_most(max(dc.get("max_ms", math.nan), db.get("max_ms", math.nan)), t["deadlock_ms_max"])),
+    ]
+
+
 BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput": _throughput_rows,
             "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
-            "lifecycle": _lifecycle_rows, "accounting": _accounting_rows}
+            "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
+            "messaging": _messaging_rows}
 
 
 def table(results: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ class Relay(ToolActor):
     @command
     def slow_then_call(self, seconds: float, path: str, cmd: str) -> dict[str, Any]:
         time.sleep(seconds)
-        return self.call_error(path, cmd)
+        return self.call_error(path, cmd, within=30)
 
     @command
     def send(self, path: str, cmd: str, n: int = 1, args: dict[str, Any] | None = None) -> int:

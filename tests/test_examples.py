@@ -38,6 +38,16 @@ def test_spawn_from_code_runs_and_shows_the_restart() -> None:
     assert "get() on the new instance -> 1" in out
 
 
+@pytest.mark.timeout(60)
+def test_pipeline_example_calls_asks_sends_and_catches_a_deadlock() -> None:
+    out = run_example("pipeline.py")
+    assert "research(wiki/actors) -> Actor model" in out
+    assert "wiki/erlang: 'Erlang', 6 words" in out and "wiki/otp: 'OTP', 6 words" in out
+    assert "report: 3 pages, 3 notes sent by the fetcher, done=True" in out
+    assert "deadlock caught: DeadlockError: deadlock: agent/planner -> agent/fetcher -> " \
+           "agent/planner" in out
+
+
 def walk(spec: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
     path = f"{prefix}/{spec['name']}" if prefix else spec["name"]
     out = {path: spec}
