@@ -187,7 +187,6 @@ class Peers:
             return conn
         if conn is not None:
             self._lost(path, conn, "a new instance took its place")
-        check_permission(self.me, self.level, route)
         conn = _Conn(route, deadline - time.time())
         self.conns[path] = conn
         return conn
@@ -367,6 +366,7 @@ class Peers:
         not_pid: int | None = None
         while True:
             route = self.resolve(path, deadline, not_pid)
+            check_permission(self.me, self.level, route)
             try:
                 conn = self._conn(path, route, deadline)
                 if conn.queued:
@@ -450,6 +450,7 @@ class Peers:
                             "limit; pass a file path instead", type="CallTooLarge", tool=path)
         now = time.time()
         route = self.resolve(path, now)
+        check_permission(self.me, self.level, route)
         try:
             conn = self._conn(path, route, now + 1.0)
         except _Gone:

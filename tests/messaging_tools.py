@@ -88,6 +88,24 @@ class Relay(ToolActor):
         return "no error"
 
     @command
+    def guarded_call(self, path: str, cmd: str) -> str:
+        """A call under a permission check that refuses everything (then lifted again)."""
+        from actors import PermissionDenied
+        from actors.peers import set_permission_check
+
+        def deny(caller: str, level: str, callee: Any) -> None:
+            raise PermissionDenied(f"{caller} ({level}) may not call {callee.path} ({callee.level})")
+
+        set_permission_check(deny)
+        try:
+            self.tool(path).call(cmd)
+        except PermissionDenied as exc:
+            return f"PermissionDenied: {exc}"
+        finally:
+            set_permission_check(None)
+        return "allowed"
+
+    @command
     def got(self) -> list[Any]:
         return self.replies
 

@@ -74,6 +74,14 @@ def test_bad_input_is_a_clear_error_and_the_tool_keeps_serving(trio) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_the_permission_check_sees_caller_and_callee_and_can_refuse(trio) -> None:
+    system, a, b, c = trio
+    out = a.call("guarded_call", path="io/c", cmd="get")
+    assert out == "PermissionDenied: workers/a (standard) may not call io/c (standard)"
+    assert a.call("call", path="io/c", cmd="get") == "io/c"  # lifted again
+
+
+@pytest.mark.timeout(60)
 def test_a_tool_calling_itself_is_refused_at_once(trio) -> None:
     system, a, b, c = trio
     err = a.call("call_error", path="workers/a", cmd="get", within=20)
