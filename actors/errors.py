@@ -109,6 +109,8 @@ class DeadlockError(ToolError):
 
     def __init__(self, message: str, *, cycle: list[str] | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
+        if cycle is None and message.startswith("deadlock: "):  # rebuilt from its wire form
+            cycle = message[len("deadlock: "):].split(": ", 1)[0].split(" -> ")
         self.cycle = list(cycle or [])
 
 

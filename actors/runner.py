@@ -280,6 +280,8 @@ class ToolRunner:
                 self.request_exit(False, error)
         finally:
             self.serving = outer
+            if self.peers is not None:
+                self.peers.flush()  # what the command sent leaves now, ahead of its reply's effects
 
     def _serve_batch(self, batch: Batch, sender: Any) -> None:
         results: list[list[Any]] = []
@@ -382,6 +384,8 @@ class ToolRunner:
     def _run_timer(self, fn: Callable[[], Any]) -> None:
         try:
             fn()
+            if self.peers is not None:
+                self.peers.flush()
         except Exception as exc:
             self._check_exhaustion(exc)
             self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)

@@ -34,13 +34,22 @@ MAX_HOPS = 256
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped by its parent, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    end = stat.rfind(b")")
+    return stat[end + 2:end + 3] not in (b"Z", b"X")
 
 
 def cycle_text(cycle: list[str]) -> str:

@@ -47,6 +47,13 @@ class Relay(ToolActor):
         return n
 
     @command
+    def send_then_call(self, path: str, n: int) -> list[Any]:
+        ref = self.tool(path)
+        for i in range(n):
+            ref.send("record", i=i)
+        return ref.call("seen_items")
+
+    @command
     def send_error(self, path: str, cmd: str, n: int = 1) -> dict[str, Any]:
         ref = self.tool(path)
         sent = 0

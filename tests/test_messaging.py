@@ -18,8 +18,21 @@ RELAY = "tests.messaging_tools:Relay"
 
 
 def test_deadlock_error_is_one_class_in_both_faces() -> None:
+    from actors.errors import error_from_wire
+
     assert DeadlockError is ActorsDeadlock
     assert issubclass(DeadlockError, ToolError)
+    err = error_from_wire(DeadlockError("deadlock: a -> b -> a: refused", cycle=["a", "b", "a"]).to_wire())
+    assert isinstance(err, DeadlockError) and err.cycle == ["a", "b", "a"]
+
+
+@pytest.mark.timeout(60)
+def test_an_uncaught_deadlock_reaches_the_host_as_deadlock_error(trio) -> None:
+    system, a, b, c = trio
+    with pytest.raises(DeadlockError) as caught:
+        a.call("call", path="workers/b", cmd="call", args={"path": "workers/a", "cmd": "get"})
+    assert caught.value.cycle == ["workers/a", "workers/b", "workers/a"]
+    assert a.call("get") == "workers/a"
 
 
 @pytest.fixture
@@ -200,7 +213,87 @@ def test_a_caller_that_dies_leaves_no_queued_work_behind(trio) -> None:
     system, a, b, c = trio
     b.call("send", path="io/c", cmd="slow", args={"seconds": 1.5})  # keeps c busy
     a_pid = a.call("pid")
-    threading.Timer(0.4, os.kill, (a_pid, signal.SIGKILL)).start()
+    board = os.path.join(system.runtime_dir, "waits", "workers%2Fa")
+
+    def kill_a_once_it_waits() -> None:  # a's entry on the wait board: its call is queued at c
+        wait_until(lambda: os.path.exists(board), timeout=10, every=0.002, what="a waiting on c")
+        os.kill(a_pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_a_once_it_waits, daemon=True).start()
     with pytest.raises(ToolUnavailable):  # a dies while its call waits in c's queue
         a.call("call", path="io/c", cmd="record", args={"item": "orphan"}, timeout=20)
     assert c.call("seen_items", timeout=20) == []
+
+
+# -- the wait board and the route directory, without processes ---------------------------
+
+def test_wait_board_refuses_only_the_youngest_call_of_a_cycle(tmp_path) -> None:
+    from actors.waits import WaitBoard
+
+    a, b, c = (WaitBoard(str(tmp_path), p) for p in ("a", "w/b", "io/c"))
+    a.enter("w/b", since=1.0, cid=1)
+    assert a.closing_cycle("w/b", 1.0) is None          # b waits on nobody
+    b.enter("io/c", since=2.0, cid=1)
+    c.enter("a", since=3.0, cid=1)                      # c's call is the youngest
+    assert c.closing_cycle("a", 3.0) == ["io/c", "a", "w/b", "io/c"]
+    assert a.closing_cycle("w/b", 1.0) is None          # a older: c refuses, not a
+    assert b.closing_cycle("io/c", 2.0) is None
+    c.leave()
+    assert a.closing_cycle("w/b", 1.0) is None
+
+
+def test_wait_board_ignores_entries_of_dead_tools(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from actors.waits import WaitBoard
+
+    a = WaitBoard(str(tmp_path), "a")
+    a.enter("b", since=1.0, cid=1)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    (tmp_path / "waits" / "b").write_text(json.dumps(["a", 2.0, dead_pid, 1]))
+    assert a.closing_cycle("b", 3.0) is None            # b's entry is a dead process's
+    (tmp_path / "waits" / "b").write_text(json.dumps(["a", 2.0, os.getpid(), 1]))
+    assert a.closing_cycle("b", 3.0) == ["a", "b", "a"]  # the same entry, alive
+
+
+def test_abandoned_calls_are_dropped_once(tmp_path) -> None:
+    from actors.waits import WaitBoard, abandoned
+
+    board = WaitBoard(str(tmp_path), "a")
+    me = os.getpid()
+    assert not abandoned(str(tmp_path), me, 7)
+    board.abandon(me, 7)
+    assert abandoned(str(tmp_path), me, 7)
+    assert not abandoned(str(tmp_path), me, 7)          # the marker is used up
+
+
+def test_route_directory_round_trip(tmp_path) -> None:
+    from actors import routes
+
+    entry = routes.RouteEntry("workers/fetch", "tool", "running", 123, "\0sock", "standard", 2)
+    routes.publish(str(tmp_path), entry)
+    assert routes.lookup(str(tmp_path), "workers/fetch") == entry
+    assert routes.lookup(str(tmp_path), "workers/none") is None
+    routes.withdraw(str(tmp_path), "workers/fetch")
+    assert routes.lookup(str(tmp_path), "workers/fetch") is None
+
+
+@pytest.mark.timeout(60)
+def test_a_call_after_sends_runs_after_them() -> None:
+    with ToolSystem(policy=FAST) as system:
+        a = system.spawn(RELAY, name="a")
+        system.spawn(RELAY, name="b")
+        assert a.call("send_then_call", path="b", n=300) == list(range(300))
+
+
+@pytest.mark.timeout(60)
+def test_tool_calls_on_the_thespian_path_say_they_need_the_socket_path() -> None:
+    with ToolSystem(policy=FAST, call_path="thespian") as system:
+        a = system.spawn(RELAY, name="a")
+        system.spawn(RELAY, name="b")
+        err = a.call("call_error", path="b", cmd="get")
+        assert err["type"] == "ToolUnavailable" and "socket call path" in err["message"]
