@@ -449,7 +449,12 @@ class Peers:
             raise ToolError(f"a {kind} of {len(item)} bytes is over the {MAX_FRAME}-byte message "
                             "limit; pass a file path instead", type="CallTooLarge", tool=path)
         now = time.time()
-        route = self.resolve(path, now)
+        try:
+            route = self.resolve(path, now)
+        except CallTimeout:
+            raise ToolUnavailable(f"{path} is not serving right now (starting or restarting); a "
+                                  f"{kind} is never held: try again later, or use call(), which "
+                                  "waits for it", tool=path) from None
         check_permission(self.me, self.level, route)
         try:
             conn = self._conn(path, route, now + 1.0)
