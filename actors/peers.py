@@ -99,7 +99,8 @@ class _Conn:
         self.queued: list[tuple[bytes, str, Any]] = []   # packed [command, args], kind, on_reply
         self.pending: dict[int, list[tuple[str, Any]]] = {}  # batch cid -> (kind, on_reply) each
         self.outstanding = 0
-        self.answers: dict[int, Any] = {}           # replies to blocking calls, by cid
+        self.answers: dict[int, Any] = {}           # the reply to the blocking call, by cid
+        self.awaiting = 0                           # cid of the blocking call (0: none)
         self.closed = False
 
     def fileno(self) -> int:
@@ -230,7 +231,8 @@ class Peers:
         elif isinstance(msg, Reply):
             items = conn.pending.pop(msg.cid, None)
             if items is None:
-                conn.answers[msg.cid] = msg  # a blocking call's (or a stale) answer
+                if msg.cid == conn.awaiting:  # else a late answer to a call given up on
+                    conn.answers[msg.cid] = msg
                 return
             conn.outstanding -= len(items)  # the whole batch was refused
             error = error_from_wire(msg.error or {}, tool=path)
@@ -396,6 +398,7 @@ class Peers:
                command: str) -> Reply:
         since = time.time()
         on_board = False
+        conn.awaiting = cid
         try:
             while True:
                 reply = conn.answers.pop(cid, None)
@@ -429,6 +432,8 @@ class Peers:
                     raise ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
                                           f"({gone}); it may or may not have run", tool=path) from None
         finally:
+            conn.awaiting = 0
+            conn.answers.clear()
             if on_board:
                 self._wait_board().leave()
 
