@@ -266,16 +266,15 @@ class Shell(Actor):
 
     def _watch(self) -> ThespianWatch | None:
         door = self._door
-        fds = [self._bell[0]] if self._bell is not None else []
         extra = getattr(self._inner, "watch_fds", None)
-        if extra is not None:
+        peer_fds: list[int] = []
+        if extra is not None:  # first: flushing may ring the bell (an ask's answer is due)
             try:
                 peer_fds = extra()
             except Exception as exc:
                 logger.opt(exception=exc).error("actor {} failed flushing its messages", self.pid)
-                peer_fds = []
             self._peer_fds = set(peer_fds)
-            fds += peer_fds
+        fds = ([self._bell[0]] if self._bell is not None else []) + peer_fds
         if door is None:
             return ThespianWatch(fds) if fds else None
         door.flush()  # replies queued while handling this message (e.g. held calls on resume)
