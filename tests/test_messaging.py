@@ -201,6 +201,17 @@ def test_a_callee_that_dies_answers_unavailable_at_once_and_its_successor_serves
 
 
 @pytest.mark.timeout(60)
+def test_a_call_made_while_the_callee_restarts_waits_for_the_new_instance(trio) -> None:
+    system, a, b, c = trio
+    pid = a.call("call", path="workers/b", cmd="pid")   # a now knows where b lives
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="b's process gone")
+    new = a.call("call", path="workers/b", cmd="pid", within=20)  # not an error: it waits
+    assert new != pid
+    assert b.status().restarts == 1
+
+
+@pytest.mark.timeout(60)
 def test_ask_to_a_callee_that_dies_gets_unavailable(trio) -> None:
     system, a, b, c = trio
     a.call("ask", path="workers/b", cmd="crash")
