@@ -398,6 +398,7 @@ class Peers:
                command: str) -> Reply:
         since = time.time()
         on_board = False
+        seen: list[str] | None = None
         conn.awaiting = cid
         try:
             while True:
@@ -417,6 +418,9 @@ class Peers:
                     wait = waits.RECHECK
                 if on_board:
                     cycle = self._wait_board().closing_cycle(path, since)
+                    # a real deadlock lasts: act on a cycle seen in two walks in a row, never on
+                    # an entry its tool was about to remove (its answer had just come)
+                    cycle, seen = (cycle if cycle == seen else None), cycle
                     if cycle is not None:
                         self._wait_board().abandon(self.pid, cid)
                         raise DeadlockError(

@@ -12,9 +12,9 @@ Two checks together catch every cycle of tools blocked in ``call``:
    one entry, ``<runtime dir>/waits/<its path>``: whom it waits for and since
    when. Every entry has one writer (the waiting tool) and is replaced
    atomically; no locks. While it waits, the caller follows the entries from its
-   callee every ``RECHECK`` seconds; if they lead back to itself, the edge that
-   was added last (the youngest call) closed the cycle, and its caller refuses
-   it with ``DeadlockError``. That call is still queued at its callee, unrun:
+   callee every ``RECHECK`` seconds; if they lead back to itself in two walks in
+   a row, the edge that was added last (the youngest call) closed the cycle, and
+   its caller refuses it with ``DeadlockError``. That call is still queued at its callee, unrun:
    the caller marks it abandoned, and the callee drops it instead of running it.
 
 Fast calls (answered within ``REGISTER_AFTER``) never touch the board.
