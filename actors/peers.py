@@ -115,6 +115,19 @@ class _Conn:
                 pass
 
 
+class _Within:
+    """The text of a call's timeout, built only if it times out."""
+
+    __slots__ = ("path", "command", "seconds", "capped")
+
+    def __init__(self, path: str, command: str, seconds: float, capped: bool) -> None:
+        self.path, self.command, self.seconds, self.capped = path, command, seconds, capped
+
+    def __str__(self) -> str:
+        return (f"no answer from {self.path} to {self.command!r} within {max(0.0, self.seconds):.3g}s"
+                + (" (what was left of the deadline of the call being served)" if self.capped else ""))
+
+
 class Counters:
     def __init__(self) -> None:
         self.sent = 0
@@ -351,11 +364,9 @@ class Peers:
         capped = bool(outer) and outer < deadline
         if capped:
             deadline = outer
-        what = f"no answer from {path} to {command!r} within " + (
-            f"{max(0.0, deadline - now):.3g}s (what was left of the call being served)"
-            if capped else f"{limit:g}s")
+        what = _Within(path, command, deadline - now if capped else limit, capped)
         if deadline <= now:
-            raise CallTimeout(what, tool=path)
+            raise CallTimeout(str(what), tool=path)
         cid = next(self.cids)
         try:
             frame = pack_frame(encode(Call(cid, command, args, deadline, chain, self.pid)))
@@ -384,7 +395,7 @@ class Peers:
                 continue
             except CallTimeout:
                 self._lost(path, conn, "a call could not be written in time")
-                raise CallTimeout(what, tool=path) from None
+                raise CallTimeout(str(what), tool=path) from None
             reply = self._await(path, conn, cid, deadline, what, command)
             if not reply.ok and (reply.error or {}).get("code") == "moved":
                 self.routes.pop(path, None)
@@ -394,7 +405,7 @@ class Peers:
                 return reply.value
             raise error_from_wire(reply.error or {}, tool=path)
 
-    def _await(self, path: str, conn: _Conn, cid: int, deadline: float, what: str,
+    def _await(self, path: str, conn: _Conn, cid: int, deadline: float, what: _Within,
                command: str) -> Reply:
         since = time.time()
         on_board = False
@@ -407,15 +418,12 @@ class Peers:
                     return reply
                 now = time.time()
                 if now >= deadline:
-                    raise CallTimeout(what, tool=path)
+                    raise CallTimeout(str(what), tool=path)
                 if not on_board:
                     wait = since + waits.REGISTER_AFTER - now
                     if wait <= 0 and self.runtime_dir:
                         self._wait_board().enter(path, since, cid)
                         on_board = True
-                        wait = 0.0
-                else:
-                    wait = waits.RECHECK
                 if on_board:
                     cycle = self._wait_board().closing_cycle(path, since)
                     # a real deadlock lasts: act on a cycle seen in two walks in a row, never on
@@ -428,6 +436,7 @@ class Peers:
                             f"{path}, which waits (through the others) for {self.me}; this call "
                             "closed the cycle and was withdrawn, unrun. Use ask() or send() "
                             "for one of these calls", cycle=cycle, tool=path)
+                    wait = waits.RECHECK if seen is None else waits.CONFIRM
                 try:
                     self._read(path, conn, min(max(wait, 0.0001), deadline - now)
                                if wait > 0 else 0.0001)

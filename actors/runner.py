@@ -136,9 +136,10 @@ class ToolRunner:
         if self.peers is not None:
             self.peers.on_ready(fds)
 
-    def _abandoned(self, call: Call) -> bool:
+    def _abandoned(self, call: Call, sender: Any) -> bool:
         """A tool's queued call whose caller died or withdrew it (deadlock): do not run it."""
-        if not self.runtime_dir or not waits.abandoned(self.runtime_dir, call.caller, call.cid):
+        if not self.runtime_dir or not waits.abandoned(self.runtime_dir, call.caller, call.cid,
+                                                       getattr(sender, "sock", None)):
             return False
         self.log.debug("tool {} dropped call {} of pid {}: its caller is gone or withdrew it",
                        self.path, call.cid, call.caller)
@@ -267,7 +268,7 @@ class ToolRunner:
         if call.deadline and time.time() > call.deadline:
             self.log.debug("tool {} dropped call {}: its caller stopped waiting", self.path, call.cid)
             return
-        if isinstance(call, Call) and call.caller and self._abandoned(call):
+        if isinstance(call, Call) and call.caller and self._abandoned(call, sender):
             return
         outer, self.serving = self.serving, call  # its chain and deadline bind nested calls
         try:

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from urllib.parse import quote
 
 WAITS = "waits"
 REGISTER_AFTER = 0.001   # seconds a call may wait before it goes on the board
 RECHECK = 0.002          # seconds between walks of the board while waiting
+CONFIRM = 0.0005         # ... and before the second walk that confirms a cycle
 MAX_HOPS = 256
 
 
@@ -117,15 +119,26 @@ class WaitBoard:
             pass
 
 
-def abandoned(runtime_dir: str, caller: int, cid: int) -> bool:
-    """Should a queued tool-to-tool call be dropped: its caller is dead, or refused it."""
-    if caller and not _alive(caller):
+def abandoned(runtime_dir: str, caller: int, cid: int, sock: socket.socket | None = None) -> bool:
+    """Should a queued tool-to-tool call be dropped: its caller is gone, or withdrew it.
+
+    With the caller's connection (``sock``) at hand, a hang-up waiting behind the call
+    says the caller is gone (a caller blocked in ``call`` sends nothing after it; one
+    system call); without it, the caller's pid is looked up.
+    """
+    if sock is not None:
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                return True
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return True
+    elif caller and not _alive(caller):
         return True
     marker = os.path.join(runtime_dir, WAITS, f"abandoned-{caller}-{cid}")
     try:
         os.unlink(marker)
-    except FileNotFoundError:
-        return False
     except OSError:
         return False
     return True
