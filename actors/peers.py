@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -74,6 +75,22 @@ def check_permission(caller: str, caller_level: str, callee: routes.RouteEntry) 
         _permission_check(caller, caller_level, callee)
 
 
+def _ready(sock: socket.socket, write: bool, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to be readable (or writable).
+
+    ``select`` keeps sub-millisecond waits exact (``poll`` rounds them up to a whole
+    millisecond, which the wait board's short checks would feel); ``poll`` beyond its
+    descriptor limit.
+    """
+    fd = sock.fileno()
+    if fd < 1024:
+        r, w, _ = select.select(() if write else (fd,), (fd,) if write else (), (), max(0.0, timeout))
+        return bool(w if write else r)
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000.0))
+
+
 class _Gone(Exception):
     """The connection to the callee broke; ``delivered`` says whether the message may have run."""
 
@@ -94,6 +111,7 @@ class _Conn:
         except OSError as exc:
             self.sock.close()
             raise _Gone(False, str(exc))
+        self.sock.setblocking(False)                # waits go through _ready (µs precision)
         self.reader = FrameReader()
         self.out = bytearray()                      # framed bytes not written yet
         self.queued: list[tuple[bytes, str, Any]] = []   # packed [command, args], kind, on_reply
@@ -257,12 +275,10 @@ class Peers:
     def _read(self, path: str, conn: _Conn, timeout: float | None) -> None:
         """Read what is there (``timeout`` None: without waiting) and dispatch it."""
         try:
-            if timeout is None:
-                data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
-            else:
-                conn.sock.settimeout(max(0.0001, timeout))
-                data = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError, TimeoutError):
+            if timeout is not None and not _ready(conn.sock, False, timeout):
+                return
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
@@ -331,18 +347,14 @@ class Peers:
         """Write ``conn.out``: what the socket takes now (``deadline`` None), or all of it."""
         while conn.out:
             try:
-                if deadline is None:
-                    sent = conn.sock.send(conn.out, socket.MSG_DONTWAIT)
-                else:
-                    left = deadline - time.time()
-                    if left <= 0:
-                        raise CallTimeout("the callee did not take the call before the deadline")
-                    conn.sock.settimeout(left)
-                    sent = conn.sock.send(conn.out)
+                sent = conn.sock.send(conn.out)
             except (BlockingIOError, InterruptedError):
-                return
-            except TimeoutError:
-                raise CallTimeout("the callee did not take the call before the deadline")
+                if deadline is None:
+                    return
+                left = deadline - time.time()
+                if left <= 0 or not _ready(conn.sock, True, left):
+                    raise CallTimeout("the callee did not take the call before the deadline")
+                continue
             except OSError as exc:
                 raise _Gone(False, str(exc))
             del conn.out[:sent]
