@@ -84,7 +84,7 @@ class ToolActor:
         return self._require_runtime().peer(path)
 
     @property
-    def deadline(self) -> float | None:
+    def call_deadline(self) -> float | None:
         """Wall-clock deadline (``time.time()``) of the call being served, or None."""
         return self._runtime.deadline if self._runtime is not None else None
 

@@ -153,7 +153,7 @@ class Relay(ToolActor):
     @command
     def deadline_left(self) -> float:
         """What is left of the deadline of the call being served (seconds)."""
-        return -1.0 if self.deadline is None else self.deadline - time.time()
+        return -1.0 if self.call_deadline is None else self.call_deadline - time.time()
 
     @command
     def later(self, path: str, cmd: str, delay: float, args: dict[str, Any] | None = None) -> bool:
