@@ -163,6 +163,15 @@ def test_send_keeps_order_and_counts_errors(trio) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_tool_may_send_to_and_ask_itself(trio) -> None:
+    system, a, b, c = trio
+    a.call("send", path="workers/a", cmd="record", n=3)   # served after the current command
+    wait_until(lambda: a.call("seen_items") == [0, 1, 2], timeout=20, what="a's own sends")
+    a.call("ask", path="workers/a", cmd="get")
+    assert wait_until(lambda: a.call("got"), timeout=20) == ["workers/a"]
+
+
+@pytest.mark.timeout(60)
 def test_ask_replies_come_back_as_callbacks_in_order(trio) -> None:
     system, a, b, c = trio
     a.call("ask", path="workers/b", cmd="record", n=50)
