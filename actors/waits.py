@@ -130,12 +130,13 @@ def abandoned(runtime_dir: str, caller: int, cid: int, sock: socket.socket | Non
     """
     if sock is not None:
         try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                return True
+            behind = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            pass
+            behind = None   # connection open, nothing behind the call: the caller waits
         except OSError:
             return True
+        if behind == b"" or (behind and caller and not _alive(caller)):
+            return True     # hung up (or more bytes behind it, e.g. a long frame: ask the pid)
     elif caller and not _alive(caller):
         return True
     marker = os.path.join(runtime_dir, WAITS, f"abandoned-{caller}-{cid}")

@@ -58,7 +58,7 @@ def test_call_from_a_tool_reaches_another_tool_across_supervisors(trio) -> None:
     err = a.call("call_error", path="workers/b", cmd="nope")
     assert err["type"] == "UnknownCommand"
     err = a.call("call_error", path="workers/b", cmd="slow", args={"seconds": 2}, within=0.2)
-    assert err["type"] == "CallTimeout" and err["seconds"] < 1.5
+    assert err["type"] == "CallTimeout" and err["seconds"] < 1.9  # the 0.2 s timeout, not the 2 s
 
 
 @pytest.mark.timeout(60)
