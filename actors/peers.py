@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
-import socket
 import time
 from collections.abc import Callable
 from functools import partial
@@ -45,7 +43,8 @@ from actors.errors import (
     ToolUnavailable,
     error_from_wire,
 )
-from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
+from actors.frames import MAX_FRAME, FrameError, pack_frame
+from actors.links import Counters, Gone, Link, Within, ready
 from actors.messages import Batch, BatchReply, Call, Reply
 
 if TYPE_CHECKING:
@@ -75,85 +74,6 @@ def check_permission(caller: str, caller_level: str, callee: routes.RouteEntry) 
         _permission_check(caller, caller_level, callee)
 
 
-def _ready(sock: socket.socket, write: bool, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``sock`` to be readable (or writable).
-
-    ``select`` keeps sub-millisecond waits exact (``poll`` rounds them up to a whole
-    millisecond, which the wait board's short checks would feel); ``poll`` beyond its
-    descriptor limit.
-    """
-    fd = sock.fileno()
-    if fd < 1024:
-        r, w, _ = select.select(() if write else (fd,), (fd,) if write else (), (), max(0.0, timeout))
-        return bool(w if write else r)
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT if write else select.POLLIN)
-    return bool(poller.poll(max(0.0, timeout) * 1000.0))
-
-
-class _Gone(Exception):
-    """The connection to the callee broke; ``delivered`` says whether the message may have run."""
-
-    def __init__(self, delivered: bool, why: str) -> None:
-        super().__init__(why)
-        self.delivered = delivered
-
-
-class _Conn:
-    """One connection from this tool to one instance of another tool."""
-
-    def __init__(self, route: routes.RouteEntry, timeout: float) -> None:
-        self.route = route
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(max(0.001, timeout))
-        try:
-            self.sock.connect(route.socket or "")
-        except OSError as exc:
-            self.sock.close()
-            raise _Gone(False, str(exc))
-        self.sock.setblocking(False)                # waits go through _ready (µs precision)
-        self.reader = FrameReader()
-        self.out = bytearray()                      # framed bytes not written yet
-        self.queued: list[tuple[bytes, str, Any]] = []   # packed [command, args], kind, on_reply
-        self.pending: dict[int, list[tuple[str, Any]]] = {}  # batch cid -> (kind, on_reply) each
-        self.outstanding = 0
-        self.answers: dict[int, Any] = {}           # the reply to the blocking call, by cid
-        self.awaiting = 0                           # cid of the blocking call (0: none)
-        self.closed = False
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-
-class _Within:
-    """The text of a call's timeout, built only if it times out."""
-
-    __slots__ = ("path", "command", "seconds", "capped")
-
-    def __init__(self, path: str, command: str, seconds: float, capped: bool) -> None:
-        self.path, self.command, self.seconds, self.capped = path, command, seconds, capped
-
-    def __str__(self) -> str:
-        return (f"no answer from {self.path} to {self.command!r} within {max(0.0, self.seconds):.3g}s"
-                + (" (what was left of the deadline of the call being served)" if self.capped else ""))
-
-
-class Counters:
-    def __init__(self) -> None:
-        self.sent = 0
-        self.asked = 0
-        self.answered = 0
-        self.failed = 0
-
-
 class Peers:
     """All of one tool's connections to other tools, owned by its runner (one thread)."""
 
@@ -163,7 +83,7 @@ class Peers:
         self.runtime_dir: str | None = runner.runtime_dir
         self.level = runner.level
         self.routes: dict[str, routes.RouteEntry] = {}
-        self.conns: dict[str, _Conn] = {}
+        self.conns: dict[str, Link] = {}
         self.counters: dict[str, Counters] = {}
         self.cids = itertools.count(1)
         self.pid = os.getpid()
@@ -213,17 +133,17 @@ class Peers:
                                   "or restarting)")
             time.sleep(RESOLVE_EVERY)
 
-    def _conn(self, path: str, route: routes.RouteEntry, deadline: float) -> _Conn:
+    def _conn(self, path: str, route: routes.RouteEntry, deadline: float) -> Link:
         conn = self.conns.get(path)
         if conn is not None and conn.route.pid == route.pid and not conn.closed:
             return conn
         if conn is not None:
             self._lost(path, conn, "a new instance took its place")
-        conn = _Conn(route, deadline - time.time())
+        conn = Link(route, deadline - time.time())
         self.conns[path] = conn
         return conn
 
-    def _lost(self, path: str, conn: _Conn, why: str) -> None:
+    def _lost(self, path: str, conn: Link, why: str) -> None:
         """The connection broke: everything still unanswered on it fails with ToolUnavailable."""
         conn.close()
         if self.conns.get(path) is conn:
@@ -250,7 +170,7 @@ class Peers:
         if kind == "ask":
             self.runner.schedule(0.0, partial(fn, result))
 
-    def _dispatch(self, path: str, conn: _Conn, msg: Any) -> None:
+    def _dispatch(self, path: str, conn: Link, msg: Any) -> None:
         if isinstance(msg, BatchReply):
             items = conn.pending.pop(msg.cid, None)
             if items is None:
@@ -272,10 +192,10 @@ class Peers:
             for kind, fn in items:
                 self._answered(path, kind, fn, error)
 
-    def _read(self, path: str, conn: _Conn, timeout: float | None) -> None:
+    def _read(self, path: str, conn: Link, timeout: float | None) -> None:
         """Read what is there (``timeout`` None: without waiting) and dispatch it."""
         try:
-            if timeout is not None and not _ready(conn.sock, False, timeout):
+            if timeout is not None and not ready(conn.sock, False, timeout):
                 return
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -283,11 +203,11 @@ class Peers:
         except OSError:
             data = b""
         if not data:
-            raise _Gone(True, "its connection closed")
+            raise Gone(True, "its connection closed")
         try:
             frames = conn.reader.feed(data)
         except FrameError as exc:
-            raise _Gone(True, str(exc))
+            raise Gone(True, str(exc))
         for payload in frames:
             try:
                 msg = decode(payload)
@@ -311,7 +231,7 @@ class Peers:
                     self._read(path, conn, None)
                     if (conn.reader.pending, len(conn.pending)) == before or not conn.pending:
                         break
-            except _Gone as gone:
+            except Gone as gone:
                 self._lost(path, conn, str(gone))
 
     # -- writing -------------------------------------------------------------------------
@@ -323,7 +243,7 @@ class Peers:
             if conn.out:
                 try:
                     self._write(conn, None)
-                except _Gone as gone:
+                except Gone as gone:
                     self._lost(path, conn, str(gone))
         if any(c.out for c in self.conns.values()) and not self.flush_armed:
             self.flush_armed = True
@@ -333,7 +253,7 @@ class Peers:
         self.flush_armed = False
         self.flush()
 
-    def _frame_queued(self, conn: _Conn) -> None:
+    def _frame_queued(self, conn: Link) -> None:
         queued, conn.queued = conn.queued, []
         cid = next(self.cids)
         header = _PACK_HEADER.pack_array_header
@@ -343,7 +263,7 @@ class Peers:
         conn.pending[cid] = [(kind, fn) for _, kind, fn in queued]
         conn.out += pack_frame(payload)
 
-    def _write(self, conn: _Conn, deadline: float | None) -> None:
+    def _write(self, conn: Link, deadline: float | None) -> None:
         """Write ``conn.out``: what the socket takes now (``deadline`` None), or all of it."""
         while conn.out:
             try:
@@ -352,11 +272,11 @@ class Peers:
                 if deadline is None:
                     return
                 left = deadline - time.time()
-                if left <= 0 or not _ready(conn.sock, True, left):
+                if left <= 0 or not ready(conn.sock, True, left):
                     raise CallTimeout("the callee did not take the call before the deadline")
                 continue
             except OSError as exc:
-                raise _Gone(False, str(exc))
+                raise Gone(False, str(exc))
             del conn.out[:sent]
 
     # -- the three patterns ----------------------------------------------------------------
@@ -376,7 +296,7 @@ class Peers:
         capped = bool(outer) and outer < deadline
         if capped:
             deadline = outer
-        what = _Within(path, command, deadline - now if capped else limit, capped)
+        what = Within(path, command, deadline - now if capped else limit, capped)
         if deadline <= now:
             raise CallTimeout(str(what), tool=path)
         cid = next(self.cids)
@@ -398,7 +318,7 @@ class Peers:
                     self._frame_queued(conn)   # what was sent before goes first
                 conn.out += frame
                 self._write(conn, deadline)
-            except _Gone:  # the instance was gone before the call reached it: the next one
+            except Gone:  # the instance was gone before the call reached it: the next one
                 stale = self.conns.get(path)
                 if stale is not None and stale.route.pid == route.pid:
                     self._lost(path, stale, "it was gone")
@@ -417,7 +337,7 @@ class Peers:
                 return reply.value
             raise error_from_wire(reply.error or {}, tool=path)
 
-    def _await(self, path: str, conn: _Conn, cid: int, deadline: float, what: _Within,
+    def _await(self, path: str, conn: Link, cid: int, deadline: float, what: Within,
                command: str) -> Reply:
         since = time.time()
         on_board = False
@@ -452,7 +372,7 @@ class Peers:
                 try:
                     self._read(path, conn, min(max(wait, 0.0001), deadline - now)
                                if wait > 0 else 0.0001)
-                except _Gone as gone:
+                except Gone as gone:
                     self._lost(path, conn, str(gone))
                     raise ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
                                           f"({gone}); it may or may not have run", tool=path) from None
@@ -488,18 +408,18 @@ class Peers:
         check_permission(self.me, self.level, route)
         try:
             conn = self._conn(path, route, now + 1.0)
-        except _Gone:
+        except Gone:
             self.routes.pop(path, None)
             route = self.resolve(path, now, route.pid)  # a newer instance, if one is serving
             try:
                 conn = self._conn(path, route, now + 1.0)
-            except _Gone as gone:
+            except Gone as gone:
                 raise ToolUnavailable(f"{path} is not reachable: {gone}", tool=path) from None
         if conn.outstanding >= self.window:
             self.flush()
             try:
                 self._read(path, conn, None)
-            except _Gone as gone:
+            except Gone as gone:
                 self._lost(path, conn, str(gone))
                 raise ToolUnavailable(f"{path} ended: {gone}", tool=path) from None
             if conn.outstanding >= self.window:
@@ -530,7 +450,7 @@ class Peers:
                 if conn.out:
                     self._write(conn, deadline)
                 self._read(path, conn, min(left, 0.05))
-            except _Gone as gone:
+            except Gone as gone:
                 self._lost(path, conn, str(gone))
             except CallTimeout:
                 return False

@@ -1,0 +1,95 @@
+"""One connection from a tool to another tool's call socket (used by ``actors.peers``).
+
+A ``Link`` is non-blocking; waits go through ``ready`` (``select``, exact below a
+millisecond). It keeps the frames not written yet, the sends and asks queued for
+the next batch, the batches awaiting answers, and the answer to the one blocking
+call in flight.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import Any
+
+from actors import routes
+from actors.frames import FrameReader
+
+
+def ready(sock: socket.socket, write: bool, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to be readable (or writable).
+
+    ``select`` keeps sub-millisecond waits exact (``poll`` rounds them up to a whole
+    millisecond, which the wait board's short checks would feel); ``poll`` beyond its
+    descriptor limit.
+    """
+    fd = sock.fileno()
+    if fd < 1024:
+        r, w, _ = select.select(() if write else (fd,), (fd,) if write else (), (), max(0.0, timeout))
+        return bool(w if write else r)
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000.0))
+
+
+class Gone(Exception):
+    """The connection to the callee broke; ``delivered`` says whether the message may have run."""
+
+    def __init__(self, delivered: bool, why: str) -> None:
+        super().__init__(why)
+        self.delivered = delivered
+
+
+class Link:
+    """One connection from this tool to one instance of another tool."""
+
+    def __init__(self, route: routes.RouteEntry, timeout: float) -> None:
+        self.route = route
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            self.sock.connect(route.socket or "")
+        except OSError as exc:
+            self.sock.close()
+            raise Gone(False, str(exc))
+        self.sock.setblocking(False)                # waits go through _ready (µs precision)
+        self.reader = FrameReader()
+        self.out = bytearray()                      # framed bytes not written yet
+        self.queued: list[tuple[bytes, str, Any]] = []   # packed [command, args], kind, on_reply
+        self.pending: dict[int, list[tuple[str, Any]]] = {}  # batch cid -> (kind, on_reply) each
+        self.outstanding = 0
+        self.answers: dict[int, Any] = {}           # the reply to the blocking call, by cid
+        self.awaiting = 0                           # cid of the blocking call (0: none)
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class Within:
+    """The text of a call's timeout, built only if it times out."""
+
+    __slots__ = ("path", "command", "seconds", "capped")
+
+    def __init__(self, path: str, command: str, seconds: float, capped: bool) -> None:
+        self.path, self.command, self.seconds, self.capped = path, command, seconds, capped
+
+    def __str__(self) -> str:
+        return (f"no answer from {self.path} to {self.command!r} within {max(0.0, self.seconds):.3g}s"
+                + (" (what was left of the deadline of the call being served)" if self.capped else ""))
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.asked = 0
+        self.answered = 0
+        self.failed = 0
