@@ -62,6 +62,12 @@ class AsyncConn:
                     break
                 for payload in frames.feed(data):
                     msg = decode(payload)
+                    if getattr(msg, "cid", -1) == 0 and getattr(msg, "ok", True) is False:
+                        for fut in self.pending.values():  # the tool refused this connection
+                            if not fut.done():
+                                fut.set_result(msg)
+                        self.pending.clear()
+                        continue
                     fut = self.pending.pop(getattr(msg, "cid", -1), None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)

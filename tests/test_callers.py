@@ -1,0 +1,111 @@
+"""Callers (issue 9): a thread per call leaks nothing, and callers' sockets are not the tool's files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from supervisors import ToolError, ToolSystem
+from tests.helpers import wait_until
+from tests.tools import Counter
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def in_new_threads(n: int, fn, width: int = 8) -> list[BaseException]:
+    """Run ``fn`` ``n`` times, each time in a new thread (``width`` alive at once)."""
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted on
+            errors.append(exc)
+
+    done = 0
+    while done < n:
+        batch = [threading.Thread(target=one) for _ in range(min(width, n - done))]
+        for th in batch:
+            th.start()
+        for th in batch:
+            th.join(30)
+        done += len(batch)
+    return errors
+
+
+@pytest.mark.parametrize("call_path", ["socket", "thespian"], indirect=True)
+def test_a_thread_per_call_leaves_no_descriptors_behind(call_path: str) -> None:
+    with ToolSystem() as system:
+        t = system.spawn(Counter, name="c")
+        pid = t.call("pid")
+        # warm up: the pools fill up to the number of calls in flight at once (8 here)
+        assert in_new_threads(40, lambda: t.call("add")) == [] and in_new_threads(40, t.status) == []
+        host_before, tool_before = fds(os.getpid()), fds(pid)
+        errors = in_new_threads(400, lambda: t.call("add"))
+        errors += in_new_threads(100, t.status)
+        assert errors == []
+        assert t.call("get") == 440
+        # the tool notices hung-up callers on its next turn
+        wait_until(lambda: fds(pid) <= tool_before + 4, 10, what="tool descriptors back")
+        assert fds(os.getpid()) <= host_before + 4, (host_before, fds(os.getpid()))
+
+
+def test_idle_callers_are_counted_apart_from_the_tools_own_files() -> None:
+    with ToolSystem(call_path="socket", sample_every=0.2) as system:
+        t = system.spawn(Counter, name="c", max_callers=300)
+        t.call("add")
+        address = system._routes["c"].socket
+        socks = []
+        try:
+            for _ in range(200):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(address)
+                socks.append(s)
+            assert t.call("add") == 2  # a turn of the loop accepts them all
+            usage = wait_until(lambda: (u := t.status().usage).get("callers", 0) >= 200 and u, 15,
+                               what="200 callers counted")
+            assert usage["open_files"] < 64, usage
+            assert t.status().state.value == "running" and t.status().restarts == 0
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_callers_beyond_max_callers_are_refused_clearly() -> None:
+    with ToolSystem(call_path="socket") as system:
+        t = system.spawn(Counter, name="c", max_callers=1)
+        address = system._route("c", time.time() + 10).socket
+        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        holder.connect(address)  # takes the one place
+        try:
+            with pytest.raises(ToolError, match="max_callers") as info:
+                t.call("add", timeout=10)
+            assert "1 caller" in str(info.value), info.value
+        finally:
+            holder.close()
+        wait_until(lambda: _calls(t), 10, what="a call once the place is free")
+        assert t.status().restarts == 0
+
+
+def _calls(t) -> bool:
+    try:
+        return t.call("add", timeout=5) >= 1
+    except ToolError:
+        return False
+
+
+def test_max_callers_is_checked() -> None:
+    from supervisors.tree.specs import tool_spec
+    from supervisors import SpecError
+
+    for bad in (0, -1, 1.5, True, "10", float("nan")):
+        with pytest.raises(SpecError, match="max_callers"):
+            tool_spec(Counter, "c", max_callers=bad)
