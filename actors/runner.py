@@ -28,6 +28,7 @@ from actors.errors import (
     UnknownCommand,
     error_to_wire,
 )
+from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.frames import MAX_FRAME
 from actors.loading import load_object
 from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
@@ -48,6 +49,7 @@ class ToolRunner:
         self.path = "?"
         self.fatal: tuple[str, ...] = ()
         self.hold_limit = DEFAULT_HOLD_LIMIT
+        self.max_callers = DEFAULT_MAX_CALLERS
         self.held: deque[tuple[str, Any, Any]] = deque()
         self.timers: dict[int, Callable[[], Any]] = {}
         self.next_timer = 0
@@ -135,7 +137,9 @@ class ToolRunner:
             self.spare_fds = sandbox.SpareFds()
             self.inherited = sandbox.inherited_fds()
             limits = spec.get("limits") or {}
-            sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited)
+            self.max_callers = int(spec.get("max_callers") or DEFAULT_MAX_CALLERS)
+            sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited,
+                                      callers=self.max_callers)
             if spec.get("hard_memory"):
                 self.spare_memory = sandbox.SpareMemory()
             if limits.get("cpu_seconds"):
@@ -163,7 +167,8 @@ class ToolRunner:
             self._bounce_held()
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return
-        door = self.ctx.open_door() if spec.get("call_path") == "socket" else None
+        door = self.ctx.open_door(self.max_callers, f"tool {self.path}") \
+            if spec.get("call_path") == "socket" else None
         self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door,
                                                   "tmpdir": self.tmpdir,
                                                   "inherited_fds": self.inherited}))

@@ -9,6 +9,10 @@ import time
 
 import pytest
 
+from actors import ToolActor, command
+from actors.codec import decode, encode
+from actors.frames import FrameReader, pack_frame
+from actors.messages import Call
 from supervisors import ToolError, ToolSystem
 from tests.helpers import wait_until
 from tests.tools import Counter
@@ -103,9 +107,54 @@ def _calls(t) -> bool:
 
 
 def test_max_callers_is_checked() -> None:
-    from supervisors.tree.specs import tool_spec
     from supervisors import SpecError
+    from supervisors.tree.specs import tool_spec
 
     for bad in (0, -1, 1.5, True, "10", float("nan")):
         with pytest.raises(SpecError, match="max_callers"):
             tool_spec(Counter, "c", max_callers=bad)
+
+
+class FdFiller(ToolActor):
+    """Opens files until the kernel says no, and keeps them until told."""
+
+    def on_init(self, config: dict) -> None:
+        self.files: list[int] = []
+
+    @command
+    def fill(self) -> int:
+        try:
+            while True:
+                self.files.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            return len(self.files)
+
+    @command
+    def release(self) -> int:
+        for fd in self.files:
+            os.close(fd)
+        n, self.files = len(self.files), []
+        return n
+
+
+def test_a_tool_out_of_descriptors_refuses_new_callers_and_lives() -> None:
+    with ToolSystem(call_path="socket") as system:
+        t = system.spawn(FdFiller, name="f", limits={"open_files": 32}, on_limit="alert",
+                         max_callers=8)
+        assert t.call("release") == 0
+        pid = t.status().pid
+        assert t.call("fill") > 32
+        address = system._routes["f"].socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(address)
+        s.sendall(pack_frame(encode(Call(9, "release", {}, time.time() + 10))))
+        s.settimeout(10)
+        reply = decode(FrameReader().feed(s.recv(65536))[0])
+        s.close()
+        assert (reply.cid, reply.ok) == (0, False) and "out of file descriptors" in reply.error["message"]
+        assert t.call("release") > 32  # the pooled connection still works
+        assert t.status().pid == pid and t.status().restarts == 0
+        s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s2.connect(address)
+        s2.close()
+        assert t.call("fill") > 0 and t.call("release") > 0

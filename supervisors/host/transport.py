@@ -84,6 +84,7 @@ class Transport:
         self._asys: Any = None
         self._idle: deque[tuple[Any, Any]] = deque()  # (context manager, endpoint)
         self._closed = False
+        self._lent: list[tuple[Any, Any]] = []
 
     def start(self) -> None:
         # Thespian reads this when it creates addresses; all our processes inherit it.
@@ -122,6 +123,21 @@ class Transport:
             _close_endpoint(pair[0])
         else:
             self._idle.append(pair)
+
+    @contextmanager
+    def endpoint(self) -> Iterator[Any]:
+        """A Thespian endpoint to use directly for a while (tests, tools of our own)."""
+        pair = self._take()
+        try:
+            yield pair[1]
+        finally:
+            self._give_back(pair)
+
+    def _endpoint(self) -> Any:
+        """An endpoint of one's own until the system closes (tests that talk raw Thespian)."""
+        pair = self._take()
+        self._lent.append(pair)
+        return pair[1]
 
     def idle_endpoints(self) -> int:
         return len(self._idle)
@@ -167,6 +183,9 @@ class Transport:
 
     def close(self) -> None:
         self._closed = True
+        for cm, _ in self._lent:
+            _close_endpoint(cm)
+        self._lent.clear()
         while self._idle:
             try:
                 _close_endpoint(self._idle.pop()[0])

@@ -35,7 +35,8 @@ SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
-             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory"}
+             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
+             "max_callers"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 

@@ -7,10 +7,11 @@ supervisor its policy, hooks and children's specs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actors.codec import pack_value
+from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.loading import class_path, load_object, main_file
 from actors.tool import ToolActor
 from supervisors.resources.quotas import check_on_limit, effective_limits
@@ -49,7 +50,7 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False,
-              hard_memory: bool = False) -> dict[str, Any]:
+              hard_memory: bool = False, max_callers: int = DEFAULT_MAX_CALLERS) -> dict[str, Any]:
     check_name(name)
     check_child_options(restart, security_level, shutdown_timeout, start_timeout)
     if limits is not None and not isinstance(limits, dict):
@@ -61,6 +62,12 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
             raise SpecError(f"{flag}={value!r} is invalid: must be true or false")
     if not isinstance(hold_limit, int) or isinstance(hold_limit, bool) or hold_limit < 0:
         raise SpecError(f"hold_limit={hold_limit!r} is invalid: must be a whole number >= 0")
+    if not isinstance(max_callers, int) or isinstance(max_callers, bool) or max_callers < 1:
+        raise SpecError(f"max_callers={max_callers!r} is invalid: must be a whole number >= 1 "
+                        "(connections to the tool's socket at once)")
+    if config is not None and not isinstance(config, Mapping):
+        raise SpecError(f"config={config!r} is invalid: config must be a mapping of names to "
+                        "values, such as {'start': 1}")
     config = dict(config or {})
     try:
         pack_value(config)
@@ -72,7 +79,7 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
                             "shutdown_timeout": float(shutdown_timeout),
                             "start_timeout": float(start_timeout), "hold_limit": hold_limit,
                             "limits": effective, "on_limit": on_limit, "adaptive": adaptive,
-                            "hard_memory": hard_memory}
+                            "hard_memory": hard_memory, "max_callers": max_callers}
     if path.startswith("__main__:"):
         spec["main"] = main_file()
     return spec
