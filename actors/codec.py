@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from actors.errors import MalformedMessage
-from actors.messages import REGISTRY
+from actors.messages import REGISTRY, shape_problem
 
 _EXT_PACK: list[tuple[type, int, Callable[[Any], bytes]]] = []
 _EXT_UNPACK: dict[int, Callable[[bytes], Any]] = {}
@@ -88,6 +88,17 @@ def decode(data: Any) -> Any:
     if cls is None:
         raise MalformedMessage(f"unknown message tag {items[0]}")
     try:
-        return cls(*items[1:])
+        msg = cls(*items[1:])
     except TypeError as exc:
-        raise MalformedMessage(f"bad fields for {cls.__name__}: {exc}")
+        raise _malformed(f"bad fields for {cls.__name__}: {exc}", items)
+    problem = shape_problem(msg)
+    if problem is not None:
+        raise _malformed(f"bad fields for {cls.__name__}: {problem}", items)
+    return msg
+
+
+def _malformed(text: str, items: list[Any]) -> MalformedMessage:
+    """The error, carrying the message's correlation id when it has a usable one."""
+    exc = MalformedMessage(text)
+    exc.cid = items[1] if len(items) > 1 and type(items[1]) is int and items[1] > 0 else None
+    return exc

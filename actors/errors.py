@@ -98,9 +98,14 @@ class NotFound(ToolError, LookupError):
 
 
 class MalformedMessage(ToolError):
-    """A message could not be decoded or has an unknown kind."""
+    """A message could not be decoded, has an unknown kind, or fields of the wrong type.
+
+    ``cid`` is the message's correlation id when it had a usable one, so the sender
+    can be told which of its messages was refused.
+    """
 
     code = "malformed"
+    cid: int | None = None
 
 
 class Moved(ToolError):

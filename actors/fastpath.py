@@ -261,12 +261,19 @@ class FastPathServer:
             try:
                 msg = decode(payload)
             except MalformedMessage as exc:
+                if exc.cid is not None:  # tell it which call was refused, then hang up
+                    peer.send(Reply(exc.cid, False, error=exc.to_wire()))
+                    peer.flush()
                 self.drop(peer, f"it sent a bad frame: {exc}")
                 return
             if not isinstance(msg, Call | Batch):
                 self.drop(peer, f"it sent a {type(msg).__name__}; only calls come this way")
                 return
-            self.deliver(msg, peer)
+            try:
+                self.deliver(msg, peer)
+            except Exception as exc:  # a shape the checks let through: never keep such a peer
+                self.drop(peer, f"handling its {type(msg).__name__} raised {type(exc).__name__}: {exc}")
+                return
             if peer.closed:
                 return
 

@@ -160,17 +160,8 @@ class Shell(Actor):
 
     def open_door(self, max_callers: int = DEFAULT_MAX_CALLERS, label: str | None = None) -> str | None:
         if self._door is None:
-            inner = self._inner
             label = label or f"actor {self.pid}"
-
-            def deliver(msg: Any, peer: Peer) -> None:
-                try:
-                    inner.receive(msg, peer)
-                except Exception as exc:  # a message the checks let through: drop its sender
-                    peer.server.drop(peer, f"handling its {type(msg).__name__} raised "
-                                           f"{type(exc).__name__}: {exc}")
-
-            self._door = FastPathServer(deliver, self, label=label, max_peers=max_callers)
+            self._door = FastPathServer(self._inner.receive, self, label=label, max_peers=max_callers)
         return self._door.address
 
     # Mailbox (for the fast path's lingering) --------------------------------------------
@@ -240,7 +231,7 @@ class Shell(Actor):
             logger.warning("actor {} dropped a malformed message from {}: {}", self.pid, sender, exc)
             if sender is not None and sender != self.myAddress:
                 try:
-                    super().send(sender, encode(Reply(0, False, error=exc.to_wire())))
+                    super().send(sender, encode(Reply(exc.cid or 0, False, error=exc.to_wire())))
                 except Exception:  # the sender may be gone
                     pass
         except Exception as exc:  # never let Thespian retry or poison a message
