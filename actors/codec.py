@@ -34,6 +34,9 @@ def _default(obj: Any) -> Any:
             return msgpack.ExtType(code, pack(obj))
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    if isinstance(obj, int):  # msgpack calls us for integers out of its range
+        raise OverflowError(f"the integer {obj} is too large for the wire: integers from -2**63 to "
+                            "2**64-1 can be sent; send a larger one as a string")
     raise TypeError(f"cannot send a value of type {type(obj).__name__}; "
                     "send plain data (dict, list, str, bytes, int, float, bool, None)")
 
@@ -69,7 +72,8 @@ def unpack_value(data: bytes) -> Any:
 
 
 def encode(msg: Any) -> bytes:
-    """Pack a registered message; raises ``TypeError`` naming an unsendable value."""
+    """Pack a registered message; raises ``TypeError`` naming an unsendable value
+    (``OverflowError`` for an integer out of msgpack's range)."""
     cls = type(msg)
     return pack_value([cls.TAG, *[getattr(msg, f) for f in cls.FIELDS]])
 

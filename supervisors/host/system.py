@@ -39,7 +39,7 @@ from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
 from supervisors.processes.procs import end_session, pid_alive, session_pids
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
-from supervisors.tree.policy import Policy
+from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
 
 CALL_PATHS = ("socket", "thespian")
@@ -76,11 +76,11 @@ class ToolSystem:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
-        if not isinstance(sample_every, (int, float)) or sample_every <= 0:
-            raise ValueError(f"sample_every={sample_every!r} is invalid: must be a number > 0 (seconds)")
-        self.sample_every = float(sample_every)
-        self.call_timeout = call_timeout
-        self.op_timeout = op_timeout
+        self.sample_every = check_seconds(sample_every, "sample_every")
+        self.call_timeout = check_seconds(call_timeout, "call_timeout")
+        self.op_timeout = check_seconds(op_timeout, "op_timeout")
+        window_per_caller = check_count(window_per_caller, "window_per_caller")
+        window_per_tool = check_count(window_per_tool, "window_per_tool")
         self.log_level = log_level
         self.handle_signals = handle_signals
         self.transport = Transport(base, ip)
@@ -333,7 +333,7 @@ class ToolSystem:
 
     # ------------------------------------------------------------------ the call path
     def _deadline(self, timeout: float | None, default: float) -> float:
-        return time.time() + (default if timeout is None else float(timeout))
+        return time.time() + check_seconds(timeout, "timeout", default)
 
     def _require_running(self) -> None:
         if not self._running or self.root_route is None:
@@ -342,7 +342,7 @@ class ToolSystem:
 
     def _call(self, path: str, command: str, args: dict[str, Any],
               timeout: float | None) -> Any:
-        limit = self.call_timeout if timeout is None else float(timeout)
+        limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
                                f"{command!r}", limit)
@@ -352,7 +352,7 @@ class ToolSystem:
 
     def _batch(self, path: str, calls: list[tuple[str, dict[str, Any]]],
                timeout: float | None) -> list[Any]:
-        limit = self.call_timeout if timeout is None else float(timeout)
+        limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         wire_calls = [[command, dict(args or {})] for command, args in calls]
         reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
@@ -399,7 +399,7 @@ class ToolSystem:
                      timeout: float | None) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
         self._require_running()
-        limit = self.call_timeout if timeout is None else float(timeout)
+        limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         cid = next(self._cids)
         msg = Call(cid, command, args, deadline)

@@ -22,7 +22,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 def _need(ok: bool, field_name: str, value: Any, what: str) -> None:
     if not ok:
-        raise SpecError(f"{field_name}={value!r} is invalid: {what}")
+        raise SpecError.invalid(field_name, value, what)
 
 
 def _number(value: Any) -> bool:
@@ -148,6 +148,26 @@ class Intensity:
         self.times = [t for t in self.times if now - t < self.period]
         self.times.append(now)
         return len(self.times) <= self.max_restarts
+
+
+def check_seconds(value: Any, field_name: str, default: float | None = None) -> float:
+    """A duration in seconds: a finite number > 0 (not a bool, not text).
+
+    With a ``default``, None means that default.
+    """
+    if value is None and default is not None:
+        return float(default)
+    hint = f", or None for the default ({default:g}s)" if default is not None else ""
+    _need(_number(value) and value > 0, field_name, value,
+          f"must be a finite number of seconds > 0{hint}")
+    return float(value)
+
+
+def check_count(value: Any, field_name: str, minimum: int = 1) -> int:
+    """A whole number >= ``minimum`` (not a bool, not a float, not text)."""
+    _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, field_name,
+          value, f"must be a whole number >= {minimum}")
+    return int(value)
 
 
 def check_name(name: Any, what: str = "name") -> str:

@@ -20,6 +20,7 @@ from supervisors.tree.policy import (
     Policy,
     SpecError,
     check_child_options,
+    check_count,
     check_name,
 )
 
@@ -54,20 +55,18 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
     check_name(name)
     check_child_options(restart, security_level, shutdown_timeout, start_timeout)
     if limits is not None and not isinstance(limits, dict):
-        raise SpecError(f"limits={limits!r} is invalid: give a dict such as {{'memory_mb': 64}}")
+        raise SpecError.invalid("limits", limits, "give a dict such as {'memory_mb': 64}")
     effective = effective_limits(security_level, limits)
     check_on_limit(on_limit)
     for flag, value in (("adaptive", adaptive), ("hard_memory", hard_memory)):
         if not isinstance(value, bool):
-            raise SpecError(f"{flag}={value!r} is invalid: must be true or false")
+            raise SpecError.invalid(flag, value, "must be true or false")
     if not isinstance(hold_limit, int) or isinstance(hold_limit, bool) or hold_limit < 0:
-        raise SpecError(f"hold_limit={hold_limit!r} is invalid: must be a whole number >= 0")
-    if not isinstance(max_callers, int) or isinstance(max_callers, bool) or max_callers < 1:
-        raise SpecError(f"max_callers={max_callers!r} is invalid: must be a whole number >= 1 "
-                        "(connections to the tool's socket at once)")
+        raise SpecError.invalid("hold_limit", hold_limit, "must be a whole number >= 0")
+    check_count(max_callers, "max_callers")
     if config is not None and not isinstance(config, Mapping):
-        raise SpecError(f"config={config!r} is invalid: config must be a mapping of names to "
-                        "values, such as {'start': 1}")
+        raise SpecError.invalid("config", config, "config must be a mapping of names to values, "
+                                "such as {'start': 1}")
     config = dict(config or {})
     try:
         pack_value(config)
