@@ -59,7 +59,8 @@ def test_a_thread_per_call_leaves_no_descriptors_behind(call_path: str) -> None:
         assert t.call("get") == 440
         # the tool notices hung-up callers on its next turn
         wait_until(lambda: fds(pid) <= tool_before + 4, 10, what="tool descriptors back")
-        assert fds(os.getpid()) <= host_before + 4, (host_before, fds(os.getpid()))
+        # (pooled Thespian endpoints keep a connection or two each to the actors they spoke to)
+        assert fds(os.getpid()) <= host_before + 12, (host_before, fds(os.getpid()))
 
 
 def test_idle_callers_are_counted_apart_from_the_tools_own_files() -> None:
