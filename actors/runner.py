@@ -58,6 +58,7 @@ class ToolRunner:
         self.tmpdir: str | None = None
         self.spare_fds: sandbox.SpareFds | None = None
         self.spare_memory: sandbox.SpareMemory | None = None
+        self.memory_limit: float | None = None  # memory_mb, when hard_memory caps it
         self.inherited: list[int] = [2]
         self.log = logger
 
@@ -142,9 +143,10 @@ class ToolRunner:
                                       callers=self.max_callers)
             if spec.get("hard_memory"):
                 self.spare_memory = sandbox.SpareMemory()
+                self.memory_limit = limits.get("memory_mb")
             if limits.get("cpu_seconds"):
                 sandbox.raise_on_sigxcpu(limits["cpu_seconds"])
-            cls = load_object(spec["actor"], spec.get("main"))
+            cls = _load_tool_class(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
                 raise TypeError(f"{spec['actor']} is not a ToolActor subclass")
             tool = cls()
@@ -299,11 +301,14 @@ class ToolRunner:
                 return False, None, bad
             return False, None, exc
         except (Exception, SystemExit) as exc:
-            self._check_exhaustion(exc)
-            return False, None, exc
+            return False, None, self._check_exhaustion(exc)
 
-    def _check_exhaustion(self, exc: BaseException) -> None:
-        """The tool ran out of descriptors or memory: give the runtime its spares back."""
+    def _check_exhaustion(self, exc: BaseException) -> BaseException:
+        """The tool ran out of descriptors or memory: give the runtime its spares back.
+
+        Returns the error to report: a bare ``MemoryError`` under ``hard_memory`` is
+        given a message naming the limit.
+        """
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.spare_fds is not None:
             if self.spare_fds.release():
                 self.log.warning("tool {} hit its open-files hard limit; runtime spares released",
@@ -312,6 +317,13 @@ class ToolRunner:
             if self.spare_memory.release():
                 self.log.warning("tool {} hit its memory hard limit; runtime spare released",
                                  self.path)
+            if not str(exc) and self.memory_limit is not None:
+                named = MemoryError(f"the tool hit its hard memory limit (hard_memory with "
+                                    f"memory_mb={self.memory_limit:g}: its address space may grow "
+                                    f"by {self.memory_limit:g} MB); use less or raise memory_mb")
+                named.__traceback__ = exc.__traceback__
+                return named
+        return exc
 
     def _refuse(self, call: Call | Batch, to: Any, error: ToolError) -> None:
         """Answer a call (or a whole batch) that will not run here."""
@@ -350,7 +362,7 @@ class ToolRunner:
         try:
             fn()
         except Exception as exc:
-            self._check_exhaustion(exc)
+            exc = self._check_exhaustion(exc)  # type: ignore[assignment]
             self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)
             self.request_exit(False, exc)
 
@@ -373,3 +385,15 @@ class ToolRunner:
                 else:
                     self._refuse(item, sender, Moved(f"tool {self.path} is going away"))
 
+
+
+def _load_tool_class(path: str, main: str | None) -> Any:
+    """Load the tool's class; explain the one case a script's author cannot guess."""
+    try:
+        return load_object(path, main)
+    except ImportError as exc:
+        if path.startswith("__main__:"):
+            raise ImportError(f"{exc}: tool classes must be importable ('module:Class') or defined "
+                              "in the script before the ToolSystem starts (its processes are "
+                              "forked at start and do not see classes defined later)") from None
+        raise

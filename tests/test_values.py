@@ -129,3 +129,61 @@ def test_values_are_shown_as_toml_spells_them() -> None:
 
     assert [toml_value(v) for v in (True, False, "x", NAN, INF, -INF, 1, 1.5, [1, "a"], {"a": True})] == \
         ["true", "false", '"x"', "nan", "inf", "-inf", "1", "1.5", '[1, "a"]', "{ a = true }"]
+
+
+@pytest.mark.timeout(60)
+def test_call_many_says_what_an_item_is(system: ToolSystem) -> None:
+    t = system.spawn(Counter, name="c")
+    for bad, index in ((["add"], 0), ([("add", "x")], 0), ([("add", {}), ("add",)], 1),
+                       ([("add", {}), 5], 1)):
+        with pytest.raises(TypeError, match=rf"call_many item {index} is .*each item is \(command, "):
+            t.call_many(bad)
+    assert t.call_many([("add", {}), ("add", None)]) == [1, 2]
+
+
+def test_spawn_config_must_be_a_mapping() -> None:
+    with pytest.raises(SpecError, match="config must be a mapping"):
+        tool_spec(Counter, "c", config=[1, 2])
+
+
+@pytest.mark.timeout(60)
+def test_a_hard_memory_breach_names_the_limit(system: ToolSystem) -> None:
+    from supervisors import ToolError
+
+    t = system.spawn("tests.tools:Hog", name="h", limits={"memory_mb": 64}, hard_memory=True,
+                     on_limit="alert")
+    with pytest.raises(ToolError) as info:
+        t.call("leak", mb=200)
+    assert info.value.type == "MemoryError"
+    assert "memory_mb=64" in info.value.message and "hard memory limit" in info.value.message
+
+
+LATE_SCRIPT = """
+from actors import ToolActor, command
+from supervisors import ToolSystem, ToolError
+
+with ToolSystem() as system:
+    class Late(ToolActor):
+        @command
+        def hi(self) -> str:
+            return "hi"
+
+    try:
+        system.spawn(Late, name="late")
+    except ToolError as exc:
+        print("ERROR:", exc)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_tool_class_defined_after_start_is_explained(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "late.py"
+    script.write_text(LATE_SCRIPT)
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50,
+                         cwd=root, env={**__import__("os").environ, "PYTHONPATH": root})
+    assert "ERROR:" in out.stdout, out.stderr[-2000:]
+    assert "defined in the script before the ToolSystem starts" in out.stdout, out.stdout

@@ -17,7 +17,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,7 +354,7 @@ class ToolSystem:
                timeout: float | None) -> list[Any]:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
-        wire_calls = [[command, dict(args or {})] for command, args in calls]
+        wire_calls = [_batch_item(i, item) for i, item in enumerate(calls)]
         reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
                                f"a batch of {len(wire_calls)} calls", limit)
         if isinstance(reply, Reply):  # the whole batch was refused
@@ -524,6 +524,15 @@ class ToolSystem:
 
 
 _RESEND = object()  # marker: deliver the call to the next instance
+
+
+def _batch_item(i: int, item: Any) -> list[Any]:
+    """One ``call_many`` item as ``[command, args]``; a clear error for any other shape."""
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str) and (
+            item[1] is None or isinstance(item[1], Mapping)):
+        return [item[0], dict(item[1] or {})]
+    raise TypeError(f"call_many item {i} is {item!r:.80}: each item is (command, {{args}}), "
+                    "e.g. ('add', {'k': 2}) or ('get', {})")
 
 
 def _moved(reply: Any) -> bool:
