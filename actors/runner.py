@@ -165,7 +165,8 @@ class ToolRunner:
             self.sm.go(S.RUNNING)
         except Exception as exc:
             self.sm.force(S.FAILED)
-            self.log.warning("tool {} failed to start: {}: {}", self.path, type(exc).__name__, exc)
+            # (its supervisor logs the failure: one line per event)
+            self.log.debug("tool {} failed to start: {}: {}", self.path, type(exc).__name__, exc)
             self._bounce_held()
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
 from loguru import logger
 from thespian.actors import ActorSystem
 
@@ -61,6 +62,34 @@ def _close_endpoint(cm: Any) -> None:
         pass
 
 
+def _children() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children()}
+    except psutil.Error:
+        return set()
+
+
+def _reap(pids: set[int], within: float = 2.0) -> None:
+    """Collect the exit status of the launchers Thespian forked and never waits for.
+
+    Thespian starts its admin through a process that forks the admin and exits at
+    once, then detaches it from multiprocessing: without this it stays <defunct>
+    for as long as the host runs.
+    """
+    deadline = time.monotonic() + within
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere, or not our child
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.005)
+
+
 class PeerGone(Exception):
     """The process we sent to ended before it answered."""
 
@@ -93,9 +122,11 @@ class Transport:
         for attempt in range(3):  # a free port can be taken by someone else before we bind it
             self.port = free_port(self.ip, kind)
             try:
+                before = _children()
                 with _default_signals():  # actor processes must not inherit the host's handlers
                     self._asys = ActorSystem(self.base, {"Admin Port": self.port},
                                              transientUnique=True)
+                _reap(_children() - before)
                 return
             except Exception as exc:
                 if attempt == 2:
