@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from actors.errors import ToolError
 from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.state import ToolState
+from supervisors.resources.usage import blank
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Policy
 from supervisors.tree.specs import supervisor_spec, tool_spec
@@ -47,7 +48,8 @@ class ToolStatus:
                    generation=int(info.get("generation", 0)),
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
-                   usage=dict(info.get("usage") or {}))
+                   usage={**blank(), **(info.get("usage") or {})} if info["kind"] == "tool"
+                   else dict(info.get("usage") or {}))
 
 
 def _split(path: str) -> tuple[str, str]:

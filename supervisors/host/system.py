@@ -38,6 +38,7 @@ from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
 from supervisors.processes.procs import end_session, pid_alive, session_pids
+from supervisors.resources.usage import blank
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
@@ -233,7 +234,7 @@ class ToolSystem:
     def tree(self, timeout: float | None = None) -> dict[str, Any]:
         """The whole supervision tree as nested dicts (name, kind, state, children, ...).
 
-        Tool nodes carry ``usage`` (see ``usage()``) once they have been sampled.
+        Tool nodes carry ``usage`` (see ``usage()``; every figure None until sampled).
         """
         tree = self._subtree("", None, timeout)
         try:
@@ -244,7 +245,7 @@ class ToolSystem:
         def attach(node: dict[str, Any]) -> None:
             if node.get("kind") == "tool":
                 found = figures.get(node.get("path", ""))
-                node["usage"] = found if found and found.get("pid") == node.get("pid") else {}
+                node["usage"] = found if found and found.get("pid") == node.get("pid") else blank()
             for child in node.get("children", []):
                 attach(child)
 
@@ -289,7 +290,9 @@ class ToolSystem:
         Each holds ``memory_mb`` (USS), ``rss_mb``, ``cpu_percent``, ``cpu_seconds``,
         ``open_files``, ``threads``, ``connections``, ``children``, I/O bytes,
         ``sampled_at``, and the tool's ``limits`` (as enforced now), ``configured``
-        limits, ``level`` and ``on_limit``. Tools not sampled yet are absent.
+        limits, ``level`` and ``on_limit``; ``callers`` is the number of connections
+        callers hold to its socket (not part of ``open_files``). A tool not sampled
+        yet has every figure, each None.
         """
         args = {} if paths is None else {"paths": list(paths)}
         return dict(self._ask_accountant("usage", args, timeout))
