@@ -59,3 +59,15 @@ def test_the_code_block_runs(tmp_path: Path, page: Path, line: int) -> None:
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=100)
     assert done.returncode == 0, f"{page.name}:{line} failed:\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+
+
+def test_the_license_is_declared_once_as_an_spdx_expression() -> None:
+    import configparser
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"  # a string: a table makes setuptools warn
+    assert "setuptools>=77" in project["build-system"]["requires"]
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert "license" not in cfg["metadata"]  # would be overwritten, with a warning
