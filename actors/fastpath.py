@@ -169,8 +169,11 @@ class FastPathServer:
             wait = min(LINGER_IDLE, end - time.monotonic())
             if wait <= 0 or not self.peers or not framework or self.mailbox.framework_busy():
                 return
-            try:
-                ready, _, _ = select.select(self.fds() + framework, [], [], wait)
+            try:  # poll, not select: a tool with many callers has descriptors above 1023
+                poller = select.poll()
+                for fd in self.fds() + framework:
+                    poller.register(fd, select.POLLIN)
+                ready = [fd for fd, _ in poller.poll(wait * 1000)]
             except (OSError, ValueError):
                 return
             if not ready or any(fd in framework for fd in ready):

@@ -14,6 +14,7 @@ from actors.codec import decode, encode
 from actors.frames import FrameReader, pack_frame
 from actors.messages import Call
 from supervisors import ToolError, ToolSystem
+from supervisors.host.fastclient import POOL_IDLE
 from tests.helpers import wait_until
 from tests.tools import Counter
 
@@ -58,7 +59,8 @@ def test_a_thread_per_call_leaves_no_descriptors_behind(call_path: str) -> None:
         assert errors == []
         assert t.call("get") == 440
         # the tool notices hung-up callers on its next turn
-        wait_until(lambda: fds(pid) <= tool_before + 4, 10, what="tool descriptors back")
+        # (the host keeps up to POOL_IDLE idle connections: a bound, not a leak)
+        wait_until(lambda: fds(pid) <= tool_before + POOL_IDLE, 10, what="tool descriptors back")
         # (pooled Thespian endpoints keep a connection or two each to the actors they spoke to)
         assert fds(os.getpid()) <= host_before + 12, (host_before, fds(os.getpid()))
 
@@ -75,7 +77,7 @@ def test_idle_callers_are_counted_apart_from_the_tools_own_files() -> None:
                 s.connect(address)
                 socks.append(s)
             assert t.call("add") == 2  # a turn of the loop accepts them all
-            usage = wait_until(lambda: (u := t.status().usage).get("callers", 0) >= 200 and u, 15,
+            usage = wait_until(lambda: ((u := t.status().usage).get("callers") or 0) >= 200 and u, 15,
                                what="200 callers counted")
             assert usage["open_files"] < 64, usage
             assert t.status().state.value == "running" and t.status().restarts == 0
