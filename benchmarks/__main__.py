@@ -5,7 +5,8 @@ Sections run one after another, each in a fresh Python process of its own
 leftover heap disturb another's: round trip (pipe, bare ask, slow and
 fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
-start/shutdown, and resource accounting. A section that fails is reported as
+start/shutdown, resource accounting, and callers (a thread per call,
+a crowd of idle connections). A section that fails is reported as
 an error in the table and the JSON, the others still run, and the exit status
 is 1. ``--quick`` runs short versions of everything (under a minute on 2 cores).
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from benchmarks import (
     accounting,
+    callers,
     frames,
     leftovers,
     lifecycle,
@@ -121,6 +123,8 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "accounting": lambda: accounting.run(tools=100, sweeps=5 if q else 30, duration=memory_s,
                                              cadence=cadence, periods=[0.25] if q else [0.25, 1.0],
                                              repeats=3 if q else 6, log_level=level),
+        "callers": lambda: callers.run(500 if q else 10_000, 200 if q else 2_000, 200 if q else 1_000,
+                                       200 if q else 2_000, level),
     }
 
 
