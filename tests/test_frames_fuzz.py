@@ -34,7 +34,9 @@ values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12)
 commands = st.sampled_from(["add", "get", "fail", "unsendable", "nope", ""])
+odd_keys = st.one_of(st.text(max_size=4), st.integers(-5, 5), st.none(), st.booleans(), st.binary(max_size=3))
 fields = st.one_of(values, commands, st.dictionaries(st.sampled_from(["k", "x"]), values, max_size=2),
+                   st.dictionaries(odd_keys, values, max_size=3),
                    st.lists(st.tuples(commands, st.dictionaries(st.sampled_from(["k"]), values,
                                                                  max_size=1)).map(list), max_size=3),
                    st.floats(time.time() + 60, time.time() + 120))
