@@ -6,13 +6,10 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from actors import ToolActor, command
-from actors.codec import decode, encode
-from actors.frames import FrameReader, pack_frame
-from actors.messages import Call
 from supervisors import ToolError, ToolSystem
 from supervisors.host.fastclient import POOL_IDLE
 from tests.helpers import wait_until
@@ -135,49 +132,59 @@ def test_max_callers_is_checked() -> None:
             tool_spec(Counter, "c", max_callers=bad)
 
 
-class FdFiller(ToolActor):
-    """Opens files until the kernel says no, and keeps them until told."""
+EMFILE_SCRIPT = """
+import os, resource, socket, sys, time
+from actors.codec import decode, encode
+from actors.fastpath import FastPathServer
+from actors.frames import FrameReader, pack_frame
+from actors.messages import Call, Reply
 
-    def on_init(self, config: dict) -> None:
-        self.files: list[int] = []
+class Mailbox:
+    def framework_fds(self): return []
+    def framework_busy(self): return False
 
-    @command
-    def fill(self) -> int:
-        try:
-            while True:
-                self.files.append(os.open(os.devnull, os.O_RDONLY))
-        except OSError:
-            return len(self.files)
+served = []
+server = FastPathServer(lambda msg, peer: (served.append(msg.cid), peer.send(Reply(msg.cid, True, 1))),
+                        Mailbox(), label="tool t")
+callers = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+n = len(os.listdir("/proc/self/fd")) + 8
+resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+files = []
+try:
+    while True:
+        files.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+callers[0].connect(server.address)
+callers[0].sendall(pack_frame(encode(Call(1, "x", {}, time.time() + 9))))
+server.on_ready([server.listen_fd])          # accept fails with EMFILE: must not raise
+callers[0].settimeout(5)
+reply = decode(FrameReader().feed(callers[0].recv(65536))[0])
+assert (reply.cid, reply.ok) == (0, False), reply
+print("REFUSED:", reply.error["message"])
+for fd in files:
+    os.close(fd)
+callers[1].connect(server.address)
+callers[1].sendall(pack_frame(encode(Call(2, "x", {}, time.time() + 9))))
+server.on_ready([server.listen_fd])
+for fd in list(server.peers):
+    server.on_ready([fd])
+callers[1].settimeout(5)
+reply = decode(FrameReader().feed(callers[1].recv(65536))[0])
+assert (reply.cid, reply.ok) == (2, True) and served == [2], (reply, served)
+print("SERVED AFTER")
+"""
 
-    @command
-    def release(self) -> int:
-        for fd in self.files:
-            os.close(fd)
-        n, self.files = len(self.files), []
-        return n
 
+def test_a_tool_out_of_descriptors_refuses_new_callers_and_lives(tmp_path) -> None:
+    import subprocess
+    import sys
 
-def test_a_tool_out_of_descriptors_refuses_new_callers_and_lives() -> None:
-    with ToolSystem(call_path="socket") as system:
-        t = system.spawn(FdFiller, name="f", limits={"open_files": 32}, on_limit="alert",
-                         max_callers=8)
-        assert t.call("release") == 0
-        pid = t.status().pid
-        assert t.call("fill") > 32
-        address = system._routes["f"].socket
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(address)
-        try:
-            s.sendall(pack_frame(encode(Call(9, "release", {}, time.time() + 10))))
-        except BrokenPipeError:
-            pass  # it answered and hung up first: its answer is still ours to read
-        s.settimeout(10)
-        reply = decode(FrameReader().feed(s.recv(65536))[0])
-        s.close()
-        assert (reply.cid, reply.ok) == (0, False) and "out of file descriptors" in reply.error["message"]
-        assert t.call("release") > 32  # the pooled connection still works
-        assert t.status().pid == pid and t.status().restarts == 0
-        s2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s2.connect(address)
-        s2.close()
-        assert t.call("fill") > 0 and t.call("release") > 0
+    script = tmp_path / "emfile.py"
+    script.write_text(EMFILE_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50,
+                          cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "REFUSED: tool t is out of file descriptors; retry later" in done.stdout
+    assert "SERVED AFTER" in done.stdout
