@@ -7,7 +7,8 @@ Layout::
     [[supervisor]]                # name, strategy, max_restarts, period, backoff = {...},
                                   # fatal_errors, restart, shutdown_timeout, hooks = ["m:C"]
     [[supervisor.tool]]           # name, actor = "module:Class", restart, security_level,
-                                  # config = {...}, shutdown_timeout, start_timeout, hold_limit
+                                  # config = {...}, shutdown_timeout, start_timeout, hold_limit,
+                                  # limits = {...}, on_limit, adaptive, hard_memory, max_callers
     [[supervisor.supervisor]]     # nested supervisors, same keys; started after the tools
 
 Every problem is reported in one ``ConfigError`` naming the file and the key (or

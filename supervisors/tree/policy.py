@@ -46,15 +46,15 @@ class Backoff:
 
     def __post_init__(self) -> None:
         _need(_number(self.initial) and self.initial >= 0, "backoff.initial", self.initial,
-              "must be a number >= 0 (seconds)")
+              "must be a finite number >= 0 (seconds)")
         _need(_number(self.maximum) and self.maximum >= self.initial, "backoff.maximum",
-              self.maximum, f"must be a number >= initial ({self.initial})")
+              self.maximum, f"must be a finite number >= initial ({self.initial})")
         _need(_number(self.multiplier) and self.multiplier >= 1, "backoff.multiplier",
-              self.multiplier, "must be a number >= 1")
+              self.multiplier, "must be a finite number >= 1")
         _need(_number(self.jitter) and 0 <= self.jitter <= 1, "backoff.jitter", self.jitter,
               "must be between 0 and 1")
         _need(_number(self.reset_after) and self.reset_after > 0, "backoff.reset_after",
-              self.reset_after, "must be a number > 0 (seconds)")
+              self.reset_after, "must be a finite number > 0 (seconds)")
 
     @classmethod
     def none(cls) -> Backoff:
@@ -95,7 +95,7 @@ class Policy:
               and self.max_restarts >= 0, "max_restarts", self.max_restarts,
               "must be a whole number >= 0")
         _need(_number(self.period) and self.period > 0, "period", self.period,
-              "must be a number > 0 (seconds)")
+              "must be a finite number > 0 (seconds)")
         _need(isinstance(self.backoff, Backoff), "backoff", self.backoff, "must be a Backoff")
         names = self.fatal_errors
         _need(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names),
@@ -183,9 +183,9 @@ def check_child_options(restart: Any, security_level: Any, shutdown_timeout: Any
     _need(security_level in SECURITY_LEVELS, "security_level", security_level,
           f"must be one of {', '.join(SECURITY_LEVELS)}")
     _need(_number(shutdown_timeout) and shutdown_timeout > 0, "shutdown_timeout",
-          shutdown_timeout, "must be a number > 0 (seconds)")
+          shutdown_timeout, "must be a finite number > 0 (seconds)")
     _need(_number(start_timeout) and start_timeout > 0, "start_timeout", start_timeout,
-          "must be a number > 0 (seconds)")
+          "must be a finite number > 0 (seconds)")
 
 
 def should_restart(restart: str, normal: bool) -> bool:
