@@ -275,6 +275,7 @@ class FastPathServer:
             try:
                 self.deliver(msg, peer)
             except Exception as exc:  # a shape the checks let through: never keep such a peer
+                logger.opt(exception=exc).debug("{}: serving a {} raised", self.label, type(msg).__name__)
                 self.drop(peer, f"handling its {type(msg).__name__} raised {type(exc).__name__}: {exc}")
                 return
             if peer.closed:

@@ -3,8 +3,9 @@
 Connections are pooled per tool instance: a call takes one for its exchange and
 gives it back, so threads share them and a thread that ends leaks nothing. A
 connection to an instance that has died fails *before* the call is delivered
-(connect refused, broken pipe): that call is resent to the next instance. A connection that closes *after* the
-call was sent means the tool died while serving it.
+(connect refused, broken pipe): that call is resent to the next instance. A
+connection that closes *after* the call was sent means the tool died while
+serving it.
 """
 
 from __future__ import annotations
@@ -124,10 +125,6 @@ class SocketCalls:
                 pool.pop().close()
             except IndexError:
                 break
-
-    def open_count(self) -> int:
-        """Idle connections held now (for tests and benchmarks)."""
-        return sum(len(p) for p in list(self._pools.values()))
 
     def exchange(self, address: str, msg: Any, match: Callable[[Any], bool], deadline: float) -> Any:
         """Send ``msg`` and return the first reply that ``match`` accepts.

@@ -133,6 +133,7 @@ class ToolSystem:
         logs.setup(self.log_level)
         started = time.monotonic()
         self.runtime_dir = tempfile.mkdtemp(prefix="toolvisor-")  # tools' temp dirs live here
+        self.fast = SocketCalls()  # (a system started again after shutdown starts with new pools)
         self.transport.start()
         self._running = True
         try:

@@ -119,6 +119,7 @@ class Transport:
         # Thespian reads this when it creates addresses; all our processes inherit it.
         os.environ.setdefault("THESPIAN_BASE_IPADDR", self.ip)
         kind = socket.SOCK_DGRAM if self.base == "multiprocUDPBase" else socket.SOCK_STREAM
+        self._closed = False
         for attempt in range(3):  # a free port can be taken by someone else before we bind it
             self.port = free_port(self.ip, kind)
             try:
@@ -155,23 +156,11 @@ class Transport:
         else:
             self._idle.append(pair)
 
-    @contextmanager
-    def endpoint(self) -> Iterator[Any]:
-        """A Thespian endpoint to use directly for a while (tests, tools of our own)."""
-        pair = self._take()
-        try:
-            yield pair[1]
-        finally:
-            self._give_back(pair)
-
     def _endpoint(self) -> Any:
         """An endpoint of one's own until the system closes (tests that talk raw Thespian)."""
         pair = self._take()
         self._lent.append(pair)
         return pair[1]
-
-    def idle_endpoints(self) -> int:
-        return len(self._idle)
 
     def exchange(self, address: Any, msg: Any, match: Callable[[Any], bool], deadline: float,
                  alive: Callable[[], bool] | None = None) -> Any:
