@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from actors.errors import MalformedMessage
-from actors.messages import REGISTRY
+from actors.messages import REGISTRY, shape_problem
 
 _EXT_PACK: list[tuple[type, int, Callable[[Any], bytes]]] = []
 _EXT_UNPACK: dict[int, Callable[[bytes], Any]] = {}
@@ -34,6 +34,9 @@ def _default(obj: Any) -> Any:
             return msgpack.ExtType(code, pack(obj))
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    if isinstance(obj, int):  # msgpack calls us for integers out of its range
+        raise OverflowError(f"the integer {obj} is too large for the wire: integers from -2**63 to "
+                            "2**64-1 can be sent; send a larger one as a string")
     raise TypeError(f"cannot send a value of type {type(obj).__name__}; "
                     "send plain data (dict, list, str, bytes, int, float, bool, None)")
 
@@ -69,7 +72,8 @@ def unpack_value(data: bytes) -> Any:
 
 
 def encode(msg: Any) -> bytes:
-    """Pack a registered message; raises ``TypeError`` naming an unsendable value."""
+    """Pack a registered message; raises ``TypeError`` naming an unsendable value
+    (``OverflowError`` for an integer out of msgpack's range)."""
     cls = type(msg)
     return pack_value([cls.TAG, *[getattr(msg, f) for f in cls.FIELDS]])
 
@@ -88,6 +92,17 @@ def decode(data: Any) -> Any:
     if cls is None:
         raise MalformedMessage(f"unknown message tag {items[0]}")
     try:
-        return cls(*items[1:])
+        msg = cls(*items[1:])
     except TypeError as exc:
-        raise MalformedMessage(f"bad fields for {cls.__name__}: {exc}")
+        raise _malformed(f"bad fields for {cls.__name__}: {exc}", items)
+    problem = shape_problem(msg)
+    if problem is not None:
+        raise _malformed(f"bad fields for {cls.__name__}: {problem}", items)
+    return msg
+
+
+def _malformed(text: str, items: list[Any]) -> MalformedMessage:
+    """The error, carrying the message's correlation id when it has a usable one."""
+    exc = MalformedMessage(text)
+    exc.cid = items[1] if len(items) > 1 and type(items[1]) is int and items[1] > 0 else None
+    return exc

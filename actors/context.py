@@ -26,8 +26,9 @@ class Context(Protocol):
     def exit(self) -> None:
         """End this actor after the current message."""
 
-    def open_door(self) -> str | None:
-        """Also serve calls on a local socket (the fast path); its address, or None."""
+    def open_door(self, max_callers: int = ..., label: str | None = None) -> str | None:
+        """Also serve calls on a local socket (the fast path), at most ``max_callers``
+        connected at once; its address, or None."""
 
 
 class Behaviour(Protocol):

@@ -16,8 +16,21 @@ class SpecError(ValueError):
     """A bad value in a policy or spec; the message names the field and the value.
 
     Defined here, at the bottom of the layers, because both the tree (policies,
-    child specs) and the resources subsystem (quotas) raise it.
+    child specs) and the resources subsystem (quotas) raise it. ``field``, ``value``
+    and ``reason`` are kept apart (when known) so a config file reader can show the
+    value as the user wrote it.
     """
+
+    field: str | None = None
+    value: Any = None
+    reason: str | None = None
+
+    @classmethod
+    def invalid(cls, field: str, value: Any, reason: str) -> SpecError:
+        """``field=value is invalid: reason``, with the parts kept as attributes."""
+        exc = cls(f"{field}={value!r} is invalid: {reason}")
+        exc.field, exc.value, exc.reason = field, value, reason
+        return exc
 
 
 class ToolError(Exception):
@@ -115,9 +128,14 @@ class DeadlockError(ToolError):
 
 
 class MalformedMessage(ToolError):
-    """A message could not be decoded or has an unknown kind."""
+    """A message could not be decoded, has an unknown kind, or fields of the wrong type.
+
+    ``cid`` is the message's correlation id when it had a usable one, so the sender
+    can be told which of its messages was refused.
+    """
 
     code = "malformed"
+    cid: int | None = None
 
 
 class Moved(ToolError):

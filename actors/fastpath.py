@@ -7,12 +7,18 @@ send length-prefixed msgpack frames (``actors.frames``) carrying the same
 ``Call``/``Batch`` messages as the slow path and get ``Reply`` frames back.
 
 A peer that breaks the protocol (cut or lying frames, garbage, a frame over the
-size limit) or that stops reading its replies is dropped with a log line; the
-server keeps serving everyone else.
+size limit, a message of the wrong shape) or that stops reading its replies is
+dropped with a log line; the server keeps serving everyone else.
+
+Callers are capped (``max_peers``, a tool's ``max_callers``): a connection over
+the cap gets one ``Reply`` with cid 0 saying why, and is closed. Running out of
+descriptors on accept is survived the same way: a spare descriptor is released
+to take the connection, answer and close it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
@@ -26,14 +32,16 @@ from typing import Any, Protocol
 from loguru import logger
 
 from actors.codec import decode, encode
-from actors.errors import MalformedMessage
+from actors.errors import MalformedMessage, ToolOverloaded
 from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
-from actors.messages import Batch, Call
+from actors.messages import Batch, Call, Reply
 
 READ_CHUNK = 64 * 1024         # bytes read from one peer per turn (fairness; 256 KiB reads
                                # made malloc mmap a fresh buffer for every call)
 MAX_PENDING_OUT = 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
-MAX_PEERS = 512
+#: Callers connected at once (``max_callers`` of a tool); one more is refused with an error.
+DEFAULT_MAX_CALLERS = 512
+MAX_PEERS = DEFAULT_MAX_CALLERS
 #: After serving, keep listening this long for the caller's next frame before
 #: handing control back to the actor's mailbox (seconds, per quiet gap) ...
 LINGER_IDLE = 0.001
@@ -59,6 +67,13 @@ def _same_user(sock: socket.socket) -> bool:
         return False
     _, uid, _ = struct.unpack("3i", creds)
     return uid == os.getuid()
+
+
+def _spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 class Peer:
@@ -109,6 +124,7 @@ class FastPathServer:
         self.peers: dict[int, Peer] = {}
         self.refused = 0
         self.refused_logged = 0.0
+        self.spare: int | None = _spare()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.address = self._bind()
         self.listener.listen(128)
@@ -153,8 +169,11 @@ class FastPathServer:
             wait = min(LINGER_IDLE, end - time.monotonic())
             if wait <= 0 or not self.peers or not framework or self.mailbox.framework_busy():
                 return
-            try:
-                ready, _, _ = select.select(self.fds() + framework, [], [], wait)
+            try:  # poll, not select: a tool with many callers has descriptors above 1023
+                poller = select.poll()
+                for fd in self.fds() + framework:
+                    poller.register(fd, select.POLLIN)
+                ready = [fd for fd, _ in poller.poll(wait * 1000)]
             except (OSError, ValueError):
                 return
             if not ready or any(fd in framework for fd in ready):
@@ -172,7 +191,10 @@ class FastPathServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("{}: accept failed: {}", self.label, exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._refuse_without_descriptors()
+                else:
+                    self._note_refusal(f"accept failed: {exc}")
                 return
             sock.setblocking(False)
             if not _same_user(sock):
@@ -180,15 +202,41 @@ class FastPathServer:
                 sock.close()
                 continue
             if len(self.peers) >= self.max_peers:
-                self.refused += 1
-                now = time.monotonic()
-                if now - self.refused_logged > 1.0:
-                    logger.warning("{}: refused {} caller(s): {} connections already", self.label,
-                                   self.refused, self.max_peers)
-                    self.refused, self.refused_logged = 0, now
-                sock.close()
+                self._refuse(sock, f"{self.label} has {len(self.peers)} callers connected, its "
+                             f"max_callers ({self.max_peers} caller{'s' if self.max_peers != 1 else ''}); "
+                             "retry later, share connections, or raise max_callers")
                 continue
             self.peers[sock.fileno()] = Peer(sock, self)
+
+    def _refuse(self, sock: socket.socket, why: str) -> None:
+        """Tell the caller why in a ``Reply`` with cid 0, then hang up."""
+        try:
+            sock.send(pack_frame(encode(Reply(0, False, error=ToolOverloaded(why).to_wire()))))
+        except OSError:
+            pass
+        sock.close()
+        self._note_refusal(why)
+
+    def _refuse_without_descriptors(self) -> None:
+        """Out of descriptors: free the spare to take the connection, answer it, close it."""
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
+        try:
+            sock, _ = self.listener.accept()
+        except OSError as exc:
+            self._note_refusal(f"accept failed: {exc}")
+        else:
+            self._refuse(sock, f"{self.label} is out of file descriptors; retry later")
+        self.spare = _spare()
+
+    def _note_refusal(self, why: str) -> None:
+        """Log refusals at most once a second (a crowd of callers must not flood the log)."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.refused_logged > 1.0:
+            logger.warning("{}: refused {} caller(s): {}", self.label, self.refused, why)
+            self.refused, self.refused_logged = 0, now
 
     def _read(self, peer: Peer) -> None:
         try:
@@ -216,12 +264,20 @@ class FastPathServer:
             try:
                 msg = decode(payload)
             except MalformedMessage as exc:
+                if exc.cid is not None:  # tell it which call was refused, then hang up
+                    peer.send(Reply(exc.cid, False, error=exc.to_wire()))
+                    peer.flush()
                 self.drop(peer, f"it sent a bad frame: {exc}")
                 return
             if not isinstance(msg, Call | Batch):
                 self.drop(peer, f"it sent a {type(msg).__name__}; only calls come this way")
                 return
-            self.deliver(msg, peer)
+            try:
+                self.deliver(msg, peer)
+            except Exception as exc:  # a shape the checks let through: never keep such a peer
+                logger.opt(exception=exc).debug("{}: serving a {} raised", self.label, type(msg).__name__)
+                self.drop(peer, f"handling its {type(msg).__name__} raised {type(exc).__name__}: {exc}")
+                return
             if peer.closed:
                 return
 
@@ -239,6 +295,9 @@ class FastPathServer:
             pass
 
     def close(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
         for peer in list(self.peers.values()):
             self.drop(peer, None)
         try:

@@ -9,6 +9,12 @@ from loguru import logger
 
 FORMAT = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
           "<cyan>{process}</cyan> {message}")
+#: A line logged through a tool's ``self.log`` (bound with ``tool=path``) names the tool.
+TOOL_FORMAT = FORMAT.replace("{process}", "{extra[tool]}")
+
+
+def _format(record: dict) -> str:
+    return (TOOL_FORMAT if record["extra"].get("tool") else FORMAT) + "\n{exception}"
 _configured: str | None = None
 
 
@@ -20,7 +26,7 @@ def setup(level: str | None = None) -> None:
         return
     logger.remove()
     # Resolve sys.stderr at each write: whoever replaced it (pytest, a CLI) gets the output.
-    logger.add(_to_stderr, level=level, format=FORMAT, colorize=_isatty(), enqueue=False,
+    logger.add(_to_stderr, level=level, format=_format, colorize=_isatty(), enqueue=False,
                backtrace=False, diagnose=False)
     _configured = level
 

@@ -198,3 +198,40 @@ class AccountantMoved:
     """The accountant was restarted at ``address``: send it your tools again."""
     TAG: ClassVar[int]
     address: Any
+
+
+# -- shapes ------------------------------------------------------------------------------
+
+_NUMBER = "number"   # int or float, not bool, finite
+_INT = "int"         # int, not bool
+#: The field types of the messages that may come from outside the tree (callers on a
+#: tool's socket or on Thespian): a message of another shape is refused as malformed.
+SHAPES: dict[type, dict[str, Any]] = {
+    Call: {"cid": _INT, "command": str, "args": dict, "deadline": _NUMBER, "chain": list, "caller": _INT},
+    Batch: {"cid": _INT, "calls": list, "deadline": _NUMBER},
+    Reply: {"cid": _INT, "ok": bool, "error": (dict, type(None))},
+    BatchReply: {"cid": _INT, "results": list},
+    Request: {"cid": _INT, "op": str, "args": dict, "deadline": _NUMBER},
+}
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if kind == _INT:
+        return type(value) is int
+    if kind == _NUMBER:
+        return type(value) in (int, float) and value == value and abs(value) != float("inf")
+    return isinstance(value, kind)
+
+
+def shape_problem(msg: Any) -> str | None:
+    """What is wrong with the field types of ``msg`` (None: nothing)."""
+    shape = SHAPES.get(type(msg))
+    if shape is None:
+        return None
+    for name, kind in shape.items():
+        value = getattr(msg, name)
+        if not _fits(value, kind):
+            want = {_INT: "an integer", _NUMBER: "a finite number"}.get(kind) or \
+                " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            return f"{name}={value!r:.60} should be {want}"
+    return None

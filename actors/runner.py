@@ -28,6 +28,7 @@ from actors.errors import (
     UnknownCommand,
     error_to_wire,
 )
+from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.frames import MAX_FRAME
 from actors.loading import load_object
 from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
@@ -49,6 +50,7 @@ class ToolRunner:
         self.path = "?"
         self.fatal: tuple[str, ...] = ()
         self.hold_limit = DEFAULT_HOLD_LIMIT
+        self.max_callers = DEFAULT_MAX_CALLERS
         self.held: deque[tuple[str, Any, Any]] = deque()
         self.timers: dict[int, Callable[[], Any]] = {}
         self.next_timer = 0
@@ -57,6 +59,7 @@ class ToolRunner:
         self.tmpdir: str | None = None
         self.spare_fds: sandbox.SpareFds | None = None
         self.spare_memory: sandbox.SpareMemory | None = None
+        self.memory_limit: float | None = None  # memory_mb, when hard_memory caps it
         self.inherited: list[int] = [2]
         self.log = logger
         self.runtime_dir: str | None = None
@@ -168,12 +171,15 @@ class ToolRunner:
             self.spare_fds = sandbox.SpareFds()
             self.inherited = sandbox.inherited_fds()
             limits = spec.get("limits") or {}
-            sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited)
+            self.max_callers = int(spec.get("max_callers") or DEFAULT_MAX_CALLERS)
+            sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited,
+                                      callers=self.max_callers)
             if spec.get("hard_memory"):
                 self.spare_memory = sandbox.SpareMemory()
+                self.memory_limit = limits.get("memory_mb")
             if limits.get("cpu_seconds"):
                 sandbox.raise_on_sigxcpu(limits["cpu_seconds"])
-            cls = load_object(spec["actor"], spec.get("main"))
+            cls = _load_tool_class(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
                 raise TypeError(f"{spec['actor']} is not a ToolActor subclass")
             tool = cls()
@@ -192,11 +198,13 @@ class ToolRunner:
             self.sm.go(S.RUNNING)
         except Exception as exc:
             self.sm.force(S.FAILED)
-            self.log.warning("tool {} failed to start: {}: {}", self.path, type(exc).__name__, exc)
+            # (its supervisor logs the failure: one line per event)
+            self.log.debug("tool {} failed to start: {}: {}", self.path, type(exc).__name__, exc)
             self._bounce_held()
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return
-        door = self.ctx.open_door() if spec.get("call_path") == "socket" else None
+        door = self.ctx.open_door(self.max_callers, f"tool {self.path}") \
+            if spec.get("call_path") == "socket" else None
         self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door,
                                                   "tmpdir": self.tmpdir,
                                                   "inherited_fds": self.inherited}))
@@ -335,11 +343,14 @@ class ToolRunner:
                 return False, None, bad
             return False, None, exc
         except (Exception, SystemExit) as exc:
-            self._check_exhaustion(exc)
-            return False, None, exc
+            return False, None, self._check_exhaustion(exc)
 
-    def _check_exhaustion(self, exc: BaseException) -> None:
-        """The tool ran out of descriptors or memory: give the runtime its spares back."""
+    def _check_exhaustion(self, exc: BaseException) -> BaseException:
+        """The tool ran out of descriptors or memory: give the runtime its spares back.
+
+        Returns the error to report: a bare ``MemoryError`` under ``hard_memory`` is
+        given a message naming the limit.
+        """
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.spare_fds is not None:
             if self.spare_fds.release():
                 self.log.warning("tool {} hit its open-files hard limit; runtime spares released",
@@ -348,6 +359,13 @@ class ToolRunner:
             if self.spare_memory.release():
                 self.log.warning("tool {} hit its memory hard limit; runtime spare released",
                                  self.path)
+            if not str(exc) and self.memory_limit is not None:
+                named = MemoryError(f"the tool hit its hard memory limit (hard_memory with "
+                                    f"memory_mb={self.memory_limit:g}: its address space may grow "
+                                    f"by {self.memory_limit:g} MB); use less or raise memory_mb")
+                named.__traceback__ = exc.__traceback__
+                return named
+        return exc
 
     def _refuse(self, call: Call | Batch, to: Any, error: ToolError) -> None:
         """Answer a call (or a whole batch) that will not run here."""
@@ -388,7 +406,7 @@ class ToolRunner:
             if self.peers is not None:
                 self.peers.flush()
         except Exception as exc:
-            self._check_exhaustion(exc)
+            exc = self._check_exhaustion(exc)  # type: ignore[assignment]
             self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)
             self.request_exit(False, exc)
 
@@ -411,3 +429,15 @@ class ToolRunner:
                 else:
                     self._refuse(item, sender, Moved(f"tool {self.path} is going away"))
 
+
+
+def _load_tool_class(path: str, main: str | None) -> Any:
+    """Load the tool's class; explain the one case a script's author cannot guess."""
+    try:
+        return load_object(path, main)
+    except ImportError as exc:
+        if path.startswith("__main__:"):
+            raise ImportError(f"{exc}: tool classes must be importable ('module:Class') or defined "
+                              "in the script before the ToolSystem starts (its processes are "
+                              "forked at start and do not see classes defined later)") from None
+        raise

@@ -60,11 +60,13 @@ def inherited_fds() -> list[int]:
 
 
 def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False,
-                      inherited: list[int] | None = None) -> dict[str, int]:
+                      inherited: list[int] | None = None, callers: int = 0) -> dict[str, int]:
     """Set the kernel limits; return what was set (name -> value).
 
     RLIMIT_NOFILE bounds descriptor *numbers*: the tool gets ``open_files`` (plus
-    the runtime's reserve) free numbers on top of those ``inherited`` below it.
+    the runtime's reserve, plus room for ``callers`` connections to its socket) free
+    numbers on top of those ``inherited`` below it. Callers' connections are not the
+    tool's files: the accountant counts them apart and polices ``open_files`` alone.
     """
     try:
         import resource
@@ -73,7 +75,7 @@ def apply_hard_limits(limits: dict[str, Any], hard_memory: bool = False,
     applied: dict[str, int] = {}
     if limits.get("open_files"):
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        budget = int(limits["open_files"]) + FD_RESERVE
+        budget = int(limits["open_files"]) + FD_RESERVE + max(0, int(callers))
         taken = sorted(inherited or [0, 1, 2])
         n = budget + len(taken)
         for _ in range(4):  # inherited descriptors above the limit take no slot below it

@@ -35,7 +35,7 @@ from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddres
 
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
-from actors.fastpath import FastPathServer, Peer
+from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
 from actors.messages import Reply
 
 ADDRESS_EXT = 1
@@ -159,18 +159,10 @@ class Shell(Actor):
         self._close_door()
         super().send(self.myAddress, ActorExitRequest())
 
-    def open_door(self) -> str | None:
+    def open_door(self, max_callers: int = DEFAULT_MAX_CALLERS, label: str | None = None) -> str | None:
         if self._door is None:
-            inner = self._inner
-
-            def deliver(msg: Any, peer: Peer) -> None:
-                try:
-                    inner.receive(msg, peer)
-                except Exception as exc:
-                    logger.opt(exception=exc).error("actor {} failed handling a {} from a socket peer",
-                                                    self.pid, type(msg).__name__)
-
-            self._door = FastPathServer(deliver, self, label=f"actor {self.pid}")
+            label = label or f"actor {self.pid}"
+            self._door = FastPathServer(self._inner.receive, self, label=label, max_peers=max_callers)
         return self._door.address
 
     # Mailbox (for the fast path's lingering) --------------------------------------------
@@ -243,7 +235,7 @@ class Shell(Actor):
             logger.warning("actor {} dropped a malformed message from {}: {}", self.pid, sender, exc)
             if sender is not None and sender != self.myAddress:
                 try:
-                    super().send(sender, encode(Reply(0, False, error=exc.to_wire())))
+                    super().send(sender, encode(Reply(exc.cid or 0, False, error=exc.to_wire())))
                 except Exception:  # the sender may be gone
                     pass
         except Exception as exc:  # never let Thespian retry or poison a message

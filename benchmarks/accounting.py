@@ -165,7 +165,8 @@ def _one_breach(system: ToolSystem, tool: Any, period: float) -> dict[str, float
     t_seen = time.perf_counter()
     found = [e["time"] for e in system.events(since=wall_call - 1.0)
              if e["path"] == "leaky" and e["event"] == "limit exceeded" and e["time"] >= wall_call]
-    _wait(lambda: tool.status().state is ToolState.RUNNING and tool.status().usage, 30, "re-sampled")
+    _wait(lambda: tool.status().state is ToolState.RUNNING and tool.status().usage.get("sampled_at"), 30,
+          "re-sampled")
     return {"total_s": t_seen - t_ret, "from_call_start_s": t_seen - t_call,
             "leak_call_s": t_ret - t_call,
             "detect_after_return_s": (min(found) - wall_ret) if found else float("nan")}
@@ -175,7 +176,7 @@ def breach(period: float, repeats: int, log_level: str | None = None) -> dict[st
     """Breach-to-restart latency at a sampling period of ``period`` seconds."""
     with ToolSystem(policy=RESTARTS, log_level=log_level, sample_every=period) as system:
         tool = system.spawn(LEAKY, name="leaky", limits={"memory_mb": 60}, on_limit="restart")
-        _wait(lambda: tool.status().usage, 10 + 5 * period, "the first sample")
+        _wait(lambda: tool.status().usage.get("sampled_at"), 10 + 5 * period, "the first sample")
         runs = [_one_breach(system, tool, period) for _ in range(repeats)]
         last_error = tool.status().last_error
     total = [r["total_s"] for r in runs]

@@ -221,12 +221,40 @@ def _messaging_rows(s: dict[str, Any]) -> list[Row]:
          f"< {_f(t['deadlock_ms_max'])}",
          at_most(max(dc.get("max_ms", math.nan), db.get("max_ms", math.nan)), t["deadlock_ms_max"])),
     ]
+def _callers_rows(s: dict[str, Any]) -> list[Row]:
+    t = s["target"]
+    rows: list[Row] = []
+    for path in ("socket", "thespian"):
+        r = s[path]
+        growth = max(r["host_fds_after"] - r["host_fds_before"], r["tool_fds_after"] - r["tool_fds_before"])
+        rows += [
+            (f"thread per call, {path} path: {r['calls']:,} calls, failed", _f(r["failed"]),
+             "0", "met" if r["failed"] == 0 else "MISSED"),
+            ("  descriptors host / tool, before -> after",
+             f"{r['host_fds_before']} -> {r['host_fds_after']} / {r['tool_fds_before']} -> "
+             f"{r['tool_fds_after']}", f"growth <= {t['fd_growth_max']}",
+             "met" if growth <= t["fd_growth_max"] else f"MISSED, +{growth}"),
+            ("  calls/s: new thread each / one reused thread",
+             f"{_f(r['thread_per_call_calls_per_s'])} / {_f(r['reused_thread_calls_per_s'])}", "-", "ref"),
+        ]
+    i = s["idle"]
+    ok = i["state"] == "running" and i["restarts"] == 0
+    rows += [
+        (f"{i['idle_callers']:,} idle callers on one tool: state, restarts", f"{i['state']}, {i['restarts']}",
+         "running, 0", "met" if ok else "MISSED"),
+        ("  callers / open_files counted", f"{i['callers_counted']} / {i['open_files_counted']}", "-", "ref"),
+        ("  tool USS MiB before / with the crowd",
+         f"{_f(i['tool_uss_before_mb'])} / {_f(i['tool_uss_with_crowd_mb'])}", "-", "ref"),
+        ("  active caller p50 / p99 / mean ms, alone", _trio(i["latency_alone"]), "-", "ref"),
+        ("  active caller p50 / p99 / mean ms, with the crowd", _trio(i["latency_with_crowd"]), "-", "ref"),
+    ]
+    return rows
 
 
 BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput": _throughput_rows,
             "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
-            "messaging": _messaging_rows}
+            "messaging": _messaging_rows, "callers": _callers_rows}
 
 
 def table(results: dict[str, Any]) -> str:

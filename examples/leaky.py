@@ -58,7 +58,7 @@ def main() -> int:
             if st.restarts > first.restarts and st.state.value == "running":
                 break
             usage = st.usage
-            if usage:
+            if usage.get("sampled_at"):  # every figure is None until the first sample
                 print(f"  memory_mb {usage['memory_mb']:6.1f} of {usage['limits']['memory_mb']:g}"
                       f"  (rss_mb {usage['rss_mb']:.1f}, state {st.state.value})")
             time.sleep(0.3)

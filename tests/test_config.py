@@ -77,18 +77,18 @@ def test_config_builds_the_same_tree_as_code(tmp_path: Path) -> None:
     ("[[supervisor]]\nname = 'w'\n[[supervisor.tool]]\nname = 'c'\nactor = 'tests.tools:Nope'",
      r"has no attribute 'Nope'"),
     ("[[supervisor]]\nname = 'w'\ncolour = 'red'", r"supervisor\[0\] \(w\)\.colour: unknown key"),
-    ("[[supervisor]]\nname = 'w'\nstrategy = 'all_for_none'", r"strategy='all_for_none' is invalid"),
+    ("[[supervisor]]\nname = 'w'\nstrategy = 'all_for_none'", r'strategy = "all_for_none" is invalid'),
     ("[[supervisor]]\nname = 'w'\n[[supervisor.tool]]\nname = 'c'\nactor = 'tests.tools:Counter'\n"
-     "restart = 'sometimes'", r"tool\[0\] \(c\): restart='sometimes'"),
+     "restart = 'sometimes'", r'tool\[0\] \(c\): restart = "sometimes"'),
     ("[[supervisor]]\nname = 'w'\nbackoff = { initial = 1, jiter = 0.1 }",
      r"backoff\.jiter: unknown key"),
     ("[[supervisor]]\nname = 'w'\n[[supervisor.tool]]\nname = 'c'", r"missing 'actor'"),
-    ("[[supervisor]]\nname = 'w'\n[[supervisor]]\nname = 'w'", r"'w' is used twice"),
+    ("[[supervisor]]\nname = 'w'\n[[supervisor]]\nname = 'w'", r'"w" is used twice'),
     ("[system]\ndashboard = 5\nspeed = 1", r"system\.speed: unknown key"),
-    ("[system]\nlog_level = 'loud'", r"system\.log_level='loud' is invalid"),
-    ("[system]\nlog_level = 5", r"system\.log_level=5 is invalid"),
-    ("[system]\ncall_timeout = 'x'", r"system\.call_timeout='x' is invalid"),
-    ("[system]\nbase = 'bogus'", r"system\.base='bogus' is invalid"),
+    ("[system]\nlog_level = 'loud'", r'system\.log_level = "loud" is invalid'),
+    ("[system]\nlog_level = 5", r"system\.log_level = 5 is invalid"),
+    ("[system]\ncall_timeout = 'x'", r'system\.call_timeout = "x" is invalid'),
+    ("[system]\nbase = 'bogus'", r'system\.base = "bogus" is invalid'),
 ])
 def test_bad_configs_name_the_line_or_key_and_start_nothing(tmp_path: Path, text: str,
                                                              expected: str) -> None:
@@ -141,7 +141,7 @@ adaptive = true
     assert tool["limits"]["threads"] == 16  # the 'high' level's default
     assert tool["on_limit"] == "stop" and tool["adaptive"] is True
     assert cfg.system_options["sample_every"] == 0.5
-    with pytest.raises(ConfigError, match=r"tool\[0\] \(c\): limits.memory_mb=9000 is invalid"):
+    with pytest.raises(ConfigError, match=r"tool\[0\] \(c\): limits.memory_mb = 9000 is invalid"):
         parse_config(text.replace("memory_mb = 100", "memory_mb = 9000"))
-    with pytest.raises(ConfigError, match=r"on_limit='panic' is invalid"):
+    with pytest.raises(ConfigError, match=r'on_limit = "panic" is invalid'):
         parse_config(text.replace('on_limit = "stop"', 'on_limit = "panic"'))

@@ -198,8 +198,8 @@ def truncate(text: str | None, width: int) -> str:
 def cells(row: Row) -> list[str]:
     """The row as text; the error is still whole (``render_table`` cuts it)."""
     usage = row.usage or {}
-    memory = f"{usage['memory_mb']:.1f}" if "memory_mb" in usage else memory_mb(row.pid)
-    cpu = f"{usage['cpu_percent']:.0f}" if "cpu_percent" in usage else ""
+    memory = f"{usage['memory_mb']:.1f}" if usage.get("memory_mb") is not None else memory_mb(row.pid)
+    cpu = f"{usage['cpu_percent']:.0f}" if usage.get("cpu_percent") is not None else ""
     return ["  " * row.depth + row.path, row.kind, row.state,
             str(row.pid) if row.pid else "", str(row.restarts), memory, cpu,
             " ".join((row.last_error or "").split())]

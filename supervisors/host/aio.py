@@ -43,6 +43,7 @@ class AsyncConn:
         self.deadlines: dict[int, float] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.closed = False
+        self.refusal: Any = None  # the tool's Reply(cid=0) if it refused this connection
         self.task = asyncio.get_running_loop().create_task(self._read_loop())
 
     @classmethod
@@ -62,6 +63,13 @@ class AsyncConn:
                     break
                 for payload in frames.feed(data):
                     msg = decode(payload)
+                    if getattr(msg, "cid", -1) == 0 and getattr(msg, "ok", True) is False:
+                        self.refusal = msg  # the tool refused this connection (too many callers)
+                        for fut in self.pending.values():
+                            if not fut.done():
+                                fut.set_result(msg)
+                        self.pending.clear()
+                        continue
                     fut = self.pending.pop(getattr(msg, "cid", -1), None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
@@ -70,7 +78,11 @@ class AsyncConn:
         finally:
             self.closed = True
             for fut in self.pending.values():
-                if not fut.done():
+                if fut.done():
+                    continue
+                if self.refusal is not None:
+                    fut.set_result(self.refusal)
+                else:
                     fut.set_exception(PeerGone())
             self.pending.clear()
             self.writer.close()
@@ -200,6 +212,10 @@ class AsyncCalls:
                                   "the caller's window stayed full until the deadline")
             try:
                 if conn.closed:
+                    if conn.refusal is not None:
+                        state.ready.pop(address, None)
+                        state.conns.pop(address, None)
+                        return conn.refusal
                     raise NotDelivered("connection closed")
                 fut: asyncio.Future[Any] = loop.create_future()
                 conn.pending[cid] = fut

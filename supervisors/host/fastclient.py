@@ -1,24 +1,25 @@
 """The fast call path, caller side: length-prefixed msgpack frames over Unix sockets.
 
-Each thread keeps its own connection per tool instance, so handles stay safe to
-share between threads and need no lock. A connection to an instance that has
-died fails *before* the call is delivered (connect refused, broken pipe): that
-call is resent to the next instance. A connection that closes *after* the
-call was sent means the tool died while serving it.
+Connections are pooled per tool instance: a call takes one for its exchange and
+gives it back, so threads share them and a thread that ends leaks nothing. A
+connection to an instance that has died fails *before* the call is delivered
+(connect refused, broken pipe): that call is resent to the next instance. A
+connection that closes *after* the call was sent means the tool died while
+serving it.
 """
 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from actors.codec import decode, encode
-from actors.errors import CallTimeout, ToolError
+from actors.errors import CallTimeout, MalformedMessage, ToolError
 from actors.frames import FrameError, FrameReader, pack_frame
+from actors.messages import Reply
 from supervisors.host.transport import PeerGone
 
 
@@ -49,7 +50,6 @@ class _Conn:
             self.sock.close()
             raise
         self.reader = FrameReader()
-        self.backlog: deque[Any] = deque()
 
     def close(self) -> None:
         try:
@@ -57,61 +57,115 @@ class _Conn:
         except OSError:
             pass
 
+    def refusal(self) -> Any:
+        """The tool's refusal frame, if it wrote one before closing this connection."""
+        try:
+            self.sock.settimeout(0.2)
+            data = self.sock.recv(RECV_BYTES)
+            for payload in self.reader.feed(data) if data else ():
+                reply = decode(payload)
+                if _is_refusal(reply):
+                    return reply
+        except (OSError, FrameError, MalformedMessage):
+            pass
+        return None
+
+
+def _is_refusal(reply: Any) -> bool:
+    """A tool that cannot take a connection answers ``Reply(cid=0)`` with the reason."""
+    return isinstance(reply, Reply) and reply.cid == 0 and not reply.ok
+
+
+#: Idle connections kept per tool instance. A connection is taken for one exchange and
+#: given back after it, so the number open is the number of calls in flight at once (plus
+#: this many idle), whichever threads make them: a thread that ends leaves nothing behind.
+POOL_IDLE = 16
+
 
 class SocketCalls:
-    """Per-thread connections to tools' sockets, and one request/reply exchange on them."""
+    """A pool of connections to tools' sockets, and one request/reply exchange on them.
 
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._all: list[_Conn] = []
+    Each exchange takes a connection of its own from the pool (or opens one) and gives
+    it back when the reply came; a connection whose exchange failed or timed out is
+    closed, so a late reply is never read as the answer to another call. Handles stay
+    safe to share between threads and need no lock (deque appends and pops are atomic).
+    """
 
-    def _conns(self) -> dict[str, _Conn]:
-        conns = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
-        return conns
+    def __init__(self, idle: int = POOL_IDLE) -> None:
+        self.idle = idle
+        self._pools: dict[str, deque[_Conn]] = {}
+        self._closed = False
 
-    def _connect(self, address: str, deadline: float) -> _Conn:
-        conns = self._conns()
-        conn = conns.get(address)
-        if conn is None:
+    def _take(self, address: str, deadline: float) -> _Conn:
+        pool = self._pools.get(address)
+        if pool:
             try:
-                conn = _Conn(address, max(0.001, deadline - time.time()))
-            except OSError as exc:
-                raise NotDelivered(str(exc))
-            conns[address] = conn
-            self._all.append(conn)
-        return conn
+                return pool.pop()
+            except IndexError:
+                pass
+        try:
+            return _Conn(address, max(0.001, deadline - time.time()))
+        except OSError as exc:
+            raise NotDelivered(str(exc))
+
+    def _give_back(self, address: str, conn: _Conn) -> None:
+        pool = self._pools.setdefault(address, deque())
+        if self._closed or len(pool) >= self.idle:
+            conn.close()
+        else:
+            pool.append(conn)
+            if self._closed:  # close() ran meanwhile
+                self.forget(address)
 
     def forget(self, address: str) -> None:
-        conn = self._conns().pop(address, None)
-        if conn is not None:
-            conn.close()
+        """Close the idle connections to an instance that has gone."""
+        pool = self._pools.pop(address, None)
+        while pool:
+            try:
+                pool.pop().close()
+            except IndexError:
+                break
 
     def exchange(self, address: str, msg: Any, match: Callable[[Any], bool], deadline: float) -> Any:
         """Send ``msg`` and return the first reply that ``match`` accepts.
 
         Raises ``NotDelivered`` if the tool is gone before the call reached it,
-        ``PeerGone`` if it went away after, ``CallTimeout`` at ``deadline``.
+        ``PeerGone`` if it went away after, ``CallTimeout`` at ``deadline``. A tool
+        that refused the connection (too many callers) answers with a ``Reply`` of
+        cid 0, which is returned as the reply.
         """
         frame = frame_of(msg)
-        conn = self._connect(address, deadline)
+        try:
+            conn = self._take(address, deadline)
+        except NotDelivered:
+            self.forget(address)
+            raise
+        try:
+            reply = self._exchange(conn, frame, match, deadline)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, NotDelivered | PeerGone):
+                self.forget(address)  # its idle connections lead to the same dead instance
+            raise
+        if _is_refusal(reply):
+            conn.close()
+        else:
+            self._give_back(address, conn)
+        return reply
+
+    def _exchange(self, conn: _Conn, frame: bytes, match: Callable[[Any], bool], deadline: float) -> Any:
         sock = conn.sock
         remaining = deadline - time.time()
         try:
             sock.settimeout(remaining if remaining > 0.001 else 0.001)
             sock.sendall(frame)
         except (BrokenPipeError, ConnectionResetError, ConnectionRefusedError) as exc:
-            self.forget(address)
+            refusal = conn.refusal()
+            if refusal is not None:
+                return refusal
             raise NotDelivered(str(exc))
-        except TimeoutError:
-            self.forget(address)  # part of a frame may be out: this stream is unusable
+        except TimeoutError:  # part of a frame may be out: this stream is unusable
             raise CallTimeout("the tool did not take the call before the deadline")
-        backlog = conn.backlog
-        while backlog:
-            reply = backlog.popleft()
-            if match(reply):
-                return reply
         feed = conn.reader.feed
         while True:
             try:
@@ -121,29 +175,21 @@ class SocketCalls:
             except OSError:
                 data = b""
             if not data:
-                self.forget(address)
                 raise PeerGone()
             try:
                 frames = feed(data)
             except FrameError:
-                self.forget(address)
                 raise PeerGone()
-            found = None
             for payload in frames:
                 reply = decode(payload)
-                if found is None and match(reply):
-                    found = reply
-                elif found is not None:
-                    backlog.append(reply)
-            if found is not None:
-                return found
+                if match(reply) or _is_refusal(reply):
+                    return reply  # (anything after it on this stream is stale)
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise CallTimeout("no answer before the deadline")
             sock.settimeout(remaining)
 
     def close(self) -> None:
-        for conn in self._all:
-            conn.close()
-        self._all.clear()
-        self._local = threading.local()
+        self._closed = True
+        for address in list(self._pools):
+            self.forget(address)

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors.errors import ToolError
+from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.state import ToolState
+from supervisors.resources.usage import blank
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Policy
 from supervisors.tree.specs import supervisor_spec, tool_spec
@@ -46,7 +48,8 @@ class ToolStatus:
                    generation=int(info.get("generation", 0)),
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
-                   usage=dict(info.get("usage") or {}))
+                   usage={**blank(), **(info.get("usage") or {})} if info["kind"] == "tool"
+                   else dict(info.get("usage") or {}))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -160,7 +163,7 @@ class SupervisorHandle(_Node):
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
-              timeout: float | None = None) -> ToolHandle:
+              max_callers: int = DEFAULT_MAX_CALLERS, timeout: float | None = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
         ``actor`` is a ToolActor subclass or ``"module:Class"``. ``security_level``
@@ -168,14 +171,16 @@ class SupervisorHandle(_Node):
         (``{"memory_mb": 64, "open_files": 64, ...}``, see ``supervisors.resources.quotas``);
         ``on_limit`` says what happens at 100 % of a limit (alert, pause, restart,
         stop); ``adaptive`` lets limits follow the tool's own usage forecast;
-        ``hard_memory`` also caps its address space in the kernel. Bad values raise
+        ``hard_memory`` also caps its address space in the kernel. ``max_callers`` caps
+        the connections callers hold to its socket at once (they do not count as its
+        open files; one more is refused with ``ToolOverloaded``). Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
         """
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit, limits=limits, on_limit=on_limit,
-                         adaptive=adaptive, hard_memory=hard_memory)
+                         adaptive=adaptive, hard_memory=hard_memory, max_callers=max_callers)
         try:
             self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
         except ToolError as exc:

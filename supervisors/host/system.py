@@ -17,7 +17,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
 from supervisors.processes.procs import end_session, pid_alive, session_pids
+from supervisors.resources.usage import blank
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
-from supervisors.tree.policy import Policy
+from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
 
 CALL_PATHS = ("socket", "thespian")
@@ -76,11 +77,11 @@ class ToolSystem:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
-        if not isinstance(sample_every, (int, float)) or sample_every <= 0:
-            raise ValueError(f"sample_every={sample_every!r} is invalid: must be a number > 0 (seconds)")
-        self.sample_every = float(sample_every)
-        self.call_timeout = call_timeout
-        self.op_timeout = op_timeout
+        self.sample_every = check_seconds(sample_every, "sample_every")
+        self.call_timeout = check_seconds(call_timeout, "call_timeout")
+        self.op_timeout = check_seconds(op_timeout, "op_timeout")
+        window_per_caller = check_count(window_per_caller, "window_per_caller")
+        window_per_tool = check_count(window_per_tool, "window_per_tool")
         self.log_level = log_level
         self.handle_signals = handle_signals
         self.transport = Transport(base, ip)
@@ -132,6 +133,7 @@ class ToolSystem:
         logs.setup(self.log_level)
         started = time.monotonic()
         self.runtime_dir = tempfile.mkdtemp(prefix="toolvisor-")  # tools' temp dirs live here
+        self.fast = SocketCalls()  # (a system started again after shutdown starts with new pools)
         self.transport.start()
         self._running = True
         try:
@@ -233,7 +235,7 @@ class ToolSystem:
     def tree(self, timeout: float | None = None) -> dict[str, Any]:
         """The whole supervision tree as nested dicts (name, kind, state, children, ...).
 
-        Tool nodes carry ``usage`` (see ``usage()``) once they have been sampled.
+        Tool nodes carry ``usage`` (see ``usage()``; every figure None until sampled).
         """
         tree = self._subtree("", None, timeout)
         try:
@@ -244,7 +246,7 @@ class ToolSystem:
         def attach(node: dict[str, Any]) -> None:
             if node.get("kind") == "tool":
                 found = figures.get(node.get("path", ""))
-                node["usage"] = found if found and found.get("pid") == node.get("pid") else {}
+                node["usage"] = found if found and found.get("pid") == node.get("pid") else blank()
             for child in node.get("children", []):
                 attach(child)
 
@@ -289,7 +291,9 @@ class ToolSystem:
         Each holds ``memory_mb`` (USS), ``rss_mb``, ``cpu_percent``, ``cpu_seconds``,
         ``open_files``, ``threads``, ``connections``, ``children``, I/O bytes,
         ``sampled_at``, and the tool's ``limits`` (as enforced now), ``configured``
-        limits, ``level`` and ``on_limit``. Tools not sampled yet are absent.
+        limits, ``level`` and ``on_limit``; ``callers`` is the number of connections
+        callers hold to its socket (not part of ``open_files``). A tool not sampled
+        yet has every figure, each None.
         """
         args = {} if paths is None else {"paths": list(paths)}
         return dict(self._ask_accountant("usage", args, timeout))
@@ -333,7 +337,7 @@ class ToolSystem:
 
     # ------------------------------------------------------------------ the call path
     def _deadline(self, timeout: float | None, default: float) -> float:
-        return time.time() + (default if timeout is None else float(timeout))
+        return time.time() + check_seconds(timeout, "timeout", default)
 
     def _require_running(self) -> None:
         if not self._running or self.root_route is None:
@@ -342,7 +346,7 @@ class ToolSystem:
 
     def _call(self, path: str, command: str, args: dict[str, Any],
               timeout: float | None) -> Any:
-        limit = self.call_timeout if timeout is None else float(timeout)
+        limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
                                f"{command!r}", limit)
@@ -352,9 +356,9 @@ class ToolSystem:
 
     def _batch(self, path: str, calls: list[tuple[str, dict[str, Any]]],
                timeout: float | None) -> list[Any]:
-        limit = self.call_timeout if timeout is None else float(timeout)
+        limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
-        wire_calls = [[command, dict(args or {})] for command, args in calls]
+        wire_calls = [_batch_item(i, item) for i, item in enumerate(calls)]
         reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
                                f"a batch of {len(wire_calls)} calls", limit)
         if isinstance(reply, Reply):  # the whole batch was refused
@@ -399,7 +403,7 @@ class ToolSystem:
                      timeout: float | None) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
         self._require_running()
-        limit = self.call_timeout if timeout is None else float(timeout)
+        limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         cid = next(self._cids)
         msg = Call(cid, command, args, deadline)
@@ -524,6 +528,15 @@ class ToolSystem:
 
 
 _RESEND = object()  # marker: deliver the call to the next instance
+
+
+def _batch_item(i: int, item: Any) -> list[Any]:
+    """One ``call_many`` item as ``[command, args]``; a clear error for any other shape."""
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str) and (
+            item[1] is None or isinstance(item[1], Mapping)):
+        return [item[0], dict(item[1] or {})]
+    raise TypeError(f"call_many item {i} is {item!r:.80}: each item is (command, {{args}}), "
+                    "e.g. ('add', {'k': 2}) or ('get', {})")
 
 
 def _moved(reply: Any) -> bool:

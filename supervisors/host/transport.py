@@ -2,8 +2,10 @@
 
 Everything the host sends goes through ``Transport.exchange``: encode a
 message, send it, and wait (until a wall-clock deadline) for the reply that
-matches it, discarding late answers to earlier requests. Each thread gets its
-own Thespian endpoint, so handles can be used from many threads at once. While
+matches it, discarding late answers to earlier requests. Each exchange takes a
+Thespian endpoint of its own from a small pool and gives it back after, so handles
+can be used from many threads at once and a thread that ends leaves no listening
+socket behind (an endpoint is a TCP listener in Thespian). While
 waiting, the transport checks that the peer's process still lives, so a peer
 that dies gives an answer at once instead of a timeout.
 """
@@ -15,10 +17,12 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
 from loguru import logger
 from thespian.actors import ActorSystem
 
@@ -47,6 +51,45 @@ def _default_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+#: Idle Thespian endpoints kept for reuse (each is a listening socket in this process).
+POOL_IDLE = 8
+
+
+def _close_endpoint(cm: Any) -> None:
+    try:
+        cm.__exit__(None, None, None)
+    except Exception:
+        pass
+
+
+def _children() -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process().children()}
+    except psutil.Error:
+        return set()
+
+
+def _reap(pids: set[int], within: float = 2.0) -> None:
+    """Collect the exit status of the launchers Thespian forked and never waits for.
+
+    Thespian starts its admin through a process that forks the admin and exits at
+    once, then detaches it from multiprocessing: without this it stays <defunct>
+    for as long as the host runs.
+    """
+    deadline = time.monotonic() + within
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere, or not our child
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.005)
+
+
 class PeerGone(Exception):
     """The process we sent to ended before it answered."""
 
@@ -68,19 +111,23 @@ class Transport:
         self.ip = ip
         self.port = 0
         self._asys: Any = None
-        self._local = threading.local()
-        self._endpoints: list[Any] = []
+        self._idle: deque[tuple[Any, Any]] = deque()  # (context manager, endpoint)
+        self._closed = False
+        self._lent: list[tuple[Any, Any]] = []
 
     def start(self) -> None:
         # Thespian reads this when it creates addresses; all our processes inherit it.
         os.environ.setdefault("THESPIAN_BASE_IPADDR", self.ip)
         kind = socket.SOCK_DGRAM if self.base == "multiprocUDPBase" else socket.SOCK_STREAM
+        self._closed = False
         for attempt in range(3):  # a free port can be taken by someone else before we bind it
             self.port = free_port(self.ip, kind)
             try:
+                before = _children()
                 with _default_signals():  # actor processes must not inherit the host's handlers
                     self._asys = ActorSystem(self.base, {"Admin Port": self.port},
                                              transientUnique=True)
+                _reap(_children() - before)
                 return
             except Exception as exc:
                 if attempt == 2:
@@ -93,16 +140,27 @@ class Transport:
         """Create a top-level actor (the root supervisor) and return its address."""
         return self._asys.createActor(shell)
 
+    def _take(self) -> tuple[Any, Any]:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        if self._asys is None:
+            raise RuntimeError("the actor system is not running")
+        cm = self._asys.private()
+        return cm, cm.__enter__()
+
+    def _give_back(self, pair: tuple[Any, Any]) -> None:
+        if self._closed or len(self._idle) >= POOL_IDLE:
+            _close_endpoint(pair[0])
+        else:
+            self._idle.append(pair)
+
     def _endpoint(self) -> Any:
-        ep = getattr(self._local, "ep", None)
-        if ep is None:
-            if self._asys is None:
-                raise RuntimeError("the actor system is not running")
-            cm = self._asys.private()
-            ep = cm.__enter__()
-            self._local.ep = ep
-            self._endpoints.append(cm)
-        return ep
+        """An endpoint of one's own until the system closes (tests that talk raw Thespian)."""
+        pair = self._take()
+        self._lent.append(pair)
+        return pair[1]
 
     def exchange(self, address: Any, msg: Any, match: Callable[[Any], bool], deadline: float,
                  alive: Callable[[], bool] | None = None) -> Any:
@@ -111,11 +169,18 @@ class Transport:
         Raises ``CallTimeout`` at ``deadline`` (wall clock) and ``PeerGone`` as
         soon as ``alive()`` turns false while waiting.
         """
-        ep = self._endpoint()
         data = encode(msg)
         if len(data) > MAX_FRAME:  # the same limit as the socket path's frames
             raise ToolError(f"the call is too large to send: {len(data)} bytes, over the "
                             f"{MAX_FRAME}-byte limit; pass a file path instead", type="CallTooLarge")
+        pair = self._take()
+        try:
+            return self._exchange(pair[1], address, data, match, deadline, alive)
+        finally:
+            self._give_back(pair)  # a late reply left in it is told apart by its cid
+
+    def _exchange(self, ep: Any, address: Any, data: bytes, match: Callable[[Any], bool],
+                  deadline: float, alive: Callable[[], bool] | None) -> Any:
         sent = False
         while True:
             remaining = deadline - time.time()
@@ -137,13 +202,15 @@ class Transport:
                 return reply
 
     def close(self) -> None:
-        for cm in self._endpoints:
+        self._closed = True
+        for cm, _ in self._lent:
+            _close_endpoint(cm)
+        self._lent.clear()
+        while self._idle:
             try:
-                cm.__exit__(None, None, None)
-            except Exception:
-                pass
-        self._endpoints.clear()
-        self._local = threading.local()
+                _close_endpoint(self._idle.pop()[0])
+            except IndexError:
+                break
         if self._asys is not None:
             asys, self._asys = self._asys, None
             asys.shutdown()

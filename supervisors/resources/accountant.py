@@ -30,7 +30,7 @@ from actors.shell import SHELLS, Shell
 from supervisors.processes.procs import pid_alive
 from supervisors.resources.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
 from supervisors.resources.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
-from supervisors.resources.usage import Sweep, Tracker, sample
+from supervisors.resources.usage import Sweep, Tracker, blank, sample
 
 DEFAULT_CADENCE = 1.0
 RANK = {None: 0, "warning": 1, "critical": 2, "action": 3}
@@ -140,7 +140,7 @@ class Accountant:
             if req.op == "usage":
                 wanted = req.args.get("paths")
                 value: Any = {p: self._report(e) for p, e in self.entries.items()
-                              if e.usage and (wanted is None or p in wanted)}
+                              if wanted is None or p in wanted}
             elif req.op == "stats":
                 value = self.stats()
             elif req.op == "sweep":
@@ -154,7 +154,7 @@ class Accountant:
         self.ctx.send(sender, Reply(req.cid, True, value))
 
     def _report(self, e: Entry) -> dict[str, Any]:
-        return {**e.usage, "pid": e.pid, "level": e.level, "on_limit": e.on_limit,
+        return {**blank(), **e.usage, "pid": e.pid, "level": e.level, "on_limit": e.on_limit,
                 "limits": dict(e.limits), "configured": dict(e.configured),
                 "adaptive": e.adaptive}
 

@@ -12,6 +12,7 @@ RLIMIT_CPU), ``open_files`` (also a hard RLIMIT_NOFILE), ``connections``,
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,24 +51,25 @@ LEVELS: dict[str, tuple[Quota, Quota]] = {
 def effective_limits(level: str, asked: dict[str, Any] | None) -> dict[str, float]:
     """The level's defaults overridden by ``asked``; every value checked against the ceiling."""
     if level not in LEVELS:
-        raise SpecError(f"security_level={level!r} is invalid: must be one of {', '.join(LEVELS)}")
+        raise SpecError.invalid("security_level", level, f"must be one of {', '.join(LEVELS)}")
     default, ceiling = LEVELS[level]
     limits: dict[str, float] = default.to_dict()
     for name, value in (asked or {}).items():
         if name not in LIMIT_NAMES:
-            raise SpecError(f"limits.{name}={value!r} is invalid: unknown limit; known: "
-                            f"{', '.join(LIMIT_NAMES)}")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise SpecError(f"limits.{name}={value!r} is invalid: must be a number > 0")
+            raise SpecError.invalid(f"limits.{name}", value,
+                                    f"unknown limit; known: {', '.join(LIMIT_NAMES)}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or value <= 0:
+            raise SpecError.invalid(f"limits.{name}", value, "must be a finite number > 0")
         top = getattr(ceiling, name)
         if value > top:
-            raise SpecError(f"limits.{name}={value!r} is invalid: security level {level!r} "
-                            f"allows at most {top}; ask for less or use a lower level")
+            raise SpecError.invalid(f"limits.{name}", value, f"security level {level!r} allows at "
+                                    f"most {top}; ask for less or use a lower level")
         limits[name] = value
     return limits
 
 
 def check_on_limit(on_limit: Any) -> str:
     if on_limit not in ON_LIMIT:
-        raise SpecError(f"on_limit={on_limit!r} is invalid: must be one of {', '.join(ON_LIMIT)}")
+        raise SpecError.invalid("on_limit", on_limit, f"must be one of {', '.join(ON_LIMIT)}")
     return str(on_limit)

@@ -8,7 +8,9 @@ exact every ``USS_EVERY`` samples and carried forward by the change in RSS in
 between, because reading ``smaps_rollup`` costs ~0.2 ms per process.
 
 ``open_files`` counts the descriptors the tool opened itself: those it
-inherited from its supervisor when it was forked are left out.
+inherited from its supervisor when it was forked are left out, and so are the
+connections its callers opened to its socket: those are ``callers``, counted
+apart (a tool's quota is for what it opens, not for who calls it).
 
 The tool's child processes are sampled too: ``children`` (how many),
 ``children_memory_mb`` (their RSS) and ``children_cpu_percent``; the
@@ -29,6 +31,18 @@ TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MB = 1024 * 1024
 USS_EVERY = 10
 LINUX = os.path.isdir("/proc/self/fd")
+#: How a tool's socket is named in /proc/net/unix (see actors.fastpath); connections
+#: accepted on it carry the same name.
+CALLER_PREFIX = b"@toolvisor-"
+#: Every figure ``sample`` gives; a tool not sampled yet reports each as None.
+FIGURES = ("memory_mb", "rss_mb", "cpu_percent", "cpu_seconds", "open_files", "callers", "threads",
+           "connections", "children", "children_memory_mb", "children_cpu_percent",
+           "io_read_bytes", "io_write_bytes", "sampled_at")
+
+
+def blank() -> dict[str, Any]:
+    """Usage of a tool not sampled yet: every figure present, each None."""
+    return dict.fromkeys(FIGURES)
 
 
 @dataclass
@@ -42,7 +56,7 @@ class Tracker:
     uss_base: float = 0.0                       # USS (bytes) at the last exact read
     rss_base: float = 0.0                       # RSS at that read
     last: dict[str, Any] = field(default_factory=dict)
-    sockets: dict[str, bool] = field(default_factory=dict)  # inode -> is it inet (cache)
+    sockets: dict[str, str] = field(default_factory=dict)  # inode -> "inet", "caller" or "" (cache)
     kids_cpu: dict[int, tuple[float, float]] = field(default_factory=dict)  # child pid -> (cpu, t)
 
 
@@ -56,6 +70,7 @@ class Sweep:
     def __init__(self) -> None:
         self.children: dict[int, list[int]] = {}
         self._inet: set[str] | None = None
+        self._callers: set[str] | None = None
         if LINUX:
             self._scan_processes()
 
@@ -65,6 +80,28 @@ class Sweep:
             self._inet = set()
             self._scan_sockets()
         return self._inet
+
+    @property
+    def caller_inodes(self) -> set[str]:
+        """Inodes of connections accepted on a tool's socket (they carry its name)."""
+        if self._callers is None:
+            self._callers = set()
+            try:
+                with open("/proc/net/unix", "rb") as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        # Num RefCount Protocol Flags Type St Inode Path; St 03 = connected
+                        if len(parts) > 7 and parts[5] == b"03" and parts[7].startswith(CALLER_PREFIX):
+                            self._callers.add(parts[6].decode())
+            except OSError:
+                pass
+        return self._callers
+
+    def kind_of(self, inode: str) -> str:
+        if inode in self.caller_inodes:
+            return "caller"
+        return "inet" if inode in self.inet_inodes else ""
 
     def _scan_processes(self) -> None:
         for entry in os.listdir("/proc"):
@@ -138,7 +175,7 @@ def _sample_proc(t: Tracker, sweep: Sweep) -> dict[str, Any] | None:
     if (t.samples + pid) % USS_EVERY == 0 or t.samples == 0:  # staggered across tools
         t.uss_base, t.rss_base = _uss(pid), rss
     uss = max(0.0, t.uss_base + (rss - t.rss_base))
-    fds, sockets = _descriptors(t, sweep)
+    fds, sockets, callers = _descriptors(t, sweep)
     read_bytes = write_bytes = 0
     try:
         for line in _read(f"/proc/{pid}/io").split(b"\n"):
@@ -152,7 +189,7 @@ def _sample_proc(t: Tracker, sweep: Sweep) -> dict[str, Any] | None:
     kids_rss, kids_cpu = _children(t, kids, now)
     return {"memory_mb": round(uss / MB, 2), "rss_mb": round(rss / MB, 2),
             "cpu_percent": round(cpu_percent, 1), "cpu_seconds": round(cpu, 2),
-            "open_files": fds, "threads": int(fields[17]),
+            "open_files": fds, "callers": callers, "threads": int(fields[17]),
             "connections": sockets,
             "children": len(kids), "children_memory_mb": round(kids_rss / MB, 2),
             "children_cpu_percent": round(kids_cpu, 1), "io_read_bytes": read_bytes,
@@ -179,8 +216,8 @@ def _children(t: Tracker, kids: list[int], now: float) -> tuple[float, float]:
     return rss, cpu_percent
 
 
-def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int]:
-    """(own open descriptors, own inet sockets) of the tracked process.
+def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int, int]:
+    """(own open descriptors, own inet sockets, callers' connections) of the tracked process.
 
     Linux >= 6.2 gives the count of open descriptors as the size of /proc/PID/fd,
     which costs one stat instead of listing hundreds of inherited entries; the
@@ -190,13 +227,14 @@ def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int]:
     fd_dir = f"/proc/{t.pid}/fd"
     total = os.stat(fd_dir).st_size
     inherited = t.inherited
-    if total:
+    last = t.last
+    if total and last:
         own = max(0, total - len(inherited))
-        if own == t.last.get("open_files") and (t.samples + t.pid) % USS_EVERY:
-            return own, t.last.get("connections", 0)
-    fds = sockets = 0
+        if own == last.get("open_files", 0) + last.get("callers", 0) and (t.samples + t.pid) % USS_EVERY:
+            return last["open_files"], last.get("connections", 0), last.get("callers", 0)
+    fds = sockets = callers = 0
     known = t.sockets
-    seen: dict[str, bool] = {}
+    seen: dict[str, str] = {}
     for fd in os.listdir(fd_dir):
         if fd in inherited:
             continue
@@ -207,13 +245,14 @@ def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int]:
             continue
         if link.startswith("socket:["):
             inode = link[8:-1]
-            inet = known.get(inode)
-            if inet is None:
-                inet = inode in sweep.inet_inodes
-            seen[inode] = inet
-            sockets += inet
+            kind = known.get(inode)
+            if kind is None:
+                kind = sweep.kind_of(inode)
+            seen[inode] = kind
+            sockets += kind == "inet"
+            callers += kind == "caller"
     t.sockets = seen
-    return fds, sockets
+    return fds - callers, sockets, callers
 
 
 def _uss(pid: int) -> float:
@@ -245,7 +284,7 @@ def _sample_psutil(t: Tracker) -> dict[str, Any] | None:  # pragma: no cover - n
     pct = 0.0 if t.cpu_at is None else max(0.0, 100.0 * (cpu - t.cpu_at[0]) / max(1e-9, now - t.cpu_at[1]))
     t.cpu_at = (cpu, now)
     return {"memory_mb": round(mem.uss / MB, 2), "rss_mb": round(mem.rss / MB, 2),
-            "cpu_percent": round(pct, 1), "cpu_seconds": round(cpu, 2), "open_files": fds,
+            "cpu_percent": round(pct, 1), "cpu_seconds": round(cpu, 2), "open_files": fds, "callers": 0,
             "threads": threads, "connections": conns, "children": kids,
             "children_memory_mb": 0.0, "children_cpu_percent": 0.0, "io_read_bytes": rb,
             "io_write_bytes": wb, "sampled_at": now}

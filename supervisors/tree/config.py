@@ -7,15 +7,20 @@ Layout::
     [[supervisor]]                # name, strategy, max_restarts, period, backoff = {...},
                                   # fatal_errors, restart, shutdown_timeout, hooks = ["m:C"]
     [[supervisor.tool]]           # name, actor = "module:Class", restart, security_level,
-                                  # config = {...}, shutdown_timeout, start_timeout, hold_limit
+                                  # config = {...}, shutdown_timeout, start_timeout, hold_limit,
+                                  # limits = {...}, on_limit, adaptive, hard_memory, max_callers
     [[supervisor.supervisor]]     # nested supervisors, same keys; started after the tools
 
-Every problem raises ``ConfigError`` naming the file and the key (or the line,
-for TOML syntax errors); nothing is started until the whole file is valid.
+Every problem is reported in one ``ConfigError`` naming the file and the key (or
+the line, for TOML syntax errors), all of them in file order, with values spelled
+as TOML spells them (``true``, ``"text"``, ``nan``); nothing is started until the
+whole file is valid.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +40,89 @@ SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
-             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory"}
+             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
+             "max_callers"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
 class ConfigError(ValueError):
-    """The config file cannot be used; the message names the file and the key or line."""
+    """The config file cannot be used; the message names the file and the key or line.
+
+    ``problems`` lists every problem found, in file order.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 @dataclass
 class Config:
     system_options: dict[str, Any] = field(default_factory=dict)
     supervisors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as it is written in TOML (``true``, ``"text"``, ``nan``, ``{ a = 1 }``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if value is None:
+        return "(nothing)"
+    return str(value)  # dates and times print as TOML writes them
+
+
+class _Fault(Exception):
+    """One problem, already worded; parsing goes on with the next table."""
+
+
+class _Reader:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.problems.append(f"{self.source}: {text}")
+
+    def fault(self, text: str) -> _Fault:
+        self.note(text)
+        return _Fault()
+
+    def only(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
+        """Note every unknown key, in the order the file has them."""
+        prefix = f"{where}." if where else ""
+        for key in table:
+            if key not in allowed:
+                self.note(f"{prefix}{key}: unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+    def table(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fault(f"{where} must be a table")
+        return value
+
+    def checked(self, build: Any, where: str) -> Any:
+        try:
+            return build()
+        except SpecError as exc:
+            if exc.field is not None:
+                raise self.fault(f"{where}: {exc.field} = {toml_value(exc.value)} is invalid: {exc.reason}")
+            raise self.fault(f"{where}: {exc}")
+        except TypeError as exc:
+            raise self.fault(f"{where}: {exc}")
 
 
 def load_config(path: str | Path) -> Config:
@@ -63,123 +139,151 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}")
-    _only(data, {"system", "supervisor"}, "", source)
+    r = _Reader(source)
     cfg = Config()
-    system = data.get("system", {})
-    _table(system, "system", source)
-    _only(system, SYSTEM_KEYS, "system", source)
-    if "dashboard" in system:
-        logger.warning("{}: [system].dashboard is not available in this version yet; ignored", source)
-    options: dict[str, Any] = {}
-    for key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every"):
-        if key in system:
-            options[key] = _system_value(key, system[key], source)
-    if POLICY_KEYS & system.keys():
-        options["policy"] = _policy(system, "system", source)
-    cfg.system_options = options
-    sups = data.get("supervisor", [])
-    if not isinstance(sups, list):
-        raise ConfigError(f"{source}: 'supervisor' must be an array of tables ([[supervisor]])")
-    names: set[str] = set()
-    for i, sup in enumerate(sups):
-        spec = _supervisor(sup, f"supervisor[{i}]", source)
-        if spec["name"] in names:
-            raise ConfigError(f"{source}: supervisor[{i}].name: {spec['name']!r} is used twice")
-        names.add(spec["name"])
-        cfg.supervisors.append(spec)
+    r.only(data, {"system", "supervisor"}, "")
+    for key in data:  # in file order
+        try:
+            if key == "system":
+                cfg.system_options = _system(r, data["system"])
+            elif key == "supervisor":
+                cfg.supervisors = _supervisors(r, data["supervisor"])
+        except _Fault:
+            pass
+    if r.problems:
+        if len(r.problems) == 1:
+            raise ConfigError(r.problems[0])
+        raise ConfigError(f"{source}: {len(r.problems)} problems:\n  " + "\n  ".join(r.problems),
+                          r.problems)
     return cfg
 
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
-def _system_value(key: str, value: Any, source: str) -> Any:
+def _system(r: _Reader, system: Any) -> dict[str, Any]:
+    system = r.table(system, "system")
+    r.only(system, SYSTEM_KEYS, "system")
+    if "dashboard" in system:
+        logger.warning("{}: [system].dashboard is not available in this version yet; ignored", r.source)
+    options: dict[str, Any] = {}
+    for key, value in system.items():
+        if key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every"):
+            try:
+                options[key] = _system_value(r, key, value)
+            except _Fault:
+                pass
+    if POLICY_KEYS & system.keys():
+        options["policy"] = _policy(r, system, "system")
+    return options
+
+
+def _system_value(r: _Reader, key: str, value: Any) -> Any:
+    shown = f"system.{key} = {toml_value(value)} is invalid"
     if key == "log_level" and not (isinstance(value, str) and value.upper() in LOG_LEVELS):
-        raise ConfigError(f"{source}: system.log_level={value!r} is invalid: use one of "
-                          f"{', '.join(LOG_LEVELS)}")
+        raise r.fault(f"{shown}: use one of {', '.join(LOG_LEVELS)}")
     if key == "base" and value not in BASES:
-        raise ConfigError(f"{source}: system.base={value!r} is invalid: use one of {', '.join(BASES)}")
+        raise r.fault(f"{shown}: use one of {', '.join(BASES)}")
     if key in ("call_timeout", "op_timeout", "sample_every") and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-        raise ConfigError(f"{source}: system.{key}={value!r} is invalid: must be a number > 0 (seconds)")
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0):
+        raise r.fault(f"{shown}: must be a finite number > 0 (seconds)")
     return value
 
 
-def _supervisor(table: Any, where: str, source: str) -> dict[str, Any]:
-    _table(table, where, source)
+def _supervisors(r: _Reader, sups: Any) -> list[dict[str, Any]]:
+    if not isinstance(sups, list):
+        raise r.fault("'supervisor' must be an array of tables ([[supervisor]])")
+    out: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for i, sup in enumerate(sups):
+        try:
+            spec = _supervisor(r, sup, f"supervisor[{i}]")
+        except _Fault:
+            continue
+        if spec["name"] in names:
+            r.note(f"supervisor[{i}].name: {toml_value(spec['name'])} is used twice")
+            continue
+        names.add(spec["name"])
+        out.append(spec)
+    return out
+
+
+def _supervisor(r: _Reader, table: Any, where: str) -> dict[str, Any]:
+    table = r.table(table, where)
     where = _label(table, where)
-    _only(table, SUPERVISOR_KEYS, where, source)
+    r.only(table, SUPERVISOR_KEYS, where)
+    faults = len(r.problems)
     if "name" not in table:
-        raise ConfigError(f"{source}: {where}: missing 'name'")
+        r.note(f"{where}: missing 'name'")
+    policy = None
+    try:
+        policy = _policy(r, table, where)
+    except _Fault:
+        pass
+    hooks = []
+    for k, h in enumerate(table.get("hooks", [])):
+        try:
+            hooks.append(_hook(r, h, f"{where}.hooks[{k}]"))
+        except _Fault:
+            pass
     children: list[dict[str, Any]] = []
     for kind, build in (("tool", _tool), ("supervisor", _supervisor)):
         items = table.get(kind, [])
         if not isinstance(items, list):
-            raise ConfigError(f"{source}: {where}.{kind} must be an array of tables")
+            r.note(f"{where}.{kind} must be an array of tables")
+            continue
         for j, item in enumerate(items):
-            children.append(build(item, f"{where}.{kind}[{j}]", source))
-    hooks = [_hook(h, f"{where}.hooks[{k}]", source) for k, h in enumerate(table.get("hooks", []))]
+            try:
+                children.append(build(r, item, f"{where}.{kind}[{j}]"))
+            except _Fault:
+                pass
+    if len(r.problems) > faults:
+        raise _Fault()
     options = {k: table[k] for k in ("restart", "shutdown_timeout") if k in table}
-    return _checked(lambda: supervisor_spec(table["name"], _policy(table, where, source), hooks,
-                                            children=children, **options), where, source)
+    return r.checked(lambda: supervisor_spec(table["name"], policy, hooks, children=children,
+                                             **options), where)
 
 
-def _tool(table: Any, where: str, source: str) -> dict[str, Any]:
-    _table(table, where, source)
+def _tool(r: _Reader, table: Any, where: str) -> dict[str, Any]:
+    table = r.table(table, where)
     where = _label(table, where)
-    _only(table, TOOL_KEYS, where, source)
-    for key in ("name", "actor"):
-        if key not in table:
-            raise ConfigError(f"{source}: {where}: missing {key!r}")
+    r.only(table, TOOL_KEYS, where)
+    missing = [key for key in ("name", "actor") if key not in table]
+    for key in missing:
+        r.note(f"{where}: missing {key!r}")
+    if missing:
+        raise _Fault()
     options = {k: table[k] for k in TOOL_KEYS - {"name", "actor", "config"} if k in table}
     if "config" in table and not isinstance(table["config"], dict):
-        raise ConfigError(f"{source}: {where}.config must be a table")
-    return _checked(lambda: tool_spec(table["actor"], table["name"], table.get("config"),
-                                      **options), where, source)
+        raise r.fault(f"{where}.config must be a table")
+    return r.checked(lambda: tool_spec(table["actor"], table["name"], table.get("config"),
+                                       **options), where)
 
 
-def _policy(table: dict[str, Any], where: str, source: str) -> Policy:
+def _policy(r: _Reader, table: dict[str, Any], where: str) -> Policy:
     kwargs = {k: table[k] for k in POLICY_KEYS if k in table}
     backoff = kwargs.get("backoff")
     if backoff is not None:
-        _table(backoff, f"{where}.backoff", source)
-        _only(backoff, BACKOFF_KEYS, f"{where}.backoff", source)
-        kwargs["backoff"] = _checked(lambda: Backoff(**backoff), f"{where}.backoff", source)
-    return _checked(lambda: Policy(**kwargs), where, source)
+        r.table(backoff, f"{where}.backoff")
+        r.only(backoff, BACKOFF_KEYS, f"{where}.backoff")
+        known = {k: v for k, v in backoff.items() if k in BACKOFF_KEYS}
+        kwargs["backoff"] = r.checked(lambda: Backoff(**known), where)
+    return r.checked(lambda: Policy(**kwargs), where)
 
 
-def _hook(path: Any, where: str, source: str) -> LifecycleHook:
+def _hook(r: _Reader, path: Any, where: str) -> LifecycleHook:
     if not isinstance(path, str):
-        raise ConfigError(f"{source}: {where}: give hooks as 'module:Class' strings")
+        raise r.fault(f"{where}: give hooks as 'module:Class' strings")
     try:
         cls = load_object(path)
     except ImportError as exc:
-        raise ConfigError(f"{source}: {where}: {exc}")
+        raise r.fault(f"{where}: {exc}")
     if not (isinstance(cls, type) and issubclass(cls, LifecycleHook)):
-        raise ConfigError(f"{source}: {where}: {path!r} is not a LifecycleHook subclass")
+        raise r.fault(f"{where}: {path!r} is not a LifecycleHook subclass")
     return cls()
-
-
-def _checked(build: Any, where: str, source: str) -> Any:
-    try:
-        return build()
-    except (SpecError, TypeError) as exc:
-        raise ConfigError(f"{source}: {where}: {exc}")
-
-
-def _table(value: Any, where: str, source: str) -> None:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {where} must be a table")
 
 
 def _label(table: dict[str, Any], where: str) -> str:
     name = table.get("name")
     return f"{where} ({name})" if isinstance(name, str) else where
-
-
-def _only(table: dict[str, Any], allowed: set[str], where: str, source: str) -> None:
-    extra = sorted(set(table) - allowed)
-    if extra:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"{source}: {prefix}{extra[0]}: unknown key; allowed here: "
-                          f"{', '.join(sorted(allowed))}")

@@ -22,7 +22,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 def _need(ok: bool, field_name: str, value: Any, what: str) -> None:
     if not ok:
-        raise SpecError(f"{field_name}={value!r} is invalid: {what}")
+        raise SpecError.invalid(field_name, value, what)
 
 
 def _number(value: Any) -> bool:
@@ -46,15 +46,15 @@ class Backoff:
 
     def __post_init__(self) -> None:
         _need(_number(self.initial) and self.initial >= 0, "backoff.initial", self.initial,
-              "must be a number >= 0 (seconds)")
+              "must be a finite number >= 0 (seconds)")
         _need(_number(self.maximum) and self.maximum >= self.initial, "backoff.maximum",
-              self.maximum, f"must be a number >= initial ({self.initial})")
+              self.maximum, f"must be a finite number >= initial ({self.initial})")
         _need(_number(self.multiplier) and self.multiplier >= 1, "backoff.multiplier",
-              self.multiplier, "must be a number >= 1")
+              self.multiplier, "must be a finite number >= 1")
         _need(_number(self.jitter) and 0 <= self.jitter <= 1, "backoff.jitter", self.jitter,
               "must be between 0 and 1")
         _need(_number(self.reset_after) and self.reset_after > 0, "backoff.reset_after",
-              self.reset_after, "must be a number > 0 (seconds)")
+              self.reset_after, "must be a finite number > 0 (seconds)")
 
     @classmethod
     def none(cls) -> Backoff:
@@ -95,7 +95,7 @@ class Policy:
               and self.max_restarts >= 0, "max_restarts", self.max_restarts,
               "must be a whole number >= 0")
         _need(_number(self.period) and self.period > 0, "period", self.period,
-              "must be a number > 0 (seconds)")
+              "must be a finite number > 0 (seconds)")
         _need(isinstance(self.backoff, Backoff), "backoff", self.backoff, "must be a Backoff")
         names = self.fatal_errors
         _need(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names),
@@ -150,6 +150,26 @@ class Intensity:
         return len(self.times) <= self.max_restarts
 
 
+def check_seconds(value: Any, field_name: str, default: float | None = None) -> float:
+    """A duration in seconds: a finite number > 0 (not a bool, not text).
+
+    With a ``default``, None means that default.
+    """
+    if value is None and default is not None:
+        return float(default)
+    hint = f", or None for the default ({default:g}s)" if default is not None else ""
+    _need(_number(value) and value > 0, field_name, value,
+          f"must be a finite number of seconds > 0{hint}")
+    return float(value)
+
+
+def check_count(value: Any, field_name: str, minimum: int = 1) -> int:
+    """A whole number >= ``minimum`` (not a bool, not a float, not text)."""
+    _need(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, field_name,
+          value, f"must be a whole number >= {minimum}")
+    return int(value)
+
+
 def check_name(name: Any, what: str = "name") -> str:
     _need(isinstance(name, str) and bool(NAME_RE.match(name)), what, name,
           "use 1-64 letters, digits, '_', '-' or '.', not starting with '-' or '.'")
@@ -163,9 +183,9 @@ def check_child_options(restart: Any, security_level: Any, shutdown_timeout: Any
     _need(security_level in SECURITY_LEVELS, "security_level", security_level,
           f"must be one of {', '.join(SECURITY_LEVELS)}")
     _need(_number(shutdown_timeout) and shutdown_timeout > 0, "shutdown_timeout",
-          shutdown_timeout, "must be a number > 0 (seconds)")
+          shutdown_timeout, "must be a finite number > 0 (seconds)")
     _need(_number(start_timeout) and start_timeout > 0, "start_timeout", start_timeout,
-          "must be a number > 0 (seconds)")
+          "must be a finite number > 0 (seconds)")
 
 
 def should_restart(restart: str, normal: bool) -> bool:

@@ -7,10 +7,11 @@ supervisor its policy, hooks and children's specs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actors.codec import pack_value
+from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.loading import class_path, load_object, main_file
 from actors.tool import ToolActor
 from supervisors.resources.quotas import check_on_limit, effective_limits
@@ -19,6 +20,7 @@ from supervisors.tree.policy import (
     Policy,
     SpecError,
     check_child_options,
+    check_count,
     check_name,
 )
 
@@ -49,18 +51,22 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False,
-              hard_memory: bool = False) -> dict[str, Any]:
+              hard_memory: bool = False, max_callers: int = DEFAULT_MAX_CALLERS) -> dict[str, Any]:
     check_name(name)
     check_child_options(restart, security_level, shutdown_timeout, start_timeout)
     if limits is not None and not isinstance(limits, dict):
-        raise SpecError(f"limits={limits!r} is invalid: give a dict such as {{'memory_mb': 64}}")
+        raise SpecError.invalid("limits", limits, "give a dict such as {'memory_mb': 64}")
     effective = effective_limits(security_level, limits)
     check_on_limit(on_limit)
     for flag, value in (("adaptive", adaptive), ("hard_memory", hard_memory)):
         if not isinstance(value, bool):
-            raise SpecError(f"{flag}={value!r} is invalid: must be true or false")
+            raise SpecError.invalid(flag, value, "must be true or false")
     if not isinstance(hold_limit, int) or isinstance(hold_limit, bool) or hold_limit < 0:
-        raise SpecError(f"hold_limit={hold_limit!r} is invalid: must be a whole number >= 0")
+        raise SpecError.invalid("hold_limit", hold_limit, "must be a whole number >= 0")
+    check_count(max_callers, "max_callers")
+    if config is not None and not isinstance(config, Mapping):
+        raise SpecError.invalid("config", config, "config must be a mapping of names to values, "
+                                "such as {'start': 1}")
     config = dict(config or {})
     try:
         pack_value(config)
@@ -72,7 +78,7 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
                             "shutdown_timeout": float(shutdown_timeout),
                             "start_timeout": float(start_timeout), "hold_limit": hold_limit,
                             "limits": effective, "on_limit": on_limit, "adaptive": adaptive,
-                            "hard_memory": hard_memory}
+                            "hard_memory": hard_memory, "max_callers": max_callers}
     if path.startswith("__main__:"):
         spec["main"] = main_file()
     return spec

@@ -1,0 +1,73 @@
+"""Logs and processes (issue 9): tool log lines name the tool, one line per event, no zombies."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+from actors import ToolActor, command
+from supervisors import ToolError, ToolSystem
+from tests.helpers import wait_until
+from tests.tools import FailingInit
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Chatty(ToolActor):
+    @command
+    def say(self, text: str) -> int:
+        self.log.info("chatty says {}", text)
+        return 1
+
+
+def _err_until(capfd, needle: str, timeout: float = 10.0) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        seen += capfd.readouterr().err
+        time.sleep(0.02)
+    return seen
+
+
+def test_a_tools_log_lines_show_its_path_not_its_pid(capfd) -> None:
+    with ToolSystem() as system:
+        w = system.supervise("w")
+        t = w.spawn(Chatty, name="chatty")
+        t.call("say", text="hello-there")
+        pid = t.status().pid
+        err = _err_until(capfd, "hello-there")
+    (line,) = [x for x in err.splitlines() if "hello-there" in x]
+    assert " w/chatty " in line and str(pid) not in line, line
+
+
+def test_one_failed_start_is_one_warning_line(capfd) -> None:
+    with ToolSystem() as system:
+        with pytest.raises(ToolError):
+            system.spawn(FailingInit, name="db")
+        system.tree()
+        err = _err_until(capfd, "failed to start")
+        time.sleep(0.3)
+        err += capfd.readouterr().err
+    lines = [x for x in err.splitlines() if "cannot connect to the database" in x]
+    assert len(lines) == 1, lines
+
+
+def test_the_host_keeps_no_defunct_child() -> None:
+    with ToolSystem() as system:
+        system.spawn(FailingInit.__module__ + ":Counter", name="c").call("add")
+
+        def zombies() -> list[int]:
+            out = []
+            for c in psutil.Process().children():
+                try:
+                    if c.status() == psutil.STATUS_ZOMBIE:
+                        out.append(c.pid)
+                except psutil.NoSuchProcess:
+                    pass
+            return out
+
+        wait_until(lambda: not zombies(), 5, what="no <defunct> children of the host")
+        time.sleep(0.3)
+        assert zombies() == []
