@@ -136,6 +136,7 @@ class ToolRunner:
             self.inherited = sandbox.inherited_fds()
             limits = spec.get("limits") or {}
             sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited)
+            sandbox.apply_security(spec.get("security"))  # env, workdir, umask (security issue)
             if spec.get("hard_memory"):
                 self.spare_memory = sandbox.SpareMemory()
             if limits.get("cpu_seconds"):
