@@ -37,6 +37,7 @@ class ToolStatus:
     security_level: str | None = None
     since: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
+    reputation: float | None = None  # 0..100, higher is better (supervisors.security.reputation)
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ToolStatus:
@@ -46,7 +47,7 @@ class ToolStatus:
                    generation=int(info.get("generation", 0)),
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
-                   usage=dict(info.get("usage") or {}))
+                   usage=dict(info.get("usage") or {}), reputation=info.get("reputation"))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -101,6 +102,8 @@ class _Node:
             except ToolError:
                 found = {}
             info["usage"] = found if found.get("pid") == info["pid"] else {}
+        if info["kind"] == "tool":
+            info["reputation"] = self.system.security.reputation_of(self.path)
         return ToolStatus.from_info(info)
 
     def __repr__(self) -> str:
@@ -160,7 +163,7 @@ class SupervisorHandle(_Node):
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
-              timeout: float | None = None) -> ToolHandle:
+              security: dict[str, Any] | None = None, timeout: float | None = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
         ``actor`` is a ToolActor subclass or ``"module:Class"``. ``security_level``
@@ -168,19 +171,22 @@ class SupervisorHandle(_Node):
         (``{"memory_mb": 64, "open_files": 64, ...}``, see ``supervisors.resources.quotas``);
         ``on_limit`` says what happens at 100 % of a limit (alert, pause, restart,
         stop); ``adaptive`` lets limits follow the tool's own usage forecast;
-        ``hard_memory`` also caps its address space in the kernel. Bad values raise
+        ``hard_memory`` also caps its address space in the kernel. ``security`` is the
+        tool's security context (``{"permissions": [...], "audit": "all", "env": {...},
+        "workdir": ..., "umask": ...}``, see docs/security.md). Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
         """
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit, limits=limits, on_limit=on_limit,
-                         adaptive=adaptive, hard_memory=hard_memory)
+                         adaptive=adaptive, hard_memory=hard_memory, security=security)
         try:
             self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
         except ToolError as exc:
             exc.tool = self._child_path(name)
             raise
+        self.system.security.note_spec(self._child_path(name), spec)
         return ToolHandle(self.system, self._child_path(name))
 
     def supervise(self, name: str, policy: Policy | None = None,
@@ -195,6 +201,7 @@ class SupervisorHandle(_Node):
         """Start a whole subtree from a spec (as built by ``supervisors.tree.specs``)."""
         self.system._request(self.path, "spawn", {"spec": spec},
                              timeout or float(spec.get("start_timeout", 60.0)) + 5.0)
+        self.system.security.note_spec(self._child_path(spec["name"]), spec)
         return SupervisorHandle(self.system, self._child_path(spec["name"]))
 
     def set_policy(self, policy: Policy, timeout: float | None = None) -> Policy:

@@ -9,6 +9,8 @@ Layout::
     [[supervisor.tool]]           # name, actor = "module:Class", restart, security_level,
                                   # config = {...}, shutdown_timeout, start_timeout, hold_limit
     [[supervisor.supervisor]]     # nested supervisors, same keys; started after the tools
+    [[role]]                      # name, permissions = ["RESOURCE:ACTION"], parents = [...]
+    [[principal]]                 # name, roles = [...], token (optional)
 
 Every problem raises ``ConfigError`` naming the file and the key (or the line,
 for TOML syntax errors); nothing is started until the whole file is valid.
@@ -31,11 +33,12 @@ from supervisors.tree.specs import supervisor_spec, tool_spec
 
 POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
-               "sample_every"} | POLICY_KEYS
+               "sample_every", "audit_log"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
-             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory"}
+             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
+             "security"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
@@ -47,6 +50,8 @@ class ConfigError(ValueError):
 class Config:
     system_options: dict[str, Any] = field(default_factory=dict)
     supervisors: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[dict[str, Any]] = field(default_factory=list)       # [[role]] tables, checked by the host
+    principals: list[dict[str, Any]] = field(default_factory=list)  # [[principal]] tables
 
 
 def load_config(path: str | Path) -> Config:
@@ -63,7 +68,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}")
-    _only(data, {"system", "supervisor"}, "", source)
+    _only(data, {"system", "supervisor", "role", "principal"}, "", source)
     cfg = Config()
     system = data.get("system", {})
     _table(system, "system", source)
@@ -71,9 +76,14 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if "dashboard" in system:
         logger.warning("{}: [system].dashboard is not available in this version yet; ignored", source)
     options: dict[str, Any] = {}
-    for key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every"):
+    for key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every", "audit_log"):
         if key in system:
             options[key] = _system_value(key, system[key], source)
+    for key in ("role", "principal"):
+        tables = data.get(key, [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise ConfigError(f"{source}: '{key}' must be an array of tables ([[{key}]])")
+        setattr(cfg, key + "s", tables)
     if POLICY_KEYS & system.keys():
         options["policy"] = _policy(system, "system", source)
     cfg.system_options = options
@@ -99,6 +109,8 @@ def _system_value(key: str, value: Any, source: str) -> Any:
                           f"{', '.join(LOG_LEVELS)}")
     if key == "base" and value not in BASES:
         raise ConfigError(f"{source}: system.base={value!r} is invalid: use one of {', '.join(BASES)}")
+    if key == "audit_log" and not (isinstance(value, str) and value.strip()):
+        raise ConfigError(f"{source}: system.audit_log={value!r} is invalid: give a file path")
     if key in ("call_timeout", "op_timeout", "sample_every") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
         raise ConfigError(f"{source}: system.{key}={value!r} is invalid: must be a number > 0 (seconds)")
