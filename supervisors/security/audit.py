@@ -47,13 +47,25 @@ def make_line(prev: str, seq: int, entry: dict[str, Any]) -> tuple[str, str]:
 
 
 def files_of(path: str) -> list[str]:
-    """The log's files, oldest first: PATH.N ... PATH.1, PATH."""
-    rotated = []
-    n = 1
-    while os.path.exists(f"{path}.{n}"):
-        rotated.append(f"{path}.{n}")
-        n += 1
-    return [*reversed(rotated), *([path] if os.path.exists(path) else [])]
+    """The log's files, oldest first: PATH.N ... PATH.1, PATH (every PATH.<number> that exists)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    numbers = []
+    try:
+        for name in os.listdir(folder or "."):
+            if name.startswith(base + ".") and name[len(base) + 1:].isdigit():
+                numbers.append(int(name[len(base) + 1:]))
+    except FileNotFoundError:
+        pass
+    rotated = [f"{path}.{n}" for n in sorted(numbers, reverse=True)]
+    return [*rotated, *([path] if os.path.exists(path) else [])]
+
+
+def _missing_file(path: str, files: list[str]) -> str | None:
+    numbers = sorted(int(f.rsplit(".", 1)[1]) for f in files if f != path)
+    for want, got in enumerate(numbers, 1):
+        if want != got:
+            return f"{path}.{want}"
+    return None
 
 
 def _last_line(path: str) -> str | None:
@@ -166,6 +178,9 @@ def verify(path: str) -> Verdict:
     files = files_of(path)
     if not files:
         return Verdict(False, 0, [], f"no audit log at {path}", path, None)
+    gap = _missing_file(path, files)
+    if gap:
+        return Verdict(False, 0, files, f"rotated file {gap} is missing (lines removed)", gap, None)
     prev: str | None = None
     last_seq: int | None = None
     total = 0
@@ -196,7 +211,11 @@ def verify(path: str) -> Verdict:
                     if last_seq is not None and seq > last_seq + 1:
                         why = f"{seq - last_seq - 1} line(s) removed before this line"
                     elif last_seq is not None and seq <= last_seq:
-                        why = "line inserted (or the line before it was)"
+                        first = n - (last_seq - seq + 1)  # where the run of seq numbers went wrong
+                        if first >= 1:
+                            return Verdict(False, total, files, "line inserted (the lines after it "
+                                           "repeat its sequence numbers)", name, first)
+                        why = "line inserted before this line"
                     else:
                         why = "chain broken: the previous line was altered, inserted or removed"
                     return Verdict(False, total, files, why, name, n)
