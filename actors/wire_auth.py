@@ -39,7 +39,9 @@ MAC_SIZE = 32
 #: Frames above this are refused before they are read in full (our messages are <= 16 MiB).
 MAX_WIRE_FRAME = 64 * 1024 * 1024
 
-_key: bytes = secrets.token_bytes(32)
+_key: bytes = b""
+_inner: Any = None  # SHA-256 states after the HMAC key pads (RFC 2104), copied per frame
+_outer: Any = None
 _live_systems = 0
 _installed = False
 _transports: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -62,10 +64,13 @@ def begin_system() -> None:
 
 def set_secret(key: bytes) -> None:
     """Use ``key`` from now on (also re-seals the acknowledgements Thespian sends as constants)."""
-    global _key
-    if not isinstance(key, bytes) or len(key) < 16:
-        raise ValueError("the wire secret must be at least 16 bytes")
+    global _key, _inner, _outer
+    if not isinstance(key, bytes) or not 16 <= len(key) <= 64:
+        raise ValueError("the wire secret must be 16 to 64 bytes")
     _key = key
+    padded = key.ljust(64, b"\0")
+    _inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+    _outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
     if _installed:
         _seal_acks()
 
@@ -83,18 +88,29 @@ def end_system() -> None:
     _live_systems = max(0, _live_systems - 1)
 
 
+set_secret(secrets.token_bytes(32))  # until a system starts (begin_system makes its own)
+
+
 # ----------------------------------------------------------------------------- the frames
+def mac(data: Any) -> bytes:
+    """HMAC-SHA256 of ``data`` under the system's secret (from precomputed key pads)."""
+    inner = _inner.copy()
+    inner.update(data)
+    outer = _outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 def seal(payload: bytes) -> bytes:
     """The frame for ``payload``: its MAC, then the payload."""
-    return hmac.digest(_key, payload, hashlib.sha256) + payload
+    return mac(payload) + payload
 
 
 def authentic(frame: bytes) -> bool:
     """True if ``frame`` carries a valid MAC under this system's secret (constant time)."""
     if not isinstance(frame, (bytes, bytearray)) or len(frame) < MAC_SIZE:
         return False
-    mac = hmac.digest(_key, memoryview(frame)[MAC_SIZE:], hashlib.sha256)
-    return hmac.compare_digest(mac, bytes(frame[:MAC_SIZE]))
+    return hmac.compare_digest(mac(memoryview(frame)[MAC_SIZE:]), bytes(frame[:MAC_SIZE]))
 
 
 def dumps(obj: Any) -> bytes:

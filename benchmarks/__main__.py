@@ -33,6 +33,7 @@ from benchmarks import (
     report,
     restart,
     roundtrip,
+    security,
     spawning,
     stackdepth,
     throughput,
@@ -121,6 +122,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "accounting": lambda: accounting.run(tools=100, sweeps=5 if q else 30, duration=memory_s,
                                              cadence=cadence, periods=[0.25] if q else [0.25, 1.0],
                                              repeats=3 if q else 6, log_level=level),
+        "security": lambda: security.run(q),
     }
 
 

@@ -78,8 +78,26 @@ def bare_ask(n: int = 2000, rounds: int = 3) -> dict[str, Any]:
             "overhead_percent": round((auth / plain - 1) * 100, 2), "rounds": out, "asks_per_round": n}
 
 
+def frame_cost(n: int = 20000) -> dict[str, float]:
+    """Pickle + unpickle of a typical ask frame, plain and sealed/checked (microseconds)."""
+    import pickle
+
+    from actors import wire_auth
+
+    msg = (("T", "127.0.0.1", 45000), b"x" * 200)
+    out = {}
+    for name, dumps, loads in (("plain", pickle.dumps, pickle.loads),
+                               ("auth", wire_auth.dumps, wire_auth.loads)):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            loads(dumps(msg))
+        out[f"frame_{name}_us"] = round((time.perf_counter() - t0) / n * 1e6, 2)
+    return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {"bare_ask": bare_ask(500 if quick else 2000, 2 if quick else 3)}
+    result["bare_ask"].update(frame_cost())
     try:
         from supervisors.security import bench as sec_bench
     except ImportError:
@@ -94,6 +112,9 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if b:
         out.append(("bare ask, auth overhead", f"{b['overhead_percent']} % ({b['plain_median_us']} -> "
                     f"{b['auth_median_us']} us)", "< 10 %", "ok" if b["overhead_percent"] < 10 else "MISS"))
+        if "frame_auth_us" in b:
+            out.append(("frame pickle+unpickle, plain/auth",
+                        f"{b['frame_plain_us']} / {b['frame_auth_us']} us", "-", "-"))
     figures = (("permission_check_cached_us", "permission check (cached)", "< 20 us", 20),
                ("permission_check_uncached_us", "permission check (uncached)", "-", None),
                ("audit_verify_1m_s", "audit verify, 1M lines", "< 10 s", 10),
