@@ -243,3 +243,64 @@ def test_fuzz_the_frame_reader(chunks: list[bytes]) -> None:
                 assert len(payload) <= 1024
     except FrameError:
         pass
+
+
+CLI_CONFIG = """
+[system]
+audit_log = "{log}"
+
+[[role]]
+name = "w-reader"
+permissions = ["tool:workers/*:read", "supervisor:workers:read"]
+
+[[principal]]
+name = "alice"
+roles = ["w-reader"]
+
+[[principal]]
+name = "ops"
+roles = ["maintainer"]
+token = "ops-token-123"
+
+[[supervisor]]
+name = "workers"
+[[supervisor.tool]]
+name = "counter"
+actor = "examples.counter:Counter"
+
+[[supervisor]]
+name = "secret"
+[[supervisor.tool]]
+name = "vault"
+actor = "examples.counter:Counter"
+"""
+
+
+@pytest.mark.timeout(120)
+def test_cli_run_as_a_principal_shows_only_what_it_may_read(tmp_path) -> None:
+    from tests.test_cli import run_cli
+
+    config = tmp_path / "tree.toml"
+    config.write_text(CLI_CONFIG.format(log=tmp_path / "audit.log"))
+    shown = run_cli("run", str(config), "--as", "alice", "--duration", "1.5", "--interval", "0.5")
+    assert shown.returncode == 0, shown.stderr
+    assert "workers/counter" in shown.stdout
+    assert "secret/vault" not in shown.stdout and "_audit" not in shown.stdout
+    unknown = run_cli("run", str(config), "--as", "mallory", "--duration", "1")
+    assert unknown.returncode == 2 and "unknown principal 'mallory'" in unknown.stderr
+    no_token = run_cli("run", str(config), "--as", "ops", "--duration", "1")
+    assert no_token.returncode == 2 and "token" in no_token.stderr
+
+
+def test_a_refused_tool_to_tool_call_is_audited_and_costs_reputation(secured) -> None:
+    from actors.permissions import SecurityContext, check_tool_call
+
+    system, log = secured
+    caller_ctx = SecurityContext.from_spec(None, "low")
+    with pytest.raises(PermissionDenied) as err:
+        check_tool_call("workers/counter", caller_ctx, "vault", "high")
+    system.security.tool_denied("workers/counter", "vault", str(err.value))
+    last = lines(log)[-1]
+    assert (last["principal"], last["resource"], last["result"]) == ("tool:workers/counter",
+                                                                     "tool:vault", "denied")
+    assert system.tool("workers/counter").status().reputation == 95.0
