@@ -6,9 +6,11 @@ templates are always there: ``viewer`` (read), ``operator`` (viewer + call,
 pause, resume), ``maintainer`` (operator + spawn, stop, start, restart, policy)
 and ``admin`` (everything). A principal is a name, roles and an optional token.
 
-``check`` answers from a cache of (principal, action, resource) decisions and
-of each principal's flattened permissions; any change to roles or principals
-clears it. All of this lives in the host process, owned by the ``ToolSystem``
+``check`` answers from a cache of each principal's decisions and of its
+flattened permissions, indexed by action (exact resources, prefixes such as
+``tool:workers/*``, other patterns). A change to a role clears the cache of
+the principals that hold that role or one inheriting from it; a change to a
+principal clears its own. All of this lives in the host process, owned by the ``ToolSystem``
 (one owner, no locks: the dicts are only replaced or cleared, never shared out).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from actors.errors import PermissionDenied, SpecError
 from supervisors.security.permissions import Permission, denied
@@ -44,6 +47,37 @@ class Principal:
     token: str | None = field(default=None, repr=False)
 
 
+class _Matcher:
+    """A principal's permissions indexed by action: exact resources, prefixes, other globs."""
+
+    def __init__(self, perms: tuple[Permission, ...]) -> None:
+        index: dict[str, tuple[set[str], list[str], list[str], list[bool]]] = {}
+        for p in perms:
+            exact, prefixes, globs, anything = index.setdefault(p.action, (set(), [], [], [False]))
+            r = p.resource
+            if r == "*":
+                anything[0] = True
+            elif "*" not in r:
+                exact.add(r)
+            elif r.endswith("*") and "*" not in r[:-1]:
+                prefixes.append(r[:-1])
+            else:
+                globs.append(r)
+        self.by_action = {a: (frozenset(e), tuple(p), tuple(g), any_[0])
+                          for a, (e, p, g, any_) in index.items()}
+
+    def allows(self, action: str, resource: str) -> bool:
+        for key in (action, "*"):
+            entry = self.by_action.get(key)
+            if entry is None:
+                continue
+            exact, prefixes, globs, anything = entry
+            if (anything or resource in exact or resource.startswith(prefixes)
+                    or any(fnmatchcase(resource, g) for g in globs)):
+                return True
+        return False
+
+
 class UnknownPrincipal(PermissionDenied):
     """No principal has that name."""
 
@@ -67,16 +101,32 @@ class Security:
         self.roles: dict[str, Role] = {}
         self.principals: dict[str, Principal] = {}
         self._flat: dict[str, tuple[Permission, ...]] = {}
-        self._decisions: dict[tuple[str, str, str], bool] = {}
+        self._matchers: dict[str, _Matcher] = {}
+        self._decisions: dict[str, dict[tuple[str, str], bool]] = {}
         self.generation = 0
         for name, (perms, parents) in TEMPLATES.items():
             self.add_role(name, permissions=perms, parents=parents)
 
     # ------------------------------------------------------------------ changes
-    def _changed(self) -> None:
-        self._flat = {}
-        self._decisions = {}
+    def _changed(self, role: str | None = None, principal: str | None = None) -> None:
+        """Drop what a change may have made stale: everything, or what depends on one name."""
         self.generation += 1
+        if role is None and principal is None:
+            self._flat, self._matchers, self._decisions = {}, {}, {}
+            return
+        affected = {principal} if principal else set()
+        if role is not None:
+            roles = {role}
+            grew = True
+            while grew:  # every role that inherits from ``role``, however deep
+                more = {r.name for r in self.roles.values() if roles & set(r.parents)} - roles
+                roles |= more
+                grew = bool(more)
+            affected |= {p.name for p in self.principals.values() if roles & set(p.roles)}
+        for name in affected:
+            self._flat.pop(name, None)
+            self._matchers.pop(name, None)
+            self._decisions.pop(name, None)
 
     def add_role(self, name: str, permissions: Iterable[str] = (), parents: Iterable[str] = ()) -> Role:
         """Add (or replace) a role. Unknown parents, cycles and bad permissions raise ``SpecError``."""
@@ -94,7 +144,7 @@ class Security:
                             "nothing was changed")
         role = Role(name, perms, parent_names)
         self.roles[name] = role
-        self._changed()
+        self._changed(role=name)
         return role
 
     def _cycle(self, name: str, parents: tuple[str, ...]) -> list[str] | None:
@@ -120,7 +170,7 @@ class Security:
         if users:
             raise SpecError(f"role {name!r} is still used by {', '.join(users)}")
         self.roles.pop(name, None)
-        self._changed()
+        self._changed(role=name)
 
     def add_principal(self, name: str, roles: Iterable[str] = (), token: str | None = None) -> Principal:
         """Add (or replace) a principal; every role must exist."""
@@ -135,12 +185,12 @@ class Security:
             raise SpecError(f"principal {name!r}: token must be a string of at least 8 characters")
         principal = Principal(name, role_names, token)
         self.principals[name] = principal
-        self._changed()
+        self._changed(principal=name)
         return principal
 
     def remove_principal(self, name: str) -> None:
         self.principals.pop(name, None)
-        self._changed()
+        self._changed(principal=name)
 
     # ------------------------------------------------------------------ questions
     def principal(self, name: str, token: str | None = None) -> Principal:
@@ -185,16 +235,28 @@ class Security:
         return flat
 
     def allowed(self, principal: str, action: str, resource: str) -> bool:
-        key = (principal, action, resource)
-        hit = self._decisions.get(key)
+        decisions = self._decisions.get(principal)
+        if decisions is None:
+            if principal not in self.principals:
+                return False
+            decisions = self._decisions[principal] = {}
+        key = (action, resource)
+        hit = decisions.get(key)
         if hit is not None:
             return hit
-        ok = principal in self.principals and any(
-            p.allows(action, resource) for p in self.permissions_of(principal))
-        if len(self._decisions) >= CACHE_LIMIT:
-            self._decisions = {}
-        self._decisions[key] = ok
+        matcher = self._matchers.get(principal)
+        if matcher is None:
+            matcher = self._matchers[principal] = _Matcher(self.permissions_of(principal))
+        ok = matcher.allows(action, resource)
+        if len(decisions) >= CACHE_LIMIT:
+            decisions.clear()
+        decisions[key] = ok
         return ok
+
+    def decided(self, principal: str, action: str, resource: str) -> bool | None:
+        """The cached decision, or None (for fast paths that must not do more)."""
+        decisions = self._decisions.get(principal)
+        return None if decisions is None else decisions.get((action, resource))
 
     def check(self, principal: str, action: str, resource: str) -> None:
         """Raise ``PermissionDenied`` (naming principal, permission and resource) unless allowed."""

@@ -164,7 +164,7 @@ class PrincipalTool(_Node):
         sec = view.security
         ctx = sec.contexts.get(self.path)
         if ((ctx is None or ctx.audit != "all") and self.path.split("/", 1)[0] != AUDIT_TOOL
-                and sec._decisions.get((view.principal.name, "call", self.resource)) is True):
+                and sec.decided(view.principal.name, "call", self.resource) is True):
             # the fast lane: allowed before (cached) and nothing to write for an allowed call
             try:
                 return view.system._call(self.path, command, args, timeout)
