@@ -125,6 +125,10 @@ def loads(frame: bytes) -> Any:
     return pickle.loads(memoryview(frame)[MAC_SIZE:])
 
 
+def _loads_checked(frame: bytes) -> Any:
+    return pickle.loads(memoryview(frame)[MAC_SIZE:])
+
+
 class _Serializer:
     """Stands in for the ``pickle`` module that Thespian's TCP transport calls."""
 
@@ -218,6 +222,7 @@ def install() -> None:
                     record_drop(_peer_of(inc), "a frame without a valid MAC", size)
                     inc.close()
                     return None
+                buf._deserialize = _loads_checked  # just checked these very bytes: do not hash twice
         return added(self, inc, skipFinish, has_exclusive_flag)
 
     tcp.TCPTransport._addedDataToIncoming = checked
