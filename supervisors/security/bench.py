@@ -103,9 +103,35 @@ def checked_call(n: int = 2000, rounds: int = 3) -> dict[str, Any]:
             "audited_call_overhead_percent": round((med["audited"] / med["plain"] - 1) * 100, 1)}
 
 
+def check_lane(n: int = 100_000) -> dict[str, float]:
+    """What a checked call adds on the host, without the noise of the round trip (a stub system)."""
+    from supervisors.security.guard import SystemSecurity
+    from supervisors.security.view import PrincipalView
+
+    class Stub:
+        def _call(self, path: str, command: str, args: dict, timeout: Any) -> int:
+            return 1
+
+    stub: Any = Stub()
+    stub.security = SystemSecurity(stub)
+    stub.security.add_principal("op", roles=["operator"])
+    tool = PrincipalView(stub, stub.security.principal("op")).tool("c")
+    tool.call("get")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tool.call("get")
+    checked = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        stub._call("c", "get", {}, None)
+    bare = (time.perf_counter() - t0) / n
+    return {"checked_call_added_us": round((checked - bare) * 1e6, 2)}
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out.update(permission_check(2000 if quick else 20000))
+    out.update(check_lane(20_000 if quick else 100_000))
     out.update(audit_verify(100_000 if quick else 1_000_000))
     out.update(checked_call(300 if quick else 2000, 2 if quick else 3))
     return out
