@@ -38,6 +38,7 @@ from loguru import logger
 MAC_SIZE = 32
 #: Frames above this are refused before they are read in full (our messages are <= 16 MiB).
 MAX_WIRE_FRAME = 64 * 1024 * 1024
+IDENTIFY_FIRST = 200  # drops whose sender's uid is looked up; later ones are counted by address
 
 _key: bytes = b""
 _inner: Any = None  # SHA-256 states after the HMAC key pads (RFC 2104), copied per frame
@@ -170,7 +171,8 @@ def peer_uid(ip: str, port: int) -> int | None:
 def record_drop(peer: tuple[str, int] | None, why: str, size: int | None = None) -> None:
     """Count a dropped frame; log the first from each (ip, uid) peer."""
     ip, port = (peer[0], peer[1]) if peer else ("?", 0)
-    uid = peer_uid(ip, port) if peer and port else None
+    # identifying the peer reads /proc/net/tcp: only for the first drops, not under a flood
+    uid = peer_uid(ip, port) if peer and port and sum(DROPS.values()) < IDENTIFY_FIRST else None
     key = (ip, uid)
     DROPS[key] = DROPS.get(key, 0) + 1
     if DROPS[key] == 1:
