@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -70,6 +71,11 @@ class Permission:
 
 
 AUDIT_MODES = ("off", "denials", "all")
+#: The name of the audit writer tool under the root (``supervisors.security``).
+AUDIT_TOOL = "_audit"
+#: The event a tool publishes when one of its calls to another tool is refused (counts against
+#: its reputation, see ``supervisors.security.reputation``).
+DENIED_EVENT = "denied"
 LEVEL_RANK = {"low": 0, "standard": 1, "high": 2, "critical": 3}
 KEYS = ("permissions", "audit", "env", "workdir", "umask")
 
@@ -164,3 +170,11 @@ def _refusal(caller: str, resource: str, why: str) -> PermissionDenied:
     exc.permission = f"{resource}:call"  # type: ignore[attr-defined]
     exc.resource = resource  # type: ignore[attr-defined]
     return exc
+
+
+def audit_entry(principal: str | None, operation: str, resource: str, result: str,
+                level: str | None = None, **context: Any) -> dict[str, Any]:
+    """One audit record, as the audit writer's ``append`` command takes it (a list of these)."""
+    return {"ts": round(time.time(), 6), "principal": principal, "level": level,
+            "operation": operation, "resource": resource, "result": result,
+            "context": context or {}}

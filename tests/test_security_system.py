@@ -170,6 +170,8 @@ def test_tool_security_context_env_workdir_umask(tmp_path, monkeypatch) -> None:
         assert plain.call("env")["HOST_SECRET"] == "do-not-leak"  # without env: untouched
         with pytest.raises(Exception, match="security.env"):
             system.spawn(EnvProbe, name="bad", security={"env": {"A": 1}})
+        with pytest.raises(Exception, match="security.workdir.*cannot be used"):
+            system.spawn(EnvProbe, name="lost", security={"workdir": str(tmp_path / "missing")})
 
 
 @pytest.mark.timeout(120)
@@ -304,3 +306,24 @@ def test_a_refused_tool_to_tool_call_is_audited_and_costs_reputation(secured) ->
     assert (last["principal"], last["resource"], last["result"]) == ("tool:workers/counter",
                                                                      "tool:vault", "denied")
     assert system.tool("workers/counter").status().reputation == 95.0
+
+
+def test_audit_off_writes_nothing_for_that_tool(secured) -> None:
+    system, log = secured
+    system.supervisor("workers").spawn(Counter, name="quiet", security={"audit": "off"})
+    before = len(lines(log))
+    viewer = system.security.add_principal("v", roles=["viewer"])
+    with pytest.raises(PermissionDenied):
+        system.as_principal(viewer.name).tool("workers/quiet").call("add")
+    assert len(lines(log)) == before
+    with pytest.raises(PermissionDenied):  # other tools keep the default: refusals are written
+        system.as_principal("v").tool("workers/counter").call("add")
+    assert lines(log)[-1]["result"] == "denied"
+
+
+def test_denied_events_count_against_reputation() -> None:
+    from supervisors.security.reputation import Reputation
+
+    r = Reputation()
+    r.observe([{"time": 10.0, "path": "a", "event": "denied", "detail": "tool:vault"}])
+    assert r.score("a", now=10.0) == 95.0

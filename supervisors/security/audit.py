@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import ToolActor, command
+from actors.permissions import audit_entry
 
 GENESIS = "0" * 64
 HASH_TAIL = len(',"hash":"') + 64 + len('"}')
@@ -150,11 +151,7 @@ class AuditWriter(ToolActor):
         self.chain.close()
 
 
-def entry(principal: str | None, operation: str, resource: str, result: str,
-          level: str | None = None, **context: Any) -> dict[str, Any]:
-    return {"ts": round(time.time(), 6), "principal": principal, "level": level,
-            "operation": operation, "resource": resource, "result": result,
-            "context": context or {}}
+entry = audit_entry  # one record: ts, principal, level, operation, resource, result, context
 
 
 # ----------------------------------------------------------------------------- verify and tail

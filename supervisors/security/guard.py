@@ -17,13 +17,12 @@ from typing import Any
 from loguru import logger
 
 from actors.errors import ToolError
-from actors.permissions import SecurityContext
+from actors.permissions import AUDIT_TOOL, SecurityContext
 from supervisors.security.audit import AuditWriter, entry
 from supervisors.security.reputation import Reputation
 from supervisors.security.roles import Security
 
-#: The name of the audit writer under the root; principals can never operate on it.
-AUDIT_TOOL = "_audit"
+__all__ = ["AUDIT_TOOL", "AuditUnavailable", "SystemSecurity"]
 REFRESH_EVERY = 1.0  # seconds between reads of the event log for reputation
 
 

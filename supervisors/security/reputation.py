@@ -21,7 +21,8 @@ from collections import defaultdict
 
 PENALTIES = {"crash": 10.0, "hang": 15.0, "breach": 10.0, "error": 2.0, "denial": 5.0}
 EVENT_KINDS = {"failed": "crash", "escalated": "crash", "hung": "hang", "killed": "hang",
-               "limit exceeded": "breach", "stopped at its limit": "breach"}
+               "limit exceeded": "breach", "stopped at its limit": "breach",
+               "denied": "denial"}  # a tool's call to another tool was refused (DENIED_EVENT)
 MAX_INCIDENTS = 200  # per tool: older ones weigh almost nothing anyway
 
 
