@@ -102,6 +102,7 @@ class Security:
         self.principals: dict[str, Principal] = {}
         self._flat: dict[str, tuple[Permission, ...]] = {}
         self._matchers: dict[str, _Matcher] = {}
+        self._closures: dict[str, tuple[Permission, ...]] = {}  # role -> its and its ancestors' perms
         self._decisions: dict[str, dict[tuple[str, str], bool]] = {}
         self.generation = 0
         for name, (perms, parents) in TEMPLATES.items():
@@ -112,7 +113,7 @@ class Security:
         """Drop what a change may have made stale: everything, or what depends on one name."""
         self.generation += 1
         if role is None and principal is None:
-            self._flat, self._matchers, self._decisions = {}, {}, {}
+            self._flat, self._matchers, self._decisions, self._closures = {}, {}, {}, {}
             return
         affected = {principal} if principal else set()
         if role is not None:
@@ -123,6 +124,8 @@ class Security:
                 roles |= more
                 grew = bool(more)
             affected |= {p.name for p in self.principals.values() if roles & set(p.roles)}
+            for name in roles:
+                self._closures.pop(name, None)
         for name in affected:
             self._flat.pop(name, None)
             self._matchers.pop(name, None)
@@ -214,25 +217,26 @@ class Security:
         if flat is not None:
             return flat
         principal = self.principals.get(name)
-        seen: set[str] = set()
-        out: list[Permission] = []
-
-        def visit(role_name: str) -> None:
-            if role_name in seen:
-                return
-            seen.add(role_name)
-            role = self.roles.get(role_name)
-            if role is None:
-                return
-            out.extend(role.permissions)
-            for parent in role.parents:
-                visit(parent)
-
+        perms: list[Permission] = []
         for role_name in principal.roles if principal else ():
-            visit(role_name)
-        flat = tuple(dict.fromkeys(out))
+            perms.extend(self._closure(role_name))
+        flat = tuple(dict.fromkeys(perms))
         self._flat[name] = flat
         return flat
+
+    def _closure(self, role_name: str) -> tuple[Permission, ...]:
+        """A role's permissions with its ancestors' (memoized per role; roles have no cycles)."""
+        found = self._closures.get(role_name)
+        if found is not None:
+            return found
+        role = self.roles.get(role_name)
+        if role is None:
+            return ()
+        perms = list(role.permissions)
+        for parent in role.parents:
+            perms.extend(self._closure(parent))
+        found = self._closures[role_name] = tuple(dict.fromkeys(perms))
+        return found
 
     def allowed(self, principal: str, action: str, resource: str) -> bool:
         decisions = self._decisions.get(principal)
