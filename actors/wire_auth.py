@@ -118,6 +118,12 @@ def dumps(obj: Any) -> bytes:
     return seal(pickle.dumps(obj))
 
 
+def door_token(address: str) -> bytes:
+    """What a caller sends first on a tool's Unix socket (the fast path): proof that it holds
+    this system's secret. Bound to the socket's address, so it is good for that door only."""
+    return mac(b"toolvisor door " + address.encode("utf-8", "surrogateescape"))
+
+
 def loads(frame: bytes) -> Any:
     """Unpickle ``frame`` only if it is authentic; raise ``Unauthenticated`` otherwise."""
     if not authentic(frame):

@@ -187,3 +187,26 @@ def test_children_do_not_hold_their_parents_listening_sockets() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-x"]))
+
+
+def test_a_same_user_process_without_the_key_cannot_call_a_tool(capfd) -> None:
+    import time
+
+    from actors.codec import encode
+    from actors.frames import pack_frame
+    from actors.messages import Call
+
+    with ToolSystem(call_path="socket") as system:
+        counter = system.spawn(Counter, name="c")
+        assert counter.call("get") == 0
+        address = system._routes["c"].socket
+        call = pack_frame(encode(Call(1, "add", {"k": 100}, time.time() + 30)))
+        for sent in (call * 3, b"\0" * 32 + call, os.urandom(32) + call):  # no key, or a made-up one
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(address)
+                s.sendall(sent)
+                s.settimeout(5)
+                assert s.recv(100) == b""  # closed without an answer
+        assert counter.call("get") == 0  # nothing ran
+        wait_until(lambda: "did not present this system's key" in capfd.readouterr().err, 10,
+                   what="the refusal to be logged")

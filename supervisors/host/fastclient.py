@@ -19,6 +19,7 @@ from typing import Any
 from actors.codec import decode, encode
 from actors.errors import CallTimeout, ToolError
 from actors.frames import FrameError, FrameReader, pack_frame
+from actors.wire_auth import door_token
 from supervisors.host.transport import PeerGone
 
 
@@ -45,6 +46,7 @@ class _Conn:
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(address)
+            self.sock.sendall(door_token(address))  # the tool reads nothing before it
         except OSError:
             self.sock.close()
             raise
