@@ -55,6 +55,9 @@ class Reputation:
                 continue
             self._seen_events.add(key)
             self.record(key[1], kind, key[0])
+        if len(self._seen_events) > 10_000:  # only the newest can come again (the log is read by time)
+            newest = max(k[0] for k in self._seen_events)
+            self._seen_events = {k for k in self._seen_events if k[0] >= newest}
 
     def score(self, path: str, now: float | None = None) -> float:
         now = time.time() if now is None else now
