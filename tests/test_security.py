@@ -304,3 +304,18 @@ def test_fuzz_audit_verify_never_crashes(tmp_path_factory, blobs: list[bytes]) -
             f.write(b.replace(b"\n", b"") + b"\n")
     v = verify(log)
     assert v.ok == (not blobs)
+
+
+def test_a_change_deep_in_the_hierarchy_reaches_the_principal_and_no_one_else() -> None:
+    sec = Security()
+    sec.add_role("base", permissions=["tool:a:call"])
+    sec.add_role("mid", parents=["base"])
+    sec.add_role("top", parents=["mid"])
+    sec.add_role("other", permissions=["tool:o:call"])
+    sec.add_principal("p", roles=["top"])
+    sec.add_principal("q", roles=["other"])
+    assert sec.allowed("p", "call", "tool:a") and not sec.allowed("p", "call", "tool:b")
+    assert sec.allowed("q", "call", "tool:o")
+    sec.add_role("base", permissions=["tool:b:call"])
+    assert sec.allowed("p", "call", "tool:b") and not sec.allowed("p", "call", "tool:a")
+    assert sec.decided("q", "call", "tool:o") is True  # q holds nothing that changed: cache kept

@@ -6,9 +6,9 @@ templates are always there: ``viewer`` (read), ``operator`` (viewer + call,
 pause, resume), ``maintainer`` (operator + spawn, stop, start, restart, policy)
 and ``admin`` (everything). A principal is a name, roles and an optional token.
 
-``check`` answers from a cache of each principal's decisions and of its
-flattened permissions, indexed by action (exact resources, prefixes such as
-``tool:workers/*``, other patterns). A change to a role clears the cache of
+``check`` answers from a cache of each principal's decisions; below it, each
+role's permissions with its ancestors' are flattened and indexed by action
+(exact resources, prefixes such as ``tool:workers/*``, other patterns). A change to a role clears the cache of
 the principals that hold that role or one inheriting from it; a change to a
 principal clears its own. All of this lives in the host process, owned by the ``ToolSystem``
 (one owner, no locks: the dicts are only replaced or cleared, never shared out).
@@ -101,7 +101,8 @@ class Security:
         self.roles: dict[str, Role] = {}
         self.principals: dict[str, Principal] = {}
         self._flat: dict[str, tuple[Permission, ...]] = {}
-        self._matchers: dict[str, _Matcher] = {}
+        self._matchers: dict[str, tuple[_Matcher, ...]] = {}  # principal -> its roles' matchers
+        self._role_matchers: dict[str, _Matcher] = {}
         self._closures: dict[str, tuple[Permission, ...]] = {}  # role -> its and its ancestors' perms
         self._decisions: dict[str, dict[tuple[str, str], bool]] = {}
         self.generation = 0
@@ -114,6 +115,7 @@ class Security:
         self.generation += 1
         if role is None and principal is None:
             self._flat, self._matchers, self._decisions, self._closures = {}, {}, {}, {}
+            self._role_matchers = {}
             return
         affected = {principal} if principal else set()
         if role is not None:
@@ -126,6 +128,7 @@ class Security:
             affected |= {p.name for p in self.principals.values() if roles & set(p.roles)}
             for name in roles:
                 self._closures.pop(name, None)
+                self._role_matchers.pop(name, None)
         for name in affected:
             self._flat.pop(name, None)
             self._matchers.pop(name, None)
@@ -224,6 +227,13 @@ class Security:
         self._flat[name] = flat
         return flat
 
+    def _role_matcher(self, role_name: str) -> _Matcher:
+        """The index of a role's closure (memoized; a change rebuilds only the roles it touches)."""
+        found = self._role_matchers.get(role_name)
+        if found is None:
+            found = self._role_matchers[role_name] = _Matcher(self._closure(role_name))
+        return found
+
     def _closure(self, role_name: str) -> tuple[Permission, ...]:
         """A role's permissions with its ancestors' (memoized per role; roles have no cycles)."""
         found = self._closures.get(role_name)
@@ -248,10 +258,11 @@ class Security:
         hit = decisions.get(key)
         if hit is not None:
             return hit
-        matcher = self._matchers.get(principal)
-        if matcher is None:
-            matcher = self._matchers[principal] = _Matcher(self.permissions_of(principal))
-        ok = matcher.allows(action, resource)
+        matchers = self._matchers.get(principal)
+        if matchers is None:
+            matchers = self._matchers[principal] = tuple(
+                self._role_matcher(r) for r in self.principals[principal].roles)
+        ok = any(m.allows(action, resource) for m in matchers)
         if len(decisions) >= CACHE_LIMIT:
             decisions.clear()
         decisions[key] = ok
