@@ -327,3 +327,15 @@ def test_denied_events_count_against_reputation() -> None:
     r = Reputation()
     r.observe([{"time": 10.0, "path": "a", "event": "denied", "detail": "tool:vault"}])
     assert r.score("a", now=10.0) == 95.0
+
+
+def test_an_allowed_operation_that_fails_is_written_with_its_error(secured) -> None:
+    from supervisors import SpecError
+
+    system, log = secured
+    ops = system.as_principal("ops", token="ops-token-123")
+    with pytest.raises(SpecError, match="restart"):
+        ops.supervisor("workers").spawn(Counter, name="bad", restart="sometimes")
+    last = lines(log)[-1]
+    assert (last["operation"], last["resource"], last["result"]) == ("spawn", "tool:workers/bad",
+                                                                     "error: SpecError")

@@ -50,11 +50,12 @@ class PrincipalView:
             result = run()
         except PermissionDenied:
             raise
-        except ToolError as exc:
-            if action == "call" and not isinstance(exc, ToolUnavailable):
+        except Exception as exc:  # a failed operation is written too (a bad spec, a tool error)
+            if action == "call" and isinstance(exc, ToolError) and not isinstance(exc, ToolUnavailable):
                 sec.reputation.record(resource.split(":", 1)[1], "error")
             if audit == "all":
-                sec.audit(who, operation, resource, f"error: {exc.type}", level, **context)
+                kind = exc.type if isinstance(exc, ToolError) else type(exc).__name__
+                sec.audit(who, operation, resource, f"error: {kind}", level, **context)
             raise
         if audit == "all":
             sec.audit(who, operation, resource, "ok", level, **context)
@@ -185,7 +186,8 @@ class PrincipalTool(_Node):
                               commands=[c for c, _ in calls][:20])
 
     async def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
-        self.view._run("call", self.resource, "acall", lambda: None, audit="denials", level=self._level)
+        self.view._run("call", self.resource, "acall", lambda: None, level=self._level,
+                       audit="off" if self._audit_mode() == "off" else "denials")
         try:
             result = await self.view.system._acall(self.path, command, args, timeout)
         except ToolError as exc:
