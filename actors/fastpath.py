@@ -19,6 +19,7 @@ to take the connection, answer and close it.
 from __future__ import annotations
 
 import errno
+import hmac
 import os
 import select
 import socket
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from actors import wire_auth
 from actors.codec import decode, encode
 from actors.errors import MalformedMessage, ToolOverloaded
 from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
@@ -85,6 +87,8 @@ class Peer:
         self.reader = FrameReader(server.max_frame)
         self.out = bytearray()
         self.closed = False
+        self.hello = bytearray()  # the door token, until it is complete (security issue)
+        self.authed = False
 
     def send(self, msg: Any) -> None:
         """Queue a reply; the server writes queued replies once per turn (``flush``)."""
@@ -130,6 +134,7 @@ class FastPathServer:
         self.listener.listen(128)
         self.listener.setblocking(False)
         self.listen_fd = self.listener.fileno()
+        self.token = wire_auth.door_token(self.address)  # a caller must send this first
 
     def _bind(self) -> str:
         unique = f"toolvisor-{os.getpid()}-{os.urandom(4).hex()}"
@@ -255,6 +260,19 @@ class FastPathServer:
             else:
                 self.drop(peer, None)
             return
+        if not peer.authed:
+            need = wire_auth.MAC_SIZE - len(peer.hello)
+            peer.hello += data[:need]
+            data = data[need:]
+            if len(peer.hello) < wire_auth.MAC_SIZE:
+                return
+            if not hmac.compare_digest(bytes(peer.hello), self.token):
+                self.drop(peer, "it did not present this system's key (a process outside the "
+                                "toolvisor system); nothing it sent was read")
+                return
+            peer.authed = True
+            if not data:
+                return
         try:
             frames = peer.reader.feed(data)
         except FrameError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 from actors import routes
 from actors.frames import FrameReader
+from actors.wire_auth import door_token
 
 
 def ready(sock: socket.socket, write: bool, timeout: float) -> bool:
@@ -49,6 +50,7 @@ class Link:
         self.sock.settimeout(max(0.001, timeout))
         try:
             self.sock.connect(route.socket or "")
+            self.sock.sendall(door_token(route.socket or ""))  # the callee reads nothing before it
         except OSError as exc:
             self.sock.close()
             raise Gone(False, str(exc))

@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors import logs, sandbox, waits
+from actors import isolation, logs, sandbox, waits
 from actors.codec import encode
 from actors.commands import bind, command_table
 from actors.context import Context
@@ -174,6 +174,8 @@ class ToolRunner:
             self.max_callers = int(spec.get("max_callers") or DEFAULT_MAX_CALLERS)
             sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited,
                                       callers=self.max_callers)
+            sandbox.apply_security(spec.get("security"))  # env, workdir, umask (security issue)
+            isolation.install(self, spec)                  # level isolation on tool-to-tool calls
             if spec.get("hard_memory"):
                 self.spare_memory = sandbox.SpareMemory()
                 self.memory_limit = limits.get("memory_mb")

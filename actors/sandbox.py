@@ -142,3 +142,32 @@ def raise_on_sigxcpu(seconds: float) -> None:
         raise CpuLimitExceeded(f"used its {seconds:g} CPU seconds (cpu_seconds hard limit)")
 
     signal.signal(signal.SIGXCPU, handler)
+
+
+#: What a tool with ``security.env`` still sees of the host's environment.
+KEPT_ENV = ("PATH", "HOME", "LANG", "TMPDIR")
+
+
+def apply_security(security: dict[str, Any] | None) -> None:
+    """The sandbox options of a tool's security context (``env``, ``workdir``, ``umask``).
+
+    With ``env`` the tool sees only those variables plus PATH, HOME, LANG and
+    TMPDIR (its private one); without it the environment is left alone.
+    """
+    if not security:
+        return
+    env = security.get("env")
+    if env is not None:
+        kept = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
+        os.environ.clear()
+        os.environ.update(kept)
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    workdir = security.get("workdir")
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            raise OSError(f"security.workdir={workdir!r} cannot be used: {exc.strerror}") from None
+    umask = security.get("umask")
+    if umask is not None:
+        os.umask(int(umask))

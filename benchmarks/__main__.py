@@ -36,6 +36,7 @@ from benchmarks import (
     report,
     restart,
     roundtrip,
+    security,
     spawning,
     stackdepth,
     throughput,
@@ -129,6 +130,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
                                            log_level=level),
         "callers": lambda: callers.run(500 if q else 10_000, 200 if q else 2_000, 200 if q else 1_000,
                                        200 if q else 2_000, level),
+        "security": lambda: security.run(q),
     }
 
 

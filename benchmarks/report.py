@@ -254,7 +254,14 @@ def _callers_rows(s: dict[str, Any]) -> list[Row]:
 BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput": _throughput_rows,
             "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
-            "messaging": _messaging_rows, "callers": _callers_rows}
+            "messaging": _messaging_rows, "callers": _callers_rows,
+            "security": lambda section: _security_rows(section)}
+
+
+def _security_rows(section: dict[str, Any]) -> list[Row]:
+    from benchmarks.security import rows
+
+    return rows(section)
 
 
 def table(results: dict[str, Any]) -> str:

@@ -104,3 +104,14 @@ def test_leaky_config_is_valid() -> None:
     tool = cfg.supervisors[0]["children"][0]
     assert tool["actor"] == "examples.leaky:Leaky"
     assert tool["limits"]["memory_mb"] == 64 and tool["on_limit"] == "restart"
+
+
+@pytest.mark.timeout(60)
+def test_secured_example_checks_and_audits() -> None:
+    out = run_example("secured.py")
+    assert "alice: add(k=2) -> 3" in out
+    assert "alice: stop refused: tool:workers/counter:stop on tool:workers/counter" in out
+    assert "ops: restart -> running" in out
+    assert "audit: intact" in out
+    assert "alice stop tool:workers/counter -> denied" in out
+    assert "ops restart tool:workers/counter -> ok" in out

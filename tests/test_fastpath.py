@@ -13,6 +13,7 @@ import pytest
 from actors.codec import encode
 from actors.frames import pack_frame
 from actors.messages import Call
+from actors.wire_auth import door_token
 from supervisors import CallTimeout, ToolError, ToolOverloaded, ToolSystem, UnknownCommand
 from tests.tools import Counter
 
@@ -101,8 +102,9 @@ def test_a_batch_to_a_paused_tool_is_held_as_a_whole(fast: ToolSystem) -> None:
 
 def bad_peer(system: ToolSystem, payload: bytes, close: bool = True) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(tool_socket(system, "c"))
-    s.sendall(payload)
+    address = tool_socket(system, "c")
+    s.connect(address)
+    s.sendall(door_token(address) + payload)  # a peer of the system, sending bad frames
     if close:
         s.close()
     return s

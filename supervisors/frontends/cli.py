@@ -34,6 +34,7 @@ from loguru import logger
 
 from actors import logs
 from actors.errors import ToolError
+from supervisors.frontends.audit_cli import add_audit_command
 from supervisors.host.system import ToolSystem
 from supervisors.processes.procs import pid_alive
 
@@ -86,10 +87,13 @@ def add_run_command(subs: Any) -> None:
     run.add_argument("--log-level", type=_level, default=None, metavar="LEVEL",
                      help="log level on stderr (default: the config's, $TOOLVISOR_LOG_LEVEL "
                           f"or {DEFAULT_LOG_LEVEL})")
+    run.add_argument("--as", dest="principal", default=None, metavar="PRINCIPAL",
+                     help="show only what PRINCIPAL (a [[principal]] of the config) may read; "
+                          "its token comes from $TOOLVISOR_TOKEN")
     run.set_defaults(handler=cmd_run)
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_run_command]
+COMMANDS: list[Callable[[Any], None]] = [add_run_command, add_audit_command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,6 +246,7 @@ class LiveView:
         self.timeout = max(5.0, interval * 2)
         self.last_seen = 0.0
         self.recent: deque[str] = deque(maxlen=RECENT_EVENTS)
+        self.reader: Any = system  # or system.as_principal(...): the same checks as every door
 
     def refresh(self) -> None:
         """Draw one table with the events that came since the last one."""
@@ -257,7 +262,7 @@ class LiveView:
 
     def _table(self) -> str:
         try:
-            rows = flatten(self.system.tree(timeout=self.timeout))
+            rows = flatten(self.reader.tree(timeout=self.timeout))
         except ToolError as exc:
             return f"(the tree cannot be read right now: {exc})"
         width = shutil.get_terminal_size().columns if self.tty else None
@@ -265,7 +270,7 @@ class LiveView:
 
     def _new_events(self) -> list[str]:
         try:
-            events = self.system.events(since=self.last_seen, timeout=self.timeout)
+            events = self.reader.events(since=self.last_seen, timeout=self.timeout)
         except ToolError as exc:
             logger.warning("cannot read events: {}", exc)
             return []
@@ -348,6 +353,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"toolvisor: {truncate(str(exc), 10_000)}", file=sys.stderr)
         return EXIT_CONFIG
     logs.setup(system.log_level)
+    if args.principal:
+        try:
+            system.security.principal(args.principal, os.environ.get("TOOLVISOR_TOKEN"))
+        except ToolError as exc:
+            print(f"toolvisor: --as {args.principal}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     stop = StopSignals()
     stop.install()
     try:
@@ -371,6 +382,8 @@ def _run(system: ToolSystem, args: argparse.Namespace, stop: StopSignals) -> int
         return EXIT_OK
     stop.phase = "running"
     view = LiveView(system, args.config, sys.stdout, args.interval)
+    if args.principal:
+        view.reader = system.as_principal(args.principal, os.environ.get("TOOLVISOR_TOKEN"))
     try:
         code = watch(view, stop, args.interval, args.duration)
     except BrokenPipeError:  # the reader of our output went away

@@ -20,6 +20,7 @@ from typing import Any
 from actors.codec import decode
 from actors.errors import CallTimeout, ToolOverloaded
 from actors.frames import FrameError, FrameReader
+from actors.wire_auth import door_token
 from supervisors.host.fastclient import NotDelivered, frame_of
 from supervisors.host.transport import PeerGone
 
@@ -52,6 +53,7 @@ class AsyncConn:
             reader, writer = await asyncio.open_unix_connection(address, limit=1 << 22)
         except OSError as exc:
             raise NotDelivered(str(exc))
+        writer.write(door_token(address))  # the tool reads nothing before it (docs/security.md)
         return cls(reader, writer, per_caller)
 
     async def _read_loop(self) -> None:

@@ -39,6 +39,7 @@ class ToolStatus:
     security_level: str | None = None
     since: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
+    reputation: float | None = None  # 0..100, higher is better (supervisors.security.reputation)
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ToolStatus:
@@ -49,7 +50,7 @@ class ToolStatus:
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
                    usage={**blank(), **(info.get("usage") or {})} if info["kind"] == "tool"
-                   else dict(info.get("usage") or {}))
+                   else dict(info.get("usage") or {}), reputation=info.get("reputation"))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -104,6 +105,8 @@ class _Node:
             except ToolError:
                 found = {}
             info["usage"] = found if found.get("pid") == info["pid"] else {}
+        if info["kind"] == "tool":
+            info["reputation"] = self.system.security.reputation_of(self.path)
         return ToolStatus.from_info(info)
 
     def __repr__(self) -> str:
@@ -163,7 +166,8 @@ class SupervisorHandle(_Node):
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
-              max_callers: int = DEFAULT_MAX_CALLERS, timeout: float | None = None) -> ToolHandle:
+              max_callers: int = DEFAULT_MAX_CALLERS, security: dict[str, Any] | None = None,
+              timeout: float | None = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
         ``actor`` is a ToolActor subclass or ``"module:Class"``. ``security_level``
@@ -173,19 +177,23 @@ class SupervisorHandle(_Node):
         stop); ``adaptive`` lets limits follow the tool's own usage forecast;
         ``hard_memory`` also caps its address space in the kernel. ``max_callers`` caps
         the connections callers hold to its socket at once (they do not count as its
-        open files; one more is refused with ``ToolOverloaded``). Bad values raise
+        open files; one more is refused with ``ToolOverloaded``). ``security`` is the
+        tool's security context (``{"permissions": [...], "audit": "all", "env": {...},
+        "workdir": ..., "umask": ...}``, see docs/security.md). Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
         """
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit, limits=limits, on_limit=on_limit,
-                         adaptive=adaptive, hard_memory=hard_memory, max_callers=max_callers)
+                         adaptive=adaptive, hard_memory=hard_memory, max_callers=max_callers,
+                         security=security)
         try:
             self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
         except ToolError as exc:
             exc.tool = self._child_path(name)
             raise
+        self.system.security.note_spec(self._child_path(name), spec)
         return ToolHandle(self.system, self._child_path(name))
 
     def supervise(self, name: str, policy: Policy | None = None,
@@ -200,6 +208,7 @@ class SupervisorHandle(_Node):
         """Start a whole subtree from a spec (as built by ``supervisors.tree.specs``)."""
         self.system._request(self.path, "spawn", {"spec": spec},
                              timeout or float(spec.get("start_timeout", 60.0)) + 5.0)
+        self.system.security.note_spec(self._child_path(spec["name"]), spec)
         return SupervisorHandle(self.system, self._child_path(spec["name"]))
 
     def set_policy(self, policy: Policy, timeout: float | None = None) -> Policy:

@@ -39,6 +39,7 @@ from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
 from supervisors.processes.procs import end_session, pid_alive, session_pids
 from supervisors.resources.usage import blank
+from supervisors.security import PrincipalView, SystemSecurity
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
@@ -73,7 +74,8 @@ class ToolSystem:
                  op_timeout: float = 60.0, log_level: str | None = None,
                  handle_signals: bool = True, ip: str = "127.0.0.1",
                  call_path: str | None = None, window_per_caller: int = 1024,
-                 window_per_tool: int = 4096, sample_every: float = 1.0) -> None:
+                 window_per_tool: int = 4096, sample_every: float = 1.0,
+                 audit_log: str | os.PathLike[str] | None = None) -> None:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
@@ -104,6 +106,8 @@ class ToolSystem:
         self._reaper: Any = None
         self._old_sigterm: Any = None
         self._running = False
+        #: roles, principals, tool contexts, the audit log and reputation (docs/security.md)
+        self.security = SystemSecurity(self, os.fspath(audit_log) if audit_log else None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -115,7 +119,21 @@ class ToolSystem:
         options = {**cfg.system_options, **overrides}
         system = cls(**options)
         system.config_specs = cfg.supervisors
+        from actors.errors import SpecError
+        from supervisors.tree.config import ConfigError
+
+        try:
+            system.security.load(cfg.roles, cfg.principals)
+        except SpecError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         return system
+
+    def as_principal(self, name: str, token: str | None = None) -> PrincipalView:
+        """A view of this system in which every operation is checked against ``name``'s roles.
+
+        Raises ``PermissionDenied`` for an unknown principal or a missing/wrong token.
+        """
+        return PrincipalView(self, self.security.principal(name, token))
 
     def __enter__(self) -> ToolSystem:
         return self.start()
@@ -156,6 +174,7 @@ class ToolSystem:
             ToolSystem.started_sessions.append(self.sid)
             self._reaper = reaper.launch(self.sid, self.runtime_dir)
             self._install_signals()
+            self.security.start_audit()
             for sup in self.config_specs:
                 self.root.add(sup)
         except BaseException:
@@ -251,7 +270,7 @@ class ToolSystem:
                 attach(child)
 
         attach(tree)
-        return tree
+        return self.security.annotate(tree)
 
     def _subtree(self, path: str, info: dict[str, Any] | None,
                  timeout: float | None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import psutil
 from loguru import logger
 from thespian.actors import ActorSystem
 
+from actors import wire_auth
 from actors.codec import decode, encode
 from actors.errors import CallTimeout, MalformedMessage, ToolError
 from actors.frames import MAX_FRAME
@@ -114,12 +115,15 @@ class Transport:
         self._idle: deque[tuple[Any, Any]] = deque()  # (context manager, endpoint)
         self._closed = False
         self._lent: list[tuple[Any, Any]] = []
+        self._auth_live = False
 
     def start(self) -> None:
         # Thespian reads this when it creates addresses; all our processes inherit it.
         os.environ.setdefault("THESPIAN_BASE_IPADDR", self.ip)
         kind = socket.SOCK_DGRAM if self.base == "multiprocUDPBase" else socket.SOCK_STREAM
         self._closed = False
+        wire_auth.begin_system()  # the secret every process of this system inherits (memory only)
+        self._auth_live = True
         for attempt in range(3):  # a free port can be taken by someone else before we bind it
             self.port = free_port(self.ip, kind)
             try:
@@ -131,6 +135,7 @@ class Transport:
                 return
             except Exception as exc:
                 if attempt == 2:
+                    self._release_auth()
                     raise RuntimeError(f"could not start the actor system on 127.0.0.1 "
                                        f"(last port tried {self.port}): {exc}") from exc
                 logger.warning("actor system did not start on port {} ({}); trying another",
@@ -213,4 +218,13 @@ class Transport:
                 break
         if self._asys is not None:
             asys, self._asys = self._asys, None
-            asys.shutdown()
+            try:
+                asys.shutdown()
+            finally:
+                self._release_auth()
+        self._release_auth()
+
+    def _release_auth(self) -> None:
+        if self._auth_live:
+            self._auth_live = False
+            wire_auth.end_system()

@@ -10,6 +10,8 @@ Layout::
                                   # config = {...}, shutdown_timeout, start_timeout, hold_limit,
                                   # limits = {...}, on_limit, adaptive, hard_memory, max_callers
     [[supervisor.supervisor]]     # nested supervisors, same keys; started after the tools
+    [[role]]                      # name, permissions = ["RESOURCE:ACTION"], parents = [...]
+    [[principal]]                 # name, roles = [...], token (optional)
 
 Every problem is reported in one ``ConfigError`` naming the file and the key (or
 the line, for TOML syntax errors), all of them in file order, with values spelled
@@ -36,12 +38,12 @@ from supervisors.tree.specs import supervisor_spec, tool_spec
 
 POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
-               "sample_every"} | POLICY_KEYS
+               "sample_every", "audit_log"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
              "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
-             "max_callers"}
+             "max_callers", "security"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
@@ -60,6 +62,8 @@ class ConfigError(ValueError):
 class Config:
     system_options: dict[str, Any] = field(default_factory=dict)
     supervisors: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[dict[str, Any]] = field(default_factory=list)       # [[role]] tables, checked by the host
+    principals: list[dict[str, Any]] = field(default_factory=list)  # [[principal]] tables
 
 
 def toml_value(value: Any) -> str:
@@ -141,13 +145,18 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid TOML: {exc}")
     r = _Reader(source)
     cfg = Config()
-    r.only(data, {"system", "supervisor"}, "")
+    r.only(data, {"system", "supervisor", "role", "principal"}, "")
     for key in data:  # in file order
         try:
             if key == "system":
                 cfg.system_options = _system(r, data["system"])
             elif key == "supervisor":
                 cfg.supervisors = _supervisors(r, data["supervisor"])
+            elif key in ("role", "principal"):  # checked by the host's security model
+                tables = data[key]
+                if not isinstance(tables, list) or not all(isinstance(x, dict) for x in tables):
+                    raise r.fault(f"'{key}' must be an array of tables ([[{key}]])")
+                setattr(cfg, key + "s", tables)
         except _Fault:
             pass
     if r.problems:
@@ -168,7 +177,7 @@ def _system(r: _Reader, system: Any) -> dict[str, Any]:
         logger.warning("{}: [system].dashboard is not available in this version yet; ignored", r.source)
     options: dict[str, Any] = {}
     for key, value in system.items():
-        if key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every"):
+        if key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every", "audit_log"):
             try:
                 options[key] = _system_value(r, key, value)
             except _Fault:
@@ -184,6 +193,8 @@ def _system_value(r: _Reader, key: str, value: Any) -> Any:
         raise r.fault(f"{shown}: use one of {', '.join(LOG_LEVELS)}")
     if key == "base" and value not in BASES:
         raise r.fault(f"{shown}: use one of {', '.join(BASES)}")
+    if key == "audit_log" and not (isinstance(value, str) and value.strip()):
+        raise r.fault(f"{shown}: give a file path")
     if key in ("call_timeout", "op_timeout", "sample_every") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             and value > 0):

@@ -13,6 +13,7 @@ from typing import Any
 from actors.codec import pack_value
 from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.loading import class_path, load_object, main_file
+from actors.permissions import check_security
 from actors.tool import ToolActor
 from supervisors.resources.quotas import check_on_limit, effective_limits
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
@@ -51,7 +52,8 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
               shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False,
-              hard_memory: bool = False, max_callers: int = DEFAULT_MAX_CALLERS) -> dict[str, Any]:
+              hard_memory: bool = False, max_callers: int = DEFAULT_MAX_CALLERS,
+              security: dict[str, Any] | None = None) -> dict[str, Any]:
     check_name(name)
     check_child_options(restart, security_level, shutdown_timeout, start_timeout)
     if limits is not None and not isinstance(limits, dict):
@@ -79,6 +81,8 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
                             "start_timeout": float(start_timeout), "hold_limit": hold_limit,
                             "limits": effective, "on_limit": on_limit, "adaptive": adaptive,
                             "hard_memory": hard_memory, "max_callers": max_callers}
+    if security is not None:  # the tool's security context (permissions, audit, env, workdir, umask)
+        spec["security"] = check_security(security)
     if path.startswith("__main__:"):
         spec["main"] = main_file()
     return spec

@@ -1,0 +1,56 @@
+"""Level isolation on the tool-to-tool path, run in the calling tool's own process.
+
+Installed into ``actors.peers`` when a tool starts: before every ``self.tool(path)``
+call, send and ask, ``actors.permissions.check_tool_call`` decides whether this
+tool may reach the target (same or lower level, or a ``"tool:PATH:call"``
+permission in its security context). A refusal is reported as a ``denied``
+event (the host's reputation counts it) and, unless the context's audit mode is
+``off``, appended to the audit log through the audit writer tool; then the
+``PermissionDenied`` reaches the calling tool. Calls to the audit writer itself
+are toolvisor's own and skip the rule.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from actors import peers
+from actors.errors import PermissionDenied
+from actors.messages import Event
+from actors.permissions import AUDIT_TOOL, DENIED_EVENT, SecurityContext, audit_entry, check_tool_call
+from actors.routes import RouteEntry
+
+if TYPE_CHECKING:
+    from actors.runner import ToolRunner
+
+
+def install(runner: ToolRunner, spec: dict[str, Any]) -> None:
+    """Guard every tool-to-tool message this process sends with the caller's security context."""
+    context = SecurityContext.from_spec(spec.get("security"), runner.level)
+
+    def check(caller: str, _level: str, callee: RouteEntry) -> None:
+        if callee.path == AUDIT_TOOL:
+            return
+        try:
+            check_tool_call(caller, context, callee.path, callee.level)
+        except PermissionDenied as exc:
+            _report(runner, context, callee.path, exc)
+            raise
+
+    peers.set_permission_check(check)
+
+
+def _report(runner: ToolRunner, context: SecurityContext, target: str, exc: PermissionDenied) -> None:
+    if runner.supervisor is not None:
+        runner.ctx.send(runner.supervisor, Event({
+            "time": time.time(), "path": runner.path, "event": DENIED_EVENT,
+            "detail": str(exc), "state": runner.sm.state.value}))
+    if context.audit == "off":
+        return
+    entry = audit_entry(f"tool:{runner.path}", "call", f"tool:{target}", "denied", context.level,
+                        reason=str(exc))
+    try:
+        runner.peer(AUDIT_TOOL).send("append", entries=[entry])
+    except Exception as err:  # no audit log configured, or its writer is restarting
+        runner.log.debug("tool {}: denial not audited: {}", runner.path, err)
