@@ -27,6 +27,7 @@ import struct
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ from actors.errors import MalformedMessage, ToolOverloaded
 from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
 from actors.messages import Batch, Call, Reply
 
+REFUSAL_LINGER = 0.5            # seconds a refused connection stays open after its refusal
+MAX_REFUSING = 64               # refused connections kept open at most
 READ_CHUNK = 64 * 1024         # bytes read from one peer per turn (fairness; 256 KiB reads
                                # made malloc mmap a fresh buffer for every call)
 MAX_PENDING_OUT = 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
@@ -128,6 +131,8 @@ class FastPathServer:
         self.peers: dict[int, Peer] = {}
         self.refused = 0
         self.refused_logged = 0.0
+        #: Refused connections kept open a moment after their refusal (see ``_refuse``).
+        self.refusing: deque[tuple[float, socket.socket]] = deque()
         self.spare: int | None = _spare()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.address = self._bind()
@@ -161,6 +166,8 @@ class FastPathServer:
         ``LINGER_TOTAL``, so the actor's own messages are never held up long.
         """
         end = time.monotonic() + LINGER_TOTAL
+        if self.refusing:
+            self._close_refused(end - LINGER_TOTAL)
         framework = self.mailbox.framework_fds()
         while True:
             for fd in ready:
@@ -213,14 +220,29 @@ class FastPathServer:
                 continue
             self.peers[sock.fileno()] = Peer(sock, self)
 
-    def _refuse(self, sock: socket.socket, why: str) -> None:
-        """Tell the caller why in a ``Reply`` with cid 0, then hang up."""
+    def _refuse(self, sock: socket.socket, why: str, linger: bool = True) -> None:
+        """Tell the caller why in a ``Reply`` with cid 0, then hang up.
+
+        The socket stays open (write side shut) for ``REFUSAL_LINGER`` seconds: a caller
+        whose token or call is still on its way would otherwise find a reset connection,
+        and an asyncio transport drops the refusal unread when its write fails.
+        """
         try:
             sock.send(pack_frame(encode(Reply(0, False, error=ToolOverloaded(why).to_wire()))))
+            if linger:
+                sock.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
-        sock.close()
+            linger = False
+        if linger:
+            self.refusing.append((time.monotonic(), sock))
+        else:
+            sock.close()
         self._note_refusal(why)
+
+    def _close_refused(self, now: float) -> None:
+        while self.refusing and (now - self.refusing[0][0] > REFUSAL_LINGER
+                                 or len(self.refusing) > MAX_REFUSING):
+            self.refusing.popleft()[1].close()
 
     def _refuse_without_descriptors(self) -> None:
         """Out of descriptors: free the spare to take the connection, answer it, close it."""
@@ -232,7 +254,7 @@ class FastPathServer:
         except OSError as exc:
             self._note_refusal(f"accept failed: {exc}")
         else:
-            self._refuse(sock, f"{self.label} is out of file descriptors; retry later")
+            self._refuse(sock, f"{self.label} is out of file descriptors; retry later", linger=False)
         self.spare = _spare()
 
     def _note_refusal(self, why: str) -> None:
@@ -313,6 +335,8 @@ class FastPathServer:
             pass
 
     def close(self) -> None:
+        while self.refusing:
+            self.refusing.popleft()[1].close()
         if self.spare is not None:
             os.close(self.spare)
             self.spare = None

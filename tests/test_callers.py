@@ -138,6 +138,7 @@ from actors.codec import decode, encode
 from actors.fastpath import FastPathServer
 from actors.frames import FrameReader, pack_frame
 from actors.messages import Call, Reply
+from actors.wire_auth import door_token
 
 class Mailbox:
     def framework_fds(self): return []
@@ -156,7 +157,7 @@ try:
 except OSError:
     pass
 callers[0].connect(server.address)
-callers[0].sendall(pack_frame(encode(Call(1, "x", {}, time.time() + 9))))
+callers[0].sendall(door_token(server.address) + pack_frame(encode(Call(1, "x", {}, time.time() + 9))))
 server.on_ready([server.listen_fd])          # accept fails with EMFILE: must not raise
 callers[0].settimeout(5)
 reply = decode(FrameReader().feed(callers[0].recv(65536))[0])
@@ -165,7 +166,7 @@ print("REFUSED:", reply.error["message"])
 for fd in files:
     os.close(fd)
 callers[1].connect(server.address)
-callers[1].sendall(pack_frame(encode(Call(2, "x", {}, time.time() + 9))))
+callers[1].sendall(door_token(server.address) + pack_frame(encode(Call(2, "x", {}, time.time() + 9))))
 server.on_ready([server.listen_fd])
 for fd in list(server.peers):
     server.on_ready([fd])

@@ -24,6 +24,7 @@ from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
 from actors.messages import REGISTRY, Batch, BatchReply, Call, Reply
 from actors.runner import ToolRunner
 from actors.state import ToolState
+from actors.wire_auth import door_token
 from supervisors import ToolSystem
 from tests.tools import Counter
 
@@ -89,7 +90,7 @@ def _serve_one(payload: bytes) -> tuple[bool, list[Any]]:
     peer = Peer(theirs, SERVER)
     SERVER.peers[theirs.fileno()] = peer
     try:
-        ours.sendall(pack_frame(payload))
+        ours.sendall(door_token(SERVER.address) + pack_frame(payload))  # a peer of the system
         SERVER.on_ready([theirs.fileno()])  # must never raise
         SERVER.flush()
         ours.setblocking(False)
@@ -171,7 +172,7 @@ def test_the_two_frames_from_the_issue_get_an_error_and_the_peer_goes(capfd, ite
         t.call("add")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(system._routes["c"].socket)
-        s.sendall(pack_frame(msgpack.packb(items)))
+        s.sendall(door_token(system._routes["c"].socket) + pack_frame(msgpack.packb(items)))
         s.settimeout(10)
         data = b""
         while chunk := s.recv(65536):

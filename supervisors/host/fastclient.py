@@ -47,10 +47,13 @@ class _Conn:
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(address)
-            self.sock.sendall(door_token(address))  # the tool reads nothing before it
         except OSError:
             self.sock.close()
             raise
+        try:
+            self.sock.sendall(door_token(address))  # the tool reads nothing before it
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it hung up at once (too many callers): the first exchange reads its refusal
         self.reader = FrameReader()
 
     def close(self) -> None:
