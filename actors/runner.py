@@ -85,6 +85,9 @@ class ToolRunner:
     def child_exited(self, address: Any) -> None:
         """Tools have no child actors."""
 
+    def process_ended(self, pid: int) -> None:
+        """Tools watch no processes."""
+
     def system_exit(self) -> None:
         """The actor system is ending this process: release what the tool holds."""
         self._release()

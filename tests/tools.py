@@ -236,3 +236,39 @@ class Hog(ToolActor):
     @command
     def crash(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SlowFailingInit(ToolActor):
+    """on_init sleeps (config "sleep", default 2 s) and then raises: a restart loop."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        time.sleep(float(config.get("sleep", 2.0)))
+        raise RuntimeError("slow init failed")
+
+
+class Appender(ToolActor):
+    """Appends lines to a file; can end its own process abruptly."""
+
+    @command
+    def append(self, path: str, line: str) -> str:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+        return line
+
+    @command
+    def die(self) -> None:
+        os._exit(3)
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+    @command
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @command
+    def spin(self) -> None:
+        while True:
+            time.sleep(0.2)

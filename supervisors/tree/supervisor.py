@@ -63,6 +63,7 @@ from supervisors.tree.policy import Intensity, Policy, should_restart
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
 WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
+LIVENESS_EVERY = 0.1      # where pidfds are missing: how often to check every child's pid
 EVENTS_KEPT = 2000
 
 class SupervisorShell(Shell):
@@ -93,6 +94,7 @@ class Supervisor(Policing):
         self.refs: dict[int, Child] = {}
         self.backoffs: dict[int, tuple[Child, list[Child]]] = {}
         self.next_ref = 0
+        self._polling = False
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.log = logger
 
@@ -104,9 +106,10 @@ class Supervisor(Policing):
             self._on_ack(msg)
         elif isinstance(msg, Alive):
             child = self.refs.get(msg.ref)
-            if child is not None:
+            if child is not None and child.alive:
                 child.pid = msg.pid
                 child.address = msg.address
+                self._watch_pid(child)
         elif isinstance(msg, Exiting):
             self._on_exiting(msg, sender)
         elif isinstance(msg, SpecChanged):
@@ -141,15 +144,44 @@ class Supervisor(Policing):
                 self.jobs.add(self._restart_group(*pending))
         elif kind == "host":
             self._watch_host()
+        elif kind == "liveness":
+            self._check_liveness()
 
+    # ============================================================ a child's process ended
+    # Two independent witnesses: Thespian's ChildActorExited (by address; it can be
+    # missed) and a pidfd per child watched in our own loop (by pid), backed by a poll of
+    # every child's pid. Whichever comes first wins; the others find no live child.
     def child_exited(self, address: Any) -> None:
         acc = self.accountant
         if acc is not None and acc.alive and acc.address == address:
             self._accountant_exited(acc)
             return
         child = next((c for c in self.children if c.alive and c.address == address), None)
-        if child is None:
-            return  # Thespian repeats exit notices; and stopped children are forgotten
+        if child is not None:
+            self._ended(child)
+
+    def process_ended(self, pid: int) -> None:
+        acc = self.accountant
+        if acc is not None and acc.alive and acc.pid == pid:
+            self._accountant_exited(acc)
+            return
+        child = next((c for c in self.children if c.alive and c.pid == pid), None)
+        if child is not None:
+            self._ended(child)
+
+    def _watch_pid(self, child: Child) -> None:
+        if child.pid and not self.ctx.watch_process(child.pid) and not self._polling:
+            self._polling = True  # no pidfds here: poll every child's pid instead
+            self.ctx.after(LIVENESS_EVERY, "liveness")
+
+    def _check_liveness(self) -> None:
+        everyone = self.children + ([self.accountant] if self.accountant is not None else [])
+        for child in everyone:
+            if child.alive and child.pid and not pid_alive(child.pid):
+                self.process_ended(child.pid)
+        self.ctx.after(LIVENESS_EVERY, "liveness")
+
+    def _ended(self, child: Child) -> None:
         pid = child.pid
         child.address = None
         child.pid = None
@@ -622,6 +654,7 @@ class Supervisor(Policing):
         r = yield Wait("ack", child, ref, child.start_timeout)
         if isinstance(r, Ack) and r.ok:
             child.pid = (r.value or {}).get("pid", child.pid)
+            self._watch_pid(child)
             child.socket = (r.value or {}).get("socket")
             child.tmpdir = (r.value or {}).get("tmpdir")
             child.inherited_fds = list((r.value or {}).get("inherited_fds") or [])
