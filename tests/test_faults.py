@@ -10,7 +10,7 @@ import pytest
 
 from supervisors import Backoff, Policy, ToolState, ToolSystem
 from tests.helpers import wait_dead, wait_until
-from tests.tools import Counter
+from tests.tools import Counter, SlowFailAfterFirst
 
 pytestmark = pytest.mark.timeout(120)
 NOW = Backoff.none()
@@ -53,3 +53,57 @@ def test_no_death_is_missed_during_a_lifecycle_op_on_a_sibling(op: str) -> None:
                        timeout=10, what=f"try {i}: the killed tool restarted")
             assert a.call("pid", timeout=10) != pid
         assert w.status().state is ToolState.RUNNING
+
+
+# -------------------------------------------------------------------- 3. restart loops
+def looping(w, tmp_path, name: str = "loop", sleep: float = 1.0):
+    """A child that started once and now fails slowly in every restart (no backoff)."""
+    t = w.spawn(SlowFailAfterFirst, name=name, config={"marker": str(tmp_path / name),
+                                                       "sleep": sleep})
+    os.kill(t.call("pid", timeout=10), signal.SIGKILL)
+    wait_until(lambda: any(e["event"] == "restart failed" and e["path"] == t.path
+                           for e in w.system.events()), timeout=15, what="the restart loop")
+    return t
+
+
+def test_a_supervisor_in_a_restart_loop_answers_and_takes_an_operators_stop(tmp_path) -> None:
+    with ToolSystem(op_timeout=10) as system:
+        w = system.supervise("w", Policy(max_restarts=1000, period=60.0, backoff=NOW))
+        other = w.spawn(Counter, name="other")
+        loop = looping(w, tmp_path)
+        for _ in range(3):  # queries answer at once while the loop runs
+            assert loop.status(timeout=2).state in (ToolState.INITIALIZING, ToolState.RESTARTING)
+            assert system.tree(timeout=2)["children"][0]["name"] == "w"
+            assert w.count(timeout=2)["specs"] == 2
+        extra = w.spawn(Counter, name="extra", timeout=8)   # lifecycle ops take their turn
+        assert extra.call("add") == 1
+        other.stop(timeout=8)
+        assert other.status().state is ToolState.STOPPED
+        st = loop.stop(timeout=8)
+        assert st.state is ToolState.STOPPED
+        assert [c.state for c in w.children(timeout=2)] == [
+            ToolState.STOPPED, ToolState.STOPPED, ToolState.RUNNING]
+        assert w.status().state is ToolState.RUNNING
+
+
+# -------------------------------------------------------------------- 4. rest_for_one
+def test_rest_for_one_leaves_children_after_an_operator_stopped_one_down(tmp_path) -> None:
+    with ToolSystem(op_timeout=10) as system:
+        w = system.supervise("w", Policy("rest_for_one", max_restarts=1000, period=60.0,
+                                         backoff=NOW))
+        first = w.spawn(Counter, name="first")
+        mid = w.spawn(SlowFailAfterFirst, name="mid", config={"marker": str(tmp_path / "m"),
+                                                              "sleep": 0.5})
+        last = w.spawn(Counter, name="last")
+        first_pid = first.call("pid")
+        os.kill(mid.call("pid", timeout=10), signal.SIGKILL)
+        wait_until(lambda: any(e["event"] == "restart failed" for e in system.events()),
+                   timeout=15, what="the restart loop")
+        mid.stop(timeout=8)
+        wait_until(lambda: last.status().state is ToolState.STOPPED, what="last left down")
+        wait_until(lambda: any(e["event"] == "left down" and e["path"] == "w/last"
+                               for e in system.events()), what="the event saying why")
+        assert last.status().state is ToolState.STOPPED and last.status().pid is None
+        assert first.call("pid") == first_pid and first.status().restarts == 0
+        last.start(timeout=8)  # an operator may bring it back
+        assert last.call("add") == 1

@@ -238,12 +238,20 @@ class Hog(ToolActor):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class SlowFailingInit(ToolActor):
-    """on_init sleeps (config "sleep", default 2 s) and then raises: a restart loop."""
+class SlowFailAfterFirst(ToolActor):
+    """Starts once; every later start sleeps (config "sleep", default 2 s) and then raises
+    in on_init: with no backoff, a restart loop (OTP's hanging_restart_loop)."""
 
     def on_init(self, config: dict[str, Any]) -> None:
-        time.sleep(float(config.get("sleep", 2.0)))
-        raise RuntimeError("slow init failed")
+        marker = Path(config["marker"])
+        if marker.exists():
+            time.sleep(float(config.get("sleep", 2.0)))
+            raise RuntimeError("slow init failed")
+        marker.write_text("started")
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
 
 
 class Appender(ToolActor):

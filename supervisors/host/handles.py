@@ -214,6 +214,11 @@ class SupervisorHandle(_Node):
     def supervisor(self, name: str) -> SupervisorHandle:
         return SupervisorHandle(self.system, self._child_path(name))
 
+    def count(self, timeout: float | None = None) -> dict[str, int]:
+        """OTP's ``count_children``: ``specs`` (children), ``active`` (with a live process),
+        ``supervisors`` and ``workers`` (tools). Answers at once, even during a restart."""
+        return dict(self.system._request(self.path, "count", {}, timeout))
+
     def children(self, timeout: float | None = None) -> list[ToolStatus]:
         info = self.system._request(self.path, "inspect", {}, timeout)
         return [ToolStatus.from_info(c) for c in info["children"]]

@@ -473,6 +473,12 @@ class Supervisor(Policing):
                 "busy": self.jobs.busy, "queued_jobs": self.jobs.queued,
                 "children": [self._info(c) for c in self.children]}
 
+    def _op_count(self, req: Request, sender: Any) -> Any:
+        """OTP's count_children: specs, active (a live process), supervisors, workers."""
+        return {"specs": len(self.children), "active": sum(c.alive for c in self.children),
+                "supervisors": sum(c.kind == "supervisor" for c in self.children),
+                "workers": sum(c.kind == "tool" for c in self.children)}
+
     def _op_status(self, req: Request, sender: Any) -> Any:
         return self._info(self._child(req.args["name"]))
 
@@ -583,14 +589,18 @@ class Supervisor(Policing):
         delay = failed.backoff.next_delay(self.policy.backoff, ran_for)
         if delay > 0:
             self._event(failed, "backoff", f"{delay:.3f}s before restart")
-            token = self._new_token()
-            self.backoffs[token] = (failed, group)
-            self.ctx.after(delay, ("backoff", token))
-            return
-        yield from self._restart_group(failed, group)
+        # The restart is a message to ourselves (as in OTP), even with no delay: jobs queued
+        # meanwhile (an operator's stop, a spawn) run before it, so a restart loop never
+        # holds the supervisor.
+        token = self._new_token()
+        self.backoffs[token] = (failed, group)
+        self.ctx.after(delay, ("backoff", token))
 
     def _restart_group(self, failed: Child, group: list[Child]) -> Job:
-        for sib in group:
+        for i, sib in enumerate(group):
+            if sib in self.children and sib.operator_stopped and self.policy.strategy == "rest_for_one":
+                self._leave_down(group[i + 1:], sib)
+                return
             if sib not in self.children or sib.alive or not self._restartable_in_group(sib, failed):
                 continue  # removed, or an operator started or stopped it meanwhile
             sib.restarts += 1
@@ -603,6 +613,14 @@ class Supervisor(Policing):
                 yield from self._recover(sib, err)
                 return
             self._event(sib, "restarted")
+
+    def _leave_down(self, later: list[Child], stopped: Child) -> None:
+        """rest_for_one: the children after one an operator stopped depend on it; they stay down."""
+        for sib in later:
+            if sib in self.children and not sib.alive and sib.state is S.RESTARTING:
+                sib.sm.force(S.STOPPED)
+                self._event(sib, "left down", f"{stopped.name} before it was stopped by an operator")
+                self._notify(sib)
 
     def _restartable_in_group(self, sib: Child, failed: Child) -> bool:
         if sib.operator_stopped:
