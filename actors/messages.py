@@ -137,6 +137,7 @@ class Exiting:
     normal: bool
     error: dict[str, Any] | None = None
     escalation: bool = False
+    children: list[dict[str, Any]] | None = None  # a supervisor's last view of its children
 
 
 @message(16)

@@ -107,3 +107,40 @@ def test_rest_for_one_leaves_children_after_an_operator_stopped_one_down(tmp_pat
         assert first.call("pid") == first_pid and first.status().restarts == 0
         last.start(timeout=8)  # an operator may bring it back
         assert last.call("add") == 1
+
+
+# -------------------------------------------------------------------- 7. status under a failed subtree
+def test_status_of_a_tool_under_a_failed_subtree_answers() -> None:
+    with ToolSystem(op_timeout=10) as system:
+        mid = system.supervise("mid", Policy(max_restarts=1, period=30.0, backoff=NOW))
+        inner = mid.supervise("inner", Policy(max_restarts=5, period=30.0, backoff=NOW))
+        t = mid.spawn(Counter, name="t")
+        deep = inner.spawn(Counter, name="deep")
+        for n in (1, 2):
+            pid = t.call("pid", timeout=10)
+            os.kill(pid, signal.SIGKILL)
+            wait_dead(pid)
+            if n == 1:
+                wait_until(lambda: t.status().restarts == 1 and t.status().state is ToolState.RUNNING)
+        wait_until(lambda: mid.status().state is ToolState.FAILED, what="mid gave up")
+        st = t.status(timeout=5)
+        assert st.state is ToolState.FAILED and st.pid is None
+        assert st.restarts == 1
+        assert "ended unexpectedly" in (st.last_error or "")
+        st = deep.status(timeout=5)
+        assert st.state in (ToolState.FAILED, ToolState.STOPPED) and st.pid is None
+        assert "mid" in (st.last_error or "") and "gave up" in st.last_error
+        assert inner.status(timeout=5).pid is None
+        mid.stop(timeout=10)
+        assert t.status(timeout=5).state in (ToolState.FAILED, ToolState.STOPPED)
+
+
+def test_status_of_a_tool_under_a_stopped_supervisor_answers() -> None:
+    with ToolSystem(op_timeout=10) as system:
+        w = system.supervise("w", Policy(backoff=NOW))
+        t = w.spawn(Counter, name="t")
+        t.call("add")
+        w.stop()
+        st = t.status(timeout=5)
+        assert st.state is ToolState.STOPPED and st.pid is None and st.restarts == 0
+        assert "w" in (st.last_error or "")

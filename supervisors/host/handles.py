@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from actors.errors import ToolError
+from actors.errors import ToolError, ToolUnavailable
 from actors.state import ToolState
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Policy
@@ -94,7 +94,10 @@ class _Node:
                               state=ToolState(info["state"]), pid=info["pid"], restarts=0,
                               last_error=info.get("last_error"))
         parent, name = _split(self.path)
-        info = self.system._request(parent, "status", {"name": name}, timeout)
+        try:
+            info = self.system._request(parent, "status", {"name": name}, timeout)
+        except ToolUnavailable:  # its supervisor is down: ask the nearest one that runs
+            info = self._status_from_above(timeout)
         if info["kind"] == "tool" and info.get("pid"):
             try:
                 found = self.system.usage([self.path], timeout).get(self.path) or {}
@@ -102,6 +105,16 @@ class _Node:
                 found = {}
             info["usage"] = found if found.get("pid") == info["pid"] else {}
         return ToolStatus.from_info(info)
+
+    def _status_from_above(self, timeout: float | None) -> dict[str, Any]:
+        parts = self.path.split("/")
+        for k in range(len(parts) - 2, -1, -1):
+            try:
+                return dict(self.system._request("/".join(parts[:k]), "status_below",
+                                                 {"name": parts[k], "rest": parts[k + 1:]}, timeout))
+            except ToolUnavailable:
+                continue
+        raise ToolUnavailable(f"no running supervisor above {self.path} knows it", tool=self.path)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path or '(root)'}>"

@@ -33,6 +33,7 @@ class Child:
         self.started_at: float | None = None
         self.exit_report: Exiting | None = None
         self.waiters: list[tuple[int, Any, int | None]] = []
+        self.snapshot: list[dict[str, Any]] | None = None  # a dead supervisor's children, last seen
 
     @property
     def state(self) -> ToolState:

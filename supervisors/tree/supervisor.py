@@ -254,10 +254,11 @@ class Supervisor(Policing):
         if self.sm.state in (S.RUNNING, S.INITIALIZING, S.READY, S.PAUSED):
             self.sm.go(S.STOPPING)
         for child in reversed(self.children):
-            yield from self._stop_process(child, S.STOPPED)
+            if child.alive or child.state not in (S.STOPPED, S.FAILED):  # keep how it ended
+                yield from self._stop_process(child, S.STOPPED)
         self.sm.force(S.STOPPED)
         self._notify_all()
-        self.ctx.send(reply_to, Ack(ref, True))
+        self.ctx.send(reply_to, Ack(ref, True, {"children": self._snapshot()}))
         self.ctx.exit()
 
     def _watch_host(self) -> None:
@@ -473,6 +474,53 @@ class Supervisor(Policing):
                 "busy": self.jobs.busy, "queued_jobs": self.jobs.queued,
                 "children": [self._info(c) for c in self.children]}
 
+    def _snapshot(self) -> list[dict[str, Any]]:
+        """Our children as we last saw them, for our parent to answer for them once we are gone."""
+        out = []
+        for c in self.children:
+            info = self._info(c)
+            if c.kind == "supervisor":
+                info["snapshot"] = c.snapshot
+            out.append(info)
+        return out
+
+    def _op_status_below(self, req: Request, sender: Any) -> Any:
+        """Status of ``rest`` (a path) under our child supervisor ``name`` that is not running.
+
+        The host asks this when the child's own supervisor is down (failed or stopped):
+        the answer comes from the last view that supervisor sent us as it ended.
+        """
+        top = self._child(req.args["name"])
+        rest: list[str] = list(req.args["rest"])
+        if top.alive and top.state in (S.RUNNING, S.PAUSED):
+            raise ToolUnavailable(f"{self._path(top)} is running; ask it")
+        down = S.FAILED if top.state is S.FAILED else S.STOPPED
+        why = top.last_error or f"{self._path(top)} is {top.state.value}"
+        nodes: list[dict[str, Any]] | None = top.snapshot
+        if nodes is None:  # it died without a word: its spec is all we have
+            nodes = [{"name": c["name"], "kind": c.get("kind", "tool"), "restarts": 0,
+                      "state": down.value, "last_error": None, "generation": 0,
+                      "restart": c.get("restart", "permanent"), "snapshot": None,
+                      "security_level": c.get("security_level"), "actor": c.get("actor")}
+                     for c in top.spec.get("children", [])]
+        path = self._path(top)
+        info: dict[str, Any] | None = None
+        for name in rest:
+            info = next((n for n in nodes or [] if n["name"] == name), None)
+            path = f"{path}/{name}"
+            if info is None:
+                raise NotFound(f"{path} does not exist (under {self._path(top)}, which is "
+                               f"{top.state.value})")
+            nodes = info.get("snapshot")
+        assert info is not None
+        own = info.get("last_error")
+        state = S(info["state"])
+        if state not in (S.STOPPED, S.FAILED):
+            state = down
+        return {**info, "path": path, "pid": None, "state": state.value, "snapshot": None,
+                "last_error": own if own and state is S.FAILED else
+                f"under {self._path(top)}, which is {top.state.value}: {why}"}
+
     def _op_count(self, req: Request, sender: Any) -> Any:
         """OTP's count_children: specs, active (a live process), supervisors, workers."""
         return {"specs": len(self.children), "active": sum(c.alive for c in self.children),
@@ -511,9 +559,11 @@ class Supervisor(Policing):
 
     # ================================================================= child events
     def _on_ack(self, msg: Ack) -> None:
+        child = self.refs.get(msg.ref)
+        if child is not None and msg.ok and isinstance(msg.value, dict) and "children" in msg.value:
+            child.snapshot = msg.value["children"]  # a supervisor's last view, as it stopped
         if self.jobs.acked(msg):
             return
-        child = self.refs.get(msg.ref)
         if child is not None and not msg.ok:
             child.last_error = describe(msg.error)
 
@@ -522,6 +572,8 @@ class Supervisor(Policing):
         if child is None or child.exit_report is not None:
             return
         child.exit_report = msg
+        if msg.children is not None:
+            child.snapshot = msg.children
         if msg.escalation and self.is_root:
             pass  # stays as it is until the failure job marks it FAILED
         elif self._will_restart(child, msg.normal):
@@ -653,9 +705,13 @@ class Supervisor(Policing):
         self.last_error = reason
         for child in reversed(self.children):
             yield from self._stop_process(child, S.STOPPED)
+        if failed in self.children:
+            failed.sm.force(S.FAILED)  # the one that made us give up, as its status shows
+            failed.last_error = describe(error)
         self._notify_all()
         self.ctx.send(self.parent, Exiting(normal=False, escalation=True, error={
-            "code": "error", "type": "SupervisorGaveUp", "message": reason, "traceback": None}))
+            "code": "error", "type": "SupervisorGaveUp", "message": reason, "traceback": None},
+            children=self._snapshot()))
 
     # ================================================================= start / stop one child
     def _start(self, child: Child, fail_state: ToolState = S.FAILED) -> Job:
@@ -666,6 +722,7 @@ class Supervisor(Policing):
         child.sm.force(S.INITIALIZING)
         child.generation += 1
         child.exit_report = None
+        child.snapshot = None
         ref = self._ref(child)
         child.address = self.ctx.spawn(child.kind)
         self.ctx.send(child.address, Start(ref, self._start_spec(child)))
