@@ -16,6 +16,7 @@ from typing import Any
 from loguru import logger
 
 from actors import logs, sandbox
+from actors.busy import BusyMarker, marker_path
 from actors.codec import encode
 from actors.commands import bind, command_table
 from actors.context import Context
@@ -57,6 +58,7 @@ class ToolRunner:
         self.spare_fds: sandbox.SpareFds | None = None
         self.spare_memory: sandbox.SpareMemory | None = None
         self.inherited: list[int] = [2]
+        self.busy = BusyMarker(None)
         self.log = logger
 
     # -- Behaviour -------------------------------------------------------------------
@@ -131,6 +133,8 @@ class ToolRunner:
         logs.setup(spec.get("log_level"))
         logs.set_title(f"toolvisor tool {self.path}")
         self.log = logger.bind(tool=self.path)
+        if spec.get("runtime_dir"):
+            self.busy = BusyMarker(marker_path(spec["runtime_dir"], self.ctx.pid))
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         try:
             sandbox.own_process_group()
@@ -156,9 +160,9 @@ class ToolRunner:
             self.tool = tool
             self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
             self.sm.go(S.INITIALIZING)
-            tool.on_init(dict(tool.config))
+            self._callback("on_init", dict(tool.config))
             self.sm.go(S.READY)
-            tool.on_run()
+            self._callback("on_run")
             self.sm.go(S.RUNNING)
         except Exception as exc:
             self.sm.force(S.FAILED)
@@ -179,13 +183,18 @@ class ToolRunner:
             self.ctx.send(sender, Ack(msg.ref, False, error=ToolError(
                 f"unknown lifecycle step {msg.op!r} (or tool not started)").to_wire()))
             return
+        if msg.deadline and time.time() > msg.deadline:
+            self.ctx.send(sender, Ack(msg.ref, False, error=CallTimeout(
+                f"{msg.op} of {self.path} came after its deadline (the tool was busy); "
+                "not applied").to_wire()))
+            return
         try:
             self.sm.go(target, self.path)
         except ToolError as exc:
             self.ctx.send(sender, Ack(msg.ref, False, error=exc.to_wire()))
             return
         try:
-            (self.tool.on_pause if msg.op == "pause" else self.tool.on_resume)()
+            self._callback("on_pause" if msg.op == "pause" else "on_resume")
         except Exception as exc:
             self.sm.force(S.FAILED)
             self._bounce_held()
@@ -213,7 +222,7 @@ class ToolRunner:
         if self.tool is not None and self.sm.state is not S.FAILED:
             self.sm.force(S.STOPPING)
             try:
-                self.tool.on_stop()
+                self._callback("on_stop")
             except Exception as exc:
                 error = error_to_wire(exc)
                 self.log.warning("tool {} on_stop raised {}: {}", self.path, type(exc).__name__, exc)
@@ -288,6 +297,7 @@ class ToolRunner:
                 f"tool {self.path} has no command {command!r}; its commands: {names}")
         if not isinstance(args, dict):
             return False, None, BadArguments(f"arguments of {command!r} must be a map of names")
+        self.busy.enter("c", command)
         try:
             return True, fn(**args), None
         except TypeError as exc:
@@ -299,6 +309,16 @@ class ToolRunner:
         except (Exception, SystemExit) as exc:
             self._check_exhaustion(exc)
             return False, None, exc
+        finally:
+            self.busy.leave()
+
+    def _callback(self, name: str, *args: Any) -> None:
+        """Run a lifecycle callback of the tool, marked busy while it runs."""
+        self.busy.enter("l", name)
+        try:
+            getattr(self.tool, name)(*args)
+        finally:
+            self.busy.leave()
 
     def _check_exhaustion(self, exc: BaseException) -> None:
         """The tool ran out of descriptors or memory: give the runtime its spares back."""
@@ -345,12 +365,15 @@ class ToolRunner:
         return bool(names.intersection(self.fatal))
 
     def _run_timer(self, fn: Callable[[], Any]) -> None:
+        self.busy.enter("t", getattr(fn, "__name__", "timer"))
         try:
             fn()
         except Exception as exc:
             self._check_exhaustion(exc)
             self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)
             self.request_exit(False, exc)
+        finally:
+            self.busy.leave()
 
     def _drain(self) -> None:
         """Serve held work in arrival order while the tool is running."""

@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
-from supervisors import Backoff, Policy, ToolState, ToolSystem
+from supervisors import Backoff, CallTimeout, Policy, ToolState, ToolSystem, ToolUnavailable
 from tests.helpers import wait_dead, wait_until
-from tests.tools import Counter, SlowFailAfterFirst
+from tests.tools import Appender, Counter, SlowFailAfterFirst
 
 pytestmark = pytest.mark.timeout(120)
 NOW = Backoff.none()
@@ -144,3 +144,95 @@ def test_status_of_a_tool_under_a_stopped_supervisor_answers() -> None:
         st = t.status(timeout=5)
         assert st.state is ToolState.STOPPED and st.pid is None and st.restarts == 0
         assert "w" in (st.last_error or "")
+
+
+# -------------------------------------------------------------------- 6. pause on a busy tool
+def test_pause_on_a_busy_tool_waits_for_the_command_then_takes_effect(system: ToolSystem) -> None:
+    import threading
+
+    t = system.spawn(Appender, name="busy")
+    pid = t.call("pid")
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(t.call("slow", seconds=2.5, timeout=20)))
+    worker.start()
+    wait_until(lambda: t.status().busy is not None, what="the command to start")
+    st = t.pause(timeout=15)
+    assert st.state is ToolState.PAUSED
+    worker.join(20)
+    assert result == [2.5]
+    t.resume()
+    assert t.call("pid") == pid and t.status().restarts == 0
+
+
+def test_pause_that_times_out_leaves_the_busy_tool_running(system: ToolSystem) -> None:
+    import threading
+
+    from supervisors import CallTimeout
+
+    t = system.spawn(Appender, name="busy")
+    pid = t.call("pid")
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(t.call("slow", seconds=3.0, timeout=20)))
+    worker.start()
+    wait_until(lambda: t.status().busy is not None, what="the command to start")
+    with pytest.raises(CallTimeout, match="busy"):
+        t.pause(timeout=1.0)
+    worker.join(20)
+    assert result == [3.0]
+    st = t.status()
+    assert st.state is ToolState.RUNNING and st.restarts == 0 and st.pid == pid
+    assert t.call("pid") == pid  # not paused later either: the late pause was refused
+
+
+# -------------------------------------------------------------------- 2. the watchdog
+def test_a_hung_command_is_killed_named_and_restarted(system: ToolSystem) -> None:
+    t = system.spawn(Appender, name="stuck", hang_timeout=1.0)
+    pid = t.call("pid")
+    assert t.status().busy is None and t.status().hang_timeout == 1.0
+    with pytest.raises(ToolUnavailable, match=r"hung in command 'spin' for \d+ s"):
+        t.call("spin", timeout=30)
+    wait_until(lambda: t.status().restarts == 1 and t.status().state is ToolState.RUNNING,
+               what="the replacement")
+    assert t.call("pid") != pid
+    st = t.status()
+    assert "hung in command 'spin'" in (st.last_error or "")
+    wait_until(lambda: any(e["event"] == "hung" and "hung in command 'spin'" in e["detail"]
+                           for e in system.events()), what="the event")
+
+
+def test_busy_shows_the_command_and_since_when(system: ToolSystem) -> None:
+    import threading
+    import time
+
+    t = system.spawn(Appender, name="b")
+    before = time.time()
+    worker = threading.Thread(target=lambda: t.call("slow", seconds=1.5, timeout=20))
+    worker.start()
+    busy = wait_until(lambda: t.status().busy, what="busy")
+    assert busy["command"] == "slow" and before - 1 <= busy["since"] <= time.time()
+    worker.join(20)
+    assert t.status().busy is None
+
+
+def test_a_stopped_process_is_hung_after_hang_timeout(system: ToolSystem) -> None:
+    t = system.spawn(Appender, name="frozen", hang_timeout=1.0)
+    pid = t.call("pid")
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: t.status().restarts == 1 and t.status().state is ToolState.RUNNING,
+               timeout=20, what="the frozen tool replaced")
+    wait_dead(pid)
+    assert "stopped" in (t.status().last_error or "")
+    assert t.call("pid") != pid
+
+
+def test_hang_timeout_none_turns_the_watchdog_off(system: ToolSystem) -> None:
+    t = system.spawn(Appender, name="free", hang_timeout=None)
+    pid = t.call("pid")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(CallTimeout):
+            t.call("pid", timeout=1.5)
+        assert t.status().pid == pid and t.status().restarts == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert t.call("pid") == pid

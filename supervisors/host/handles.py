@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from actors.errors import ToolError, ToolUnavailable
 from actors.state import ToolState
 from supervisors.tree.hooks import LifecycleHook
-from supervisors.tree.policy import Policy
+from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, Policy
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class ToolStatus:
     security_level: str | None = None
     since: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
+    busy: dict[str, Any] | None = None   # {"command": name, "since": time.time()} while busy
+    hang_timeout: float | None = None
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ToolStatus:
@@ -46,7 +48,8 @@ class ToolStatus:
                    generation=int(info.get("generation", 0)),
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
-                   usage=dict(info.get("usage") or {}))
+                   usage=dict(info.get("usage") or {}), busy=info.get("busy"),
+                   hang_timeout=info.get("hang_timeout"))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -170,9 +173,10 @@ class SupervisorHandle(_Node):
 
     def spawn(self, actor: type | str, name: str, config: dict[str, Any] | None = None, *,
               restart: str = "permanent", security_level: str = "standard",
-              shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
+              shutdown_timeout: float | str = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
+              hang_timeout: float | None = DEFAULT_HANG_TIMEOUT, significant: bool = False,
               timeout: float | None = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
@@ -181,14 +185,19 @@ class SupervisorHandle(_Node):
         (``{"memory_mb": 64, "open_files": 64, ...}``, see ``supervisors.resources.quotas``);
         ``on_limit`` says what happens at 100 % of a limit (alert, pause, restart,
         stop); ``adaptive`` lets limits follow the tool's own usage forecast;
-        ``hard_memory`` also caps its address space in the kernel. Bad values raise
+        ``hard_memory`` also caps its address space in the kernel. ``hang_timeout``
+        (seconds, None = off): the watchdog kills a tool busy in one command or callback,
+        or stopped, for longer. ``shutdown_timeout`` also takes ``"brutal_kill"`` and
+        ``"infinity"``; ``significant=True`` (transient or temporary only) makes its normal
+        exit count for the supervisor's ``auto_shutdown``. Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
         """
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit, limits=limits, on_limit=on_limit,
-                         adaptive=adaptive, hard_memory=hard_memory)
+                         adaptive=adaptive, hard_memory=hard_memory, hang_timeout=hang_timeout,
+                         significant=significant)
         try:
             self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
         except ToolError as exc:
@@ -198,10 +207,11 @@ class SupervisorHandle(_Node):
 
     def supervise(self, name: str, policy: Policy | None = None,
                   hooks: Sequence[LifecycleHook] = (), *, restart: str = "permanent",
-                  shutdown_timeout: float = 60.0, timeout: float | None = None) -> SupervisorHandle:
+                  shutdown_timeout: float | str = 60.0, significant: bool = False,
+                  timeout: float | None = None) -> SupervisorHandle:
         """Start a nested supervisor (with its own policy and hooks) under this one."""
         spec = supervisor_spec(name, policy, hooks, restart=restart,
-                               shutdown_timeout=shutdown_timeout)
+                               shutdown_timeout=shutdown_timeout, significant=significant)
         return self.add(spec, timeout)
 
     def add(self, spec: dict[str, Any], timeout: float | None = None) -> SupervisorHandle:

@@ -25,6 +25,7 @@ from typing import Any
 from loguru import logger
 
 from actors import logs
+from actors.busy import verdict_path
 from actors.errors import (
     CallTimeout,
     ToolError,
@@ -441,11 +442,23 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
-            raise ToolUnavailable(f"{path} ended while handling {what}; it may or may not have run",
+            why = self._verdict(route.pid)
+            raise ToolUnavailable(f"{path} ended while handling {what}"
+                                  + (f" ({why})" if why else "") + "; it may or may not have run",
                                   tool=path)
         if isinstance(error, CallTimeout):
             raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
         return reply
+
+    def _verdict(self, pid: int) -> str | None:
+        """Why a supervisor killed ``pid`` (e.g. the watchdog found it hung), if it said."""
+        if not self.runtime_dir:
+            return None
+        try:
+            with open(verdict_path(self.runtime_dir, pid)) as f:
+                return f.read(1000) or None
+        except OSError:
+            return None
 
     def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
         """The live instance at ``path``; waits (until ``deadline``) while it restarts."""

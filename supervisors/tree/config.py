@@ -29,13 +29,14 @@ from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Backoff, Policy, SpecError
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
-POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
+POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors", "auto_shutdown"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
                "sample_every"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
-                                 "supervisor"}
+                                 "supervisor", "significant"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
-             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory"}
+             "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
+             "hang_timeout", "significant"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
@@ -119,7 +120,7 @@ def _supervisor(table: Any, where: str, source: str) -> dict[str, Any]:
         for j, item in enumerate(items):
             children.append(build(item, f"{where}.{kind}[{j}]", source))
     hooks = [_hook(h, f"{where}.hooks[{k}]", source) for k, h in enumerate(table.get("hooks", []))]
-    options = {k: table[k] for k in ("restart", "shutdown_timeout") if k in table}
+    options = {k: table[k] for k in ("restart", "shutdown_timeout", "significant") if k in table}
     return _checked(lambda: supervisor_spec(table["name"], _policy(table, where, source), hooks,
                                             children=children, **options), where, source)
 
@@ -132,6 +133,8 @@ def _tool(table: Any, where: str, source: str) -> dict[str, Any]:
         if key not in table:
             raise ConfigError(f"{source}: {where}: missing {key!r}")
     options = {k: table[k] for k in TOOL_KEYS - {"name", "actor", "config"} if k in table}
+    if options.get("hang_timeout") is False:  # TOML has no null: false turns the watchdog off
+        options["hang_timeout"] = None
     if "config" in table and not isinstance(table["config"], dict):
         raise ConfigError(f"{source}: {where}.config must be a table")
     return _checked(lambda: tool_spec(table["actor"], table["name"], table.get("config"),

@@ -13,6 +13,7 @@ import shutil
 import signal
 from typing import TYPE_CHECKING, Any
 
+from actors.busy import marker_path
 from actors.errors import ToolError
 from actors.messages import AccountantMoved, Breach, Track, Untrack
 from actors.state import ToolState
@@ -47,6 +48,12 @@ class Policing:
         if child.tmpdir:
             shutil.rmtree(child.tmpdir, ignore_errors=True)
             child.tmpdir = None
+        runtime_dir = self.spec.get("runtime_dir")
+        if runtime_dir:
+            try:
+                os.unlink(marker_path(runtime_dir, pid))
+            except OSError:
+                pass
         if self.accountant_address is not None:
             self.ctx.send(self.accountant_address, Untrack(self._path(child), pid))
 

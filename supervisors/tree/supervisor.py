@@ -29,6 +29,7 @@ from loguru import logger
 from actors import logs
 from actors.context import Context
 from actors.errors import (
+    CallTimeout,
     InvalidTransition,
     NotFound,
     ToolError,
@@ -59,6 +60,7 @@ from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
 from supervisors.tree.policing import Policing
 from supervisors.tree.policy import Intensity, Policy, should_restart
+from supervisors.tree.watchdog import Watchdog
 
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
@@ -73,7 +75,7 @@ class SupervisorShell(Shell):
 SHELLS["supervisor"] = SupervisorShell
 
 
-class Supervisor(Policing):
+class Supervisor(Policing, Watchdog):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.parent: Any = None
@@ -146,6 +148,8 @@ class Supervisor(Policing):
             self._watch_host()
         elif kind == "liveness":
             self._check_liveness()
+        elif kind == "watchdog":
+            self._watchdog_tick()
 
     # ============================================================ a child's process ended
     # Two independent witnesses: Thespian's ChildActorExited (by address; it can be
@@ -190,9 +194,9 @@ class Supervisor(Policing):
             return
         if child.exit_report is not None:
             return  # the job handling its report will see that it is gone
-        error = {"code": "error", "type": "ProcessExited",
-                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
-                 "traceback": None}
+        error = child.hung or {"code": "error", "type": "ProcessExited",
+                               "message": f"process {pid} ended unexpectedly (killed or crashed)",
+                               "traceback": None}
         self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
         if self._will_restart(child, normal=False):
             child.sm.force(S.RESTARTING)
@@ -354,9 +358,9 @@ class Supervisor(Policing):
         if op not in ("pause", "resume", "stop", "start", "restart"):
             raise ToolError(f"unknown lifecycle operation {op!r}; use pause, resume, stop, "
                             "start or restart")
-        return self._control(child, op)
+        return self._control(child, op, req.deadline)
 
-    def _control(self, child: Child, op: str) -> Job:
+    def _control(self, child: Child, op: str, deadline: float = 0.0) -> Job:
         path = self._path(child)
         if op in ("pause", "resume"):
             if child.kind != "tool":
@@ -367,8 +371,18 @@ class Supervisor(Policing):
             check(child.state, target, path)
             ref = self._ref(child)
             gen = child.generation
-            self.ctx.send(child.address, Lifecycle(ref, op))
-            r = yield Wait("ack", child, ref, child.shutdown_timeout)
+            # A busy tool takes the step when its command returns. The tool refuses a step
+            # that reaches it after ``cutoff``; we wait a little longer for its answer. No
+            # answer by then: CallTimeout, and the tool is left as it is (only the watchdog
+            # ends a busy tool).
+            if not deadline:
+                deadline = time.time() + (child.shutdown_timeout or 5.0)
+            cutoff = deadline - min(0.25, max(0.0, deadline - time.time()) / 4)
+            self.ctx.send(child.address, Lifecycle(ref, op, cutoff))
+            r = yield Wait("ack", child, ref, max(0.0, deadline - 0.02 - time.time()))
+            if r is TIMEOUT or (isinstance(r, Ack) and (r.error or {}).get("code") == "timeout"):
+                raise CallTimeout(f"{path} did not {op} before the deadline: it is busy in a "
+                                  f"command; it was left {child.state.value}, untouched")
             if isinstance(r, Ack) and r.ok:
                 child.sm.go(target, path)
                 self._event(child, op + "d")
@@ -377,9 +391,7 @@ class Supervisor(Policing):
             if isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
                 raise error_from_wire(r.error, tool=path)
             error = r.error if isinstance(r, Ack) else {
-                "type": "Timeout" if r is TIMEOUT else "ProcessExited",
-                "message": f"no answer to {op} within {child.shutdown_timeout}s"
-                if r is TIMEOUT else "the process ended during " + op}
+                "type": "ProcessExited", "message": "the process ended during " + op}
             if self._will_restart(child, normal=False):
                 child.sm.force(S.RESTARTING)
             self.jobs.add(self._failure(child, gen, {"code": "error", **error}, normal=False))
@@ -730,6 +742,9 @@ class Supervisor(Policing):
         if isinstance(r, Ack) and r.ok:
             child.pid = (r.value or {}).get("pid", child.pid)
             self._watch_pid(child)
+            child.hung = None
+            child.stopped_since = None
+            self._arm_watchdog(child)
             child.socket = (r.value or {}).get("socket")
             child.tmpdir = (r.value or {}).get("tmpdir")
             child.inherited_fds = list((r.value or {}).get("inherited_fds") or [])
@@ -769,13 +784,17 @@ class Supervisor(Policing):
             if run:
                 self._hooks("pre_stop", child)
             child.sm.force(S.STOPPING)
-            ref = self._ref(child)
-            self.ctx.send(child.address, Stop(ref))
-            r = yield Wait("exit", child, timeout=child.shutdown_timeout)
+            limit = child.shutdown_timeout  # None: 'infinity'; 0: 'brutal_kill'
+            r = TIMEOUT
+            if limit != 0.0:
+                self.ctx.send(child.address, Stop(self._ref(child)))
+                r = yield Wait("exit", child, timeout=limit)
             if r is TIMEOUT:
-                self.log.warning("{} did not stop within {:g}s; killing pid {}", path,
-                                 child.shutdown_timeout, child.pid)
-                self._event(child, "killed", f"no stop within {child.shutdown_timeout:g}s")
+                why = "shutdown_timeout='brutal_kill'" if limit == 0.0 else f"no stop within {limit:g}s"
+                if limit != 0.0:
+                    self.log.warning("{} did not stop within {:g}s; killing pid {}", path, limit,
+                                     child.pid)
+                self._event(child, "killed", why)
                 kill_tree(child.pid)
                 r = yield Wait("exit", child, timeout=KILL_GRACE)
                 if r is TIMEOUT:
@@ -859,6 +878,8 @@ class Supervisor(Policing):
                 "security_level": child.spec.get("security_level"),
                 "actor": child.spec.get("actor"),
                 "since": child.sm.since,
+                "busy": self._busy(child),
+                "hang_timeout": child.hang_timeout,
                 "children": [{"name": c["name"], "kind": c.get("kind", "tool")}
                              for c in child.spec.get("children", [])]}
 
