@@ -265,6 +265,8 @@ class ToolRunner:
                 results.append([False, None, ToolError("a batch item must be [command, args]",
                                                        type="BadBatch").to_wire()])
                 continue
+            if results:
+                self._send_part(batch.cid, results[-1], sender)
             ok, value, error = self._execute(command, args)
             if ok:
                 results.append([True, value, None])
@@ -281,6 +283,19 @@ class ToolRunner:
         self.ctx.send(sender, data)
         if fatal is not None:
             self.request_exit(False, fatal)
+
+    def _send_part(self, cid: int, result: list[Any], to: Any) -> None:
+        """Send one finished item before the next runs (and might end the process)."""
+        try:
+            data = encode(BatchReply(cid, [self._sendable(result)], partial=True))
+        except (TypeError, ValueError, OverflowError):
+            return
+        if len(data) > MAX_FRAME:
+            return  # the final reply says why
+        self.ctx.send(to, data)
+        flush = getattr(to, "flush", None)
+        if flush is not None:
+            flush()
 
     def _sendable(self, result: list[Any]) -> list[Any]:
         try:

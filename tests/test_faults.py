@@ -236,3 +236,38 @@ def test_hang_timeout_none_turns_the_watchdog_off(system: ToolSystem) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     assert t.call("pid") == pid
+
+
+# -------------------------------------------------------------------- 5. replies before a crash
+def test_replies_of_calls_that_finished_before_a_crash_are_delivered(system: ToolSystem,
+                                                                     tmp_path) -> None:
+    import asyncio
+
+    out = str(tmp_path / "lines.txt")
+    t = system.spawn(Appender, name="app")
+    t.call("pid")
+
+    async def main() -> list:
+        calls = [t.acall("append", path=out, line=f"line {i}", timeout=20) for i in range(20)]
+        calls.append(t.acall("die", timeout=20))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    with open(out) as f:
+        written = f.read().splitlines()
+    assert len(written) == 20
+    assert results[:20] == [f"line {i}" for i in range(20)]
+    assert isinstance(results[20], ToolUnavailable)
+
+
+def test_call_many_keeps_the_results_of_items_before_a_crash(system: ToolSystem, tmp_path) -> None:
+    out = str(tmp_path / "lines.txt")
+    t = system.spawn(Appender, name="app")
+    calls = [("append", {"path": out, "line": f"l{i}"}) for i in range(5)]
+    calls += [("die", {}), ("append", {"path": out, "line": "never"})]
+    results = t.call_many(calls, timeout=20)
+    assert results[:5] == [f"l{i}" for i in range(5)]
+    assert all(isinstance(r, ToolUnavailable) for r in results[5:])
+    assert "did not run" in str(results[6])
+    with open(out) as f:
+        assert f.read().splitlines() == [f"l{i}" for i in range(5)]

@@ -356,14 +356,28 @@ class ToolSystem:
         limit = self.call_timeout if timeout is None else float(timeout)
         deadline = time.time() + limit
         wire_calls = [[command, dict(args or {})] for command, args in calls]
-        reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
-                               f"a batch of {len(wire_calls)} calls", limit)
+        done: list[Any] = []  # results of items that finished, from partial replies
+        try:
+            reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
+                                   f"a batch of {len(wire_calls)} calls", limit, done)
+        except CallTimeout:
+            raise
+        except ToolUnavailable as exc:
+            if not done or "ended while handling" not in str(exc):
+                raise
+            # the tool died in item len(done): the finished ones keep their results
+            rest = len(wire_calls) - len(done) - 1
+            return ([value if ok else error_from_wire(error or {}, tool=path)
+                     for ok, value, error in done] + [exc]
+                    + [ToolUnavailable(f"{path} ended in an earlier item of the batch; this one "
+                                       "did not run", tool=path) for _ in range(rest)])
         if isinstance(reply, Reply):  # the whole batch was refused
             raise error_from_wire(reply.error or {}, tool=path)
         return [value if ok else error_from_wire(error or {}, tool=path)
                 for ok, value, error in reply.results]
 
-    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float) -> Any:
+    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float,
+                  parts: list[Any] | None = None) -> Any:
         """Deliver a call (or batch) to the live instance at ``path``; return its reply.
 
         Resends to the next instance when the call certainly did not run (the
@@ -375,6 +389,10 @@ class ToolSystem:
         msg = make(cid)
 
         def match(m: Any) -> bool:
+            if isinstance(m, BatchReply) and m.partial:
+                if m.cid == cid and parts is not None:
+                    parts.extend(m.results)
+                return False
             return isinstance(m, Reply | BatchReply) and m.cid == cid
 
         not_pid: int | None = None
