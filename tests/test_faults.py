@@ -3,8 +3,12 @@ replies before a crash, pause on a busy tool, status under a failed subtree, sta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -202,7 +206,6 @@ def test_a_hung_command_is_killed_named_and_restarted(system: ToolSystem) -> Non
 
 def test_busy_shows_the_command_and_since_when(system: ToolSystem) -> None:
     import threading
-    import time
 
     t = system.spawn(Appender, name="b")
     before = time.time()
@@ -271,3 +274,23 @@ def test_call_many_keeps_the_results_of_items_before_a_crash(system: ToolSystem,
     assert "did not run" in str(results[6])
     with open(out) as f:
         assert f.read().splitlines() == [f"l{i}" for i in range(5)]
+
+
+# -------------------------------------------------------------------- 8. signals during start
+def kill_during_start(sig: int, delay_ms: float) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tests.subreaper", str(int(sig)), str(delay_ms)],
+                         capture_output=True, timeout=60, check=True)
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_the_host_dying_at_any_moment_of_start_leaves_nothing(sig: int) -> None:
+    problems = {}
+    for delay_ms in range(0, 301, 30):
+        found = kill_during_start(sig, delay_ms)
+        if found["left"]:
+            problems[delay_ms] = found["left"]
+        elif sig == signal.SIGINT and found["host_exit_s"] > 5.0:
+            problems[delay_ms] = f"the host took {found['host_exit_s']} s to exit after SIGINT"
+    assert problems == {}

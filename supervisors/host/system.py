@@ -133,7 +133,14 @@ class ToolSystem:
         logs.setup(self.log_level)
         started = time.monotonic()
         self.runtime_dir = tempfile.mkdtemp(prefix="toolvisor-")  # tools' temp dirs live here
-        self.transport.start()
+        # The reaper comes first: if this process dies at any moment from here on, it ends
+        # what we started (the admin tells it who it is as soon as it runs).
+        self._reaper = reaper.launch(0, self.runtime_dir)
+        try:
+            self.transport.start(admin_pidfile=os.path.join(self.runtime_dir, reaper.ADMIN_PIDFILE))
+        except BaseException:
+            self._abort_start()
+            raise
         self._running = True
         try:
             address = self.transport.create(SupervisorShell)
@@ -153,8 +160,11 @@ class ToolSystem:
             info = self._request("", "ping", {}, 10.0)
             self.sid = int(info["sid"])
             ToolSystem.started_sessions.append(self.sid)
-            self._reaper = reaper.launch(self.sid, self.runtime_dir)
             self._install_signals()
+        except BaseException:  # e.g. Ctrl-C while starting: end it all at once, no waiting
+            self._abort_start()
+            raise
+        try:
             for sup in self.config_specs:
                 self.root.add(sup)
         except BaseException:
@@ -193,6 +203,27 @@ class ToolSystem:
             self.runtime_dir = None
         self._restore_signals()
         self._routes.clear()
+        self.root_route = None
+
+    def _abort_start(self) -> None:
+        """Start-up failed or was interrupted: kill the actor system's session, no questions."""
+        self._running = False
+        sid = self.sid or reaper.admin_pid(self.runtime_dir)
+        if sid:
+            end_session(sid, grace=0.5)
+            try:
+                os.kill(sid, signal.SIGKILL)  # the admin, in case it had not made its session yet
+            except OSError:
+                pass
+        self.transport.abandon()
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+        if self.runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            self.runtime_dir = None
+        self._restore_signals()
         self.root_route = None
 
     def _install_signals(self) -> None:
