@@ -280,3 +280,16 @@ class Appender(ToolActor):
     def spin(self) -> None:
         while True:
             time.sleep(0.2)
+
+
+class SlowStop(ToolActor):
+    """on_stop takes config "stop_s" seconds, then writes "stopped" to config "log"."""
+
+    def on_stop(self) -> None:
+        time.sleep(float(self.config.get("stop_s", 6.0)))
+        with open(self.config["log"], "a") as f:
+            f.write("stopped\n")
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()

@@ -627,8 +627,32 @@ class Supervisor(Policing, Watchdog):
         if not self._will_restart(child, normal):
             child.sm.force(S.STOPPED if normal else S.FAILED)
             self._notify(child)
+            if normal and child.spec.get("significant"):
+                yield from self._auto_shutdown(child)
             return
         yield from self._recover(child, error)
+
+    def _auto_shutdown(self, ended: Child) -> Job:
+        """OTP 24 auto_shutdown: a significant child ended normally; maybe stop ourselves."""
+        mode = self.policy.auto_shutdown
+        if mode == "never" or self.is_root or self.sm.state is not S.RUNNING:
+            return
+        significant = [c for c in self.children if c.spec.get("significant")]
+        if mode == "all_significant" and any(c.alive for c in significant):
+            return
+        why = (f"auto_shutdown={mode}: significant child {ended.name} ended normally"
+               + ("" if mode == "any_significant" else ", the last of them"))
+        self.log.info("supervisor {} stops itself: {}", self.path, why)
+        self._publish({"time": time.time(), "path": self.path, "event": "auto shutdown",
+                       "detail": why, "state": "stopping"})
+        self.sm.force(S.STOPPING)
+        for child in reversed(self.children):
+            if child.alive:
+                yield from self._stop_process(child, S.STOPPED)
+        self.sm.force(S.STOPPED)
+        self.last_error = None
+        self._notify_all()
+        self.ctx.send(self.parent, Exiting(normal=True, children=self._snapshot()))
 
     def _recover(self, failed: Child, error: dict[str, Any] | None) -> Job:
         """Count a restart, stop the rest of the group, then restart it now or after backoff.
