@@ -50,8 +50,8 @@ def missed_deaths(tries: int, log_level: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     with ToolSystem(policy=policy, log_level=log_level) as system:
         w = system.supervise("w", policy)
-        a = w.spawn(COUNTER, name="a")
-        b = w.spawn(COUNTER, name="b")
+        a = w.spawn(STUCK, name="a")
+        b = w.spawn(STUCK, name="b")
         for i in range(tries):
             op = OPS[i % len(OPS)]
             per_op[op] += 1
