@@ -294,3 +294,25 @@ def test_the_host_dying_at_any_moment_of_start_leaves_nothing(sig: int) -> None:
         elif sig == signal.SIGINT and found["host_exit_s"] > 5.0:
             problems[delay_ms] = f"the host took {found['host_exit_s']} s to exit after SIGINT"
     assert problems == {}
+
+
+def test_a_waiting_pause_does_not_hold_up_the_supervisor(system: ToolSystem) -> None:
+    import threading
+
+    w = system.supervise("w", Policy(backoff=NOW))
+    busy = w.spawn(Appender, name="busy")
+    other = w.spawn(Counter, name="other")
+    worker = threading.Thread(target=lambda: busy.call("slow", seconds=4.0, timeout=20))
+    worker.start()
+    wait_until(lambda: busy.status().busy is not None, what="the command to start")
+    paused: list = []
+    pauser = threading.Thread(target=lambda: paused.append(busy.pause(timeout=15)))
+    pauser.start()
+    wait_until(lambda: not pauser.is_alive() or busy.status().busy is not None, what="pause sent")
+    st = other.stop(timeout=3)  # not queued behind the pause
+    assert st.state is ToolState.STOPPED
+    assert w.count(timeout=2)["active"] == 1
+    pauser.join(20)
+    worker.join(20)
+    assert paused and paused[0].state is ToolState.PAUSED
+    busy.resume()

@@ -65,7 +65,10 @@ class Policing:
         child.last_error = f"LimitExceeded: {text}"
         self.log.warning("{}: {}", self._path(child), text)
         if msg.action == "pause" and child.state is S.RUNNING:
-            self.jobs.add(self._quietly(self._control(child, "pause")))
+            try:
+                self._step(child, "pause", 0.0, None, None)
+            except ToolError as exc:
+                self.log.info("limit action not applied: {}", exc)
         elif msg.action == "restart":
             if self._will_restart(child, normal=False):
                 child.sm.force(S.RESTARTING)

@@ -97,6 +97,7 @@ class Supervisor(Policing, Watchdog):
         self.backoffs: dict[int, tuple[Child, list[Child]]] = {}
         self.next_ref = 0
         self._polling = False
+        self.steps: dict[int, tuple[Child, int, str, int | None, Any]] = {}  # pending pause/resume
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.log = logger
 
@@ -150,6 +151,8 @@ class Supervisor(Policing, Watchdog):
             self._check_liveness()
         elif kind == "watchdog":
             self._watchdog_tick()
+        elif kind == "step":
+            self._step_done(payload[1], TIMEOUT)
 
     # ============================================================ a child's process ended
     # Two independent witnesses: Thespian's ChildActorExited (by address; it can be
@@ -186,6 +189,8 @@ class Supervisor(Policing, Watchdog):
         self.ctx.after(LIVENESS_EVERY, "liveness")
 
     def _ended(self, child: Child) -> None:
+        for ref in [r for r, st in self.steps.items() if st[0] is child]:
+            self._step_done(ref, None)  # "the process ended during pause"
         pid = child.pid
         child.address = None
         child.pid = None
@@ -358,44 +363,73 @@ class Supervisor(Policing, Watchdog):
         if op not in ("pause", "resume", "stop", "start", "restart"):
             raise ToolError(f"unknown lifecycle operation {op!r}; use pause, resume, stop, "
                             "start or restart")
-        return self._control(child, op, req.deadline)
-
-    def _control(self, child: Child, op: str, deadline: float = 0.0) -> Job:
-        path = self._path(child)
         if op in ("pause", "resume"):
-            if child.kind != "tool":
-                raise ToolError(f"{path} is a supervisor; pause and resume apply to tools")
-            target = S.PAUSED if op == "pause" else S.RUNNING
-            if not child.alive:
-                raise InvalidTransition(f"{path}: cannot {op} while {child.state.value}")
-            check(child.state, target, path)
-            ref = self._ref(child)
-            gen = child.generation
-            # A busy tool takes the step when its command returns. The tool refuses a step
-            # that reaches it after ``cutoff``; we wait a little longer for its answer. No
-            # answer by then: CallTimeout, and the tool is left as it is (only the watchdog
-            # ends a busy tool).
-            if not deadline:
-                deadline = time.time() + (child.shutdown_timeout or 5.0)
-            cutoff = deadline - min(0.25, max(0.0, deadline - time.time()) / 4)
-            self.ctx.send(child.address, Lifecycle(ref, op, cutoff))
-            r = yield Wait("ack", child, ref, max(0.0, deadline - 0.02 - time.time()))
-            if r is TIMEOUT or (isinstance(r, Ack) and (r.error or {}).get("code") == "timeout"):
-                raise CallTimeout(f"{path} did not {op} before the deadline: it is busy in a "
-                                  f"command; it was left {child.state.value}, untouched")
-            if isinstance(r, Ack) and r.ok:
-                child.sm.go(target, path)
+            self._step(child, op, req.deadline, req.cid, sender)
+            return _DEFERRED
+        return self._control(child, op)
+
+    # ------------------------------------------------------------ pause and resume
+    # Not jobs: a busy tool takes the step only when its command returns, and the
+    # supervisor must not wait for that with its other work queued behind it.
+    def _step(self, child: Child, op: str, deadline: float, cid: int | None, reply_to: Any) -> None:
+        """Send ``pause``/``resume``; the answer comes in ``_step_done`` (ack, death or timer).
+
+        The tool refuses a step that reaches it after ``cutoff``; we wait a little longer
+        for its answer. No answer by the caller's deadline: CallTimeout, and the tool is
+        left as it is (only the watchdog ends a busy tool).
+        """
+        path = self._path(child)
+        if child.kind != "tool":
+            raise ToolError(f"{path} is a supervisor; pause and resume apply to tools")
+        target = S.PAUSED if op == "pause" else S.RUNNING
+        if not child.alive:
+            raise InvalidTransition(f"{path}: cannot {op} while {child.state.value}")
+        check(child.state, target, path)
+        if not deadline:
+            deadline = time.time() + (child.shutdown_timeout or 5.0)
+        cutoff = deadline - min(0.25, max(0.0, deadline - time.time()) / 4)
+        ref = self._ref(child)
+        self.steps[ref] = (child, child.generation, op, cid, reply_to)
+        self.ctx.send(child.address, Lifecycle(ref, op, cutoff))
+        self.ctx.after(max(0.0, deadline - 0.02 - time.time()), ("step", ref))
+
+    def _step_done(self, ref: int, r: Any) -> None:
+        step = self.steps.pop(ref, None)
+        if step is None:
+            return
+        child, gen, op, cid, reply_to = step
+        path = self._path(child)
+        same = child.generation == gen and child.alive and child in self.children
+        error: BaseException | None = None
+        if r is TIMEOUT or (isinstance(r, Ack) and (r.error or {}).get("code") == "timeout"):
+            error = CallTimeout(f"{path} did not {op} before the deadline: it is busy in a "
+                                f"command; it was left {child.state.value}, untouched", tool=path)
+        elif isinstance(r, Ack) and r.ok:
+            if same and child.state in (S.RUNNING, S.PAUSED):
+                child.sm.force(S.PAUSED if op == "pause" else S.RUNNING)
                 self._event(child, op + "d")
                 self._notify(child)
-                return self._info(child)
-            if isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
-                raise error_from_wire(r.error, tool=path)
-            error = r.error if isinstance(r, Ack) else {
+        elif isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
+            error = error_from_wire(r.error, tool=path)
+        else:
+            wire = r.error if isinstance(r, Ack) and r.error else {
                 "type": "ProcessExited", "message": "the process ended during " + op}
-            if self._will_restart(child, normal=False):
-                child.sm.force(S.RESTARTING)
-            self.jobs.add(self._failure(child, gen, {"code": "error", **error}, normal=False))
-            raise error_from_wire({"code": "error", **error}, tool=path)
+            wire = {"code": "error", **wire}
+            error = error_from_wire(wire, tool=path)
+            if same and isinstance(r, Ack):  # the callback raised: a failure
+                if self._will_restart(child, normal=False):
+                    child.sm.force(S.RESTARTING)
+                self.jobs.add(self._failure(child, gen, wire, normal=False))
+        if cid is not None:
+            if error is None:
+                self._reply(reply_to, cid, value=self._info(child))
+            else:
+                self._reply(reply_to, cid, error=error)
+        elif error is not None:
+            self.log.info("{} of {} not applied: {}", op, path, error)
+
+    def _control(self, child: Child, op: str) -> Job:
+        path = self._path(child)
         if op == "stop":
             if child.state is S.STOPPED:
                 raise InvalidTransition(f"{path} is already stopped")
@@ -571,6 +605,9 @@ class Supervisor(Policing, Watchdog):
 
     # ================================================================= child events
     def _on_ack(self, msg: Ack) -> None:
+        if msg.ref in self.steps:
+            self._step_done(msg.ref, msg)
+            return
         child = self.refs.get(msg.ref)
         if child is not None and msg.ok and isinstance(msg.value, dict) and "children" in msg.value:
             child.snapshot = msg.value["children"]  # a supervisor's last view, as it stopped
