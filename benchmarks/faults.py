@@ -32,6 +32,7 @@ from supervisors.tree.watchdog import sampling_period
 COUNTER = "examples.counter:Counter"
 STUCK = "benchmarks.tools:Stuck"
 OPS = ("stop", "start", "restart", "spawn", "pause")
+SPACING_S = 0.005
 
 
 def _wait(pred: Any, limit: float) -> bool:
@@ -131,6 +132,7 @@ def query_latency(queries: int, log_level: str | None) -> dict[str, Any]:
             else:
                 system._request("w", "inspect", {}, 5.0)
             lat[kind].append(time.perf_counter() - t0)
+            time.sleep(SPACING_S)  # spread the queries over several steps of the loop
         restarts = loop.status().restarts
     every = [x for v in lat.values() for x in v]
     return {"queries": queries, "loop_restarts_meanwhile": restarts, "all": summarize_ms(every),
