@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from actors.errors import ToolError, ToolUnavailable
+from actors.errors import CallTimeout, ToolError, ToolUnavailable
 from actors.state import ToolState
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, Policy
@@ -99,6 +99,8 @@ class _Node:
         parent, name = _split(self.path)
         try:
             info = self.system._request(parent, "status", {"name": name}, timeout)
+        except CallTimeout:
+            raise
         except ToolUnavailable:  # its supervisor is down: ask the nearest one that runs
             info = self._status_from_above(timeout)
         if info["kind"] == "tool" and info.get("pid"):
@@ -115,6 +117,8 @@ class _Node:
             try:
                 return dict(self.system._request("/".join(parts[:k]), "status_below",
                                                  {"name": parts[k], "rest": parts[k + 1:]}, timeout))
+            except CallTimeout:
+                raise
             except ToolUnavailable:
                 continue
         raise ToolUnavailable(f"no running supervisor above {self.path} knows it", tool=self.path)
