@@ -63,16 +63,10 @@ class Batch:
 
 @message(5)
 class BatchReply:
-    """Results of a ``Batch`` in order: ``[ok, value, error]`` per call.
-
-    ``partial``: one item's result, sent (and flushed) as soon as it is known, so
-    that a caller whose tool dies in a later item still gets the finished ones.
-    The final reply (``partial`` False) carries every result.
-    """
+    """Results of a ``Batch`` in order: ``[ok, value, error]`` per call."""
     TAG: ClassVar[int]
     cid: int
     results: list[Any]
-    partial: bool = False
 
 
 # -- caller -> supervisor -----------------------------------------------------------

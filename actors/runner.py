@@ -17,7 +17,7 @@ from loguru import logger
 
 from actors import logs, sandbox
 from actors.busy import BusyMarker, marker_path
-from actors.codec import encode
+from actors.codec import encode, pack_value
 from actors.commands import bind, command_table
 from actors.context import Context
 from actors.errors import (
@@ -257,6 +257,7 @@ class ToolRunner:
 
     def _serve_batch(self, batch: Batch, sender: Any) -> None:
         results: list[list[Any]] = []
+        self.busy.batch_begin(batch.cid)
         fatal: BaseException | None = None
         for item in batch.calls:
             try:
@@ -265,8 +266,6 @@ class ToolRunner:
                 results.append([False, None, ToolError("a batch item must be [command, args]",
                                                        type="BadBatch").to_wire()])
                 continue
-            if results:
-                self._send_part(batch.cid, results[-1], sender)
             ok, value, error = self._execute(command, args)
             if ok:
                 results.append([True, value, None])
@@ -274,6 +273,10 @@ class ToolRunner:
                 results.append([False, None, error_to_wire(error)])  # type: ignore[arg-type]
                 if fatal is None and self._is_fatal(error):  # type: ignore[arg-type]
                     fatal = error
+            try:  # kept in shared memory: a crash in a later item does not lose it
+                self.busy.batch_item(pack_value(results[-1]))
+            except (TypeError, ValueError, OverflowError):
+                self.busy.batch_item(None)
         try:
             data = encode(BatchReply(batch.cid, results))
         except (TypeError, ValueError, OverflowError):
@@ -283,19 +286,6 @@ class ToolRunner:
         self.ctx.send(sender, data)
         if fatal is not None:
             self.request_exit(False, fatal)
-
-    def _send_part(self, cid: int, result: list[Any], to: Any) -> None:
-        """Send one finished item before the next runs (and might end the process)."""
-        try:
-            data = encode(BatchReply(cid, [self._sendable(result)], partial=True))
-        except (TypeError, ValueError, OverflowError):
-            return
-        if len(data) > MAX_FRAME:
-            return  # the final reply says why
-        self.ctx.send(to, data)
-        flush = getattr(to, "flush", None)
-        if flush is not None:
-            flush()
 
     def _sendable(self, result: list[Any]) -> list[Any]:
         try:

@@ -25,7 +25,8 @@ from typing import Any
 from loguru import logger
 
 from actors import logs
-from actors.busy import verdict_path
+from actors.busy import marker_path, read_batch, verdict_path
+from actors.codec import unpack_value
 from actors.errors import (
     CallTimeout,
     ToolError,
@@ -387,28 +388,22 @@ class ToolSystem:
         limit = self.call_timeout if timeout is None else float(timeout)
         deadline = time.time() + limit
         wire_calls = [[command, dict(args or {})] for command, args in calls]
-        done: list[Any] = []  # results of items that finished, from partial replies
+        cids: list[int] = []
         try:
-            reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
-                                   f"a batch of {len(wire_calls)} calls", limit, done)
+            reply = self._exchange(path, lambda cid: cids.append(cid) or Batch(cid, wire_calls, deadline),
+                                   deadline, f"a batch of {len(wire_calls)} calls", limit)
         except CallTimeout:
             raise
         except ToolUnavailable as exc:
-            if not done or "ended while handling" not in str(exc):
+            if "ended while handling" not in str(exc):
                 raise
-            # the tool died in item len(done): the finished ones keep their results
-            rest = len(wire_calls) - len(done) - 1
-            return ([value if ok else error_from_wire(error or {}, tool=path)
-                     for ok, value, error in done] + [exc]
-                    + [ToolUnavailable(f"{path} ended in an earlier item of the batch; this one "
-                                       "did not run", tool=path) for _ in range(rest)])
+            return self._batch_after_crash(path, cids[-1], len(wire_calls), exc)
         if isinstance(reply, Reply):  # the whole batch was refused
             raise error_from_wire(reply.error or {}, tool=path)
         return [value if ok else error_from_wire(error or {}, tool=path)
                 for ok, value, error in reply.results]
 
-    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float,
-                  parts: list[Any] | None = None) -> Any:
+    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float) -> Any:
         """Deliver a call (or batch) to the live instance at ``path``; return its reply.
 
         Resends to the next instance when the call certainly did not run (the
@@ -420,10 +415,6 @@ class ToolSystem:
         msg = make(cid)
 
         def match(m: Any) -> bool:
-            if isinstance(m, BatchReply) and m.partial:
-                if m.cid == cid and parts is not None:
-                    parts.extend(m.results)
-                return False
             return isinstance(m, Reply | BatchReply) and m.cid == cid
 
         not_pid: int | None = None
@@ -498,6 +489,27 @@ class ToolSystem:
         if isinstance(error, CallTimeout):
             raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
         return reply
+
+    def _batch_after_crash(self, path: str, cid: int, size: int, exc: ToolUnavailable) -> list[Any]:
+        """The tool died during a batch: the items that finished keep their results (read
+        from the tool's shared batch record), the one that was running and the rest get
+        ``ToolUnavailable``."""
+        pid = self._gone.get(path)
+        found = read_batch(marker_path(self.runtime_dir, pid), cid) \
+            if pid and self.runtime_dir else None
+        done, recorded = found or (0, [])
+        out: list[Any] = []
+        for raw in recorded[:done]:
+            ok, value, error = unpack_value(raw)
+            out.append(value if ok else error_from_wire(error or {}, tool=path))
+        for _ in range(len(out), done):  # finished, but its result did not fit the record
+            out.append(ToolUnavailable(f"{path} ran this item of the batch, then ended; its "
+                                       "result was lost", tool=path))
+        if done < size:
+            out.append(exc)
+        out += [ToolUnavailable(f"{path} ended in an earlier item of the batch; this one did "
+                                "not run", tool=path) for _ in range(size - len(out))]
+        return out
 
     def _verdict(self, pid: int) -> str | None:
         """Why a supervisor killed ``pid`` (e.g. the watchdog found it hung), if it said."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from supervisors.tree.supervisor import Supervisor
 
 S = ToolState
+MARKER_KEPT = 10.0  # seconds a dead tool's busy marker stays for its callers to read
 
 
 class Policing:
@@ -49,11 +50,8 @@ class Policing:
             shutil.rmtree(child.tmpdir, ignore_errors=True)
             child.tmpdir = None
         runtime_dir = self.spec.get("runtime_dir")
-        if runtime_dir:
-            try:
-                os.unlink(marker_path(runtime_dir, pid))
-            except OSError:
-                pass
+        if runtime_dir:  # later: a caller may still read its batch record (actors.busy)
+            self.ctx.after(MARKER_KEPT, ("unlink", marker_path(runtime_dir, pid)))
         if self.accountant_address is not None:
             self.ctx.send(self.accountant_address, Untrack(self._path(child), pid))
 

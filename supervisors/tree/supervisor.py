@@ -153,6 +153,11 @@ class Supervisor(Policing, Watchdog):
             self._watchdog_tick()
         elif kind == "step":
             self._step_done(payload[1], TIMEOUT)
+        elif kind == "unlink":
+            try:
+                os.unlink(payload[1])
+            except OSError:
+                pass
 
     # ============================================================ a child's process ended
     # Two independent witnesses: Thespian's ChildActorExited (by address; it can be
