@@ -110,6 +110,7 @@ def test_bad_tool_keys_in_config(tmp_path, line: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")) as err:
         load_config(path)
     assert "supervisor[0]" in str(err.value)
+    assert isinstance(err.value, SpecError)  # a SpecError in config too, with its place
 
 
 def test_bad_auto_shutdown_in_config(tmp_path) -> None:

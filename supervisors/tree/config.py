@@ -40,7 +40,7 @@ TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_t
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
-class ConfigError(ValueError):
+class ConfigError(SpecError):
     """The config file cannot be used; the message names the file and the key or line."""
 
 
@@ -166,6 +166,8 @@ def _hook(path: Any, where: str, source: str) -> LifecycleHook:
 def _checked(build: Any, where: str, source: str) -> Any:
     try:
         return build()
+    except ConfigError:
+        raise
     except (SpecError, TypeError) as exc:
         raise ConfigError(f"{source}: {where}: {exc}")
 
