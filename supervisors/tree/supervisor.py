@@ -11,8 +11,15 @@ is marked FAILED and left down until an operator starts it again.
 Multi-step work (start, stop, restart a group) runs as *jobs*: generators that
 yield a ``Wait`` and are resumed by the matching event (an ``Ack``, a child's
 exit, or its timeout). A backoff delay is a plain timer between two jobs.
-Jobs run one at a time, so a supervisor never handles two lifecycle changes
-at once and never blocks its process.
+Jobs run one at a time, so a supervisor never handles two starts or stops at
+once and never blocks its process. A restart is a message to itself (as in
+OTP), so operations asked for meanwhile run between the steps of a restart
+loop; queries (status, tree, count) never wait for a job, and neither do pause
+and resume, which wait for a busy tool's answer on the side.
+
+It learns that a child's process ended from two witnesses (a pidfd per child in
+its own loop, and Thespian's exit notice), and its watchdog (``watchdog.py``)
+kills tools that hang or are stopped for longer than their ``hang_timeout``.
 """
 
 from __future__ import annotations
