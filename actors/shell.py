@@ -155,9 +155,9 @@ class Shell(Actor):
     def watch_process(self, pid: int) -> bool:
         """Watch ``pid`` with a pidfd in this actor's own loop: ``process_ended(pid)`` runs
         when it ends. Independent of Thespian's ChildActorExited, which can be missed."""
-        if not hasattr(os, "pidfd_open") or not hasattr(getattr(self._myRef, "transport", None),
-                                                           "set_watch"):
-            return False
+        if not hasattr(os, "pidfd_open") or os.environ.get("TOOLVISOR_NO_PIDFD") or \
+                not hasattr(getattr(self._myRef, "transport", None), "set_watch"):
+            return False  # (TOOLVISOR_NO_PIDFD=1: use the poll, as where pidfds are missing)
         if pid in self._pidfds.values():
             return True
         try:
