@@ -98,6 +98,20 @@ def bind_to_parent() -> None:
         os._exit(1)
 
 
+#: pidfds this process watches (module level, so a forked child can close its copies)
+_PIDFDS: set[int] = set()
+
+
+def _close_inherited_pidfds() -> None:
+    """A forked actor holds copies of its parent's pidfds: close them (they are not ours)."""
+    for fd in list(_PIDFDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _PIDFDS.clear()
+
+
 class Shell(Actor):
     """Hosts one behaviour; subclasses name which one (``behaviour`` = 'module:Class')."""
 
@@ -106,6 +120,7 @@ class Shell(Actor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         bind_to_parent()
+        _close_inherited_pidfds()
         self.pid = os.getpid()
         self._inner: Any = None
         self._door: FastPathServer | None = None
@@ -168,6 +183,7 @@ class Shell(Actor):
         except OSError:
             return False
         self._pidfds[fd] = pid
+        _PIDFDS.add(fd)
         return True
 
     def _pids_ended(self, ready: list[int], inner: Any) -> list[int]:
@@ -178,6 +194,7 @@ class Shell(Actor):
             if pid is None:
                 rest.append(fd)
                 continue
+            _PIDFDS.discard(fd)
             try:
                 os.close(fd)
             except OSError:
