@@ -319,3 +319,36 @@ def test_a_waiting_pause_does_not_hold_up_the_supervisor(system: ToolSystem) -> 
     worker.join(20)
     assert paused and paused[0].state is ToolState.PAUSED
     busy.resume()
+
+
+# -------------------------------------------------------------------- the busy page (units)
+def test_busy_marker_and_batch_record_round_trip(tmp_path) -> None:
+    from actors.busy import BusyMarker, read_batch, read_marker
+    from actors.codec import pack_value, unpack_value
+
+    path = str(tmp_path / "busy-1")
+    m = BusyMarker(path)
+    assert read_marker(path) is None
+    before = time.time()
+    m.enter("c", "spin")
+    got = read_marker(path)
+    assert got is not None and got["command"] == "spin" and got["kind"] == "command"
+    assert before <= got["since"] <= time.time()
+    m.leave()
+    assert read_marker(path) is None
+    m.batch_begin(42)
+    m.batch_item(pack_value([True, 1, None]))
+    m.batch_item(pack_value([False, None, {"message": "x"}]))
+    assert read_batch(path, 41) is None
+    done, recorded = read_batch(path, 42)
+    assert done == 2 and [unpack_value(r) for r in recorded] == [[True, 1, None],
+                                                                   [False, None, {"message": "x"}]]
+    m.batch_item(None)               # an unsendable result: counted, and recording stops
+    m.batch_item(pack_value([True, 3, None]))
+    done, recorded = read_batch(path, 42)
+    assert done == 4 and len(recorded) == 2
+    m.batch_begin(43)
+    big = pack_value([True, b"x" * 70_000, None])
+    m.batch_item(big)                # larger than the page: counted, not recorded
+    assert read_batch(path, 43) == (1, [])
+    assert BusyMarker(None).map is None  # no runtime directory: a no-op marker
