@@ -14,7 +14,7 @@ import pytest
 
 from supervisors import Backoff, CallTimeout, Policy, ToolState, ToolSystem, ToolUnavailable
 from tests.helpers import wait_dead, wait_until
-from tests.tools import Appender, Counter, SlowFailAfterFirst
+from tests.tools import Appender, Counter, HangingPause, SlowFailAfterFirst
 
 pytestmark = pytest.mark.timeout(120)
 NOW = Backoff.none()
@@ -352,3 +352,13 @@ def test_busy_marker_and_batch_record_round_trip(tmp_path) -> None:
     m.batch_item(big)                # larger than the page: counted, not recorded
     assert read_batch(path, 43) == (1, [])
     assert BusyMarker(None).map is None  # no runtime directory: a no-op marker
+
+
+def test_a_hung_callback_is_a_failure_that_counts_against_intensity() -> None:
+    with ToolSystem(op_timeout=20) as system:
+        w = system.supervise("w", Policy(max_restarts=0, period=30.0, backoff=NOW))
+        t = w.spawn(HangingPause, name="p", hang_timeout=1.0)
+        with pytest.raises(ToolUnavailable, match=r"hung in callback 'on_pause' for \d+ s"):
+            t.pause(timeout=15)
+        wait_until(lambda: w.status().state is ToolState.FAILED, what="w gave up")
+        assert "hung in callback 'on_pause'" in (w.status().last_error or "")

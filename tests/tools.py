@@ -293,3 +293,15 @@ class SlowStop(ToolActor):
     @command
     def pid(self) -> int:
         return os.getpid()
+
+
+class HangingPause(ToolActor):
+    """on_pause never returns."""
+
+    def on_pause(self) -> None:
+        while True:
+            time.sleep(0.1)
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()

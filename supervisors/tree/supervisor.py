@@ -424,10 +424,13 @@ class Supervisor(Policing, Watchdog):
         elif isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
             error = error_from_wire(r.error, tool=path)
         else:
-            wire = r.error if isinstance(r, Ack) and r.error else {
+            wire = r.error if isinstance(r, Ack) and r.error else child.hung or {
                 "type": "ProcessExited", "message": "the process ended during " + op}
             wire = {"code": "error", **wire}
-            error = error_from_wire(wire, tool=path)
+            # a callback that raised is the tool's error; a process that ended (killed as
+            # hung, or crashed) leaves the caller with ToolUnavailable saying why
+            error = error_from_wire(wire, tool=path) if isinstance(r, Ack) else \
+                ToolUnavailable(describe(wire), tool=path)
             if same and isinstance(r, Ack):  # the callback raised: a failure
                 if self._will_restart(child, normal=False):
                     child.sm.force(S.RESTARTING)
