@@ -312,6 +312,8 @@ class FastPathServer:
             if not isinstance(msg, Call | Batch):
                 self.drop(peer, f"it sent a {type(msg).__name__}; only calls come this way")
                 return
+            if self.has_output:  # replies of calls that finished go out before the next
+                self.flush()        # call runs: a call that ends the process loses no others
             try:
                 self.deliver(msg, peer)
             except Exception as exc:  # a shape the checks let through: never keep such a peer

@@ -116,10 +116,15 @@ class Ack:
 
 @message(13)
 class Lifecycle:
-    """Run a lifecycle step in the child: ``pause`` or ``resume``."""
+    """Run a lifecycle step in the child: ``pause`` or ``resume``.
+
+    ``deadline`` (``time.time()``, 0 = none): a step that reaches the tool later (it was
+    busy) is refused, not run, so a caller that gave up leaves the tool as it was.
+    """
     TAG: ClassVar[int]
     ref: int
     op: str
+    deadline: float = 0.0
 
 
 @message(14)
@@ -141,6 +146,7 @@ class Exiting:
     normal: bool
     error: dict[str, Any] | None = None
     escalation: bool = False
+    children: list[dict[str, Any]] | None = None  # a supervisor's last view of its children
 
 
 @message(16)

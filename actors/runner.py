@@ -16,7 +16,8 @@ from typing import Any
 from loguru import logger
 
 from actors import isolation, logs, sandbox, waits
-from actors.codec import encode
+from actors.busy import BusyMarker, marker_path
+from actors.codec import encode, pack_value
 from actors.commands import bind, command_table
 from actors.context import Context
 from actors.errors import (
@@ -61,6 +62,7 @@ class ToolRunner:
         self.spare_memory: sandbox.SpareMemory | None = None
         self.memory_limit: float | None = None  # memory_mb, when hard_memory caps it
         self.inherited: list[int] = [2]
+        self.busy = BusyMarker(None)
         self.log = logger
         self.runtime_dir: str | None = None
         self.level = "standard"
@@ -92,6 +94,9 @@ class ToolRunner:
 
     def child_exited(self, address: Any) -> None:
         """Tools have no child actors."""
+
+    def process_ended(self, pid: int) -> None:
+        """Tools watch no processes."""
 
     def system_exit(self) -> None:
         """The actor system is ending this process: release what the tool holds."""
@@ -164,6 +169,8 @@ class ToolRunner:
         logs.setup(spec.get("log_level"))
         logs.set_title(f"toolvisor tool {self.path}")
         self.log = logger.bind(tool=self.path)
+        if spec.get("runtime_dir"):
+            self.busy = BusyMarker(marker_path(spec["runtime_dir"], self.ctx.pid))
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         try:
             sandbox.own_process_group()
@@ -194,9 +201,9 @@ class ToolRunner:
             self.tool = tool
             self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
             self.sm.go(S.INITIALIZING)
-            tool.on_init(dict(tool.config))
+            self._callback("on_init", dict(tool.config))
             self.sm.go(S.READY)
-            tool.on_run()
+            self._callback("on_run")
             self.sm.go(S.RUNNING)
         except Exception as exc:
             self.sm.force(S.FAILED)
@@ -219,13 +226,18 @@ class ToolRunner:
             self.ctx.send(sender, Ack(msg.ref, False, error=ToolError(
                 f"unknown lifecycle step {msg.op!r} (or tool not started)").to_wire()))
             return
+        if msg.deadline and time.time() > msg.deadline:
+            self.ctx.send(sender, Ack(msg.ref, False, error=CallTimeout(
+                f"{msg.op} of {self.path} came after its deadline (the tool was busy); "
+                "not applied").to_wire()))
+            return
         try:
             self.sm.go(target, self.path)
         except ToolError as exc:
             self.ctx.send(sender, Ack(msg.ref, False, error=exc.to_wire()))
             return
         try:
-            (self.tool.on_pause if msg.op == "pause" else self.tool.on_resume)()
+            self._callback("on_pause" if msg.op == "pause" else "on_resume")
         except Exception as exc:
             self.sm.force(S.FAILED)
             self._bounce_held()
@@ -253,7 +265,7 @@ class ToolRunner:
         if self.tool is not None and self.sm.state is not S.FAILED:
             self.sm.force(S.STOPPING)
             try:
-                self.tool.on_stop()
+                self._callback("on_stop")
             except Exception as exc:
                 error = error_to_wire(exc)
                 self.log.warning("tool {} on_stop raised {}: {}", self.path, type(exc).__name__, exc)
@@ -296,6 +308,7 @@ class ToolRunner:
 
     def _serve_batch(self, batch: Batch, sender: Any) -> None:
         results: list[list[Any]] = []
+        self.busy.batch_begin(batch.cid)
         fatal: BaseException | None = None
         for item in batch.calls:
             try:
@@ -311,6 +324,10 @@ class ToolRunner:
                 results.append([False, None, error_to_wire(error)])  # type: ignore[arg-type]
                 if fatal is None and self._is_fatal(error):  # type: ignore[arg-type]
                     fatal = error
+            try:  # kept in shared memory: a crash in a later item does not lose it
+                self.busy.batch_item(pack_value(results[-1]))
+            except (TypeError, ValueError, OverflowError):
+                self.busy.batch_item(None)
         try:
             data = encode(BatchReply(batch.cid, results))
         except (TypeError, ValueError, OverflowError):
@@ -336,6 +353,7 @@ class ToolRunner:
                 f"tool {self.path} has no command {command!r}; its commands: {names}")
         if not isinstance(args, dict):
             return False, None, BadArguments(f"arguments of {command!r} must be a map of names")
+        self.busy.enter("c", command)
         try:
             return True, fn(**args), None
         except TypeError as exc:
@@ -346,6 +364,16 @@ class ToolRunner:
             return False, None, exc
         except (Exception, SystemExit) as exc:
             return False, None, self._check_exhaustion(exc)
+        finally:
+            self.busy.leave()
+
+    def _callback(self, name: str, *args: Any) -> None:
+        """Run a lifecycle callback of the tool, marked busy while it runs."""
+        self.busy.enter("l", name)
+        try:
+            getattr(self.tool, name)(*args)
+        finally:
+            self.busy.leave()
 
     def _check_exhaustion(self, exc: BaseException) -> BaseException:
         """The tool ran out of descriptors or memory: give the runtime its spares back.
@@ -403,6 +431,7 @@ class ToolRunner:
         return bool(names.intersection(self.fatal))
 
     def _run_timer(self, fn: Callable[[], Any]) -> None:
+        self.busy.enter("t", getattr(fn, "__name__", "timer"))
         try:
             fn()
             if self.peers is not None:
@@ -411,6 +440,8 @@ class ToolRunner:
             exc = self._check_exhaustion(exc)  # type: ignore[assignment]
             self.log.warning("tool {}: a timer raised {}: {}", self.path, type(exc).__name__, exc)
             self.request_exit(False, exc)
+        finally:
+            self.busy.leave()
 
     def _drain(self) -> None:
         """Serve held work in arrival order while the tool is running."""

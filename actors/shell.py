@@ -100,6 +100,20 @@ def bind_to_parent() -> None:
         os._exit(1)
 
 
+#: pidfds this process watches (module level, so a forked child can close its copies)
+_PIDFDS: set[int] = set()
+
+
+def _close_inherited_pidfds() -> None:
+    """A forked actor holds copies of its parent's pidfds: close them (they are not ours)."""
+    for fd in list(_PIDFDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _PIDFDS.clear()
+
+
 class Shell(Actor):
     """Hosts one behaviour; subclasses name which one (``behaviour`` = 'module:Class')."""
 
@@ -108,6 +122,7 @@ class Shell(Actor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         bind_to_parent()
+        _close_inherited_pidfds()
         self.pid = os.getpid()
         self._inner: Any = None
         self._door: FastPathServer | None = None
@@ -115,6 +130,7 @@ class Shell(Actor):
         self._due: list[Any] = []          # timer payloads ready to run
         self._bell: tuple[int, int] | None = None  # self-pipe that wakes our own loop
         self._peer_fds: set[int] = set()           # the behaviour's own sockets (watch_fds)
+        self._pidfds: dict[int, int] = {}  # pidfd -> pid of a process we watch (watch_process)
 
     # Context ---------------------------------------------------------------------------
     @property
@@ -154,12 +170,85 @@ class Shell(Actor):
             pass
         return True
 
+    def watch_process(self, pid: int) -> bool:
+        """Watch ``pid`` with a pidfd in this actor's own loop: ``process_ended(pid)`` runs
+        when it ends. Independent of Thespian's ChildActorExited, which can be missed."""
+        if not hasattr(os, "pidfd_open") or os.environ.get("TOOLVISOR_NO_PIDFD") or \
+                not hasattr(getattr(self._myRef, "transport", None), "set_watch"):
+            return False  # (TOOLVISOR_NO_PIDFD=1: use the poll, as where pidfds are missing)
+        if pid in self._pidfds.values():
+            return True
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # gone (and reaped) already: report it from the loop
+            self.after(0, ("__ended__", pid))
+            return True
+        except OSError:
+            return False
+        self._pidfds[fd] = pid
+        _PIDFDS.add(fd)
+        return True
+
+    def _pids_ended(self, ready: list[int], inner: Any) -> list[int]:
+        """Report watched processes whose pidfd is ready; return the other ready fds."""
+        rest = []
+        for fd in ready:
+            pid = self._pidfds.pop(fd, None)
+            if pid is None:
+                rest.append(fd)
+                continue
+            _PIDFDS.discard(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self._ended(inner, pid)
+        return rest
+
+    def _ended(self, inner: Any, pid: int) -> None:
+        try:
+            inner.process_ended(pid)
+        except Exception as exc:
+            logger.opt(exception=exc).error("actor {} failed handling the end of pid {}",
+                                            self.pid, pid)
+        # Thespian keeps its own list of our children and will not let this actor exit
+        # before each has been seen to exit; a missed SIGCHLD would leave a dead one in it.
+        check = getattr(self._myRef, "childDied", None)
+        if check is not None:
+            try:
+                check()
+            except Exception as exc:  # pragma: no cover - Thespian internals changed
+                logger.debug("actor {}: Thespian's child check failed: {}", self.pid, exc)
+
     def spawn(self, kind: str) -> Any:
         return self.createActor(SHELLS[kind])
 
     def exit(self) -> None:
+        self._forget_dead_children()
         self._close_door()
         super().send(self.myAddress, ActorExitRequest())
+
+    def _forget_dead_children(self) -> None:
+        """Drop children whose process has ended from Thespian's own list.
+
+        Thespian does not let an actor exit before it has seen every child exit; a
+        notice it lost (its users report ChildActorExited missing) would keep this
+        process waiting for a child that is gone. Its live children are the ones in
+        ``_child_procs``; any other address in ``_children`` is dead.
+        """
+        m = self._myRef
+        procs = getattr(m, "_child_procs", None)
+        children = getattr(m, "_children", None)
+        if procs is None or not children:
+            return
+        live = []
+        for info in procs:
+            if info.childProc.is_alive():
+                live += [info.childAddr, getattr(info, "childRealAddr", None)]
+        kept = [c for c in children if any(c == a for a in live if a is not None)]
+        if len(kept) != len(children):
+            logger.debug("actor {}: forgetting {} dead children", self.pid, len(children) - len(kept))
+            m._children = kept
 
     def open_door(self, max_callers: int = DEFAULT_MAX_CALLERS, label: str | None = None) -> str | None:
         if self._door is None:
@@ -200,13 +289,14 @@ class Shell(Actor):
             if isinstance(msg, (bytes, bytearray)):
                 inner.receive(decode(msg), sender)
             elif isinstance(msg, WatchMessage):
+                ready = self._pids_ended(list(msg.ready), inner) if self._pidfds else msg.ready
                 if self._bell is not None and self._bell[0] in msg.ready:
                     self._run_due(inner)
                 mine = self._peer_fds.intersection(msg.ready)
                 if mine:  # answers from tools this one sent to (actors.peers)
                     inner.on_ready(list(mine))
                 if self._door is not None:
-                    self._door.on_ready([fd for fd in msg.ready if (self._bell is None
+                    self._door.on_ready([fd for fd in ready if (self._bell is None
                                          or fd != self._bell[0]) and fd not in mine])
             elif isinstance(msg, WakeupMessage):
                 payload = msg.payload
@@ -218,7 +308,7 @@ class Shell(Actor):
                     if self._ring():
                         self._due.append(payload[1])
                     else:
-                        inner.wakeup(payload[1])
+                        self._timer(inner, payload[1])
                 else:
                     inner.wakeup(payload)
             elif isinstance(msg, ChildActorExited):
@@ -254,9 +344,15 @@ class Shell(Actor):
         due, self._due = self._due, []
         for payload in due:
             try:
-                inner.wakeup(payload)
+                self._timer(inner, payload)
             except Exception as exc:
                 logger.opt(exception=exc).error("actor {} failed running a timer", self.pid)
+
+    def _timer(self, inner: Any, payload: Any) -> None:
+        if isinstance(payload, tuple) and payload and payload[0] == "__ended__":
+            self._ended(inner, payload[1])
+        else:
+            inner.wakeup(payload)
 
     def _watch(self) -> ThespianWatch | None:
         door = self._door
@@ -269,6 +365,7 @@ class Shell(Actor):
                 logger.opt(exception=exc).error("actor {} failed flushing its messages", self.pid)
             self._peer_fds = set(peer_fds)
         fds = ([self._bell[0]] if self._bell is not None else []) + peer_fds
+        fds += list(self._pidfds)
         if door is None:
             return ThespianWatch(fds) if fds else None
         door.flush()  # replies queued while handling this message (e.g. held calls on resume)

@@ -27,6 +27,7 @@ from typing import Any
 from benchmarks import (
     accounting,
     callers,
+    faults,
     frames,
     leftovers,
     lifecycle,
@@ -122,6 +123,9 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "spawn": lambda: spawning.run(args.tools or (25 if q else 100), level),
         "restart": lambda: restart.run(args.restarts or (8 if q else 30), level),
         "lifecycle": lambda: lifecycle.run(2 if q else 5, level),
+        "faults": lambda: faults.run(tries=args.restarts or (50 if q else 1000),
+                                     hang_repeats=1 if q else 3, queries=150 if q else 600,
+                                     sweep_step_ms=50 if q else 10, log_level=level),
         "accounting": lambda: accounting.run(tools=100, sweeps=5 if q else 30, duration=memory_s,
                                              cadence=cadence, periods=[0.25] if q else [0.25, 1.0],
                                              repeats=3 if q else 6, log_level=level),

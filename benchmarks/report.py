@@ -221,6 +221,8 @@ def _messaging_rows(s: dict[str, Any]) -> list[Row]:
          f"< {_f(t['deadlock_ms_max'])}",
          at_most(max(dc.get("max_ms", math.nan), db.get("max_ms", math.nan)), t["deadlock_ms_max"])),
     ]
+
+
 def _callers_rows(s: dict[str, Any]) -> list[Row]:
     t = s["target"]
     rows: list[Row] = []
@@ -251,11 +253,30 @@ def _callers_rows(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _faults_rows(s: dict[str, Any]) -> list[Row]:
+    m, h, q, k = s["missed_deaths"], s["hang"], s["query_latency"], s["host_kill"]
+    hs = h["hang_to_serving"]
+    return [
+        (f"missed deaths ({m['tries']} kills + sibling op)", str(m["missed"]), "0",
+         "met" if m["missed"] == 0 else "MISSED"),
+        (f"hang -> replacement serving p50 / max ms (hang_timeout {h['hang_timeout_s']:g} s)",
+         f"{_f(hs['p50_ms'])} / {_f(hs['max_ms'])}", f"< {_f(h['target_ms'])}",
+         at_most(hs["max_ms"], h["target_ms"])),
+        ("supervisor query during restart loop p50 / p99 ms",
+         f"{_f(q['all']['p50_ms'])} / {_f(q['all']['p99_ms'])}", "p99 < 10",
+         at_most(q["all"]["p99_ms"], 10.0)),
+        (f"host killed during start ({k['runs']} runs): leftovers", str(k["leftovers"]), "0",
+         "met" if k["leftovers"] == 0 else "MISSED"),
+        ("  slowest exit after SIGINT during start s", _f(k["sigint_exit_s_max"]), "-", "ref"),
+    ]
+
+
 BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput": _throughput_rows,
             "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
             "messaging": _messaging_rows, "callers": _callers_rows,
-            "security": lambda section: _security_rows(section)}
+            "security": lambda section: _security_rows(section),
+            "faults": _faults_rows}
 
 
 def _security_rows(section: dict[str, Any]) -> list[Row]:

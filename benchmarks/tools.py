@@ -24,3 +24,29 @@ class Leaky(ToolActor):
     @command
     def pid(self) -> int:
         return os.getpid()
+
+
+class Stuck(ToolActor):
+    """A tool that can hang in a command, and (after its first start) fail slowly in on_init."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        import time
+        from pathlib import Path
+
+        marker = config.get("marker")
+        if marker:
+            if Path(marker).exists():
+                time.sleep(float(config.get("sleep", 2.0)))
+                raise RuntimeError("slow init failed")
+            Path(marker).write_text("started")
+
+    @command
+    def spin(self) -> None:
+        import time
+
+        while True:
+            time.sleep(0.1)
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()

@@ -115,3 +115,20 @@ def test_secured_example_checks_and_audits() -> None:
     assert "audit: intact" in out
     assert "alice stop tool:workers/counter -> denied" in out
     assert "ops restart tool:workers/counter -> ok" in out
+
+
+@pytest.mark.timeout(60)
+def test_watchdog_example_kills_names_and_replaces_a_hung_tool() -> None:
+    out = run_example("watchdog.py")
+    assert "busy: command 'spin'" in out
+    assert re.search(r"the caller got: .*hung in command 'spin' for \d+ s", out), out
+    assert "after: running, restarts 1, new pid: True" in out
+    assert "last_error: ToolHung: hung in command 'spin'" in out
+
+
+@pytest.mark.timeout(60)
+def test_otp_features_example_counts_and_shuts_down_automatically() -> None:
+    out = run_example("otp_features.py")
+    assert "count: {'specs': 2, 'active': 2, 'supervisors': 0, 'workers': 2}" in out
+    assert "job supervisor: stopped restarts 0" in out
+    assert "count of root: {'specs': 1, 'active': 0, 'supervisors': 1, 'workers': 0}" in out

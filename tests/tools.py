@@ -236,3 +236,72 @@ class Hog(ToolActor):
     @command
     def crash(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SlowFailAfterFirst(ToolActor):
+    """Starts once; every later start sleeps (config "sleep", default 2 s) and then raises
+    in on_init: with no backoff, a restart loop (OTP's hanging_restart_loop)."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        marker = Path(config["marker"])
+        if marker.exists():
+            time.sleep(float(config.get("sleep", 2.0)))
+            raise RuntimeError("slow init failed")
+        marker.write_text("started")
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class Appender(ToolActor):
+    """Appends lines to a file; can end its own process abruptly."""
+
+    @command
+    def append(self, path: str, line: str) -> str:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+        return line
+
+    @command
+    def die(self) -> None:
+        os._exit(3)
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+    @command
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @command
+    def spin(self) -> None:
+        while True:
+            time.sleep(0.2)
+
+
+class SlowStop(ToolActor):
+    """on_stop takes config "stop_s" seconds, then writes "stopped" to config "log"."""
+
+    def on_stop(self) -> None:
+        time.sleep(float(self.config.get("stop_s", 6.0)))
+        with open(self.config["log"], "a") as f:
+            f.write("stopped\n")
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class HangingPause(ToolActor):
+    """on_pause never returns."""
+
+    def on_pause(self) -> None:
+        while True:
+            time.sleep(0.1)
+
+    @command
+    def pid(self) -> int:
+        return os.getpid()

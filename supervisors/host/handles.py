@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from actors.errors import ToolError
+from actors.errors import CallTimeout, ToolError, ToolUnavailable
 from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.state import ToolState
 from supervisors.resources.usage import blank
 from supervisors.tree.hooks import LifecycleHook
-from supervisors.tree.policy import Policy
+from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, Policy
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class ToolStatus:
     since: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
     reputation: float | None = None  # 0..100, higher is better (supervisors.security.reputation)
+    busy: dict[str, Any] | None = None   # {"command": name, "since": time.time()} while busy
+    hang_timeout: float | None = None
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ToolStatus:
@@ -50,7 +52,8 @@ class ToolStatus:
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
                    usage={**blank(), **(info.get("usage") or {})} if info["kind"] == "tool"
-                   else dict(info.get("usage") or {}), reputation=info.get("reputation"))
+                   else dict(info.get("usage") or {}), reputation=info.get("reputation"),
+                   busy=info.get("busy"), hang_timeout=info.get("hang_timeout"))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -98,7 +101,12 @@ class _Node:
                               state=ToolState(info["state"]), pid=info["pid"], restarts=0,
                               last_error=info.get("last_error"))
         parent, name = _split(self.path)
-        info = self.system._request(parent, "status", {"name": name}, timeout)
+        try:
+            info = self.system._request(parent, "status", {"name": name}, timeout)
+        except CallTimeout:
+            raise
+        except ToolUnavailable:  # its supervisor is down: ask the nearest one that runs
+            info = self._status_from_above(timeout)
         if info["kind"] == "tool" and info.get("pid"):
             try:
                 found = self.system.usage([self.path], timeout).get(self.path) or {}
@@ -108,6 +116,18 @@ class _Node:
         if info["kind"] == "tool":
             info["reputation"] = self.system.security.reputation_of(self.path)
         return ToolStatus.from_info(info)
+
+    def _status_from_above(self, timeout: float | None) -> dict[str, Any]:
+        parts = self.path.split("/")
+        for k in range(len(parts) - 2, -1, -1):
+            try:
+                return dict(self.system._request("/".join(parts[:k]), "status_below",
+                                                 {"name": parts[k], "rest": parts[k + 1:]}, timeout))
+            except CallTimeout:
+                raise
+            except ToolUnavailable:
+                continue
+        raise ToolUnavailable(f"no running supervisor above {self.path} knows it", tool=self.path)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path or '(root)'}>"
@@ -163,10 +183,11 @@ class SupervisorHandle(_Node):
 
     def spawn(self, actor: type | str, name: str, config: dict[str, Any] | None = None, *,
               restart: str = "permanent", security_level: str = "standard",
-              shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
+              shutdown_timeout: float | str = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
               max_callers: int = DEFAULT_MAX_CALLERS, security: dict[str, Any] | None = None,
+              hang_timeout: float | None = DEFAULT_HANG_TIMEOUT, significant: bool = False,
               timeout: float | None = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
@@ -179,7 +200,11 @@ class SupervisorHandle(_Node):
         the connections callers hold to its socket at once (they do not count as its
         open files; one more is refused with ``ToolOverloaded``). ``security`` is the
         tool's security context (``{"permissions": [...], "audit": "all", "env": {...},
-        "workdir": ..., "umask": ...}``, see docs/security.md). Bad values raise
+        "workdir": ..., "umask": ...}``, see docs/security.md). ``hang_timeout``
+        (seconds, None = off): the watchdog kills a tool busy in one command or callback,
+        or stopped, for longer. ``shutdown_timeout`` also takes ``"brutal_kill"`` and
+        ``"infinity"``; ``significant=True`` (transient or temporary only) makes its normal
+        exit count for the supervisor's ``auto_shutdown``. Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
         """
@@ -187,7 +212,7 @@ class SupervisorHandle(_Node):
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit, limits=limits, on_limit=on_limit,
                          adaptive=adaptive, hard_memory=hard_memory, max_callers=max_callers,
-                         security=security)
+                         security=security, hang_timeout=hang_timeout, significant=significant)
         try:
             self.system._request(self.path, "spawn", {"spec": spec}, timeout or start_timeout + 5.0)
         except ToolError as exc:
@@ -198,10 +223,11 @@ class SupervisorHandle(_Node):
 
     def supervise(self, name: str, policy: Policy | None = None,
                   hooks: Sequence[LifecycleHook] = (), *, restart: str = "permanent",
-                  shutdown_timeout: float = 60.0, timeout: float | None = None) -> SupervisorHandle:
+                  shutdown_timeout: float | str = 60.0, significant: bool = False,
+                  timeout: float | None = None) -> SupervisorHandle:
         """Start a nested supervisor (with its own policy and hooks) under this one."""
         spec = supervisor_spec(name, policy, hooks, restart=restart,
-                               shutdown_timeout=shutdown_timeout)
+                               shutdown_timeout=shutdown_timeout, significant=significant)
         return self.add(spec, timeout)
 
     def add(self, spec: dict[str, Any], timeout: float | None = None) -> SupervisorHandle:
@@ -227,6 +253,11 @@ class SupervisorHandle(_Node):
 
     def supervisor(self, name: str) -> SupervisorHandle:
         return SupervisorHandle(self.system, self._child_path(name))
+
+    def count(self, timeout: float | None = None) -> dict[str, int]:
+        """OTP's ``count_children``: ``specs`` (children), ``active`` (with a live process),
+        ``supervisors`` and ``workers`` (tools). Answers at once, even during a restart."""
+        return dict(self.system._request(self.path, "count", {}, timeout))
 
     def children(self, timeout: float | None = None) -> list[ToolStatus]:
         info = self.system._request(self.path, "inspect", {}, timeout)

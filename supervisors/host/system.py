@@ -25,6 +25,8 @@ from typing import Any
 from loguru import logger
 
 from actors import logs
+from actors.busy import marker_path, read_batch, verdict_path
+from actors.codec import unpack_value
 from actors.errors import (
     CallTimeout,
     ToolError,
@@ -152,7 +154,14 @@ class ToolSystem:
         started = time.monotonic()
         self.runtime_dir = tempfile.mkdtemp(prefix="toolvisor-")  # tools' temp dirs live here
         self.fast = SocketCalls()  # (a system started again after shutdown starts with new pools)
-        self.transport.start()
+        # The reaper comes first: if this process dies at any moment from here on, it ends
+        # what we started (the admin tells it who it is as soon as it runs).
+        self._reaper = reaper.launch(0, self.runtime_dir)
+        try:
+            self.transport.start(admin_pidfile=os.path.join(self.runtime_dir, reaper.ADMIN_PIDFILE))
+        except BaseException:
+            self._abort_start()
+            raise
         self._running = True
         try:
             address = self.transport.create(SupervisorShell)
@@ -172,8 +181,11 @@ class ToolSystem:
             info = self._request("", "ping", {}, 10.0)
             self.sid = int(info["sid"])
             ToolSystem.started_sessions.append(self.sid)
-            self._reaper = reaper.launch(self.sid, self.runtime_dir)
             self._install_signals()
+        except BaseException:  # e.g. Ctrl-C while starting: end it all at once, no waiting
+            self._abort_start()
+            raise
+        try:
             self.security.start_audit()
             for sup in self.config_specs:
                 self.root.add(sup)
@@ -213,6 +225,27 @@ class ToolSystem:
             self.runtime_dir = None
         self._restore_signals()
         self._routes.clear()
+        self.root_route = None
+
+    def _abort_start(self) -> None:
+        """Start-up failed or was interrupted: kill the actor system's session, no questions."""
+        self._running = False
+        sid = self.sid or reaper.admin_pid(self.runtime_dir)
+        if sid:
+            end_session(sid, grace=0.5)
+            try:
+                os.kill(sid, signal.SIGKILL)  # the admin, in case it had not made its session yet
+            except OSError:
+                pass
+        self.transport.abandon()
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+        if self.runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            self.runtime_dir = None
+        self._restore_signals()
         self.root_route = None
 
     def _install_signals(self) -> None:
@@ -378,8 +411,16 @@ class ToolSystem:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         wire_calls = [_batch_item(i, item) for i, item in enumerate(calls)]
-        reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
-                               f"a batch of {len(wire_calls)} calls", limit)
+        cids: list[int] = []
+        try:
+            reply = self._exchange(path, lambda cid: cids.append(cid) or Batch(cid, wire_calls, deadline),
+                                   deadline, f"a batch of {len(wire_calls)} calls", limit)
+        except CallTimeout:
+            raise
+        except ToolUnavailable as exc:
+            if "ended while handling" not in str(exc):
+                raise
+            return self._batch_after_crash(path, cids[-1], len(wire_calls), exc)
         if isinstance(reply, Reply):  # the whole batch was refused
             raise error_from_wire(reply.error or {}, tool=path)
         return [value if ok else error_from_wire(error or {}, tool=path)
@@ -464,11 +505,44 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
-            raise ToolUnavailable(f"{path} ended while handling {what}; it may or may not have run",
+            why = self._verdict(route.pid)
+            raise ToolUnavailable(f"{path} ended while handling {what}"
+                                  + (f" ({why})" if why else "") + "; it may or may not have run",
                                   tool=path)
         if isinstance(error, CallTimeout):
             raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
         return reply
+
+    def _batch_after_crash(self, path: str, cid: int, size: int, exc: ToolUnavailable) -> list[Any]:
+        """The tool died during a batch: the items that finished keep their results (read
+        from the tool's shared batch record), the one that was running and the rest get
+        ``ToolUnavailable``."""
+        pid = self._gone.get(path)
+        found = read_batch(marker_path(self.runtime_dir, pid), cid) \
+            if pid and self.runtime_dir else None
+        done, recorded = found or (0, [])
+        out: list[Any] = []
+        for raw in recorded[:done]:
+            ok, value, error = unpack_value(raw)
+            out.append(value if ok else error_from_wire(error or {}, tool=path))
+        for _ in range(len(out), done):  # finished, but its result did not fit the record
+            out.append(ToolUnavailable(f"{path} ran this item of the batch, then ended; its "
+                                       "result was lost", tool=path))
+        if done < size:
+            out.append(exc)
+        out += [ToolUnavailable(f"{path} ended in an earlier item of the batch; this one did "
+                                "not run", tool=path) for _ in range(size - len(out))]
+        return out
+
+    def _verdict(self, pid: int) -> str | None:
+        """Why a supervisor killed ``pid`` (e.g. the watchdog found it hung), if it said."""
+        if not self.runtime_dir:
+            return None
+        try:
+            with open(verdict_path(self.runtime_dir, pid)) as f:
+                return f.read(1000) or None
+        except OSError:
+            return None
 
     def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
         """The live instance at ``path``; waits (until ``deadline``) while it restarts."""

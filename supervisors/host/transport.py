@@ -89,6 +89,35 @@ def _reap(pids: set[int], within: float = 2.0) -> None:
                 left.discard(pid)
         if left:
             time.sleep(0.005)
+ADMIN_PIDFILE_ENV = "TOOLVISOR_ADMIN_PIDFILE"
+
+
+def _note_admin_pid() -> None:
+    """Make Thespian's admin write its pid to a file as the first thing it does.
+
+    The admin daemonizes into a session of its own; if the host dies while the
+    actor system is still starting, nothing else would know that process. The
+    reaper (started before the actor system) reads the file and ends that session.
+    """
+    from thespian.system import multiprocCommon
+
+    original = multiprocCommon.startAdmin
+    if getattr(original, "_toolvisor", False):
+        return
+
+    def start_admin(*args: Any, **kw: Any) -> Any:
+        path = os.environ.get(ADMIN_PIDFILE_ENV)
+        if path:
+            try:
+                with open(path + ".tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(path + ".tmp", path)
+            except OSError:
+                pass
+        return original(*args, **kw)
+
+    start_admin._toolvisor = True  # type: ignore[attr-defined]
+    multiprocCommon.startAdmin = start_admin
 
 
 class PeerGone(Exception):
@@ -117,9 +146,27 @@ class Transport:
         self._lent: list[tuple[Any, Any]] = []
         self._auth_live = False
 
-    def start(self) -> None:
+    def start(self, admin_pidfile: str | None = None) -> None:
+        """Start the actor system; its admin writes its pid to ``admin_pidfile`` at once."""
         # Thespian reads this when it creates addresses; all our processes inherit it.
         os.environ.setdefault("THESPIAN_BASE_IPADDR", self.ip)
+        _note_admin_pid()
+        if admin_pidfile:
+            os.environ[ADMIN_PIDFILE_ENV] = admin_pidfile
+        try:
+            self._start()
+        finally:
+            os.environ.pop(ADMIN_PIDFILE_ENV, None)
+
+    def abandon(self) -> None:
+        """Forget the actor system without asking its admin (it was ended by force)."""
+        self._closed = True
+        self._idle.clear()
+        self._lent.clear()
+        self._asys = None
+        self._release_auth()
+
+    def _start(self) -> None:
         kind = socket.SOCK_DGRAM if self.base == "multiprocUDPBase" else socket.SOCK_STREAM
         self._closed = False
         wire_auth.begin_system()  # the secret every process of this system inherits (memory only)

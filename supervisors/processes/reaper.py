@@ -4,8 +4,11 @@ Started by ``ToolSystem`` in its own session, it polls the host's pid; if the
 host disappears without shutting its actor system down (SIGKILL, a crash), it
 ends every process of the actor system's session (actors, and whatever tools
 started) and removes the system's runtime directory (the tools' temp dirs).
-It exits by itself once that session is empty. It runs as a plain
-script (``python reaper.py HOST_PID SID``)
+It is started before the actor system (SID 0 then: the admin writes its pid,
+which is its session id, to ``admin.pid`` in the runtime directory as it
+starts), so a host killed at any moment of start-up leaves nothing behind. The
+host kills it after an orderly shutdown. It runs as a plain script
+(``python reaper.py HOST_PID SID RUNTIME_DIR``)
 so it starts fast and imports nothing but ``procs``.
 """
 
@@ -23,23 +26,48 @@ try:
 except ImportError:  # run as a script: this file's folder is on sys.path
     from procs import end_session, pid_alive, session_pids  # type: ignore[no-redef]
 
-POLL = 0.2
+POLL = 0.1
+SETTLE = 3.0  # after the host died: how long to wait for a starting admin to say who it is
+ADMIN_PIDFILE = "admin.pid"
+
+
+def admin_pid(runtime_dir: str | None) -> int | None:
+    """The actor system's admin pid (its session id), as the admin wrote it at its start."""
+    if not runtime_dir:
+        return None
+    try:
+        with open(os.path.join(runtime_dir, ADMIN_PIDFILE)) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def watch(host_pid: int, sid: int, runtime_dir: str | None = None) -> int:
-    while session_pids(sid):
-        if not pid_alive(host_pid):
-            end_session(sid)
-            break
+    while pid_alive(host_pid):
         time.sleep(POLL)
-    if pid_alive(host_pid):
-        return 0  # an orderly end: the host cleans up after itself
-    if runtime_dir:  # the host died (the root may have ended the session first)
+    # The host is gone without shutting down. Its actor system may still be starting:
+    # wait a little for the admin to say who it is, and end its session.
+    deadline = time.monotonic() + SETTLE
+    while True:
+        admin = admin_pid(runtime_dir)
+        sessions = {s for s in (sid, admin) if s}
+        for s in sessions:
+            end_session(s, grace=0.5)
+        if admin:
+            try:
+                os.kill(admin, signal.SIGKILL)  # before its setsid it is not in its session yet
+            except OSError:
+                pass
+        settled = admin is not None or time.monotonic() > deadline
+        if settled and not any(session_pids(s) for s in sessions) and not pid_alive(admin):
+            break
+        time.sleep(0.05)
+    if runtime_dir:
         shutil.rmtree(runtime_dir, ignore_errors=True)
     return 1
 
 
-def launch(sid: int, runtime_dir: str | None = None) -> subprocess.Popen[bytes]:
+def launch(sid: int = 0, runtime_dir: str | None = None) -> subprocess.Popen[bytes]:
     """Start a reaper for this host process, the actor system's session ``sid`` and the
     system's runtime directory (tools' temp dirs)."""
     args = [sys.executable, "-S", os.path.abspath(__file__), str(os.getpid()), str(sid)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from actors.messages import Exiting
 from actors.state import StateMachine, ToolState
-from supervisors.tree.policy import BackoffState
+from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, BackoffState
 from supervisors.tree.specs import start_budget
 
 S = ToolState
@@ -33,6 +33,9 @@ class Child:
         self.started_at: float | None = None
         self.exit_report: Exiting | None = None
         self.waiters: list[tuple[int, Any, int | None]] = []
+        self.snapshot: list[dict[str, Any]] | None = None  # a dead supervisor's children, last seen
+        self.stopped_since: float | None = None  # watchdog: when its process was first seen stopped
+        self.hung: dict[str, Any] | None = None  # watchdog: why it killed this instance
 
     @property
     def state(self) -> ToolState:
@@ -47,8 +50,21 @@ class Child:
         return self.spec.get("restart", "permanent")
 
     @property
-    def shutdown_timeout(self) -> float:
-        return float(self.spec.get("shutdown_timeout", 5.0))
+    def shutdown_timeout(self) -> float | None:
+        """Seconds to wait for a polite stop; 0.0 for 'brutal_kill', None for 'infinity'."""
+        value = self.spec.get("shutdown_timeout", 5.0)
+        if value == "brutal_kill":
+            return 0.0
+        if value == "infinity":
+            return None
+        return float(value)
+
+    @property
+    def hang_timeout(self) -> float | None:
+        if self.kind != "tool":
+            return None
+        value = self.spec.get("hang_timeout", DEFAULT_HANG_TIMEOUT)
+        return None if value is None else float(value)
 
     @property
     def start_timeout(self) -> float:

@@ -36,18 +36,18 @@ from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Backoff, Policy, SpecError
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
-POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
+POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors", "auto_shutdown"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
                "sample_every", "audit_log"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
-                                 "supervisor"}
+                                 "supervisor", "significant"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
              "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
-             "max_callers", "security"}
+             "max_callers", "security", "hang_timeout", "significant"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
-class ConfigError(ValueError):
+class ConfigError(SpecError):
     """The config file cannot be used; the message names the file and the key or line.
 
     ``problems`` lists every problem found, in file order.
@@ -251,7 +251,7 @@ def _supervisor(r: _Reader, table: Any, where: str) -> dict[str, Any]:
                 pass
     if len(r.problems) > faults:
         raise _Fault()
-    options = {k: table[k] for k in ("restart", "shutdown_timeout") if k in table}
+    options = {k: table[k] for k in ("restart", "shutdown_timeout", "significant") if k in table}
     return r.checked(lambda: supervisor_spec(table["name"], policy, hooks, children=children,
                                              **options), where)
 
@@ -266,6 +266,8 @@ def _tool(r: _Reader, table: Any, where: str) -> dict[str, Any]:
     if missing:
         raise _Fault()
     options = {k: table[k] for k in TOOL_KEYS - {"name", "actor", "config"} if k in table}
+    if options.get("hang_timeout") is False:  # TOML has no null: false turns the watchdog off
+        options["hang_timeout"] = None
     if "config" in table and not isinstance(table["config"], dict):
         raise r.fault(f"{where}.config must be a table")
     return r.checked(lambda: tool_spec(table["actor"], table["name"], table.get("config"),

@@ -3,7 +3,8 @@
 A job (start a child, stop a group, restart after a failure) yields a ``Wait``
 and is resumed by the matching event: an ``Ack`` with its ``ref``, the child's
 exit, or the wait's timeout. Jobs never overlap, so a supervisor never handles
-two lifecycle changes at once, and nothing ever blocks the actor.
+two starts or stops at once, and nothing ever blocks the actor. (Pause and
+resume are not jobs: the supervisor waits for their answer on the side.)
 """
 
 from __future__ import annotations

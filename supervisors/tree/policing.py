@@ -13,6 +13,7 @@ import shutil
 import signal
 from typing import TYPE_CHECKING, Any
 
+from actors.busy import marker_path
 from actors.errors import ToolError
 from actors.messages import AccountantMoved, Breach, Track, Untrack
 from actors.state import ToolState
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from supervisors.tree.supervisor import Supervisor
 
 S = ToolState
+MARKER_KEPT = 10.0  # seconds a dead tool's busy marker stays for its callers to read
 
 
 class Policing:
@@ -47,6 +49,9 @@ class Policing:
         if child.tmpdir:
             shutil.rmtree(child.tmpdir, ignore_errors=True)
             child.tmpdir = None
+        runtime_dir = self.spec.get("runtime_dir")
+        if runtime_dir:  # later: a caller may still read its batch record (actors.busy)
+            self.ctx.after(MARKER_KEPT, ("unlink", marker_path(runtime_dir, pid)))
         if self.accountant_address is not None:
             self.ctx.send(self.accountant_address, Untrack(self._path(child), pid))
 
@@ -58,7 +63,10 @@ class Policing:
         child.last_error = f"LimitExceeded: {text}"
         self.log.warning("{}: {}", self._path(child), text)
         if msg.action == "pause" and child.state is S.RUNNING:
-            self.jobs.add(self._quietly(self._control(child, "pause")))
+            try:
+                self._step(child, "pause", 0.0, None, None)
+            except ToolError as exc:
+                self.log.info("limit action not applied: {}", exc)
         elif msg.action == "restart":
             if self._will_restart(child, normal=False):
                 child.sm.force(S.RESTARTING)

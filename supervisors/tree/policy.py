@@ -16,6 +16,9 @@ from actors.errors import SpecError
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 RESTART_TYPES = ("permanent", "transient", "temporary")
+DEFAULT_HANG_TIMEOUT = 120.0  # seconds in one command or callback before the watchdog acts
+AUTO_SHUTDOWN = ("never", "any_significant", "all_significant")
+SHUTDOWN_WORDS = ("brutal_kill", "infinity")  # OTP's shutdown values besides a timeout
 SECURITY_LEVELS = ("low", "standard", "high", "critical")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -80,6 +83,9 @@ class Policy:
     the supervisor gives up: it stops its children and fails, and its parent
     handles that as a failure of its own child. ``fatal_errors`` names
     exception classes that, raised by a command, also end the tool.
+    ``auto_shutdown`` (OTP 24): ``never``; ``any_significant`` (the supervisor
+    stops itself, normally, when any significant child ends normally) or
+    ``all_significant`` (when all of them have).
     """
 
     strategy: str = "one_for_one"
@@ -87,8 +93,11 @@ class Policy:
     period: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
     fatal_errors: tuple[str, ...] = ()
+    auto_shutdown: str = "never"
 
     def __post_init__(self) -> None:
+        _need(self.auto_shutdown in AUTO_SHUTDOWN, "auto_shutdown", self.auto_shutdown,
+              f"must be one of {', '.join(AUTO_SHUTDOWN)}")
         _need(self.strategy in STRATEGIES, "strategy", self.strategy,
               f"must be one of {', '.join(STRATEGIES)}")
         _need(isinstance(self.max_restarts, int) and not isinstance(self.max_restarts, bool)
@@ -182,10 +191,28 @@ def check_child_options(restart: Any, security_level: Any, shutdown_timeout: Any
           f"must be one of {', '.join(RESTART_TYPES)}")
     _need(security_level in SECURITY_LEVELS, "security_level", security_level,
           f"must be one of {', '.join(SECURITY_LEVELS)}")
-    _need(_number(shutdown_timeout) and shutdown_timeout > 0, "shutdown_timeout",
-          shutdown_timeout, "must be a finite number > 0 (seconds)")
+    _need((_number(shutdown_timeout) and shutdown_timeout > 0) or shutdown_timeout in SHUTDOWN_WORDS,
+          "shutdown_timeout", shutdown_timeout,
+          "must be a finite number > 0 (seconds), 'brutal_kill' (kill at once) or 'infinity' (wait)")
     _need(_number(start_timeout) and start_timeout > 0, "start_timeout", start_timeout,
           "must be a finite number > 0 (seconds)")
+
+
+def check_hang_timeout(hang_timeout: Any) -> float | None:
+    """``None`` (no watchdog) or seconds > 0."""
+    if hang_timeout is None:
+        return None
+    _need(_number(hang_timeout) and hang_timeout > 0, "hang_timeout", hang_timeout,
+          "must be a finite number > 0 (seconds), or None to turn the watchdog off")
+    return float(hang_timeout)
+
+
+def check_significant(significant: Any, restart: str) -> bool:
+    """OTP refuses a significant permanent child (it would never end normally for good)."""
+    _need(isinstance(significant, bool), "significant", significant, "must be true or false")
+    _need(not (significant and restart == "permanent"), "significant", significant,
+          "applies to transient or temporary children only, not restart='permanent'")
+    return significant
 
 
 def should_restart(restart: str, normal: bool) -> bool:

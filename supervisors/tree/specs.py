@@ -18,11 +18,14 @@ from actors.tool import ToolActor
 from supervisors.resources.quotas import check_on_limit, effective_limits
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import (
+    DEFAULT_HANG_TIMEOUT,
     Policy,
     SpecError,
     check_child_options,
     check_count,
+    check_hang_timeout,
     check_name,
+    check_significant,
 )
 
 
@@ -49,13 +52,17 @@ def resolve_actor(actor: type | str, field_name: str = "actor") -> str:
 
 def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None, *,
               restart: str = "permanent", security_level: str = "standard",
-              shutdown_timeout: float = 5.0, start_timeout: float = 10.0,
+              shutdown_timeout: float | str = 5.0, start_timeout: float = 10.0,
               hold_limit: int = 10_000, limits: dict[str, Any] | None = None,
               on_limit: str = "restart", adaptive: bool = False,
               hard_memory: bool = False, max_callers: int = DEFAULT_MAX_CALLERS,
-              security: dict[str, Any] | None = None) -> dict[str, Any]:
+              security: dict[str, Any] | None = None,
+              hang_timeout: float | None = DEFAULT_HANG_TIMEOUT,
+              significant: bool = False) -> dict[str, Any]:
     check_name(name)
     check_child_options(restart, security_level, shutdown_timeout, start_timeout)
+    hang_timeout = check_hang_timeout(hang_timeout)
+    check_significant(significant, restart)
     if limits is not None and not isinstance(limits, dict):
         raise SpecError.invalid("limits", limits, "give a dict such as {'memory_mb': 64}")
     effective = effective_limits(security_level, limits)
@@ -77,10 +84,11 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
     path = resolve_actor(actor)
     spec: dict[str, Any] = {"kind": "tool", "name": name, "actor": path, "config": config,
                             "restart": restart, "security_level": security_level,
-                            "shutdown_timeout": float(shutdown_timeout),
+                            "shutdown_timeout": _shutdown(shutdown_timeout),
                             "start_timeout": float(start_timeout), "hold_limit": hold_limit,
                             "limits": effective, "on_limit": on_limit, "adaptive": adaptive,
-                            "hard_memory": hard_memory, "max_callers": max_callers}
+                            "hard_memory": hard_memory, "max_callers": max_callers,
+                            "hang_timeout": hang_timeout, "significant": significant}
     if security is not None:  # the tool's security context (permissions, audit, env, workdir, umask)
         spec["security"] = check_security(security)
     if path.startswith("__main__:"):
@@ -90,10 +98,12 @@ def tool_spec(actor: type | str, name: str, config: dict[str, Any] | None = None
 
 def supervisor_spec(name: str, policy: Policy | None = None,
                     hooks: Sequence[LifecycleHook] = (), *, restart: str = "permanent",
-                    shutdown_timeout: float = 60.0,
-                    children: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+                    shutdown_timeout: float | str = 60.0,
+                    children: Sequence[dict[str, Any]] = (),
+                    significant: bool = False) -> dict[str, Any]:
     check_name(name)
     check_child_options(restart, "standard", shutdown_timeout, 1.0)
+    check_significant(significant, restart)
     policy = policy or Policy()
     if not isinstance(policy, Policy):
         raise SpecError(f"policy={policy!r} is invalid: give a Policy")
@@ -103,9 +113,14 @@ def supervisor_spec(name: str, policy: Policy | None = None,
         raise SpecError(f"supervisor {name!r} has more than one child named {dupes[0]!r}")
     spec = {"kind": "supervisor", "name": name, "policy": policy.to_dict(),
             "hooks": pack_hooks(hooks) if hooks else None, "children": list(children),
-            "restart": restart, "shutdown_timeout": float(shutdown_timeout)}
+            "restart": restart, "shutdown_timeout": _shutdown(shutdown_timeout),
+            "significant": significant}
     spec["start_timeout"] = start_budget(spec)
     return spec
+
+
+def _shutdown(value: float | str) -> float | str:
+    return value if isinstance(value, str) else float(value)
 
 
 def start_budget(spec: dict[str, Any]) -> float:

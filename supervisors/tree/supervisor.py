@@ -11,8 +11,15 @@ is marked FAILED and left down until an operator starts it again.
 Multi-step work (start, stop, restart a group) runs as *jobs*: generators that
 yield a ``Wait`` and are resumed by the matching event (an ``Ack``, a child's
 exit, or its timeout). A backoff delay is a plain timer between two jobs.
-Jobs run one at a time, so a supervisor never handles two lifecycle changes
-at once and never blocks its process.
+Jobs run one at a time, so a supervisor never handles two starts or stops at
+once and never blocks its process. A restart is a message to itself (as in
+OTP), so operations asked for meanwhile run between the steps of a restart
+loop; queries (status, tree, count) never wait for a job, and neither do pause
+and resume, which wait for a busy tool's answer on the side.
+
+It learns that a child's process ended from two witnesses (a pidfd per child in
+its own loop, and Thespian's exit notice), and its watchdog (``watchdog.py``)
+kills tools that hang or are stopped for longer than their ``hang_timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from loguru import logger
 from actors import logs
 from actors.context import Context
 from actors.errors import (
+    CallTimeout,
     InvalidTransition,
     NotFound,
     ToolError,
@@ -60,10 +68,12 @@ from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
 from supervisors.tree.policing import Policing
 from supervisors.tree.policy import Intensity, Policy, should_restart
+from supervisors.tree.watchdog import Watchdog
 
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
 WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
+LIVENESS_EVERY = 0.1      # where pidfds are missing: how often to check every child's pid
 EVENTS_KEPT = 2000
 
 class SupervisorShell(Shell):
@@ -73,7 +83,7 @@ class SupervisorShell(Shell):
 SHELLS["supervisor"] = SupervisorShell
 
 
-class Supervisor(Policing):
+class Supervisor(Policing, Watchdog):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.parent: Any = None
@@ -94,6 +104,8 @@ class Supervisor(Policing):
         self.refs: dict[int, Child] = {}
         self.backoffs: dict[int, tuple[Child, list[Child]]] = {}
         self.next_ref = 0
+        self._polling = False
+        self.steps: dict[int, tuple[Child, int, str, int | None, Any]] = {}  # pending pause/resume
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.log = logger
 
@@ -105,9 +117,10 @@ class Supervisor(Policing):
             self._on_ack(msg)
         elif isinstance(msg, Alive):
             child = self.refs.get(msg.ref)
-            if child is not None:
+            if child is not None and child.alive:
                 child.pid = msg.pid
                 child.address = msg.address
+                self._watch_pid(child)
         elif isinstance(msg, Exiting):
             self._on_exiting(msg, sender)
         elif isinstance(msg, SpecChanged):
@@ -142,15 +155,55 @@ class Supervisor(Policing):
                 self.jobs.add(self._restart_group(*pending))
         elif kind == "host":
             self._watch_host()
+        elif kind == "liveness":
+            self._check_liveness()
+        elif kind == "watchdog":
+            self._watchdog_tick()
+        elif kind == "step":
+            self._step_done(payload[1], TIMEOUT)
+        elif kind == "unlink":
+            try:
+                os.unlink(payload[1])
+            except OSError:
+                pass
 
+    # ============================================================ a child's process ended
+    # Two independent witnesses: Thespian's ChildActorExited (by address; it can be
+    # missed) and a pidfd per child watched in our own loop (by pid), backed by a poll of
+    # every child's pid. Whichever comes first wins; the others find no live child.
     def child_exited(self, address: Any) -> None:
         acc = self.accountant
         if acc is not None and acc.alive and acc.address == address:
             self._accountant_exited(acc)
             return
         child = next((c for c in self.children if c.alive and c.address == address), None)
-        if child is None:
-            return  # Thespian repeats exit notices; and stopped children are forgotten
+        if child is not None:
+            self._ended(child)
+
+    def process_ended(self, pid: int) -> None:
+        acc = self.accountant
+        if acc is not None and acc.alive and acc.pid == pid:
+            self._accountant_exited(acc)
+            return
+        child = next((c for c in self.children if c.alive and c.pid == pid), None)
+        if child is not None:
+            self._ended(child)
+
+    def _watch_pid(self, child: Child) -> None:
+        if child.pid and not self.ctx.watch_process(child.pid) and not self._polling:
+            self._polling = True  # no pidfds here: poll every child's pid instead
+            self.ctx.after(LIVENESS_EVERY, "liveness")
+
+    def _check_liveness(self) -> None:
+        everyone = self.children + ([self.accountant] if self.accountant is not None else [])
+        for child in everyone:
+            if child.alive and child.pid and not pid_alive(child.pid):
+                self.process_ended(child.pid)
+        self.ctx.after(LIVENESS_EVERY, "liveness")
+
+    def _ended(self, child: Child) -> None:
+        for ref in [r for r, st in self.steps.items() if st[0] is child]:
+            self._step_done(ref, None)  # "the process ended during pause"
         pid = child.pid
         child.address = None
         child.pid = None
@@ -159,9 +212,9 @@ class Supervisor(Policing):
             return
         if child.exit_report is not None:
             return  # the job handling its report will see that it is gone
-        error = {"code": "error", "type": "ProcessExited",
-                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
-                 "traceback": None}
+        error = child.hung or {"code": "error", "type": "ProcessExited",
+                               "message": f"process {pid} ended unexpectedly (killed or crashed)",
+                               "traceback": None}
         self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
         if self._will_restart(child, normal=False):
             child.sm.force(S.RESTARTING)
@@ -223,10 +276,11 @@ class Supervisor(Policing):
         if self.sm.state in (S.RUNNING, S.INITIALIZING, S.READY, S.PAUSED):
             self.sm.go(S.STOPPING)
         for child in reversed(self.children):
-            yield from self._stop_process(child, S.STOPPED)
+            if child.alive or child.state not in (S.STOPPED, S.FAILED):  # keep how it ended
+                yield from self._stop_process(child, S.STOPPED)
         self.sm.force(S.STOPPED)
         self._notify_all()
-        self.ctx.send(reply_to, Ack(ref, True))
+        self.ctx.send(reply_to, Ack(ref, True, {"children": self._snapshot()}))
         self.ctx.exit()
 
     def _watch_host(self) -> None:
@@ -322,36 +376,76 @@ class Supervisor(Policing):
         if op not in ("pause", "resume", "stop", "start", "restart"):
             raise ToolError(f"unknown lifecycle operation {op!r}; use pause, resume, stop, "
                             "start or restart")
+        if op in ("pause", "resume"):
+            self._step(child, op, req.deadline, req.cid, sender)
+            return _DEFERRED
         return self._control(child, op)
+
+    # ------------------------------------------------------------ pause and resume
+    # Not jobs: a busy tool takes the step only when its command returns, and the
+    # supervisor must not wait for that with its other work queued behind it.
+    def _step(self, child: Child, op: str, deadline: float, cid: int | None, reply_to: Any) -> None:
+        """Send ``pause``/``resume``; the answer comes in ``_step_done`` (ack, death or timer).
+
+        The tool refuses a step that reaches it after ``cutoff``; we wait a little longer
+        for its answer. No answer by the caller's deadline: CallTimeout, and the tool is
+        left as it is (only the watchdog ends a busy tool).
+        """
+        path = self._path(child)
+        if child.kind != "tool":
+            raise ToolError(f"{path} is a supervisor; pause and resume apply to tools")
+        target = S.PAUSED if op == "pause" else S.RUNNING
+        if not child.alive:
+            raise InvalidTransition(f"{path}: cannot {op} while {child.state.value}")
+        check(child.state, target, path)
+        if not deadline:
+            deadline = time.time() + (child.shutdown_timeout or 5.0)
+        cutoff = deadline - min(0.25, max(0.0, deadline - time.time()) / 4)
+        ref = self._ref(child)
+        self.steps[ref] = (child, child.generation, op, cid, reply_to)
+        self.ctx.send(child.address, Lifecycle(ref, op, cutoff))
+        self.ctx.after(max(0.0, deadline - 0.02 - time.time()), ("step", ref))
+
+    def _step_done(self, ref: int, r: Any) -> None:
+        step = self.steps.pop(ref, None)
+        if step is None:
+            return
+        child, gen, op, cid, reply_to = step
+        path = self._path(child)
+        same = child.generation == gen and child.alive and child in self.children
+        error: BaseException | None = None
+        if r is TIMEOUT or (isinstance(r, Ack) and (r.error or {}).get("code") == "timeout"):
+            error = CallTimeout(f"{path} did not {op} before the deadline: it is busy in a "
+                                f"command; it was left {child.state.value}, untouched", tool=path)
+        elif isinstance(r, Ack) and r.ok:
+            if same and child.state in (S.RUNNING, S.PAUSED):
+                child.sm.force(S.PAUSED if op == "pause" else S.RUNNING)
+                self._event(child, op + "d")
+                self._notify(child)
+        elif isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
+            error = error_from_wire(r.error, tool=path)
+        else:
+            wire = r.error if isinstance(r, Ack) and r.error else child.hung or {
+                "type": "ProcessExited", "message": "the process ended during " + op}
+            wire = {"code": "error", **wire}
+            # a callback that raised is the tool's error; a process that ended (killed as
+            # hung, or crashed) leaves the caller with ToolUnavailable saying why
+            error = error_from_wire(wire, tool=path) if isinstance(r, Ack) else \
+                ToolUnavailable(describe(wire), tool=path)
+            if same and isinstance(r, Ack):  # the callback raised: a failure
+                if self._will_restart(child, normal=False):
+                    child.sm.force(S.RESTARTING)
+                self.jobs.add(self._failure(child, gen, wire, normal=False))
+        if cid is not None:
+            if error is None:
+                self._reply(reply_to, cid, value=self._info(child))
+            else:
+                self._reply(reply_to, cid, error=error)
+        elif error is not None:
+            self.log.info("{} of {} not applied: {}", op, path, error)
 
     def _control(self, child: Child, op: str) -> Job:
         path = self._path(child)
-        if op in ("pause", "resume"):
-            if child.kind != "tool":
-                raise ToolError(f"{path} is a supervisor; pause and resume apply to tools")
-            target = S.PAUSED if op == "pause" else S.RUNNING
-            if not child.alive:
-                raise InvalidTransition(f"{path}: cannot {op} while {child.state.value}")
-            check(child.state, target, path)
-            ref = self._ref(child)
-            gen = child.generation
-            self.ctx.send(child.address, Lifecycle(ref, op))
-            r = yield Wait("ack", child, ref, child.shutdown_timeout)
-            if isinstance(r, Ack) and r.ok:
-                child.sm.go(target, path)
-                self._event(child, op + "d")
-                self._notify(child)
-                return self._info(child)
-            if isinstance(r, Ack) and (r.error or {}).get("code") == "invalid_transition":
-                raise error_from_wire(r.error, tool=path)
-            error = r.error if isinstance(r, Ack) else {
-                "type": "Timeout" if r is TIMEOUT else "ProcessExited",
-                "message": f"no answer to {op} within {child.shutdown_timeout}s"
-                if r is TIMEOUT else "the process ended during " + op}
-            if self._will_restart(child, normal=False):
-                child.sm.force(S.RESTARTING)
-            self.jobs.add(self._failure(child, gen, {"code": "error", **error}, normal=False))
-            raise error_from_wire({"code": "error", **error}, tool=path)
         if op == "stop":
             if child.state is S.STOPPED:
                 raise InvalidTransition(f"{path} is already stopped")
@@ -443,6 +537,59 @@ class Supervisor(Policing):
                 "busy": self.jobs.busy, "queued_jobs": self.jobs.queued,
                 "children": [self._info(c) for c in self.children]}
 
+    def _snapshot(self) -> list[dict[str, Any]]:
+        """Our children as we last saw them, for our parent to answer for them once we are gone."""
+        out = []
+        for c in self.children:
+            info = self._info(c)
+            if c.kind == "supervisor":
+                info["snapshot"] = c.snapshot
+            out.append(info)
+        return out
+
+    def _op_status_below(self, req: Request, sender: Any) -> Any:
+        """Status of ``rest`` (a path) under our child supervisor ``name`` that is not running.
+
+        The host asks this when the child's own supervisor is down (failed or stopped):
+        the answer comes from the last view that supervisor sent us as it ended.
+        """
+        top = self._child(req.args["name"])
+        rest: list[str] = list(req.args["rest"])
+        if top.alive and top.state in (S.RUNNING, S.PAUSED):
+            raise ToolUnavailable(f"{self._path(top)} is running; ask it")
+        down = S.FAILED if top.state is S.FAILED else S.STOPPED
+        why = top.last_error or f"{self._path(top)} is {top.state.value}"
+        nodes: list[dict[str, Any]] | None = top.snapshot
+        if nodes is None:  # it died without a word: its spec is all we have
+            nodes = [{"name": c["name"], "kind": c.get("kind", "tool"), "restarts": 0,
+                      "state": down.value, "last_error": None, "generation": 0,
+                      "restart": c.get("restart", "permanent"), "snapshot": None,
+                      "security_level": c.get("security_level"), "actor": c.get("actor")}
+                     for c in top.spec.get("children", [])]
+        path = self._path(top)
+        info: dict[str, Any] | None = None
+        for name in rest:
+            info = next((n for n in nodes or [] if n["name"] == name), None)
+            path = f"{path}/{name}"
+            if info is None:
+                raise NotFound(f"{path} does not exist (under {self._path(top)}, which is "
+                               f"{top.state.value})")
+            nodes = info.get("snapshot")
+        assert info is not None
+        own = info.get("last_error")
+        state = S(info["state"])
+        if state not in (S.STOPPED, S.FAILED):
+            state = down
+        return {**info, "path": path, "pid": None, "state": state.value, "snapshot": None,
+                "last_error": own if own and state is S.FAILED else
+                f"under {self._path(top)}, which is {top.state.value}: {why}"}
+
+    def _op_count(self, req: Request, sender: Any) -> Any:
+        """OTP's count_children: specs, active (a live process), supervisors, workers."""
+        return {"specs": len(self.children), "active": sum(c.alive for c in self.children),
+                "supervisors": sum(c.kind == "supervisor" for c in self.children),
+                "workers": sum(c.kind == "tool" for c in self.children)}
+
     def _op_status(self, req: Request, sender: Any) -> Any:
         return self._info(self._child(req.args["name"]))
 
@@ -475,9 +622,14 @@ class Supervisor(Policing):
 
     # ================================================================= child events
     def _on_ack(self, msg: Ack) -> None:
-        if self.jobs.acked(msg):
+        if msg.ref in self.steps:
+            self._step_done(msg.ref, msg)
             return
         child = self.refs.get(msg.ref)
+        if child is not None and msg.ok and isinstance(msg.value, dict) and "children" in msg.value:
+            child.snapshot = msg.value["children"]  # a supervisor's last view, as it stopped
+        if self.jobs.acked(msg):
+            return
         if child is not None and not msg.ok:
             child.last_error = describe(msg.error)
 
@@ -486,6 +638,8 @@ class Supervisor(Policing):
         if child is None or child.exit_report is not None:
             return
         child.exit_report = msg
+        if msg.children is not None:
+            child.snapshot = msg.children
         if msg.escalation and self.is_root:
             pass  # stays as it is until the failure job marks it FAILED
         elif self._will_restart(child, msg.normal):
@@ -527,8 +681,32 @@ class Supervisor(Policing):
         if not self._will_restart(child, normal):
             child.sm.force(S.STOPPED if normal else S.FAILED)
             self._notify(child)
+            if normal and child.spec.get("significant"):
+                yield from self._auto_shutdown(child)
             return
         yield from self._recover(child, error)
+
+    def _auto_shutdown(self, ended: Child) -> Job:
+        """OTP 24 auto_shutdown: a significant child ended normally; maybe stop ourselves."""
+        mode = self.policy.auto_shutdown
+        if mode == "never" or self.is_root or self.sm.state is not S.RUNNING:
+            return
+        significant = [c for c in self.children if c.spec.get("significant")]
+        if mode == "all_significant" and any(c.alive for c in significant):
+            return
+        why = (f"auto_shutdown={mode}: significant child {ended.name} ended normally"
+               + ("" if mode == "any_significant" else ", the last of them"))
+        self.log.info("supervisor {} stops itself: {}", self.path, why)
+        self._publish({"time": time.time(), "path": self.path, "event": "auto shutdown",
+                       "detail": why, "state": "stopping"})
+        self.sm.force(S.STOPPING)
+        for child in reversed(self.children):
+            if child.alive:
+                yield from self._stop_process(child, S.STOPPED)
+        self.sm.force(S.STOPPED)
+        self.last_error = None
+        self._notify_all()
+        self.ctx.send(self.parent, Exiting(normal=True, children=self._snapshot()))
 
     def _recover(self, failed: Child, error: dict[str, Any] | None) -> Job:
         """Count a restart, stop the rest of the group, then restart it now or after backoff.
@@ -553,14 +731,18 @@ class Supervisor(Policing):
         delay = failed.backoff.next_delay(self.policy.backoff, ran_for)
         if delay > 0:
             self._event(failed, "backoff", f"{delay:.3f}s before restart")
-            token = self._new_token()
-            self.backoffs[token] = (failed, group)
-            self.ctx.after(delay, ("backoff", token))
-            return
-        yield from self._restart_group(failed, group)
+        # The restart is a message to ourselves (as in OTP), even with no delay: jobs queued
+        # meanwhile (an operator's stop, a spawn) run before it, so a restart loop never
+        # holds the supervisor.
+        token = self._new_token()
+        self.backoffs[token] = (failed, group)
+        self.ctx.after(delay, ("backoff", token))
 
     def _restart_group(self, failed: Child, group: list[Child]) -> Job:
-        for sib in group:
+        for i, sib in enumerate(group):
+            if sib in self.children and sib.operator_stopped and self.policy.strategy == "rest_for_one":
+                self._leave_down(group[i + 1:], sib)
+                return
             if sib not in self.children or sib.alive or not self._restartable_in_group(sib, failed):
                 continue  # removed, or an operator started or stopped it meanwhile
             sib.restarts += 1
@@ -573,6 +755,14 @@ class Supervisor(Policing):
                 yield from self._recover(sib, err)
                 return
             self._event(sib, "restarted")
+
+    def _leave_down(self, later: list[Child], stopped: Child) -> None:
+        """rest_for_one: the children after one an operator stopped depend on it; they stay down."""
+        for sib in later:
+            if sib in self.children and not sib.alive and sib.state is S.RESTARTING:
+                sib.sm.force(S.STOPPED)
+                self._event(sib, "left down", f"{stopped.name} before it was stopped by an operator")
+                self._notify(sib)
 
     def _restartable_in_group(self, sib: Child, failed: Child) -> bool:
         if sib.operator_stopped:
@@ -605,9 +795,13 @@ class Supervisor(Policing):
         self.last_error = reason
         for child in reversed(self.children):
             yield from self._stop_process(child, S.STOPPED)
+        if failed in self.children:
+            failed.sm.force(S.FAILED)  # the one that made us give up, as its status shows
+            failed.last_error = describe(error)
         self._notify_all()
         self.ctx.send(self.parent, Exiting(normal=False, escalation=True, error={
-            "code": "error", "type": "SupervisorGaveUp", "message": reason, "traceback": None}))
+            "code": "error", "type": "SupervisorGaveUp", "message": reason, "traceback": None},
+            children=self._snapshot()))
 
     # ================================================================= start / stop one child
     def _start(self, child: Child, fail_state: ToolState = S.FAILED) -> Job:
@@ -619,12 +813,17 @@ class Supervisor(Policing):
         child.generation += 1
         child.exit_report = None
         publish_child(self.spec.get("runtime_dir"), path, child, child in self.children)
+        child.snapshot = None
         ref = self._ref(child)
         child.address = self.ctx.spawn(child.kind)
         self.ctx.send(child.address, Start(ref, self._start_spec(child)))
         r = yield Wait("ack", child, ref, child.start_timeout)
         if isinstance(r, Ack) and r.ok:
             child.pid = (r.value or {}).get("pid", child.pid)
+            self._watch_pid(child)
+            child.hung = None
+            child.stopped_since = None
+            self._arm_watchdog(child)
             child.socket = (r.value or {}).get("socket")
             child.tmpdir = (r.value or {}).get("tmpdir")
             child.inherited_fds = list((r.value or {}).get("inherited_fds") or [])
@@ -664,13 +863,17 @@ class Supervisor(Policing):
             if run:
                 self._hooks("pre_stop", child)
             child.sm.force(S.STOPPING)
-            ref = self._ref(child)
-            self.ctx.send(child.address, Stop(ref))
-            r = yield Wait("exit", child, timeout=child.shutdown_timeout)
+            limit = child.shutdown_timeout  # None: 'infinity'; 0: 'brutal_kill'
+            r = TIMEOUT
+            if limit != 0.0:
+                self.ctx.send(child.address, Stop(self._ref(child)))
+                r = yield Wait("exit", child, timeout=limit)
             if r is TIMEOUT:
-                self.log.warning("{} did not stop within {:g}s; killing pid {}", path,
-                                 child.shutdown_timeout, child.pid)
-                self._event(child, "killed", f"no stop within {child.shutdown_timeout:g}s")
+                why = "shutdown_timeout='brutal_kill'" if limit == 0.0 else f"no stop within {limit:g}s"
+                if limit != 0.0:
+                    self.log.warning("{} did not stop within {:g}s; killing pid {}", path, limit,
+                                     child.pid)
+                self._event(child, "killed", why)
                 kill_tree(child.pid)
                 r = yield Wait("exit", child, timeout=KILL_GRACE)
                 if r is TIMEOUT:
@@ -754,6 +957,8 @@ class Supervisor(Policing):
                 "security_level": child.spec.get("security_level"),
                 "actor": child.spec.get("actor"),
                 "since": child.sm.since,
+                "busy": self._busy(child),
+                "hang_timeout": child.hang_timeout,
                 "children": [{"name": c["name"], "kind": c.get("kind", "tool")}
                              for c in child.spec.get("children", [])]}
 

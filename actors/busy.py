@@ -1,0 +1,140 @@
+"""The busy marker: what a tool is doing right now, readable without asking the tool.
+
+A tool's process maps a 128-byte file, ``busy-<pid>`` in the system's runtime
+directory, and writes into that memory (no system call) when it enters and
+leaves a command, a lifecycle callback or a timer. Its supervisor reads the
+file to show ``status().busy`` and to judge a hang (the watchdog): a tool stuck
+in C code, or stopped with SIGSTOP, cannot answer a ping, but its marker still
+says since when it has been busy.
+
+Layout: ``since`` (float64, ``time.time()``, 0 = idle), ``kind`` (1 byte: ``c``
+command, ``l`` lifecycle callback, ``t`` timer), ``name`` (up to 119 bytes UTF-8,
+NUL-padded). The writer sets ``since`` last on entry and first on exit, so a
+reader never sees a stale name with a fresh ``since``.
+
+After those 128 bytes comes the *batch record*: the correlation id of the batch
+being served, how many of its items finished, and the encoded results of the
+first of them (as many as fit in 64 KiB). The pages of a shared file outlive the
+process, so a caller whose tool died in item k of a batch reads the results of
+the items before k from here (memory stores again: no system call per item).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from typing import Any
+
+SIZE = 128
+BATCH_AREA = 65536
+TOTAL = SIZE + BATCH_AREA
+_HEAD = struct.Struct("<dc")
+_BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
+_ITEM = struct.Struct("<I")
+KINDS = {b"c": "command", b"l": "callback", b"t": "timer"}
+
+
+def marker_path(runtime_dir: str, pid: int) -> str:
+    return os.path.join(runtime_dir, f"busy-{pid}")
+
+
+def verdict_path(runtime_dir: str, pid: int) -> str:
+    """Where a supervisor notes why it killed ``pid`` (read by callers that lost it)."""
+    return os.path.join(runtime_dir, f"verdict-{pid}")
+
+
+class BusyMarker:
+    """The tool's side: ``enter(kind, name)`` / ``leave()``; does nothing if it has no file."""
+
+    def __init__(self, path: str | None) -> None:
+        self.map: mmap.mmap | None = None
+        self._done = self._used = 0
+        self._recording = False
+        if not path:
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.ftruncate(fd, TOTAL)
+                self.map = mmap.mmap(fd, TOTAL)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.map = None
+
+    def enter(self, kind: str, name: str) -> None:
+        m = self.map
+        if m is None:
+            return
+        raw = name.encode("utf-8", "replace")[: SIZE - _HEAD.size]
+        m[_HEAD.size:SIZE] = raw.ljust(SIZE - _HEAD.size, b"\0")
+        _HEAD.pack_into(m, 0, time.time(), kind[:1].encode())
+
+    def leave(self) -> None:
+        if self.map is not None:
+            struct.pack_into("<d", self.map, 0, 0.0)
+
+    def batch_begin(self, cid: int) -> None:
+        if self.map is not None:
+            self._done = self._used = 0
+            self._recording = True
+            _BATCH.pack_into(self.map, SIZE, cid, 0, 0)
+
+    def batch_item(self, encoded: bytes | None) -> None:
+        """Record one finished item. Results are a prefix: once one cannot be recorded
+        (``encoded`` None, or no room left), the later ones are only counted."""
+        m = self.map
+        if m is None:
+            return
+        self._done += 1
+        if self._recording:
+            at = SIZE + _BATCH.size + self._used
+            if encoded is None or at + _ITEM.size + len(encoded) > TOTAL:
+                self._recording = False
+            else:
+                _ITEM.pack_into(m, at, len(encoded))
+                m[at + _ITEM.size: at + _ITEM.size + len(encoded)] = encoded
+                self._used += _ITEM.size + len(encoded)
+        struct.pack_into("<II", m, SIZE + 8, self._done, self._used)
+
+
+def read_batch(path: str, cid: int) -> tuple[int, list[bytes]] | None:
+    """(items of batch ``cid`` that finished, the encoded results recorded for the first of
+    them, in order); None if this file does not hold that batch."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(TOTAL)
+    except OSError:
+        return None
+    if len(data) < SIZE + _BATCH.size:
+        return None
+    got, done, used = _BATCH.unpack_from(data, SIZE)
+    if got != cid:
+        return None
+    out, at, end = [], SIZE + _BATCH.size, min(len(data), SIZE + _BATCH.size + used)
+    while at + _ITEM.size <= end:
+        (size,) = _ITEM.unpack_from(data, at)
+        at += _ITEM.size
+        if at + size > end:
+            break
+        out.append(data[at:at + size])
+        at += size
+    return done, out
+
+
+def read_marker(path: str) -> dict[str, Any] | None:
+    """``{"command": name, "kind": ..., "since": t}`` while busy; None when idle or unknown."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(SIZE)
+    except OSError:
+        return None
+    if len(data) < SIZE:
+        return None
+    since, kind = _HEAD.unpack_from(data, 0)
+    if not since:
+        return None
+    name = data[_HEAD.size:SIZE].rstrip(b"\0").decode("utf-8", "replace")
+    return {"command": name, "kind": KINDS.get(kind, "command"), "since": since}

@@ -1,0 +1,86 @@
+"""Kill a test host during its start and report what it left behind.
+
+``python -m tests.subreaper SIGNAL DELAY_MS`` makes itself a child subreaper
+(PR_SET_CHILD_SUBREAPER), so every process the host starts, even one that
+daemonizes, stays its descendant after the host dies. It starts
+``tests.start_host``, waits until the host is inside ``ToolSystem.start()``,
+sends SIGNAL after DELAY_MS, and prints one JSON line: how long the host took to
+exit, and which of its processes were still alive 5 s after it died (those are
+then killed, so nothing outlives the test).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _alive_descendants() -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def main() -> int:
+    sig, delay_ms = int(sys.argv[1]), float(sys.argv[2])
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    host = subprocess.Popen([sys.executable, "-m", "tests.start_host", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert host.stdout is not None
+    if host.stdout.readline() != b"starting\n":
+        print(json.dumps({"error": "the host did not start"}), flush=True)
+        return 1
+    time.sleep(delay_ms / 1000)
+    t0 = time.monotonic()
+    host.send_signal(sig)
+    try:
+        host.wait(15)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        host.wait()
+    exit_s = time.monotonic() - t0
+    died = time.monotonic()
+    left: list[psutil.Process] = []
+    while time.monotonic() - died < 5.0:
+        _reap()
+        left = _alive_descendants()
+        if not left:
+            break
+        time.sleep(0.05)
+    names = []
+    for p in left:
+        try:
+            names.append(f"{p.pid} {' '.join(p.cmdline())[:60]}")
+            p.kill()
+        except psutil.Error:
+            pass
+    _reap()
+    print(json.dumps({"host_exit_s": round(exit_s, 3), "left": names}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
