@@ -198,3 +198,21 @@ class AccountantMoved:
     """The accountant was restarted at ``address``: send it your tools again."""
     TAG: ClassVar[int]
     address: Any
+
+
+# -- recovery (tags 60-69) ---------------------------------------------------------------
+
+@message(60)
+class ToolReport:
+    """Tool -> its supervisor: a failure ``record`` (a command error, a timeout, context not
+    restored) and/or the tool's ``breaker`` snapshot after it changed."""
+    TAG: ClassVar[int]
+    record: dict[str, Any] | None = None
+    breaker: dict[str, Any] | None = None
+
+
+@message(61)
+class FailureNote:
+    """Supervisor -> parent, up to the root: a failure record for the context store."""
+    TAG: ClassVar[int]
+    record: dict[str, Any]

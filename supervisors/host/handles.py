@@ -11,8 +11,11 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from actors.errors import ToolError
 from actors.state import ToolState
+from supervisors.recovery.diagnostics import FailureRecord
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Policy
 from supervisors.tree.specs import supervisor_spec, tool_spec
@@ -37,6 +40,8 @@ class ToolStatus:
     security_level: str | None = None
     since: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
+    #: The circuit breaker: {"state": closed|open|half_open, "retry_at", "failures", ...}
+    breaker: dict[str, Any] | None = None
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ToolStatus:
@@ -46,7 +51,7 @@ class ToolStatus:
                    generation=int(info.get("generation", 0)),
                    restart=info.get("restart", "permanent"),
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
-                   usage=dict(info.get("usage") or {}))
+                   usage=dict(info.get("usage") or {}), breaker=info.get("breaker"))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -140,6 +145,13 @@ class ToolHandle(_Node):
         """
         return self.system._acall(self.path, command, args, timeout)
 
+    def errors(self, timeout: float | None = None) -> list[FailureRecord]:
+        """This tool's failure records, oldest first (the last 100): command errors,
+        timeouts, crashes, kills, init failures, quota actions (docs/recovery.md)."""
+        parent, name = _split(self.path)
+        return [FailureRecord.from_dict(r)
+                for r in self.system._request(parent, "errors", {"name": name}, timeout)]
+
     def pause(self, timeout: float | None = None) -> ToolStatus:
         """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
         return self._control("pause", timeout)
@@ -205,8 +217,20 @@ class SupervisorHandle(_Node):
                                                      {"policy": policy.to_dict()}, timeout))
 
     def remove(self, name: str, timeout: float | None = None) -> None:
-        """Stop a child (if running) and forget it."""
+        """Stop a child (if running) and forget it, with its stored context."""
         self.system._request(self.path, "remove", {"name": name}, timeout)
+        if self.system.data_dir:
+            try:
+                self.system.store().call("forget", timeout=timeout, path=self._child_path(name))
+            except ToolError as exc:
+                logger.warning("the stored context of {} was not removed: {}",
+                               self._child_path(name), exc)
+
+    def set_context(self, timeout: float | None = None, **values: Any) -> dict[str, Any]:
+        """Set keys of this supervisor's context (the root's: the system's); the tools
+        beneath it read them as a fallback for keys they do not have. Stored at once;
+        a tool reads its ancestors' contexts when it starts."""
+        return self.system.store().call("merge", timeout=timeout, path=self.path, values=values)
 
     def tool(self, name: str) -> ToolHandle:
         return ToolHandle(self.system, self._child_path(name))

@@ -33,6 +33,8 @@ class Child:
         self.started_at: float | None = None
         self.exit_report: Exiting | None = None
         self.waiters: list[tuple[int, Any, int | None]] = []
+        self.records: list[dict[str, Any]] = []     # failure records (supervisors/tree/diagnosing)
+        self.breaker: dict[str, Any] | None = None  # the tool's last breaker snapshot
 
     @property
     def state(self) -> ToolState:

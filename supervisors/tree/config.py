@@ -23,15 +23,17 @@ from typing import Any
 
 from loguru import logger
 
+from actors.breaker import Breaker
 from actors.loading import load_object
 from actors.shell import BASES
 from supervisors.tree.hooks import LifecycleHook
-from supervisors.tree.policy import Backoff, Policy, SpecError
+from supervisors.tree.policy import Backoff, Policy, Retry, SpecError
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
-POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors"}
+POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors", "breaker",
+               "transient", "retry"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
-               "sample_every"} | POLICY_KEYS
+               "sample_every", "data_dir"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
@@ -71,7 +73,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if "dashboard" in system:
         logger.warning("{}: [system].dashboard is not available in this version yet; ignored", source)
     options: dict[str, Any] = {}
-    for key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every"):
+    for key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every", "data_dir"):
         if key in system:
             options[key] = _system_value(key, system[key], source)
     if POLICY_KEYS & system.keys():
@@ -102,6 +104,9 @@ def _system_value(key: str, value: Any, source: str) -> Any:
     if key in ("call_timeout", "op_timeout", "sample_every") and not (
             isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
         raise ConfigError(f"{source}: system.{key}={value!r} is invalid: must be a number > 0 (seconds)")
+    if key == "data_dir" and not (isinstance(value, str) and value) and value is not False:
+        raise ConfigError(f"{source}: system.data_dir={value!r} is invalid: give a directory path "
+                          "(or false for no context store)")
     return value
 
 
@@ -145,6 +150,13 @@ def _policy(table: dict[str, Any], where: str, source: str) -> Policy:
         _table(backoff, f"{where}.backoff", source)
         _only(backoff, BACKOFF_KEYS, f"{where}.backoff", source)
         kwargs["backoff"] = _checked(lambda: Backoff(**backoff), f"{where}.backoff", source)
+    for key, cls in (("breaker", Breaker), ("retry", Retry)):
+        value = kwargs.get(key)
+        if value is not None:
+            _table(value, f"{where}.{key}", source)
+            _only(value, set(cls.__dataclass_fields__), f"{where}.{key}", source)
+            kwargs[key] = _checked(lambda cls=cls, value=value: cls(**value), f"{where}.{key}",
+                                   source)
     return _checked(lambda: Policy(**kwargs), where, source)
 
 

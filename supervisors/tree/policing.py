@@ -57,6 +57,8 @@ class Policing:
         text = f"{msg.metric} {msg.value:g} over its limit {msg.limit:g} (on_limit={msg.action})"
         child.last_error = f"LimitExceeded: {text}"
         self.log.warning("{}: {}", self._path(child), text)
+        self._diagnose(child, "quota", {"type": "LimitExceeded", "message": text}, {
+            "pause": "paused", "restart": "restarted", "stop": "stopped"}.get(msg.action, msg.action))
         if msg.action == "pause" and child.state is S.RUNNING:
             self.jobs.add(self._quietly(self._control(child, "pause")))
         elif msg.action == "restart":

@@ -43,18 +43,21 @@ from actors.messages import (
     Breach,
     Event,
     Exiting,
+    FailureNote,
     Lifecycle,
     Reply,
     Request,
     SpecChanged,
     Start,
     Stop,
+    ToolReport,
 )
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
 from supervisors.processes.procs import kill_tree, pid_alive, session_pids
 from supervisors.resources import accountant as _accountant  # noqa: F401  (registers its shell)
 from supervisors.tree.children import Child, describe
+from supervisors.tree.diagnosing import Diagnosing
 from supervisors.tree.directory import publish_child
 from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
@@ -73,7 +76,7 @@ class SupervisorShell(Shell):
 SHELLS["supervisor"] = SupervisorShell
 
 
-class Supervisor(Policing):
+class Supervisor(Policing, Diagnosing):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.parent: Any = None
@@ -96,6 +99,7 @@ class Supervisor(Policing):
         self.next_ref = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.log = logger
+        self.usage_wanted: dict[int, dict[str, Any]] = {}  # diagnosing: cid -> record
 
     # ================================================================== Behaviour
     def receive(self, msg: Any, sender: Any) -> None:
@@ -121,6 +125,12 @@ class Supervisor(Policing):
             self._on_breach(msg)
         elif isinstance(msg, AccountantMoved):
             self._accountant_moved(msg.address)
+        elif isinstance(msg, ToolReport):
+            self._on_report(msg, sender)
+        elif isinstance(msg, FailureNote):
+            self._pass_up(msg.record)
+        elif isinstance(msg, Reply):
+            self._on_reply(msg)
         elif isinstance(msg, Start):
             self._on_start(msg, sender)
         elif isinstance(msg, Stop):
@@ -152,6 +162,14 @@ class Supervisor(Policing):
         if child is None:
             return  # Thespian repeats exit notices; and stopped children are forgotten
         pid = child.pid
+        error = {"code": "error", "type": "ProcessExited",
+                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
+                 "traceback": None}
+        expected = self.jobs.waiting_exit(child) or child.exit_report is not None
+        if not expected:  # recovery: a record and a breaker failure, before the clean-up
+            self._breaker_crash(child)
+            self._diagnose(child, "crash", error, "restarted" if self._will_restart(
+                child, normal=False) else f"left {'stopped' if child.operator_stopped else 'failed'}")
         child.address = None
         child.pid = None
         self._cleanup(child, pid)
@@ -159,9 +177,6 @@ class Supervisor(Policing):
             return
         if child.exit_report is not None:
             return  # the job handling its report will see that it is gone
-        error = {"code": "error", "type": "ProcessExited",
-                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
-                 "traceback": None}
         self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
         if self._will_restart(child, normal=False):
             child.sm.force(S.RESTARTING)
@@ -486,6 +501,9 @@ class Supervisor(Policing):
         if child is None or child.exit_report is not None:
             return
         child.exit_report = msg
+        if not msg.normal:
+            self._diagnose(child, "exit", msg.error, "restarted" if self._will_restart(
+                child, False) else "left failed")
         if msg.escalation and self.is_root:
             pass  # stays as it is until the failure job marks it FAILED
         elif self._will_restart(child, msg.normal):
@@ -647,6 +665,8 @@ class Supervisor(Policing):
                      "message": "the process ended while starting"}
         error.setdefault("code", "error")
         self.log.warning("{} {} failed to start: {}", child.kind, path, describe(error))
+        self._diagnose(child, "init_failure", error, "will retry the start (restart policy)"
+                       if fail_state is S.RESTARTING else "not started (left failed)")
         if child.alive:
             yield from self._stop_process(child, fail_state, hooks=False)
         child.sm.force(fail_state)
@@ -671,6 +691,9 @@ class Supervisor(Policing):
                 self.log.warning("{} did not stop within {:g}s; killing pid {}", path,
                                  child.shutdown_timeout, child.pid)
                 self._event(child, "killed", f"no stop within {child.shutdown_timeout:g}s")
+                self._diagnose(child, "killed", {
+                    "type": "StopTimeout", "message": f"did not stop within "
+                    f"{child.shutdown_timeout:g}s (pid {child.pid})"}, "killed with SIGKILL")
                 kill_tree(child.pid)
                 r = yield Wait("exit", child, timeout=KILL_GRACE)
                 if r is TIMEOUT:
@@ -689,6 +712,7 @@ class Supervisor(Policing):
         spec.setdefault("log_level", self.spec.get("log_level"))
         spec["call_path"] = self.spec.get("call_path", "thespian")
         spec["runtime_dir"] = self.spec.get("runtime_dir")
+        self._recovery_spec(child, spec)
         if child.kind == "supervisor":
             inherited = self.spec.get("inherited_hooks")
             own = self.spec.get("hooks")
@@ -753,7 +777,7 @@ class Supervisor(Policing):
                 "generation": child.generation, "restart": child.restart_type,
                 "security_level": child.spec.get("security_level"),
                 "actor": child.spec.get("actor"),
-                "since": child.sm.since,
+                "since": child.sm.since, "breaker": self._breaker_info(child),
                 "children": [{"name": c["name"], "kind": c.get("kind", "tool")}
                              for c in child.spec.get("children", [])]}
 
@@ -776,7 +800,8 @@ class Supervisor(Policing):
         if self.is_root or self.parent is None:
             return
         spec = {**self.spec, "children": [c.spec for c in self.children]}
-        for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant"):
+        for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant",
+                    "context_store"):
             spec.pop(key, None)
         self.ctx.send(self.parent, SpecChanged(self.name, spec))
 
