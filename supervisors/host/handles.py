@@ -240,4 +240,5 @@ class SupervisorHandle(_Node):
 
     def children(self, timeout: float | None = None) -> list[ToolStatus]:
         info = self.system._request(self.path, "inspect", {}, timeout)
-        return [ToolStatus.from_info(c) for c in info["children"]]
+        return [ToolStatus.from_info(c) for c in info["children"]
+                if self.path or c["name"] != "_store"]  # the root's context store is not listed

@@ -287,7 +287,9 @@ class ToolSystem:
     def tree(self, timeout: float | None = None) -> dict[str, Any]:
         """The whole supervision tree as nested dicts (name, kind, state, children, ...).
 
-        Tool nodes carry ``usage`` (see ``usage()``) once they have been sampled.
+        Tool nodes carry ``usage`` (see ``usage()``) once they have been sampled, and
+        ``breaker`` when their supervisor's policy gives them one. The context store
+        (``_store``) is listed under the root's ``system`` key, not among its children.
         """
         tree = self._subtree("", None, timeout)
         try:
@@ -303,6 +305,10 @@ class ToolSystem:
                 attach(child)
 
         attach(tree)
+        # the system's own tools (the context store) are listed apart, so children[i] stay
+        # the user's own children in the order they were made
+        tree["system"] = [c for c in tree["children"] if c["name"] == STORE_NAME]
+        tree["children"] = [c for c in tree["children"] if c["name"] != STORE_NAME]
         return tree
 
     def _subtree(self, path: str, info: dict[str, Any] | None,

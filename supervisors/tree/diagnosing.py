@@ -122,6 +122,10 @@ class Diagnosing:
         return summary(child.breaker) or {"state": "closed", "retry_at": 0.0, "failures": 0,
                                           "opens": 0}
 
+    def _system_tool(self: Supervisor, child: Child) -> bool:
+        """The context store: a tool of the system itself; no hooks, no accounting for it."""
+        return self.is_root and child.name == self.spec.get("context_store")
+
     def _op_errors(self: Supervisor, req: Request, sender: Any) -> Any:
         return list(self._child(req.args["name"]).records)
 

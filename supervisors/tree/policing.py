@@ -29,7 +29,8 @@ class Policing:
     """Mixed into ``Supervisor``; uses its context, children and job queue."""
 
     def _track(self: Supervisor, child: Child) -> None:
-        if child.kind != "tool" or self.accountant_address is None or not child.pid:
+        if child.kind != "tool" or self.accountant_address is None or not child.pid \
+                or self._system_tool(child):
             return
         spec = child.spec
         self.ctx.send(self.accountant_address, Track(

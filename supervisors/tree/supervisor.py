@@ -793,6 +793,8 @@ class Supervisor(Policing, Diagnosing):
             self.ctx.send(self.parent, Event(event))
 
     def _hooks(self, event: str, child: Child, *args: Any) -> None:
+        if self._system_tool(child):
+            return
         for line in run_hooks(self.hooks, event, self._path(child), *args):
             self._event(child, "hook error", line)
 
