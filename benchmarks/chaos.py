@@ -75,6 +75,7 @@ class Load:
         self.wrong = 0
         self.errors: Counter[str] = Counter()
         self.acked: dict[tuple[str, str], int] = {}   # (path, thread key) -> last acked seq
+        self.saves = 0                                # acknowledged checkpoints
         self.threads: list[threading.Thread] = []
         self.counts: list[tuple[int, int, int, int]] = []  # per caller: issued, answered, ok, wrong
 
@@ -109,6 +110,7 @@ class Load:
                     ok += 1
                     if got == seq:
                         self.acked[(path, key)] = seq
+                        self.saves += 1
                     else:
                         wrong += 1
                 except ToolError as exc:
@@ -218,7 +220,8 @@ def _check(system: ToolSystem, paths: list[str], load: Load) -> dict[str, Any]:
         stored = system.context_of(path).get(key, 0)
         if stored < seq:
             lost.append((path, key, seq, stored))
-    return {"not_running_after": down, "checkpoints_acked": len(load.acked),
+    return {"not_running_after": down, "checkpoints_acked": load.saves,
+            "checked_pairs": len(load.acked),
             "checkpoints_lost": len(lost), "lost_examples": lost[:5]}
 
 

@@ -223,10 +223,28 @@ def _messaging_rows(s: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _chaos_rows(s: dict[str, Any]) -> list[Row]:
+    c = s["chaos"]
+    rate = s["recovery_rate"]
+    return [
+        (f"chaos {s['duration_s']:g}s, {s['tools']} tools: kills (of supervisors)",
+         f"{c['kills']} ({c['supervisor_kills']})", "-", "ref"),
+        ("  recovered (target serving again within 10 s)", f"{rate * 100:.1f} %", "100 %",
+         "ok" if rate == 1.0 else "MISS"),
+        ("  kill -> serving p50 / p99 ms", f"{_f(s['kill_to_serving_p50_ms'])} / "
+         f"{_f(s['kill_to_serving_p99_ms'])}", "-", "ref"),
+        ("  calls/s during chaos / without kills", f"{_f(s['calls_per_s_chaos'])} / "
+         f"{_f(s['calls_per_s_quiet'])}", "-", "ref"),
+        ("  unanswered calls, lost checkpoints, orphans",
+         f"{c['unanswered']}, {c['checkpoints_lost']}, {c['orphans']}", "0, 0, 0",
+         "ok" if (c["unanswered"], c["checkpoints_lost"], c["orphans"]) == (0, 0, 0) else "MISS"),
+    ]
+
+
 BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput": _throughput_rows,
             "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
-            "messaging": _messaging_rows}
+            "messaging": _messaging_rows, "chaos": _chaos_rows}
 
 
 def table(results: dict[str, Any]) -> str:
