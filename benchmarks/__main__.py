@@ -7,7 +7,8 @@ fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
 start/shutdown, resource accounting, tools talking to tools, and chaos
 (SIGKILLs under load). A section that fails is reported as an error in the
-table and the JSON, the others still run, and the exit status is 1. ``--quick`` runs short versions of everything (under a minute on 2 cores).
+table and the JSON, the others still run, and the exit status is 1. ``--quick``
+runs short versions of everything (under a minute on 2 cores).
 """
 
 from __future__ import annotations
