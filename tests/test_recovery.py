@@ -214,6 +214,8 @@ def test_every_failure_becomes_a_record(tmp_path) -> None:
             t.call("fail", message="disk full")
         with pytest.raises(ToolUnavailable):
             t.call("slow", seconds=1.0, timeout=0.2)
+        # (a record the tool sends in the instant before a SIGKILL may be lost with it)
+        wait_until(lambda: "timeout" in [r.kind for r in t.errors()], what="the timeout record")
         sigkill(t.call("pid"))
         wait_until(lambda: running(t, 1), what="the restart")
         slow = system.supervise("o", Policy(max_restarts=5, backoff=Backoff(initial=0.5, jitter=0.0)))
@@ -241,6 +243,31 @@ def test_every_failure_becomes_a_record(tmp_path) -> None:
         init = next(r for r in once.errors() if r.kind == "init_failure")
         assert "license server" in init.message and "RuntimeError" == init.error_type
         assert init.traceback and init.action
+
+
+def test_a_quota_action_is_recorded_with_the_figures(tmp_path) -> None:
+    from tests.tools import Hog
+
+    with ToolSystem(policy=Policy(backoff=NOW), sample_every=0.1, data_dir=tmp_path) as system:
+        t = system.spawn(Hog, name="h", limits={"memory_mb": 60}, on_limit="restart")
+        t.call("leak", mb=80)
+        wait_until(lambda: any(r.kind == "quota" for r in t.errors()), what="the quota record")
+        rec = next(r for r in t.errors() if r.kind == "quota")
+        assert rec.error_type == "LimitExceeded" and "memory_mb" in rec.message
+        assert rec.action == "restarted"
+        wait_until(lambda: next(r for r in t.errors() if r.kind == "quota").usage.get(
+            "memory_mb", 0) > 60, what="the figures in the record")
+
+
+def test_records_survive_a_restart_of_the_whole_system(tmp_path) -> None:
+    with ToolSystem(data_dir=tmp_path) as system:
+        t = system.supervise("w", Policy(backoff=NOW)).spawn(Flaky, name="f")
+        with pytest.raises(ToolError):
+            t.call("fail", message="remember me")
+        wait_until(lambda: _stored_errors(tmp_path), what="the record in the store")
+    with ToolSystem(data_dir=tmp_path) as system:
+        t = system.supervise("w", Policy(backoff=NOW)).spawn(Flaky, name="f")
+        assert [r.message for r in t.errors()] == ["remember me"]
 
 
 def test_records_are_bounded_per_tool(tmp_path) -> None:

@@ -54,6 +54,13 @@ class ToolStatus:
                    usage=dict(info.get("usage") or {}), breaker=info.get("breaker"))
 
 
+RECORDS_SHOWN = 100
+
+
+def _key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (round(float(record.get("time") or 0.0), 6), record.get("kind"), record.get("message"))
+
+
 def _split(path: str) -> tuple[str, str]:
     parent, _, name = path.rpartition("/")
     return parent, name
@@ -147,10 +154,21 @@ class ToolHandle(_Node):
 
     def errors(self, timeout: float | None = None) -> list[FailureRecord]:
         """This tool's failure records, oldest first (the last 100): command errors,
-        timeouts, crashes, kills, init failures, quota actions (docs/recovery.md)."""
+        timeouts, crashes, kills, init failures, quota actions (docs/recovery.md).
+
+        Its supervisor's records, together with the copies in the context store (which
+        outlive a restart of the supervisor or of the whole system)."""
         parent, name = _split(self.path)
-        return [FailureRecord.from_dict(r)
-                for r in self.system._request(parent, "errors", {"name": name}, timeout)]
+        records = {_key(r): r for r in self.system._request(parent, "errors", {"name": name},
+                                                             timeout)}
+        if self.system.data_dir:  # the store's copies outlive a supervisor (or system) restart
+            try:
+                for r in self.system.store().call("errors", timeout=timeout, tool=self.path):
+                    records.setdefault(_key(r), r)
+            except ToolError:
+                pass
+        ordered = sorted(records.values(), key=lambda r: float(r.get("time") or 0.0))
+        return [FailureRecord.from_dict(r) for r in ordered[-RECORDS_SHOWN:]]
 
     def pause(self, timeout: float | None = None) -> ToolStatus:
         """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
