@@ -413,3 +413,23 @@ def test_a_locked_store_file_is_reported_and_tools_start_without_state(tmp_path)
     finally:
         holder.execute("rollback")
         holder.close()
+
+
+@pytest.mark.parametrize("call_path", ["thespian"], indirect=True)
+def test_breaker_retry_and_checkpoint_on_the_thespian_call_path(tmp_path, call_path) -> None:
+    policy = Policy(backoff=NOW, breaker=Breaker(threshold=3, open_for=60.0),
+                    transient=("ConnectionError",), retry=Retry(attempts=3, initial=0.01))
+    with ToolSystem(data_dir=tmp_path) as system:
+        assert system.call_path == "thespian"
+        w = system.supervise("w", policy)
+        t = w.spawn(Flaky, name="f")
+        assert t.call("lookup", fail_times=2) == 3  # retried; its 2 failures count for the breaker
+        k = w.spawn(Keeper, name="k")
+        k.call("put", key="x", value="kept")
+        sigkill(k.call("pid"))
+        wait_until(lambda: running(k, 1), what="the restart")
+        assert k.call("get", key="x") == "kept"
+        with pytest.raises(ToolError, match="boom"):
+            t.call("fail")
+        with pytest.raises(ToolUnavailable, match="breaker"):
+            t.call("ok")

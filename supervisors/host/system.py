@@ -94,6 +94,11 @@ class ToolSystem:
         if base != "multiprocTCPBase":
             call_path = "thespian"  # only the TCP base can watch our sockets
         self.call_path = call_path
+        if base != "multiprocTCPBase" and data_dir not in (None, False):
+            raise ValueError(f"data_dir={data_dir!r} needs base='multiprocTCPBase': tools reach "
+                             f"the context store over sockets, which the {base} cannot watch")
+        if base != "multiprocTCPBase":
+            data_dir = False  # no context store (see docs/recovery.md)
         self.fast = SocketCalls()
         self.aio = AsyncCalls(window_per_caller, window_per_tool)
         self.config_specs: list[dict[str, Any]] = []
@@ -157,6 +162,8 @@ class ToolSystem:
                     "call_path": self.call_path, "sample_every": self.sample_every,
                     "runtime_dir": self.runtime_dir,
                     "context_store": STORE_NAME if self.data_dir else None}
+            if self.data_dir:  # the store always opens its socket: tools call it
+                spec["store_door"] = True
             ack = self.transport.exchange(
                 address, Start(cid, spec), lambda m: isinstance(m, Ack) and m.ref == cid,
                 time.time() + 30.0)

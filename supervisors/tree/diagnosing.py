@@ -110,6 +110,8 @@ class Diagnosing:
         spec["context_store"] = self.spec.get("context_store")
         if child.kind != "tool":
             return
+        if self._system_tool(child) and self.spec.get("store_door"):
+            spec["call_path"] = "socket"  # tools reach the store over its socket on any call path
         p = self.policy
         spec["breaker"] = p.breaker.to_dict() if p.breaker is not None else None
         spec["breaker_state"] = child.breaker
