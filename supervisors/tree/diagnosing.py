@@ -50,6 +50,17 @@ class Diagnosing:
                                                            {"paths": [self._path(child)]},
                                                            time.time() + 5.0))
 
+    def _note_exit(self: Supervisor, child: Child, pid: int | None) -> None:
+        """A child's process ended; if nobody expected it (a crash, a kill), record it."""
+        if self.jobs.waiting_exit(child) or child.exit_report is not None:
+            return  # a stop, a start that failed, or an exit the tool announced
+        self._breaker_crash(child)
+        action = "restarted" if self._will_restart(child, normal=False) else \
+            f"left {'stopped' if child.operator_stopped else 'failed'}"
+        self._diagnose(child, "crash", {
+            "type": "ProcessExited", "traceback": None,
+            "message": f"process {pid} ended unexpectedly (killed or crashed)"}, action)
+
     def _keep(self: Supervisor, child: Child, record: dict[str, Any]) -> None:
         record["restarts"] = child.restarts
         child.records.append(record)
@@ -110,8 +121,10 @@ class Diagnosing:
         spec["context_store"] = self.spec.get("context_store")
         if child.kind != "tool":
             return
-        if self._system_tool(child) and self.spec.get("store_door"):
-            spec["call_path"] = "socket"  # tools reach the store over its socket on any call path
+        if self._system_tool(child):
+            if self.spec.get("store_door"):
+                spec["call_path"] = "socket"  # tools reach the store over its socket on any path
+            return  # no breaker or retries for the system's own store
         p = self.policy
         spec["breaker"] = p.breaker.to_dict() if p.breaker is not None else None
         spec["breaker_state"] = child.breaker

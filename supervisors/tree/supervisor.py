@@ -162,14 +162,7 @@ class Supervisor(Policing, Diagnosing):
         if child is None:
             return  # Thespian repeats exit notices; and stopped children are forgotten
         pid = child.pid
-        error = {"code": "error", "type": "ProcessExited",
-                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
-                 "traceback": None}
-        expected = self.jobs.waiting_exit(child) or child.exit_report is not None
-        if not expected:  # recovery: a record and a breaker failure, before the clean-up
-            self._breaker_crash(child)
-            self._diagnose(child, "crash", error, "restarted" if self._will_restart(
-                child, normal=False) else f"left {'stopped' if child.operator_stopped else 'failed'}")
+        self._note_exit(child, pid)  # recovery: a crash record and a breaker failure, if unexpected
         child.address = None
         child.pid = None
         self._cleanup(child, pid)
@@ -177,6 +170,9 @@ class Supervisor(Policing, Diagnosing):
             return
         if child.exit_report is not None:
             return  # the job handling its report will see that it is gone
+        error = {"code": "error", "type": "ProcessExited",
+                 "message": f"process {pid} ended unexpectedly (killed or crashed)",
+                 "traceback": None}
         self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
         if self._will_restart(child, normal=False):
             child.sm.force(S.RESTARTING)
