@@ -65,7 +65,7 @@ class ToolContext(MutableMapping[str, Any]):
                 pack_value(value)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise CheckpointError(
-                    f"context key {key!r} holds a {type(value).__name__}, which cannot be "
+                    f"context key {key!r} holds a value of type {type(value).__name__}, which cannot be "
                     f"checkpointed ({exc}); store plain data (numbers, text, bytes, lists, maps)",
                     type="CheckpointError")
         return dict(self.own)
