@@ -67,6 +67,18 @@ def test_breaker_in_a_config_file_is_checked(tmp_path) -> None:
     assert policy.transient == ("ConnectionError",) and policy.retry.attempts == 4
 
 
+def test_data_dir_in_a_config_file_and_bad_values(tmp_path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[system]\ndata_dir = "{tmp_path / "state"}"\n')
+    assert ToolSystem.from_config(cfg).data_dir == str(tmp_path / "state")
+    cfg.write_text("[system]\ndata_dir = 5\n")
+    with pytest.raises(ConfigError, match="data_dir=5"):
+        ToolSystem.from_config(cfg)
+    with pytest.raises(ValueError, match="data_dir=3"):
+        ToolSystem(data_dir=3)
+    assert ToolSystem(data_dir=False).data_dir is None
+
+
 # ------------------------------------------------------------------ breaker: behaviour
 def test_breaker_opens_rejects_at_once_half_opens_and_closes(tmp_path) -> None:
     breaker = Breaker(threshold=3, window=30.0, open_for=0.6, successes=2, half_open_calls=1)
