@@ -13,7 +13,8 @@ sequence number that thread saw acknowledged), and that no process outlived
 the system. It reports the recovery rate (kills after which the target
 served again within ``RECOVERY_LIMIT_S``), the time from kill to serving
 (p50/p99), and calls answered per second during the chaos against a run of
-the same load without kills.
+the same load without kills. It also times host calls to a tool with and
+without a circuit breaker (``breaker_call_p50``).
 
 ``python -m benchmarks --only chaos`` (``--quick``: 15 s) or ``make chaos DURATION=60``.
 """
@@ -258,12 +259,37 @@ def run_once(duration: float, kill: bool, seed: int = 13, log_level: str = "ERRO
         return result
 
 
+def breaker_cost(n: int = 5000, rounds: int = 3, log_level: str = "ERROR") -> dict[str, Any]:
+    """p50 of sequential host calls to a tool without and with a circuit breaker."""
+    def p50(tool: Any) -> float:
+        for i in range(300):
+            tool.call("work", n=i)
+        xs = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            tool.call("work", n=i)
+            xs.append(time.perf_counter() - t0)
+        return summarize_ms(xs)["p50_ms"] * 1000.0
+
+    from supervisors import Breaker
+
+    out: dict[str, list[float]] = {"without_us": [], "with_us": []}
+    with ToolSystem(data_dir=False, log_level=log_level) as system:
+        plain = system.supervise("plain", Policy()).spawn(ME, name="t")
+        guarded = system.supervise("guarded", Policy(breaker=Breaker())).spawn(ME, name="t")
+        for _ in range(rounds):
+            out["without_us"].append(round(p50(plain), 1))
+            out["with_us"].append(round(p50(guarded), 1))
+    return out
+
+
 def run(duration: float = 60.0, quiet_duration: float | None = None,
         log_level: str = "ERROR") -> dict[str, Any]:
     """The chaos run and the same load without kills; the figures for the report."""
     chaos = run_once(duration, kill=True, log_level=log_level)
     quiet = run_once(quiet_duration or min(duration, 15.0), kill=False, log_level=log_level)
-    return {"tools": SUPERVISORS * TOOLS_EACH, "pools": "none (pools do not exist yet)",
+    return {"breaker_call_p50": breaker_cost(log_level=log_level),
+            "tools": SUPERVISORS * TOOLS_EACH, "pools": "none (pools do not exist yet)",
             "duration_s": duration, "chaos": chaos, "quiet": quiet,
             "calls_per_s_chaos": chaos["calls_per_s"], "calls_per_s_quiet": quiet["calls_per_s"],
             "ratio_chaos_over_quiet": round(chaos["calls_per_s"] / max(1e-9, quiet["calls_per_s"]), 3),

@@ -238,6 +238,11 @@ def _chaos_rows(s: dict[str, Any]) -> list[Row]:
         ("  unanswered calls, lost checkpoints, orphans",
          f"{c['unanswered']}, {c['checkpoints_lost']}, {c['orphans']}", "0, 0, 0",
          "ok" if (c["unanswered"], c["checkpoints_lost"], c["orphans"]) == (0, 0, 0) else "MISS"),
+        ("breaker cost: call p50 us without / with", " / ".join(
+            f"{a:g}-{b:g}" for a, b in ((min(s["breaker_call_p50"]["without_us"]),
+                                         max(s["breaker_call_p50"]["without_us"])),
+                                        (min(s["breaker_call_p50"]["with_us"]),
+                                         max(s["breaker_call_p50"]["with_us"])))), "-", "ref"),
     ]
 
 
