@@ -259,4 +259,4 @@ class SupervisorHandle(_Node):
     def children(self, timeout: float | None = None) -> list[ToolStatus]:
         info = self.system._request(self.path, "inspect", {}, timeout)
         return [ToolStatus.from_info(c) for c in info["children"]
-                if self.path or c["name"] != "_store"]  # the root's context store is not listed
+                if self.path or not c["name"].startswith("_")]  # the system's own tools

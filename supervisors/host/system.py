@@ -40,7 +40,7 @@ from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
 from supervisors.processes.procs import end_session, pid_alive, session_pids
 from supervisors.recovery import DB_FILE, STORE_NAME
-from supervisors.recovery.store import ContextStore
+from supervisors.recovery.store import STORE_LIMITS, ContextStore
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import Policy
 from supervisors.tree.supervisor import SupervisorShell
@@ -192,8 +192,10 @@ class ToolSystem:
         if not self.data_dir:
             return
         os.makedirs(self.data_dir, exist_ok=True)
+        # level "low": every tool may call it (a tool may call its own level or a lower one),
+        # and the widest hard limits: one connection per tool that checkpoints
         self.root.spawn(ContextStore, STORE_NAME, {"path": os.path.join(self.data_dir, DB_FILE)},
-                        shutdown_timeout=5.0)
+                        shutdown_timeout=5.0, security_level="low", limits=STORE_LIMITS)
         health = self.store().call("health", timeout=self.op_timeout)
         self.store_error = health.get("problem")
         if self.store_error:
@@ -295,8 +297,9 @@ class ToolSystem:
         """The whole supervision tree as nested dicts (name, kind, state, children, ...).
 
         Tool nodes carry ``usage`` (see ``usage()``) once they have been sampled, and
-        ``breaker`` when their supervisor's policy gives them one. The context store
-        (``_store``) is listed under the root's ``system`` key, not among its children.
+        ``breaker`` when their supervisor's policy gives them one. The system's own tools
+        under the root (names starting with ``_``: the context store ``_store``) are listed
+        under the root's ``system`` key, not among its children.
         """
         tree = self._subtree("", None, timeout)
         try:
@@ -314,8 +317,8 @@ class ToolSystem:
         attach(tree)
         # the system's own tools (the context store) are listed apart, so children[i] stay
         # the user's own children in the order they were made
-        tree["system"] = [c for c in tree["children"] if c["name"] == STORE_NAME]
-        tree["children"] = [c for c in tree["children"] if c["name"] != STORE_NAME]
+        tree["system"] = [c for c in tree["children"] if c["name"].startswith("_")]
+        tree["children"] = [c for c in tree["children"] if not c["name"].startswith("_")]
         return tree
 
     def _subtree(self, path: str, info: dict[str, Any] | None,

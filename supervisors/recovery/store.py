@@ -29,6 +29,8 @@ from actors import ToolActor, command
 from actors.codec import pack_value, unpack_value
 from actors.errors import ToolError
 
+#: The store runs at security level "low" with these hard limits (the level's ceilings).
+STORE_LIMITS = {"open_files": 1024, "cpu_seconds": 86400, "memory_mb": 2048}
 REOPEN_EVERY = 5.0
 SWEEP_EVERY = 1.0
 FAILURES_KEPT = 100
