@@ -34,6 +34,8 @@ STORE_LIMITS = {"open_files": 1024, "cpu_seconds": 86400, "memory_mb": 2048}
 REOPEN_EVERY = 5.0
 SWEEP_EVERY = 1.0
 FAILURES_KEPT = 100
+FLUSH_EVERY = 0.5         # failure records are written in one transaction per flush
+PENDING_MAX = 5000        # failure records waiting for a flush; beyond, the oldest are dropped
 LOCK_WAIT = 0.5   # seconds to wait for a lock held by someone else
 
 SCHEMA = """
@@ -75,10 +77,13 @@ class ContextStore(ToolActor):
         self.db: sqlite3.Connection | None = None
         self.problem: str | None = None
         self.tried = 0.0
+        self.pending: list[dict[str, Any]] = []
         self._open()
         self.after(SWEEP_EVERY, self._sweep)
+        self.after(FLUSH_EVERY, self._flush_timer)
 
     def on_stop(self) -> None:
+        self._flush()
         if self.db is not None:
             self.db.close()
             self.db = None
@@ -209,18 +214,46 @@ class ContextStore(ToolActor):
 
     @command
     def record_failure(self, record: dict[str, Any]) -> None:
+        """Keep a failure record; records are written in batches (diagnostics, not state:
+        one fsync per flush instead of one per record)."""
+        self.pending.append(record)
+        if len(self.pending) > PENDING_MAX:
+            del self.pending[: len(self.pending) - PENDING_MAX]
+
+    def _flush_timer(self) -> None:
+        self._flush()
+        self.after(FLUSH_EVERY, self._flush_timer)
+
+    def _flush(self) -> None:
         db = self.db
-        if db is None:
-            return  # the supervisors keep their own copy; nothing to add here
-        tool = str(record.get("tool", ""))
-        db.execute("insert into failures (tool, time, record) values (?, ?, ?)",
-                   (tool, float(record.get("time") or time.time()), pack_value(record)))
-        db.execute("delete from failures where tool = ? and id <= (select id from failures "
-                   "where tool = ? order by id desc limit 1 offset ?)", (tool, tool, FAILURES_KEPT))
+        if not self.pending or db is None:
+            return
+        batch, self.pending = self.pending, []
+        try:
+            db.execute("begin immediate")
+            tools = set()
+            for record in batch:
+                tool = str(record.get("tool", ""))
+                tools.add(tool)
+                db.execute("insert into failures (tool, time, record) values (?, ?, ?)",
+                           (tool, float(record.get("time") or time.time()), pack_value(record)))
+            for tool in tools:
+                db.execute("delete from failures where tool = ? and id <= (select id from failures "
+                           "where tool = ? order by id desc limit 1 offset ?)",
+                           (tool, tool, FAILURES_KEPT))
+            db.execute("commit")
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            try:
+                db.execute("rollback")
+            except sqlite3.Error:
+                pass
+            self.log.warning("context store: {} failure records not written: {}", len(batch), exc)
 
     @command
     def errors(self, tool: str) -> list[dict[str, Any]]:
-        return read_failures(self._db(), tool)
+        db = self._db()
+        self._flush()
+        return read_failures(db, tool)
 
 
 def read_failures(db: sqlite3.Connection, tool: str) -> list[dict[str, Any]]:
