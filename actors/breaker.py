@@ -210,9 +210,10 @@ class Breakers:
         return b
 
     def crash(self, now: float) -> list[tuple[str, str]]:
-        """The process died: a failure for every breaker (at least the tool's)."""
-        if not self.by_key:
-            self.get(TOOL_KEY if not self.config.per_command else "*process*")
+        """The process died: a failure for the tool's breaker, or (per command) for every
+        command's breaker seen so far."""
+        if not self.config.per_command:
+            self.get(TOOL_KEY)
         changed = []
         for key, b in self.by_key.items():
             new = b.record(now, True, trial=False)
