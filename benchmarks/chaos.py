@@ -14,7 +14,8 @@ the system. It reports the recovery rate (kills after which the target
 served again within ``RECOVERY_LIMIT_S``), the time from kill to serving
 (p50/p99), and calls answered per second during the chaos against a run of
 the same load without kills. It also times host calls to a tool with and
-without a circuit breaker (``breaker_call_p50``).
+without a circuit breaker (``breaker_call_p50``), and a call that checkpoints
+against a plain one (``checkpoint``).
 
 ``python -m benchmarks --only chaos`` (``--quick``: 15 s) or ``make chaos DURATION=60``.
 """
@@ -283,12 +284,29 @@ def breaker_cost(n: int = 5000, rounds: int = 3, log_level: str = "ERROR") -> di
     return out
 
 
+def checkpoint_cost(n: int = 300, log_level: str = "ERROR") -> dict[str, Any]:
+    """Host call of a command that checkpoints (tool -> store, commit with fsync) vs a plain one."""
+    with tempfile.TemporaryDirectory(prefix="toolvisor-ckpt-") as data:
+        with ToolSystem(data_dir=data, log_level=log_level) as system:
+            tool = system.supervise("c", Policy()).spawn(ME, name="t")
+            plain, saving = [], []
+            for i in range(n):
+                t0 = time.perf_counter()
+                tool.call("work", n=i)
+                plain.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                tool.call("save", key="k", seq=i)
+                saving.append(time.perf_counter() - t0)
+    return {"plain_call": summarize_ms(plain), "checkpointing_call": summarize_ms(saving)}
+
+
 def run(duration: float = 60.0, quiet_duration: float | None = None,
         log_level: str = "ERROR") -> dict[str, Any]:
     """The chaos run and the same load without kills; the figures for the report."""
     chaos = run_once(duration, kill=True, log_level=log_level)
     quiet = run_once(quiet_duration or min(duration, 15.0), kill=False, log_level=log_level)
     return {"breaker_call_p50": breaker_cost(log_level=log_level),
+            "checkpoint": checkpoint_cost(log_level=log_level),
             "tools": SUPERVISORS * TOOLS_EACH, "pools": "none (pools do not exist yet)",
             "duration_s": duration, "chaos": chaos, "quiet": quiet,
             "calls_per_s_chaos": chaos["calls_per_s"], "calls_per_s_quiet": quiet["calls_per_s"],

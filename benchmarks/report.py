@@ -238,6 +238,10 @@ def _chaos_rows(s: dict[str, Any]) -> list[Row]:
         ("  unanswered calls, lost checkpoints, orphans",
          f"{c['unanswered']}, {c['checkpoints_lost']}, {c['orphans']}", "0, 0, 0",
          "ok" if (c["unanswered"], c["checkpoints_lost"], c["orphans"]) == (0, 0, 0) else "MISS"),
+        ("call p50 / p99 ms: plain / with a checkpoint",
+         f"{_f(s['checkpoint']['plain_call']['p50_ms'])} / {_f(s['checkpoint']['plain_call']['p99_ms'])}"
+         f" ; {_f(s['checkpoint']['checkpointing_call']['p50_ms'])} / "
+         f"{_f(s['checkpoint']['checkpointing_call']['p99_ms'])}", "-", "ref"),
         ("breaker cost: call p50 us without / with", " / ".join(
             f"{a:g}-{b:g}" for a, b in ((min(s["breaker_call_p50"]["without_us"]),
                                          max(s["breaker_call_p50"]["without_us"])),
