@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= examples/demo.toml
 DURATION ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench chaos clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -c "import pykka, matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# SIGKILL random tools under load and report recovery (DURATION seconds, default 60)
+chaos: $(STAMP)
+	$(BIN)/python -m benchmarks --only chaos $(if $(DURATION),--duration $(DURATION))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache bench-results.json

@@ -11,16 +11,20 @@ from actors.errors import BadArguments
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__toolvisor_command__"
+_IDEMPOTENT = "__toolvisor_idempotent__"
 
 
-def command(fn: F | None = None, *, name: str | None = None) -> Any:
+def command(fn: F | None = None, *, name: str | None = None, idempotent: bool = False) -> Any:
     """Mark a ToolActor method as a command callers may invoke by name.
 
     ``@command`` uses the method's name; ``@command(name="x")`` another one.
+    ``@command(idempotent=True)`` says running it twice does no harm, so a caller
+    may retry it after an error its policy calls transient (see docs/recovery.md).
     """
 
     def mark(f: F) -> F:
         setattr(f, _MARK, name or f.__name__)
+        setattr(f, _IDEMPOTENT, bool(idempotent))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -36,6 +40,17 @@ def command_table(cls: type) -> dict[str, str]:
             if cname:
                 table[cname] = attr
     return table
+
+
+def idempotent_commands(cls: type) -> set[str]:
+    """The command names of ``cls`` declared ``idempotent=True``."""
+    names = set()
+    for cname, attr in command_table(cls).items():
+        value = getattr(cls, attr, None)
+        target = getattr(value, "__func__", value)
+        if getattr(target, _IDEMPOTENT, False):
+            names.add(cname)
+    return names
 
 
 def bind(fn: Callable[..., Any], command_name: str, args: dict[str, Any]) -> inspect.BoundArguments:

@@ -50,6 +50,9 @@ class ToolError(Exception):
         self.type = type or self.__class__.__name__
         self.remote_traceback = traceback
         self.tool = tool
+        #: Set by the callee when the caller may retry this call (an idempotent command
+        #: failed with an error its policy calls transient): the retry settings.
+        self.retry: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         where = f"[{self.tool}] " if self.tool else ""
@@ -58,8 +61,11 @@ class ToolError(Exception):
         return f"{where}{self.type}: {self.message}"
 
     def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "type": self.type, "message": self.message,
+        wire = {"code": self.code, "type": self.type, "message": self.message,
                 "traceback": self.remote_traceback}
+        if self.retry:
+            wire["retry"] = self.retry
+        return wire
 
 
 class ToolUnavailable(ToolError):
@@ -127,6 +133,10 @@ class DeadlockError(ToolError):
         self.cycle = list(cycle or [])
 
 
+class CheckpointError(ToolError):
+    """``checkpoint()`` refused a value (it cannot be stored) or the store could not keep it."""
+
+
 class MalformedMessage(ToolError):
     """A message could not be decoded, has an unknown kind, or fields of the wrong type.
 
@@ -160,13 +170,21 @@ def error_to_wire(exc: BaseException) -> dict[str, Any]:
         wire = exc.to_wire()
         if wire["traceback"] is None and exc.__traceback__ is not None:
             wire["traceback"] = "".join(_tb.format_exception(exc))
-        return wire
-    return {"code": "error", "type": type(exc).__name__, "message": str(exc),
-            "traceback": "".join(_tb.format_exception(exc))}
+    else:
+        wire = {"code": "error", "type": type(exc).__name__, "message": str(exc),
+                "traceback": "".join(_tb.format_exception(exc))}
+    retry = getattr(exc, "_toolvisor_retry", None)  # set by the callee's runner (recovery)
+    if retry:
+        wire["retry"] = retry
+    return wire
 
 
 def error_from_wire(wire: dict[str, Any], tool: str | None = None) -> ToolError:
     """Rebuild the exception a peer sent as ``error_to_wire`` output."""
     cls = _BY_CODE.get(str(wire.get("code", "error")), ToolError)
-    return cls(str(wire.get("message", "")), type=wire.get("type"),
-               traceback=wire.get("traceback"), tool=tool)
+    exc = cls(str(wire.get("message", "")), type=wire.get("type"),
+              traceback=wire.get("traceback"), tool=tool)
+    retry = wire.get("retry")
+    if isinstance(retry, dict):
+        exc.retry = retry
+    return exc

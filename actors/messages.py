@@ -241,3 +241,21 @@ def shape_problem(msg: Any) -> str | None:
                 " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
             return f"{name}={value!r:.60} should be {want}"
     return None
+
+
+# -- recovery (tags 60-69) ---------------------------------------------------------------
+
+@message(60)
+class ToolReport:
+    """Tool -> its supervisor: a failure ``record`` (a command error, a timeout, context not
+    restored) and/or the tool's ``breaker`` snapshot after it changed."""
+    TAG: ClassVar[int]
+    record: dict[str, Any] | None = None
+    breaker: dict[str, Any] | None = None
+
+
+@message(61)
+class FailureNote:
+    """Supervisor -> parent, up to the root: a failure record for the context store."""
+    TAG: ClassVar[int]
+    record: dict[str, Any]

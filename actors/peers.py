@@ -46,6 +46,7 @@ from actors.errors import (
 from actors.frames import MAX_FRAME, FrameError, pack_frame
 from actors.links import Counters, Gone, Link, Within, ready
 from actors.messages import Batch, BatchReply, Call, Reply
+from actors.retry import with_retries
 
 if TYPE_CHECKING:
     from actors.runner import ToolRunner
@@ -473,9 +474,24 @@ class ToolRef:
         ``BadArguments``, ``ToolUnavailable``, ``CallTimeout``, ...), ``NotFound``
         for a path with no tool, and ``DeadlockError`` for a call that would close
         a cycle of waiting tools. ``timeout`` (default 30 s) is capped by what is
-        left of the deadline of the call this tool is serving.
+        left of the deadline of the call this tool is serving. An idempotent command
+        that fails with an error the callee's policy calls transient is retried
+        (``actors.retry``) within that deadline.
         """
-        return self._peers.call(self.path, command, timeout, args)
+        peers = self._peers
+        deadline = time.time() + (DEFAULT_TIMEOUT if timeout is None else float(timeout))
+        outer = peers.runner.deadline
+        if outer and outer < deadline:
+            deadline = outer
+        first = [True]
+
+        def attempt() -> Any:
+            if first[0]:
+                first[0] = False
+                return peers.call(self.path, command, timeout, args)
+            return peers.call(self.path, command, max(0.0, deadline - time.time()), args)
+
+        return with_retries(attempt, deadline)
 
     def send(self, command: str, /, **args: Any) -> None:
         """Deliver a call and forget its result (a failure is logged and counted)."""

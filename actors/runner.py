@@ -8,6 +8,7 @@ paused, and reports failures to its supervisor, which decides what happens.
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,29 +17,49 @@ from typing import Any
 from loguru import logger
 
 from actors import isolation, logs, sandbox, waits
+from actors.breaker import HALF_OPEN, Breaker, Breakers
 from actors.busy import BusyMarker, marker_path
 from actors.codec import encode, pack_value
-from actors.commands import bind, command_table
+from actors.commands import bind, command_table, idempotent_commands
 from actors.context import Context
 from actors.errors import (
     BadArguments,
     CallTimeout,
+    CheckpointError,
     Moved,
     ToolError,
     ToolOverloaded,
+    ToolUnavailable,
     UnknownCommand,
     error_to_wire,
 )
 from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.frames import MAX_FRAME
 from actors.loading import load_object
-from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
+from actors.messages import (
+    Ack,
+    Alive,
+    Batch,
+    BatchReply,
+    Call,
+    Exiting,
+    Lifecycle,
+    Reply,
+    Start,
+    Stop,
+    ToolReport,
+)
 from actors.peers import Peers, ToolRef
 from actors.state import StateMachine, ToolState
 from actors.tool import ToolActor
+from actors.toolcontext import ToolContext
 
 S = ToolState
 DEFAULT_HOLD_LIMIT = 10_000
+CONTEXT_LOAD_TIMEOUT = 5.0     # seconds to read the tool's context from the store at start
+CHECKPOINT_TIMEOUT = 10.0      # seconds for a checkpoint made outside any call
+REPORTS_PER_SECOND = 500       # failure records sent to the supervisor; more are counted
+CALLERS_FAULT = (BadArguments, UnknownCommand)  # not failures of the tool, for the breaker
 
 
 class ToolRunner:
@@ -68,6 +89,13 @@ class ToolRunner:
         self.level = "standard"
         self.serving: Call | Batch | None = None   # the call being served now
         self.peers: Peers | None = None            # connections to other tools (actors.peers)
+        self.breakers: Breakers | None = None      # circuit breaker(s), if the policy has one
+        self.idempotent: set[str] = set()
+        self.transient: tuple[str, ...] = ()
+        self.retry: dict[str, Any] | None = None
+        self.store: str | None = None              # path of the context store tool
+        self.report_window = (0.0, 0)              # (second, records sent in it)
+        self.suppressed = 0
 
     # -- Behaviour -------------------------------------------------------------------
     def receive(self, msg: Any, sender: Any) -> None:
@@ -132,6 +160,81 @@ class ToolRunner:
             self.peers = Peers(self)
         return self.peers.ref(path)
 
+    # -- context and checkpoints ----------------------------------------------------
+    def _load_context(self) -> ToolContext:
+        """The tool's last checkpoint and its ancestors' contexts, from the store."""
+        if not self.store or self.path == self.store:
+            return ToolContext(restored=None)
+        try:
+            got = self.peer(self.store).call("load", timeout=CONTEXT_LOAD_TIMEOUT, path=self.path)
+        except ToolError as exc:
+            problem = f"started without its saved context: {exc}"
+            self.log.warning("tool {} {}", self.path, problem)
+            self._report("context", exc, action="started without restored state", message=problem)
+            return ToolContext(restored=False, problem=problem)
+        return ToolContext(got.get("own"), got.get("ancestors"), restored=True)
+
+    def checkpoint(self, expires_in: float | None) -> None:
+        tool = self.tool
+        if tool is None:
+            raise CheckpointError("the tool is not started", type="CheckpointError")
+        values = tool.context.packed()  # refuses what cannot be stored, before anything is sent
+        if expires_in is not None and not (isinstance(expires_in, (int, float))
+                                           and not isinstance(expires_in, bool) and expires_in > 0):
+            raise CheckpointError(f"expires_in={expires_in!r} is invalid: give seconds > 0 or None",
+                                  type="CheckpointError")
+        if not self.store:
+            raise CheckpointError("this system keeps no context store (ToolSystem(data_dir=False)); "
+                                  "give it a data_dir to checkpoint", type="CheckpointError")
+        until = self.deadline or time.time() + CHECKPOINT_TIMEOUT
+        ref = self.peer(self.store)
+        while True:  # "put" replaces the whole context: safe to send again if the store died
+            try:
+                ref.call("put", timeout=max(0.05, until - time.time()), path=self.path,
+                         values=values, expires_in=expires_in)
+                return
+            except ToolUnavailable as exc:
+                if exc.type == "BreakerOpen" or time.time() + 0.05 >= until \
+                        or isinstance(exc, CallTimeout):
+                    raise CheckpointError(f"checkpoint of {self.path} was not stored: {exc}",
+                                          type="CheckpointError")
+                time.sleep(0.02)
+            except ToolError as exc:
+                raise CheckpointError(f"checkpoint of {self.path} was not stored: {exc.message}",
+                                      type="CheckpointError")
+
+    # -- failure records ------------------------------------------------------------
+    def _report(self, kind: str, error: BaseException | None, *, command: str | None = None,
+                action: str = "answered the caller with the error", message: str | None = None,
+                breaker: bool = False) -> None:
+        """Tell the supervisor about a failure (bounded per second) and/or a breaker change."""
+        if self.supervisor is None:
+            return
+        record = None
+        if kind:
+            second = int(time.time())
+            if self.report_window[0] != second:
+                self.report_window = (second, 0)
+            if self.report_window[1] >= REPORTS_PER_SECOND:
+                self.suppressed += 1
+                if not breaker:
+                    return
+            else:
+                self.report_window = (second, self.report_window[1] + 1)
+                wire = error_to_wire(error) if error is not None else {}
+                text = message or wire.get("message", "")
+                if self.suppressed:
+                    text += f" (and {self.suppressed} more failures not recorded: over "\
+                            f"{REPORTS_PER_SECOND} per second)"
+                    self.suppressed = 0
+                record = {"time": time.time(), "tool": self.path, "kind": kind,
+                          "state": self.sm.state.value, "error_type": wire.get("type"),
+                          "message": text, "traceback": wire.get("traceback"), "command": command,
+                          "usage": _own_usage(), "pid": self.ctx.pid, "action": action}
+        snap = self.breakers.snapshot() if breaker and self.breakers is not None else None
+        if record is not None or snap is not None:
+            self.ctx.send(self.supervisor, ToolReport(record, snap))
+
     @property
     def deadline(self) -> float | None:
         return (self.serving.deadline or None) if self.serving is not None else None
@@ -166,6 +269,9 @@ class ToolRunner:
         self.hold_limit = int(spec.get("hold_limit", DEFAULT_HOLD_LIMIT))
         self.runtime_dir = spec.get("runtime_dir")
         self.level = str(spec.get("security_level") or "standard")
+        self.transient = tuple(spec.get("transient") or ())
+        self.retry = spec.get("retry") or None
+        self.store = spec.get("context_store") or None
         logs.setup(spec.get("log_level"))
         logs.set_title(f"toolvisor tool {self.path}")
         self.log = logger.bind(tool=self.path)
@@ -200,6 +306,11 @@ class ToolRunner:
             tool._runtime = self
             self.tool = tool
             self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
+            self.idempotent = idempotent_commands(cls)
+            breaker = Breaker.from_dict(spec.get("breaker"))
+            if breaker is not None:
+                self.breakers = Breakers(breaker, self.path, spec.get("breaker_state"))
+            tool._context = self._load_context()
             self.sm.go(S.INITIALIZING)
             self._callback("on_init", dict(tool.config))
             self.sm.go(S.READY)
@@ -289,6 +400,14 @@ class ToolRunner:
     def _serve(self, call: Call | Batch, sender: Any) -> None:
         if call.deadline and time.time() > call.deadline:
             self.log.debug("tool {} dropped call {}: its caller stopped waiting", self.path, call.cid)
+            command = call.command if isinstance(call, Call) else "(batch)"
+            changed = False
+            if self.breakers is not None and command in self.commands:
+                changed = bool(self.breakers.get(command).record(time.time(), True, trial=False))
+            self._report("timeout", CallTimeout(
+                f"call of {command!r} waited past its caller's deadline and was not run"),
+                command=command, action="dropped the call (its caller had stopped waiting)",
+                breaker=changed)
             return
         if isinstance(call, Call) and call.caller and self._abandoned(call, sender):
             return
@@ -297,7 +416,7 @@ class ToolRunner:
             if isinstance(call, Batch):
                 self._serve_batch(call, sender)
                 return
-            ok, value, error = self._execute(call.command, call.args)
+            ok, value, error = self._execute(call.command, call.args, call.deadline)
             self._reply(sender, call.cid, value, None if ok else error)
             if error is not None and self._is_fatal(error):
                 self.request_exit(False, error)
@@ -317,7 +436,7 @@ class ToolRunner:
                 results.append([False, None, ToolError("a batch item must be [command, args]",
                                                        type="BadBatch").to_wire()])
                 continue
-            ok, value, error = self._execute(command, args)
+            ok, value, error = self._execute(command, args, batch.deadline)
             if ok:
                 results.append([True, value, None])
             else:
@@ -345,7 +464,52 @@ class ToolRunner:
         except (TypeError, ValueError, OverflowError) as exc:
             return [False, None, self._unsendable(exc).to_wire()]
 
-    def _execute(self, command: Any, args: Any) -> tuple[bool, Any, BaseException | None]:
+    def _execute(self, command: Any, args: Any,
+                 deadline: float = 0.0) -> tuple[bool, Any, BaseException | None]:
+        """Run one command under its breaker; count and report the outcome."""
+        breaker = None
+        before = ""
+        if self.breakers is not None and isinstance(command, str) and command in self.commands:
+            breaker = self.breakers.get(command)
+            before = breaker.state
+            refusal = breaker.admit(time.time())
+            if refusal is not None:
+                return False, None, refusal
+        trial = breaker is not None and breaker.state == HALF_OPEN
+        started = time.time()
+        ok, value, error = self._run_command(command, args)
+        now = time.time()
+        late = bool(deadline) and now > deadline
+        failed = (not ok and not isinstance(error, CALLERS_FAULT)) or late
+        changed = breaker is not None and (bool(breaker.record(now, failed, trial))
+                                           or breaker.state != before)
+        if not ok and not isinstance(error, CALLERS_FAULT):
+            self._mark_retry(command, error)  # type: ignore[arg-type]
+            action = "ended the tool (a fatal error)" if self._is_fatal(error) \
+                else "answered the caller with the error"  # type: ignore[arg-type]
+            self._report("command_error", error, command=command, action=action, breaker=changed)
+        elif late:
+            self._report("timeout", CallTimeout(
+                f"command {command!r} took {now - started:.3f}s and finished "
+                f"{now - deadline:.3f}s after its caller's deadline"), command=command,
+                action="the caller had stopped waiting; the result was sent anyway",
+                breaker=changed)
+        elif changed:
+            self._report("", None, breaker=True)
+        return ok, value, error
+
+    def _mark_retry(self, command: str, error: BaseException) -> None:
+        """An idempotent command failed with a transient error: the caller may retry it."""
+        if not self.retry or not self.transient or command not in self.idempotent:
+            return
+        names = {k.__name__ for k in type(error).__mro__}
+        if names.intersection(self.transient):
+            try:
+                error._toolvisor_retry = self.retry  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+
+    def _run_command(self, command: Any, args: Any) -> tuple[bool, Any, BaseException | None]:
         fn = self.commands.get(command) if isinstance(command, str) else None
         if fn is None:
             names = ", ".join(sorted(self.commands)) or "none"
@@ -474,3 +638,23 @@ def _load_tool_class(path: str, main: str | None) -> Any:
                               "in the script before the ToolSystem starts (its processes are "
                               "forked at start and do not see classes defined later)") from None
         raise
+
+
+def _own_usage() -> dict[str, Any]:
+    """This process's own figures for a failure record (cheap: /proc/self and os.times)."""
+    out: dict[str, Any] = {}
+    try:
+        with open("/proc/self/statm") as f:
+            out["memory_mb"] = round(int(f.read().split()[1]) * PAGE / 2**20, 2)
+    except (OSError, ValueError, IndexError):
+        pass
+    t = os.times()
+    out["cpu_seconds"] = round(t.user + t.system, 3)
+    try:
+        out["open_files"] = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        pass
+    return out
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -12,12 +12,15 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from actors.toolcontext import ToolContext
+
 
 class _Runtime(Protocol):
     def request_exit(self, normal: bool, error: BaseException | str | None) -> None: ...
     def schedule(self, delay: float, fn: Callable[[], Any]) -> int: ...
     def cancel(self, token: int) -> None: ...
     def peer(self, path: str) -> Any: ...
+    def checkpoint(self, expires_in: float | None) -> None: ...
     @property
     def deadline(self) -> float | None: ...
 
@@ -37,6 +40,7 @@ class ToolActor:
     config: dict[str, Any]
     log: Any = logger
     _runtime: _Runtime | None = None
+    _context: ToolContext | None = None
 
     # -- lifecycle callbacks: raise to report a failure ---------------------------
     def on_init(self, config: dict[str, Any]) -> None:
@@ -82,6 +86,23 @@ class ToolActor:
         block. See ``actors.peers.ToolRef`` and docs/messaging.md.
         """
         return self._require_runtime().peer(path)
+
+    @property
+    def context(self) -> ToolContext:
+        """This tool's context: a mapping whose reads fall back to its supervisors' and the
+        system's keys, and whose writes are the tool's own. Restored from the last
+        ``checkpoint()`` when the tool starts."""
+        if self._context is None:
+            self._context = ToolContext()
+        return self._context
+
+    def checkpoint(self, expires_in: float | None = None) -> None:
+        """Persist this tool's own context keys; returns once the store has them on disk.
+
+        A value that cannot be stored raises ``CheckpointError`` here (nothing is
+        written). ``expires_in`` (seconds) makes the checkpoint forgotten after that long.
+        """
+        self._require_runtime().checkpoint(expires_in)
 
     @property
     def call_deadline(self) -> float | None:

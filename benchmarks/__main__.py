@@ -5,10 +5,11 @@ Sections run one after another, each in a fresh Python process of its own
 leftover heap disturb another's: round trip (pipe, bare ask, slow and
 fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
-start/shutdown, resource accounting, tools talking to tools, and callers
-(a thread per call, a crowd of idle connections). A section that fails is reported as
-an error in the table and the JSON, the others still run, and the exit status
-is 1. ``--quick`` runs short versions of everything (under a minute on 2 cores).
+start/shutdown, resource accounting, tools talking to tools, callers (a thread
+per call, a crowd of idle connections), security, faults and chaos (SIGKILLs
+under load). A section that fails is reported as an error in the table and the
+JSON, the others still run, and the exit status is 1. ``--quick`` runs short
+versions of everything (under a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from benchmarks import (
     accounting,
     callers,
+    chaos,
     faults,
     frames,
     leftovers,
@@ -67,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--restarts", type=int, help="kill/restart repetitions (30; quick 8)")
     p.add_argument("--memory-seconds", type=float,
                    help="accountant memory run length (90; quick 5; --long 600)")
+    p.add_argument("--duration", type=float,
+                   help="chaos run length in seconds (60; quick 15)")
     p.add_argument("--only", action="append", choices=list(report.BUILDERS),
                    help="run only this section (repeatable)")
     p.add_argument("--log-level", default="WARNING",
@@ -83,7 +87,7 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
     for flag in ("quick", "long"):
         if getattr(args, flag):
             out.append(f"--{flag}")
-    for name in ("samples", "tools", "restarts", "memory_seconds"):
+    for name in ("samples", "tools", "restarts", "memory_seconds", "duration"):
         value = getattr(args, name)
         if value is not None:
             out += [f"--{name.replace('_', '-')}", str(value)]
@@ -135,6 +139,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "callers": lambda: callers.run(500 if q else 10_000, 200 if q else 2_000, 200 if q else 1_000,
                                        200 if q else 2_000, level),
         "security": lambda: security.run(q),
+        "chaos": lambda: chaos.run(duration=args.duration or (15.0 if q else 60.0), log_level=level),
     }
 
 

@@ -268,6 +268,32 @@ def _faults_rows(s: dict[str, Any]) -> list[Row]:
         (f"host killed during start ({k['runs']} runs): leftovers", str(k["leftovers"]), "0",
          "met" if k["leftovers"] == 0 else "MISSED"),
         ("  slowest exit after SIGINT during start s", _f(k["sigint_exit_s_max"]), "-", "ref"),
+
+
+def _chaos_rows(s: dict[str, Any]) -> list[Row]:
+    c = s["chaos"]
+    rate = s["recovery_rate"]
+    return [
+        (f"chaos {s['duration_s']:g}s, {s['tools']} tools: kills (of supervisors)",
+         f"{c['kills']} ({c['supervisor_kills']})", "-", "ref"),
+        ("  recovered (target serving again within 10 s)", f"{rate * 100:.1f} %", "100 %",
+         "ok" if rate == 1.0 else "MISS"),
+        ("  kill -> serving p50 / p99 ms", f"{_f(s['kill_to_serving_p50_ms'])} / "
+         f"{_f(s['kill_to_serving_p99_ms'])}", "-", "ref"),
+        ("  calls/s during chaos / without kills", f"{_f(s['calls_per_s_chaos'])} / "
+         f"{_f(s['calls_per_s_quiet'])}", "-", "ref"),
+        ("  unanswered calls, lost checkpoints, orphans",
+         f"{c['unanswered']}, {c['checkpoints_lost']}, {c['orphans']}", "0, 0, 0",
+         "ok" if (c["unanswered"], c["checkpoints_lost"], c["orphans"]) == (0, 0, 0) else "MISS"),
+        ("call p50 / p99 ms: plain / with a checkpoint",
+         f"{_f(s['checkpoint']['plain_call']['p50_ms'])} / {_f(s['checkpoint']['plain_call']['p99_ms'])}"
+         f" ; {_f(s['checkpoint']['checkpointing_call']['p50_ms'])} / "
+         f"{_f(s['checkpoint']['checkpointing_call']['p99_ms'])}", "-", "ref"),
+        ("breaker cost: call p50 us without / with", " / ".join(
+            f"{a:g}-{b:g}" for a, b in ((min(s["breaker_call_p50"]["without_us"]),
+                                         max(s["breaker_call_p50"]["without_us"])),
+                                        (min(s["breaker_call_p50"]["with_us"]),
+                                         max(s["breaker_call_p50"]["with_us"])))), "-", "ref"),
     ]
 
 
@@ -276,7 +302,7 @@ BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
             "messaging": _messaging_rows, "callers": _callers_rows,
             "security": lambda section: _security_rows(section),
-            "faults": _faults_rows}
+            "faults": _faults_rows, "chaos": _chaos_rows}
 
 
 def _security_rows(section: dict[str, Any]) -> list[Row]:

@@ -29,7 +29,13 @@ def call_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """The call path every ToolSystem in this test uses (hosts in subprocesses too)."""
     path = getattr(request, "param", "socket")
     monkeypatch.setenv("TOOLVISOR_CALL_PATH", path)
+    if "TOOLVISOR_DATA_DIR" not in os.environ:  # keep context stores out of the worktree
+        monkeypatch.setenv("TOOLVISOR_DATA_DIR", str(_data_root(request)))
     return path
+
+
+def _data_root(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("tmp_path") / "data")
 
 
 @pytest.fixture

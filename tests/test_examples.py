@@ -132,3 +132,22 @@ def test_otp_features_example_counts_and_shuts_down_automatically() -> None:
     assert "count: {'specs': 2, 'active': 2, 'supervisors': 0, 'workers': 2}" in out
     assert "job supervisor: stopped restarts 0" in out
     assert "count of root: {'specs': 1, 'active': 0, 'supervisors': 1, 'workers': 0}" in out
+
+
+@pytest.mark.timeout(60)
+def test_the_recovery_example_keeps_its_checkpoint_retries_and_opens_its_breaker(tmp_path) -> None:
+    out = run_example_args("recovery.py", str(tmp_path))
+    assert "region from the system's context: eu-west" in out
+    assert "orders after a checkpoint: 5" in out and "orders on the new instance: 5" in out
+    assert "lookup: found after 3 tries" in out
+    assert "broken: RuntimeError" in out and "broken: BreakerOpen" in out
+    assert "record: crash ProcessExited -> restarted" in out
+
+
+def run_example_args(script: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, f"examples/{script}", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout

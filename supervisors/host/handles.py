@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from actors.errors import CallTimeout, ToolError, ToolUnavailable
 from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.state import ToolState
+from supervisors.recovery.diagnostics import FailureRecord
 from supervisors.resources.usage import blank
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, Policy
@@ -42,6 +45,8 @@ class ToolStatus:
     reputation: float | None = None  # 0..100, higher is better (supervisors.security.reputation)
     busy: dict[str, Any] | None = None   # {"command": name, "since": time.time()} while busy
     hang_timeout: float | None = None
+    #: The circuit breaker: {"state": closed|open|half_open, "retry_at", "failures", ...}
+    breaker: dict[str, Any] | None = None
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> ToolStatus:
@@ -53,7 +58,15 @@ class ToolStatus:
                    security_level=info.get("security_level"), since=info.get("since", 0.0),
                    usage={**blank(), **(info.get("usage") or {})} if info["kind"] == "tool"
                    else dict(info.get("usage") or {}), reputation=info.get("reputation"),
-                   busy=info.get("busy"), hang_timeout=info.get("hang_timeout"))
+                   busy=info.get("busy"), hang_timeout=info.get("hang_timeout"),
+                   breaker=info.get("breaker"))
+
+
+RECORDS_SHOWN = 100
+
+
+def _key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (round(float(record.get("time") or 0.0), 6), record.get("kind"), record.get("message"))
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -166,6 +179,24 @@ class ToolHandle(_Node):
         """
         return self.system._acall(self.path, command, args, timeout)
 
+    def errors(self, timeout: float | None = None) -> list[FailureRecord]:
+        """This tool's failure records, oldest first (the last 100): command errors,
+        timeouts, crashes, kills, init failures, quota actions (docs/recovery.md).
+
+        Its supervisor's records, together with the copies in the context store (which
+        outlive a restart of the supervisor or of the whole system)."""
+        parent, name = _split(self.path)
+        records = {_key(r): r for r in self.system._request(parent, "errors", {"name": name},
+                                                             timeout)}
+        if self.system.data_dir:  # the store's copies outlive a supervisor (or system) restart
+            try:
+                for r in self.system.store().call("errors", timeout=timeout, tool=self.path):
+                    records.setdefault(_key(r), r)
+            except ToolError:
+                pass
+        ordered = sorted(records.values(), key=lambda r: float(r.get("time") or 0.0))
+        return [FailureRecord.from_dict(r) for r in ordered[-RECORDS_SHOWN:]]
+
     def pause(self, timeout: float | None = None) -> ToolStatus:
         """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
         return self._control("pause", timeout)
@@ -245,8 +276,20 @@ class SupervisorHandle(_Node):
                                                      {"policy": policy.to_dict()}, timeout))
 
     def remove(self, name: str, timeout: float | None = None) -> None:
-        """Stop a child (if running) and forget it."""
+        """Stop a child (if running) and forget it, with its stored context."""
         self.system._request(self.path, "remove", {"name": name}, timeout)
+        if self.system.data_dir:
+            try:
+                self.system.store().call("forget", timeout=timeout, path=self._child_path(name))
+            except ToolError as exc:
+                logger.warning("the stored context of {} was not removed: {}",
+                               self._child_path(name), exc)
+
+    def set_context(self, timeout: float | None = None, **values: Any) -> dict[str, Any]:
+        """Set keys of this supervisor's context (the root's: the system's); the tools
+        beneath it read them as a fallback for keys they do not have. Stored at once;
+        a tool reads its ancestors' contexts when it starts."""
+        return self.system.store().call("merge", timeout=timeout, path=self.path, values=values)
 
     def tool(self, name: str) -> ToolHandle:
         return ToolHandle(self.system, self._child_path(name))
@@ -261,4 +304,5 @@ class SupervisorHandle(_Node):
 
     def children(self, timeout: float | None = None) -> list[ToolStatus]:
         info = self.system._request(self.path, "inspect", {}, timeout)
-        return [ToolStatus.from_info(c) for c in info["children"]]
+        return [ToolStatus.from_info(c) for c in info["children"]
+                if self.path or not c["name"].startswith("_")]  # the system's own tools

@@ -34,12 +34,15 @@ from actors.errors import (
     error_from_wire,
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
+from actors.retry import with_retries, with_retries_async
 from supervisors.host.aio import AsyncCalls
 from supervisors.host.fastclient import NotDelivered, SocketCalls
 from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
 from supervisors.processes.procs import end_session, pid_alive, session_pids
+from supervisors.recovery import DB_FILE, STORE_NAME
+from supervisors.recovery.store import STORE_LIMITS, ContextStore
 from supervisors.resources.usage import blank
 from supervisors.security import PrincipalView, SystemSecurity
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
@@ -77,7 +80,8 @@ class ToolSystem:
                  handle_signals: bool = True, ip: str = "127.0.0.1",
                  call_path: str | None = None, window_per_caller: int = 1024,
                  window_per_tool: int = 4096, sample_every: float = 1.0,
-                 audit_log: str | os.PathLike[str] | None = None) -> None:
+                 audit_log: str | os.PathLike[str] | None = None,
+                 data_dir: str | os.PathLike[str] | None | bool = None) -> None:
         self.policy = policy or Policy()
         self.hooks = list(hooks)
         pack_hooks(self.hooks)  # fail now if they cannot travel
@@ -95,6 +99,11 @@ class ToolSystem:
         if base != "multiprocTCPBase":
             call_path = "thespian"  # only the TCP base can watch our sockets
         self.call_path = call_path
+        if base != "multiprocTCPBase" and data_dir not in (None, False):
+            raise ValueError(f"data_dir={data_dir!r} needs base='multiprocTCPBase': tools reach "
+                             f"the context store over sockets, which the {base} cannot watch")
+        if base != "multiprocTCPBase":
+            data_dir = False  # no context store (see docs/recovery.md)
         self.fast = SocketCalls()
         self.aio = AsyncCalls(window_per_caller, window_per_tool)
         self.config_specs: list[dict[str, Any]] = []
@@ -104,6 +113,15 @@ class ToolSystem:
         self._gone: dict[str, int] = {}  # path -> pid of an instance seen dying
         self._accountant_route: Route | None = None
         self.runtime_dir: str | None = None
+        if data_dir is True or not (data_dir is None or data_dir is False
+                                    or isinstance(data_dir, (str, os.PathLike))):
+            raise ValueError(f"data_dir={data_dir!r} is invalid: give a directory path, None (the "
+                             "default: $TOOLVISOR_DATA_DIR or ./.toolvisor) or False (no store)")
+        self.data_dir: str | None = None if data_dir is False else os.path.abspath(
+            data_dir if data_dir is not None else
+            os.environ.get("TOOLVISOR_DATA_DIR") or os.path.join(os.getcwd(), ".toolvisor"))
+        #: Why the context store cannot be used (corrupted or locked file), or None.
+        self.store_error: str | None = None
         self._cids = itertools.count(1)
         self._reaper: Any = None
         self._old_sigterm: Any = None
@@ -171,7 +189,10 @@ class ToolSystem:
                     "hooks": pack_hooks(self.hooks) if self.hooks else None,
                     "host_pid": os.getpid(), "log_level": self.log_level,
                     "call_path": self.call_path, "sample_every": self.sample_every,
-                    "runtime_dir": self.runtime_dir}
+                    "runtime_dir": self.runtime_dir,
+                    "context_store": STORE_NAME if self.data_dir else None}
+            if self.data_dir:  # the store always opens its socket: tools call it
+                spec["store_door"] = True
             ack = self.transport.exchange(
                 address, Start(cid, spec), lambda m: isinstance(m, Ack) and m.ref == cid,
                 time.time() + 30.0)
@@ -187,6 +208,7 @@ class ToolSystem:
             raise
         try:
             self.security.start_audit()
+            self._start_store()
             for sup in self.config_specs:
                 self.root.add(sup)
         except BaseException:
@@ -196,6 +218,47 @@ class ToolSystem:
                     self.transport.port, (time.monotonic() - started) * 1000,
                     self.root_route.pid)
         return self
+
+    # ------------------------------------------------------------------ the context store
+    def _start_store(self) -> None:
+        """Start the context store tool (``_store``) before any other tool."""
+        if not self.data_dir:
+            return
+        os.makedirs(self.data_dir, exist_ok=True)
+        # level "low": every tool may call it (a tool may call its own level or a lower one),
+        # and the widest hard limits: one connection per tool that checkpoints
+        self.root.spawn(ContextStore, STORE_NAME, {"path": os.path.join(self.data_dir, DB_FILE)},
+                        shutdown_timeout=5.0, security_level="low", limits=STORE_LIMITS)
+        health = self.store().call("health", timeout=self.op_timeout)
+        self.store_error = health.get("problem")
+        if self.store_error:
+            logger.error("{}", self.store_error)
+
+    def store(self) -> ToolHandle:
+        """The context store tool's handle (raises if this system has none)."""
+        if not self.data_dir:
+            raise ToolUnavailable("this ToolSystem has no context store (data_dir=False)")
+        return self.tool(STORE_NAME)
+
+    def set_context(self, **values: Any) -> dict[str, Any]:
+        """Set keys of the system's context, which every tool reads as a fallback."""
+        return self.root.set_context(**values)
+
+    def context_of(self, path: str, timeout: float | None = None) -> dict[str, Any]:
+        """The stored context of ``path`` ("" for the system, "w" a supervisor, "w/k" a tool)."""
+        return self.store().call("get", timeout=timeout, path=path)
+
+    def snapshot(self, label: str, timeout: float | None = None) -> int:
+        """Copy every stored context under ``label``; returns how many were copied."""
+        return self.store().call("snapshot", timeout=timeout, label=label)
+
+    def snapshots(self, timeout: float | None = None) -> list[str]:
+        return self.store().call("snapshots", timeout=timeout)
+
+    def restore_snapshot(self, label: str, timeout: float | None = None) -> int:
+        """Replace every stored context by the snapshot ``label``; tools read it when they
+        next start (restart them to use it now)."""
+        return self.store().call("restore_snapshot", timeout=timeout, label=label)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop every tool (reverse start order) and end every process of this system."""
@@ -287,7 +350,10 @@ class ToolSystem:
     def tree(self, timeout: float | None = None) -> dict[str, Any]:
         """The whole supervision tree as nested dicts (name, kind, state, children, ...).
 
-        Tool nodes carry ``usage`` (see ``usage()``; every figure None until sampled).
+        Tool nodes carry ``usage`` (see ``usage()``; every figure None until sampled), and
+        ``breaker`` when their supervisor's policy gives them one. The system's own tools
+        under the root (names starting with ``_``: the context store ``_store``, the audit
+        writer ``_audit``) are listed under the root's ``system`` key, not among its children.
         """
         tree = self._subtree("", None, timeout)
         try:
@@ -303,7 +369,12 @@ class ToolSystem:
                 attach(child)
 
         attach(tree)
-        return self.security.annotate(tree)
+        tree = self.security.annotate(tree)
+        # the system's own tools (the context store, the audit writer) are listed apart, so
+        # children[i] stay the user's own children in the order they were made
+        tree["system"] = [c for c in tree["children"] if c["name"].startswith("_")]
+        tree["children"] = [c for c in tree["children"] if not c["name"].startswith("_")]
+        return tree
 
     def _subtree(self, path: str, info: dict[str, Any] | None,
                  timeout: float | None) -> dict[str, Any]:
@@ -400,11 +471,20 @@ class ToolSystem:
               timeout: float | None) -> Any:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
-        reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
-                               f"{command!r}", limit)
-        if reply.ok:
-            return reply.value
-        raise error_from_wire(reply.error or {}, tool=path)
+        def once() -> Any:
+            reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
+                                   f"{command!r}", limit)
+            if reply.ok:
+                return reply.value
+            raise error_from_wire(reply.error or {}, tool=path)
+
+        try:
+            return once()
+        except ToolError as exc:
+            if not exc.retry:
+                raise
+            first = [exc]
+        return with_retries(lambda: _raise_first(first) or once(), deadline)
 
     def _batch(self, path: str, calls: list[tuple[str, dict[str, Any]]],
                timeout: float | None) -> list[Any]:
@@ -460,7 +540,7 @@ class ToolSystem:
             not_pid = route.pid
 
     async def _acall(self, path: str, command: str, args: dict[str, Any],
-                     timeout: float | None) -> Any:
+                     timeout: float | None, retried: bool = False) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
         self._require_running()
         limit = check_seconds(timeout, "timeout", self.call_timeout)
@@ -491,7 +571,18 @@ class ToolSystem:
                 continue
             if reply.ok:
                 return reply.value
-            raise error_from_wire(reply.error or {}, tool=path)
+            error = error_from_wire(reply.error or {}, tool=path)
+            if not error.retry or retried:
+                raise error
+            return await self._aretry(path, command, args, deadline, error)
+
+    async def _aretry(self, path: str, command: str, args: dict[str, Any], deadline: float,
+                      error: ToolError) -> Any:
+        first = [error]
+        return await with_retries_async(
+            lambda: _raise_first_async(first) or self._acall(path, command, args,
+                                                              deadline - time.time(), True),
+            deadline)
 
     def _settle(self, path: str, route: Route, what: str, limit: float, reply: Any = None,
                 error: BaseException | None = None) -> Any:
@@ -630,6 +721,22 @@ def _batch_item(i: int, item: Any) -> list[Any]:
         return [item[0], dict(item[1] or {})]
     raise TypeError(f"call_many item {i} is {item!r:.80}: each item is (command, {{args}}), "
                     "e.g. ('add', {'k': 2}) or ('get', {})")
+
+
+def _raise_first(first: list[ToolError]) -> None:
+    """For a retry loop whose first attempt already failed: raise that error once."""
+    if first:
+        raise first.pop()
+
+
+def _raise_first_async(first: list[ToolError]) -> Any:
+    if first:
+        error = first.pop()
+
+        async def fail() -> Any:
+            raise error
+        return fail()
+    return None
 
 
 def _moved(reply: Any) -> bool:

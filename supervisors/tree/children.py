@@ -36,6 +36,8 @@ class Child:
         self.snapshot: list[dict[str, Any]] | None = None  # a dead supervisor's children, last seen
         self.stopped_since: float | None = None  # watchdog: when its process was first seen stopped
         self.hung: dict[str, Any] | None = None  # watchdog: why it killed this instance
+        self.records: list[dict[str, Any]] = []     # failure records (supervisors/tree/diagnosing)
+        self.breaker: dict[str, Any] | None = None  # the tool's last breaker snapshot
 
     @property
     def state(self) -> ToolState:

@@ -30,15 +30,17 @@ from typing import Any
 
 from loguru import logger
 
+from actors.breaker import Breaker
 from actors.loading import load_object
 from actors.shell import BASES
 from supervisors.tree.hooks import LifecycleHook
-from supervisors.tree.policy import Backoff, Policy, SpecError
+from supervisors.tree.policy import Backoff, Policy, Retry, SpecError
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
-POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors", "auto_shutdown"}
+POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors", "auto_shutdown",
+               "breaker", "transient", "retry"}
 SYSTEM_KEYS = {"dashboard", "log_level", "base", "call_timeout", "op_timeout",
-               "sample_every", "audit_log"} | POLICY_KEYS
+               "sample_every", "audit_log", "data_dir"} | POLICY_KEYS
 SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks", "tool",
                                  "supervisor", "significant"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
@@ -177,7 +179,8 @@ def _system(r: _Reader, system: Any) -> dict[str, Any]:
         logger.warning("{}: [system].dashboard is not available in this version yet; ignored", r.source)
     options: dict[str, Any] = {}
     for key, value in system.items():
-        if key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every", "audit_log"):
+        if key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every", "audit_log",
+                   "data_dir"):
             try:
                 options[key] = _system_value(r, key, value)
             except _Fault:
@@ -199,6 +202,8 @@ def _system_value(r: _Reader, key: str, value: Any) -> Any:
             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             and value > 0):
         raise r.fault(f"{shown}: must be a finite number > 0 (seconds)")
+    if key == "data_dir" and not (isinstance(value, str) and value) and value is not False:
+        raise r.fault(f"{shown}: give a directory path (or false for no context store)")
     return value
 
 
@@ -282,6 +287,14 @@ def _policy(r: _Reader, table: dict[str, Any], where: str) -> Policy:
         r.only(backoff, BACKOFF_KEYS, f"{where}.backoff")
         known = {k: v for k, v in backoff.items() if k in BACKOFF_KEYS}
         kwargs["backoff"] = r.checked(lambda: Backoff(**known), where)
+    for key, cls in (("breaker", Breaker), ("retry", Retry)):
+        value = kwargs.get(key)
+        if value is not None:
+            r.table(value, f"{where}.{key}")
+            allowed = set(cls.__dataclass_fields__)
+            r.only(value, allowed, f"{where}.{key}")
+            known = {k: v for k, v in value.items() if k in allowed}
+            kwargs[key] = r.checked(lambda cls=cls, known=known: cls(**known), f"{where}.{key}")
     return r.checked(lambda: Policy(**kwargs), where)
 
 

@@ -78,6 +78,11 @@ class JobQueue:
             return True
         return False
 
+    def waiting_exit(self, child: Child) -> bool:
+        """Is a job waiting for this child's start answer or its exit (an expected end)?"""
+        w = self.wait
+        return w is not None and w.child is child and w.kind in ("ack", "exit")
+
     def timed_out(self, token: int) -> None:
         if self.wait is not None and self.wait.token == token:
             self._resume(TIMEOUT)

@@ -31,7 +31,8 @@ class Policing:
     """Mixed into ``Supervisor``; uses its context, children and job queue."""
 
     def _track(self: Supervisor, child: Child) -> None:
-        if child.kind != "tool" or self.accountant_address is None or not child.pid:
+        if child.kind != "tool" or self.accountant_address is None or not child.pid \
+                or self._system_tool(child):
             return
         spec = child.spec
         self.ctx.send(self.accountant_address, Track(
@@ -62,6 +63,8 @@ class Policing:
         text = f"{msg.metric} {msg.value:g} over its limit {msg.limit:g} (on_limit={msg.action})"
         child.last_error = f"LimitExceeded: {text}"
         self.log.warning("{}: {}", self._path(child), text)
+        self._diagnose(child, "quota", {"type": "LimitExceeded", "message": text}, {
+            "pause": "paused", "restart": "restarted", "stop": "stopped"}.get(msg.action, msg.action))
         if msg.action == "pause" and child.state is S.RUNNING:
             try:
                 self._step(child, "pause", 0.0, None, None)

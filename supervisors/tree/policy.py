@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from actors.breaker import Breaker
 from actors.errors import SpecError
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
@@ -74,6 +75,33 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """How a caller retries an idempotent command that failed with a transient error.
+
+    Up to ``attempts`` more tries, the n-th after ``min(maximum, initial * multiplier**n)``
+    seconds plus up to ``jitter`` of that at random, never past the call's deadline.
+    """
+
+    attempts: int = 3
+    initial: float = 0.05
+    maximum: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.attempts, int) and not isinstance(self.attempts, bool)
+              and self.attempts >= 0, "retry.attempts", self.attempts, "must be a whole number >= 0")
+        _need(_number(self.initial) and self.initial >= 0, "retry.initial", self.initial,
+              "must be a number >= 0 (seconds)")
+        _need(_number(self.maximum) and self.maximum >= self.initial, "retry.maximum",
+              self.maximum, f"must be a number >= initial ({self.initial})")
+        _need(_number(self.multiplier) and self.multiplier >= 1, "retry.multiplier",
+              self.multiplier, "must be a number >= 1")
+        _need(_number(self.jitter) and 0 <= self.jitter <= 1, "retry.jitter", self.jitter,
+              "must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class Policy:
     """How a supervisor reacts when a child fails.
 
@@ -86,6 +114,10 @@ class Policy:
     ``auto_shutdown`` (OTP 24): ``never``; ``any_significant`` (the supervisor
     stops itself, normally, when any significant child ends normally) or
     ``all_significant`` (when all of them have).
+
+    Recovery (docs/recovery.md): ``breaker`` gives each tool beneath this supervisor
+    a circuit breaker (None: no breaker); ``transient`` names exception classes
+    after which callers retry an idempotent command, as ``retry`` says.
     """
 
     strategy: str = "one_for_one"
@@ -94,6 +126,9 @@ class Policy:
     backoff: Backoff = field(default_factory=Backoff)
     fatal_errors: tuple[str, ...] = ()
     auto_shutdown: str = "never"
+    breaker: Breaker | None = None
+    transient: tuple[str, ...] = ()
+    retry: Retry = field(default_factory=Retry)
 
     def __post_init__(self) -> None:
         _need(self.auto_shutdown in AUTO_SHUTDOWN, "auto_shutdown", self.auto_shutdown,
@@ -110,10 +145,18 @@ class Policy:
         _need(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names),
               "fatal_errors", names, "must be a list of exception class names")
         object.__setattr__(self, "fatal_errors", tuple(names))
+        _need(self.breaker is None or isinstance(self.breaker, Breaker), "breaker", self.breaker,
+              "must be a Breaker or None")
+        names = self.transient
+        _need(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names),
+              "transient", names, "must be a list of exception class names")
+        object.__setattr__(self, "transient", tuple(names))
+        _need(isinstance(self.retry, Retry), "retry", self.retry, "must be a Retry")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fatal_errors"] = list(self.fatal_errors)
+        d["transient"] = list(self.transient)
         return d
 
     @classmethod
@@ -124,6 +167,16 @@ class Policy:
             d["backoff"] = Backoff(**backoff)
         elif isinstance(backoff, Backoff):
             d["backoff"] = backoff
+        if "breaker" in d:
+            d["breaker"] = Breaker.from_dict(d["breaker"])
+        retry = d.get("retry")
+        if isinstance(retry, dict):
+            known = set(Retry.__dataclass_fields__)
+            unknown = sorted(set(retry) - known)
+            if unknown:
+                raise SpecError(f"retry.{unknown[0]} is not a retry setting; use "
+                                f"{', '.join(sorted(known))}")
+            d["retry"] = Retry(**retry)
         return cls(**d)
 
 

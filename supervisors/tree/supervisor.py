@@ -51,18 +51,21 @@ from actors.messages import (
     Breach,
     Event,
     Exiting,
+    FailureNote,
     Lifecycle,
     Reply,
     Request,
     SpecChanged,
     Start,
     Stop,
+    ToolReport,
 )
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
 from supervisors.processes.procs import kill_tree, pid_alive, session_pids
 from supervisors.resources import accountant as _accountant  # noqa: F401  (registers its shell)
 from supervisors.tree.children import Child, describe
+from supervisors.tree.diagnosing import Diagnosing
 from supervisors.tree.directory import publish_child
 from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
@@ -83,7 +86,7 @@ class SupervisorShell(Shell):
 SHELLS["supervisor"] = SupervisorShell
 
 
-class Supervisor(Policing, Watchdog):
+class Supervisor(Policing, Watchdog, Diagnosing):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.parent: Any = None
@@ -108,6 +111,7 @@ class Supervisor(Policing, Watchdog):
         self.steps: dict[int, tuple[Child, int, str, int | None, Any]] = {}  # pending pause/resume
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.log = logger
+        self.usage_wanted: dict[int, dict[str, Any]] = {}  # diagnosing: cid -> record
 
     # ================================================================== Behaviour
     def receive(self, msg: Any, sender: Any) -> None:
@@ -134,6 +138,12 @@ class Supervisor(Policing, Watchdog):
             self._on_breach(msg)
         elif isinstance(msg, AccountantMoved):
             self._accountant_moved(msg.address)
+        elif isinstance(msg, ToolReport):
+            self._on_report(msg, sender)
+        elif isinstance(msg, FailureNote):
+            self._pass_up(msg.record)
+        elif isinstance(msg, Reply):
+            self._on_reply(msg)
         elif isinstance(msg, Start):
             self._on_start(msg, sender)
         elif isinstance(msg, Stop):
@@ -205,6 +215,7 @@ class Supervisor(Policing, Watchdog):
         for ref in [r for r, st in self.steps.items() if st[0] is child]:
             self._step_done(ref, None)  # "the process ended during pause"
         pid = child.pid
+        self._note_exit(child, pid)  # recovery: a crash record and a breaker failure, if unexpected
         child.address = None
         child.pid = None
         self._cleanup(child, pid)
@@ -640,6 +651,9 @@ class Supervisor(Policing, Watchdog):
         child.exit_report = msg
         if msg.children is not None:
             child.snapshot = msg.children
+        if not msg.normal:
+            self._diagnose(child, "exit", msg.error, "restarted" if self._will_restart(
+                child, False) else "left failed")
         if msg.escalation and self.is_root:
             pass  # stays as it is until the failure job marks it FAILED
         elif self._will_restart(child, msg.normal):
@@ -846,6 +860,8 @@ class Supervisor(Policing, Watchdog):
                      "message": "the process ended while starting"}
         error.setdefault("code", "error")
         self.log.warning("{} {} failed to start: {}", child.kind, path, describe(error))
+        self._diagnose(child, "init_failure", error, "will retry the start (restart policy)"
+                       if fail_state is S.RESTARTING else "not started (left failed)")
         if child.alive:
             yield from self._stop_process(child, fail_state, hooks=False)
         child.sm.force(fail_state)
@@ -874,6 +890,11 @@ class Supervisor(Policing, Watchdog):
                     self.log.warning("{} did not stop within {:g}s; killing pid {}", path, limit,
                                      child.pid)
                 self._event(child, "killed", why)
+                if limit != 0.0:
+                    self._diagnose(child, "killed", {
+                        "type": "StopTimeout",
+                        "message": f"did not stop within {limit:g}s (pid {child.pid})"},
+                        "killed with SIGKILL")
                 kill_tree(child.pid)
                 r = yield Wait("exit", child, timeout=KILL_GRACE)
                 if r is TIMEOUT:
@@ -892,6 +913,7 @@ class Supervisor(Policing, Watchdog):
         spec.setdefault("log_level", self.spec.get("log_level"))
         spec["call_path"] = self.spec.get("call_path", "thespian")
         spec["runtime_dir"] = self.spec.get("runtime_dir")
+        self._recovery_spec(child, spec)
         if child.kind == "supervisor":
             inherited = self.spec.get("inherited_hooks")
             own = self.spec.get("hooks")
@@ -959,6 +981,7 @@ class Supervisor(Policing, Watchdog):
                 "since": child.sm.since,
                 "busy": self._busy(child),
                 "hang_timeout": child.hang_timeout,
+                "breaker": self._breaker_info(child),
                 "children": [{"name": c["name"], "kind": c.get("kind", "tool")}
                              for c in child.spec.get("children", [])]}
 
@@ -974,6 +997,8 @@ class Supervisor(Policing, Watchdog):
             self.ctx.send(self.parent, Event(event))
 
     def _hooks(self, event: str, child: Child, *args: Any) -> None:
+        if self._system_tool(child):
+            return
         for line in run_hooks(self.hooks, event, self._path(child), *args):
             self._event(child, "hook error", line)
 
@@ -981,7 +1006,8 @@ class Supervisor(Policing, Watchdog):
         if self.is_root or self.parent is None:
             return
         spec = {**self.spec, "children": [c.spec for c in self.children]}
-        for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant"):
+        for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant",
+                    "context_store"):
             spec.pop(key, None)
         self.ctx.send(self.parent, SpecChanged(self.name, spec))
 
