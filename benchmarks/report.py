@@ -268,6 +268,7 @@ def _faults_rows(s: dict[str, Any]) -> list[Row]:
         (f"host killed during start ({k['runs']} runs): leftovers", str(k["leftovers"]), "0",
          "met" if k["leftovers"] == 0 else "MISSED"),
         ("  slowest exit after SIGINT during start s", _f(k["sigint_exit_s_max"]), "-", "ref"),
+    ]
 
 
 def _chaos_rows(s: dict[str, Any]) -> list[Row]:
