@@ -72,7 +72,7 @@ def test_data_dir_in_a_config_file_and_bad_values(tmp_path) -> None:
     cfg.write_text(f'[system]\ndata_dir = "{tmp_path / "state"}"\n')
     assert ToolSystem.from_config(cfg).data_dir == str(tmp_path / "state")
     cfg.write_text("[system]\ndata_dir = 5\n")
-    with pytest.raises(ConfigError, match="data_dir=5"):
+    with pytest.raises(ConfigError, match="data_dir = 5 is invalid"):
         ToolSystem.from_config(cfg)
     with pytest.raises(ValueError, match="data_dir=3"):
         ToolSystem(data_dir=3)

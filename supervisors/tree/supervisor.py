@@ -596,10 +596,14 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 f"under {self._path(top)}, which is {top.state.value}: {why}"}
 
     def _op_count(self, req: Request, sender: Any) -> Any:
-        """OTP's count_children: specs, active (a live process), supervisors, workers."""
-        return {"specs": len(self.children), "active": sum(c.alive for c in self.children),
-                "supervisors": sum(c.kind == "supervisor" for c in self.children),
-                "workers": sum(c.kind == "tool" for c in self.children)}
+        """OTP's count_children: specs, active (a live process), supervisors, workers.
+
+        The root leaves out the system's own tools (``_store``, ``_audit``), as
+        ``children()`` and ``tree()`` list them apart."""
+        mine = [c for c in self.children if not (self.is_root and c.name.startswith("_"))]
+        return {"specs": len(mine), "active": sum(c.alive for c in mine),
+                "supervisors": sum(c.kind == "supervisor" for c in mine),
+                "workers": sum(c.kind == "tool" for c in mine)}
 
     def _op_status(self, req: Request, sender: Any) -> Any:
         return self._info(self._child(req.args["name"]))
