@@ -31,6 +31,7 @@ from benchmarks import (
     leftovers,
     lifecycle,
     machine,
+    mcp,
     messaging,
     plot,
     report,
@@ -131,6 +132,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "callers": lambda: callers.run(500 if q else 10_000, 200 if q else 2_000, 200 if q else 1_000,
                                        200 if q else 2_000, level),
         "security": lambda: security.run(q),
+        "mcp": lambda: mcp.run(q),
     }
 
 
