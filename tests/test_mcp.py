@@ -323,3 +323,17 @@ def test_http_with_bearer_token(http_server: str, tmp_path: Path) -> None:
     assert any(e.get("principal") == "(no token)" and e.get("result") == "denied" for e in lines)
     assert any(e.get("principal") == "agent" and e.get("result") == "denied"
                and "workers/notes" in e.get("resource", "") for e in lines)
+
+
+@pytest.mark.timeout(90)
+def test_the_demo_config_serves_valid_tools() -> None:
+    """What Claude Desktop would get from `toolvisor mcp examples/demo.toml`."""
+    async def main() -> None:
+        async with stdio_client(params(ROOT / "examples" / "demo.toml")) as (r, w), ClientSession(r, w) as s:
+            await s.initialize()
+            tools = {t.name: t for t in (await s.list_tools()).tools}
+            assert {"counter_add", "workers-echo_echo", "pipeline-echo_echo"} <= set(tools), sorted(tools)
+            assert all(NAME_RE.match(n) and t.input_schema["type"] == "object" for n, t in tools.items())
+            assert text(await s.call_tool("counter_add", {"k": 1})) == "2"
+
+    asyncio.run(main())
