@@ -79,3 +79,26 @@ def test_stopped_failed_and_own_tools_are_not_offered() -> None:
     cat = Catalog()
     cat.update(t)
     assert {e.path for e in cat.entries.values()} == {"w/a", "w/c"}
+
+
+def test_a_paused_tool_is_an_error_result_that_says_so() -> None:
+    """In process: McpFront's tools/call handler against a real tree with a paused tool."""
+    import asyncio
+
+    import pytest
+
+    pytest.importorskip("mcp")
+    import mcp_types as types
+
+    from supervisors import ToolSystem
+    from supervisors.frontends.mcp_server import McpFront
+
+    with ToolSystem() as system:
+        counter = system.spawn("examples.counter:Counter", name="counter")
+        front = McpFront(system, call_timeout=0.5)
+        call = types.CallToolRequestParams(name="counter_add", arguments={"k": 2})
+        assert asyncio.run(front._call_tool(None, call)).content[0].text == "2"
+        counter.pause()
+        result = asyncio.run(front._call_tool(None, call))
+        assert result.is_error and "paused" in result.content[0].text
+        counter.resume()

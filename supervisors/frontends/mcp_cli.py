@@ -43,6 +43,8 @@ def add_mcp_command(subs: Any) -> None:
     p.add_argument("--log-level", default="WARNING", metavar="LEVEL", help="log level on stderr")
     p.add_argument("--poll", type=float, default=1.0, metavar="S",
                    help="seconds between checks for tools that came or went (default: 1.0)")
+    p.add_argument("--call-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a tools/call may take, held calls to a paused tool included (default: 30)")
     p.set_defaults(handler=cmd_mcp)
 
 
@@ -101,7 +103,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     try:
         system.start()
         front = mcp_server.McpFront(system, args.principal, token, http=bool(args.http),
-                                    poll=args.poll)
+                                    poll=args.poll, call_timeout=args.call_timeout)
         logger.info("serving {} MCP tools over {}", len(front.catalog),
                     f"http://{args.http[0]}:{args.http[1]}/mcp" if args.http else "stdio")
         if args.http:

@@ -32,7 +32,7 @@ from loguru import logger
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.stdio import stdio_server
 
-from actors.errors import PermissionDenied, ToolError, ToolUnavailable
+from actors.errors import CallTimeout, PermissionDenied, ToolError, ToolUnavailable
 from actors.schema import check_arguments
 from supervisors.frontends.mcp_catalog import Catalog, Entry
 from supervisors.security.permissions import tool_resource
@@ -169,9 +169,22 @@ class McpFront:
             return error_result(f"{name} was refused: {exc}")
         try:
             result = await anyio.to_thread.run_sync(self._call, view, entry, args)
+        except CallTimeout as exc:
+            state = await anyio.to_thread.run_sync(self._state, entry.path)
+            why = explain(entry, exc)
+            if state == "paused":
+                why = (f"{entry.name} (tool {entry.path!r}) is paused: the call was held for "
+                       f"{self.call_timeout:g} s and did not run; held calls run when it is resumed")
+            return error_result(why)
         except Exception as exc:
             return error_result(explain(entry, exc))
         return types.CallToolResult(content=[types.TextContent(type="text", text=_text(result))])
+
+    def _state(self, path: str) -> str | None:
+        try:
+            return str(self.system.tool(path).status(timeout=5.0).state.value)
+        except Exception:
+            return None
 
     def _call(self, view: Any, entry: Entry, args: dict[str, Any]) -> Any:
         if view is None:
