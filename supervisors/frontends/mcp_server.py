@@ -21,6 +21,7 @@ import io
 import json
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +102,9 @@ class McpFront:
         self.view = system.as_principal(principal, token) if principal else None
         self.catalog = Catalog()
         self.catalog.update(system.tree())
-        self.sessions: list[Any] = []  # sessions that listed tools get list_changed
+        #: the connections of clients that listed tools: they get list_changed (weak: a
+        #: finished HTTP session's connection goes with it)
+        self.listeners: weakref.WeakSet[Any] = weakref.WeakSet()
         self.server: Server[Any] = Server(
             "toolvisor", version="0.1.0",
             instructions="Supervised tools: every command of every running tool is an MCP tool.",
@@ -138,12 +141,10 @@ class McpFront:
 
     # ------------------------------------------------------------------ handlers
     async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        if ctx.session not in self.sessions:
-            self.sessions.append(ctx.session)
+        self.listeners.add(getattr(ctx.session, "_connection", None) or ctx.session)
         try:
             view = self._caller(ctx)
         except PermissionDenied:
-            view = None
             return types.ListToolsResult(tools=[])
         tools = [types.Tool(name=e.name, description=e.description, input_schema=e.input_schema)
                  for e in self.catalog.entries.values() if self._visible(view, e)]
@@ -206,12 +207,12 @@ class McpFront:
             await anyio.sleep(self.poll)
             if await self.refresh():
                 logger.info("MCP tool list changed: {} tools", len(self.catalog))
-                for session in list(self.sessions):
+                for listener in list(self.listeners):
                     try:
-                        await session.send_tool_list_changed()
+                        await listener.send_tool_list_changed()
                     except Exception as exc:  # that client is gone
                         logger.debug("list_changed not delivered: {}", exc)
-                        self.sessions.remove(session)
+                        self.listeners.discard(listener)
 
     # ------------------------------------------------------------------ transports
     async def serve_stdio(self, pipes: ProtocolPipes) -> None:
