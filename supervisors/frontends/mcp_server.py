@@ -16,6 +16,7 @@ Over HTTP every request carries ``Authorization: Bearer <token>`` of a configure
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import json
@@ -169,7 +170,11 @@ class McpFront:
         except PermissionDenied as exc:
             return error_result(f"{name} was refused: {exc}")
         try:
-            result = await anyio.to_thread.run_sync(self._call, view, entry, args)
+            if view is None:  # the operator's own rights: the asyncio call path, no thread hop
+                result = await self.system.tool(entry.path).acall(entry.command, timeout=self.call_timeout,
+                                                                  **args)
+            else:
+                result = await anyio.to_thread.run_sync(self._call, view, entry, args)
         except CallTimeout as exc:
             state = await anyio.to_thread.run_sync(self._state, entry.path)
             why = explain(entry, exc)
@@ -216,9 +221,7 @@ class McpFront:
 
     # ------------------------------------------------------------------ transports
     async def serve_stdio(self, pipes: ProtocolPipes) -> None:
-        stdin = anyio.wrap_file(io.TextIOWrapper(os.fdopen(pipes.stdin_fd, "rb", buffering=0),
-                                                 encoding="utf-8", errors="replace"))
-        stdout = anyio.wrap_file(io.TextIOWrapper(os.fdopen(pipes.stdout_fd, "wb"), encoding="utf-8"))
+        stdin, stdout = await protocol_streams(pipes)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.watch)
             async with stdio_server(stdin, stdout) as (read, write):
@@ -240,6 +243,62 @@ class McpFront:
             tg.start_soon(self.watch)
             await server.serve()
             tg.cancel_scope.cancel()
+
+
+MAX_LINE = 64 * 2**20  # a longer stdin line is dropped (and read as garbage, which is skipped)
+
+
+class PipeLines:
+    """stdin as an async iterator of text lines, read by the event loop (no thread per line)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def __aiter__(self) -> PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            try:
+                line = await self.reader.readline()
+            except ValueError:  # over MAX_LINE: asyncio dropped what it had of it
+                logger.warning("dropped a stdin line longer than {} bytes", MAX_LINE)
+                continue
+            if not line:
+                raise StopAsyncIteration
+            return line.decode("utf-8", errors="replace")
+
+
+class PipeWriter:
+    """stdout for ``stdio_server``: ``write`` buffers, ``flush`` waits until the pipe took it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    async def write(self, text: str) -> None:
+        self.writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        await self.writer.drain()
+
+
+async def protocol_streams(pipes: ProtocolPipes) -> tuple[Any, Any]:
+    """The protocol's stdin and stdout on the event loop; files in threads when they are not pipes."""
+    loop = asyncio.get_running_loop()
+    stdin_file = os.fdopen(pipes.stdin_fd, "rb", buffering=0)
+    stdout_file = os.fdopen(pipes.stdout_fd, "wb", buffering=0)
+    try:
+        reader = asyncio.StreamReader(limit=MAX_LINE)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin_file)
+        stdin: Any = PipeLines(reader)
+    except (ValueError, OSError):  # a regular file or a terminal: read it in a thread
+        stdin = anyio.wrap_file(io.TextIOWrapper(stdin_file, encoding="utf-8", errors="replace"))
+    try:
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout_file)
+        stdout: Any = PipeWriter(asyncio.StreamWriter(transport, protocol, None, loop))
+    except (ValueError, OSError):
+        stdout = anyio.wrap_file(io.TextIOWrapper(stdout_file, encoding="utf-8"))
+    return stdin, stdout
 
 
 class BearerGate:
