@@ -337,3 +337,25 @@ def test_the_demo_config_serves_valid_tools() -> None:
             assert text(await s.call_tool("counter_add", {"k": 1})) == "2"
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ends_the_stdio_server_and_its_tree(config: Path) -> None:
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "supervisors", "mcp", str(config)], cwd=ROOT, env=env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}}).encode() + b"\n")
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 1
+    tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert tree, "the actor system runs under the server"
+    proc.send_signal(15)
+    assert proc.wait(timeout=30) == 0
+    deadline = time.monotonic() + 15
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in tree):
+        assert time.monotonic() < deadline, "processes of the tree outlived the server"
+        time.sleep(0.05)

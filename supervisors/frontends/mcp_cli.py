@@ -99,7 +99,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         print("toolvisor mcp: --http needs a [[principal]] with a token in the config (callers "
               "send it as 'Authorization: Bearer <token>')", file=sys.stderr)
         return EXIT_CONFIG
-    old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    old = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
     try:
         system.start()
         front = mcp_server.McpFront(system, args.principal, token, http=bool(args.http),
@@ -121,6 +121,19 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     finally:
         system.shutdown()
         signal.signal(signal.SIGTERM, old)
+
+
+def _sigterm_handler(owner: int) -> Any:
+    """SIGTERM ends the server like Ctrl-C; a forked child (Thespian's admin) gets the default."""
+
+    def handle(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt("SIGTERM")
+
+    return handle
 
 
 def anyio_run(coro: Any) -> None:
