@@ -315,6 +315,15 @@ def test_http_with_bearer_token(http_server: str, tmp_path: Path) -> None:
             refused = await http.post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
                                       headers={"Accept": "application/json, text/event-stream"})
             assert refused.status_code == 401 and "Bearer" in refused.text
+            huge = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "notes_size", "arguments": {"text": "x" * 5_000_000}}})
+            try:  # over the SDK's 4 MiB body limit: 413, or the connection closed mid-upload
+                too_big = await http.post(http_server, content=huge, headers={
+                    "Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+                    "Authorization": "Bearer ops-token-456"})
+                assert too_big.status_code == 413, (too_big.status_code, too_big.text[:200])
+            except (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError):
+                pass  # the sessions below show the server still serves
         await session_calls(TOKEN)
         await session_calls("ops-token-456")
 
