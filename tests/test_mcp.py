@@ -368,3 +368,20 @@ def test_sigterm_ends_the_stdio_server_and_its_tree(config: Path) -> None:
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in tree):
         assert time.monotonic() < deadline, "processes of the tree outlived the server"
         time.sleep(0.05)
+
+
+@pytest.mark.timeout(60)
+def test_the_mcp_example_as_its_agent() -> None:
+    async def main() -> None:
+        p = params(ROOT / "examples" / "mcp.toml", "--principal", "agent",
+                   TOOLVISOR_TOKEN="agent-token-change-me")
+        async with stdio_client(p) as (r, w), ClientSession(r, w) as s:
+            await s.initialize()
+            names = {t.name for t in (await s.list_tools()).tools}
+            assert names == {"notes_add", "notes_search", "notes_size", "counter_add", "counter_get"}
+            assert text(await s.call_tool("notes_add", {"text": "buy milk", "tags": ["home"]})) == "1"
+            found = await s.call_tool("notes_search", {"word": "milk"})
+            assert json.loads(text(found)) == ["buy milk [home]"]
+            assert (await s.call_tool("crashy_crash", {})).is_error
+
+    asyncio.run(main())
