@@ -385,3 +385,30 @@ def test_the_mcp_example_as_its_agent() -> None:
             assert (await s.call_tool("crashy_crash", {})).is_error
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(90)
+def test_http_clients_get_list_changed(http_server: str) -> None:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        seen.append(getattr(message, "method", type(message).__name__))
+
+    async def main() -> None:
+        auth = {"Authorization": "Bearer ops-token-456"}
+        async with httpx2.AsyncClient(headers=auth, timeout=60) as http, \
+                streamable_http_client(http_server, http_client=http) as streams, \
+                ClientSession(streams[0], streams[1], message_handler=on_message) as s:
+            await s.initialize()
+            assert "bomb_ping" in {t.name for t in (await s.list_tools()).tools}
+            assert (await s.call_tool("bomb_crash", {})).is_error
+            deadline = time.monotonic() + 20
+            while "notifications/tools/list_changed" not in seen and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert "notifications/tools/list_changed" in seen
+            assert "bomb_ping" not in {t.name for t in (await s.list_tools()).tools}
+
+    asyncio.run(main())
