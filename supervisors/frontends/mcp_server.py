@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,7 +232,7 @@ class McpFront:
         app = self.server.streamable_http_app(streamable_http_path="/mcp", host=host)
         return BearerGate(app, self)
 
-    async def serve_http(self, host: str, port: int, on_ready: Callable[[], None] | None = None) -> None:
+    async def serve_http(self, host: str, port: int) -> None:
         import uvicorn
 
         config = uvicorn.Config(self.http_app(host), host=host, port=port, log_level="warning",
