@@ -8,10 +8,11 @@ DURATION ?=
 
 .PHONY: run test lint bench chaos clean
 
-$(STAMP): pyproject.toml setup.cfg
+$(STAMP): pyproject.toml setup.cfg examples/plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,mcp]'
+	$(BIN)/python -m pip install --quiet -e examples/plugin
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -34,6 +34,7 @@ from benchmarks import (
     leftovers,
     lifecycle,
     machine,
+    mcp,
     messaging,
     plot,
     report,
@@ -140,6 +141,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
                                        200 if q else 2_000, level),
         "security": lambda: security.run(q),
         "chaos": lambda: chaos.run(duration=args.duration or (15.0 if q else 60.0), log_level=level),
+        "mcp": lambda: mcp.run(q),
     }
 
 

@@ -303,7 +303,14 @@ BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
             "messaging": _messaging_rows, "callers": _callers_rows,
             "security": lambda section: _security_rows(section),
-            "faults": _faults_rows, "chaos": _chaos_rows}
+            "faults": _faults_rows, "chaos": _chaos_rows,
+            "mcp": lambda section: _mcp_rows(section)}
+
+
+def _mcp_rows(section: dict[str, Any]) -> list[Row]:
+    from benchmarks.mcp import rows
+
+    return rows(section)
 
 
 def _security_rows(section: dict[str, Any]) -> list[Row]:

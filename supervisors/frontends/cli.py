@@ -36,6 +36,7 @@ from actors import logs
 from actors.errors import ToolError
 from supervisors.frontends.audit_cli import add_audit_command
 from supervisors.frontends.errorscli import add_errors_command
+from supervisors.frontends.mcp_cli import add_mcp_command, add_plugins_command
 from supervisors.host.system import ToolSystem
 from supervisors.processes.procs import pid_alive
 
@@ -94,7 +95,8 @@ def add_run_command(subs: Any) -> None:
     run.set_defaults(handler=cmd_run)
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_run_command, add_audit_command, add_errors_command]
+COMMANDS: list[Callable[[Any], None]] = [add_run_command, add_audit_command, add_errors_command,
+                                          add_mcp_command, add_plugins_command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 from loguru import logger
 
+from actors import plugins
 from actors.breaker import Breaker
 from actors.loading import load_object
 from actors.shell import BASES
@@ -302,7 +303,7 @@ def _hook(r: _Reader, path: Any, where: str) -> LifecycleHook:
     if not isinstance(path, str):
         raise r.fault(f"{where}: give hooks as 'module:Class' strings")
     try:
-        cls = load_object(path)
+        cls = load_object(plugins.resolve(plugins.GROUPS["hooks"], path))
     except ImportError as exc:
         raise r.fault(f"{where}: {exc}")
     if not (isinstance(cls, type) and issubclass(cls, LifecycleHook)):

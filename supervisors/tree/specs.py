@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from actors import plugins
 from actors.codec import pack_value
 from actors.fastpath import DEFAULT_MAX_CALLERS
 from actors.loading import class_path, load_object, main_file
@@ -33,10 +34,10 @@ def resolve_actor(actor: type | str, field_name: str = "actor") -> str:
     """Check that ``actor`` names an importable ToolActor subclass; return 'module:Class'."""
     if isinstance(actor, str):
         try:
-            obj = load_object(actor)
+            path = plugins.resolve(plugins.GROUPS["tools"], actor)  # "name" -> its entry point
+            obj = load_object(path)
         except ImportError as exc:
             raise SpecError(f"{field_name}={actor!r} cannot be loaded: {exc}")
-        path = actor
     elif isinstance(actor, type):
         obj, path = actor, class_path(actor)
     else:
