@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/toolvisor run $(CONFIG) $(if $(DURATION),--duration $(DURATION))
 
 test: $(STAMP)
+	./scripts/ensure-browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
