@@ -11,6 +11,7 @@ import errno
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from loguru import logger
@@ -34,6 +35,7 @@ from actors.loading import load_object
 from actors.messages import Ack, Alive, Batch, BatchReply, Call, Exiting, Lifecycle, Reply, Start, Stop
 from actors.peers import Peers, ToolRef
 from actors.state import StateMachine, ToolState
+from actors.timings import TIMINGS_COMMAND, CommandTimings
 from actors.tool import ToolActor
 
 S = ToolState
@@ -66,6 +68,7 @@ class ToolRunner:
         self.level = "standard"
         self.serving: Call | Batch | None = None   # the call being served now
         self.peers: Peers | None = None            # connections to other tools (actors.peers)
+        self.timings = CommandTimings()            # per-command times, drained by the host's metrics
 
     # -- Behaviour -------------------------------------------------------------------
     def receive(self, msg: Any, sender: Any) -> None:
@@ -262,6 +265,9 @@ class ToolRunner:
 
     # -- calls ------------------------------------------------------------------------
     def _on_call(self, call: Call | Batch, sender: Any) -> None:
+        if type(call) is Call and call.command == TIMINGS_COMMAND:  # the host's metrics, any state
+            self._reply(sender, call.cid, self.timings.drain())
+            return
         state = self.sm.state
         if self.exiting or state in (S.STOPPING, S.STOPPED, S.FAILED):
             self._refuse(call, sender, Moved(f"tool {self.path} is going away"))
@@ -329,6 +335,13 @@ class ToolRunner:
             return [False, None, self._unsendable(exc).to_wire()]
 
     def _execute(self, command: Any, args: Any) -> tuple[bool, Any, BaseException | None]:
+        started = perf_counter()
+        result = self._run_command(command, args)
+        if isinstance(command, str) and command in self.commands:  # (no label per unknown name)
+            self.timings.record(command, perf_counter() - started, result[0])
+        return result
+
+    def _run_command(self, command: Any, args: Any) -> tuple[bool, Any, BaseException | None]:
         fn = self.commands.get(command) if isinstance(command, str) else None
         if fn is None:
             names = ", ".join(sorted(self.commands)) or "none"

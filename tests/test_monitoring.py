@@ -30,16 +30,16 @@ VIEW_TOKEN = "viewer-token-123456"
 
 
 # ---------------------------------------------------------------------- helpers
-def http(method: str, url: str, body: Any = None, token: str | None = None,
+def req(method: str, url: str, body: Any = None, token: str | None = None,
          raw: bytes | None = None) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method)
     if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
-        req.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10) as resp:
             text = resp.read().decode()
             status = resp.status
             ctype = resp.headers.get("Content-Type", "")
@@ -159,23 +159,23 @@ def test_config_dashboard_is_checked_and_kept() -> None:
 @pytest.mark.timeout(90)
 def test_tree_and_tool_api(board) -> None:
     system, dash, url = board
-    status, tree = http("GET", f"{url}/api/tree")
+    status, tree = req("GET", f"{url}/api/tree")
     assert status == 200
     workers = next(c for c in tree["children"] if c["name"] == "workers")
     counter = next(c for c in workers["children"] if c["name"] == "counter")
     assert counter["state"] == "running" and counter["pid"] == system.tool("workers/counter").status().pid
-    status, tool = http("GET", f"{url}/api/tools/workers/counter")
+    status, tool = req("GET", f"{url}/api/tools/workers/counter")
     assert status == 200 and tool["path"] == "workers/counter" and tool["state"] == "running"
     assert "uptime" in tool and "restarts" in tool and "busy" in tool
 
 
 def test_unknown_tool_is_404(board) -> None:
     _, _, url = board
-    status, body = http("GET", f"{url}/api/tools/workers/nope")
+    status, body = req("GET", f"{url}/api/tools/workers/nope")
     assert status == 404 and "workers/nope" in body["error"]
-    status, body = http("POST", f"{url}/api/tools/workers/nope/pause", token=OPS_TOKEN)
+    status, body = req("POST", f"{url}/api/tools/workers/nope/pause", token=OPS_TOKEN)
     assert status == 404 and "workers/nope" in body["error"]
-    status, body = http("POST", f"{url}/api/tools/workers/counter/explode", token=OPS_TOKEN)
+    status, body = req("POST", f"{url}/api/tools/workers/counter/explode", token=OPS_TOKEN)
     assert status == 404 and "explode" in body["error"]
 
 
@@ -187,7 +187,7 @@ def test_metrics_endpoint_counts_calls(board) -> None:
         counter.call("add", k=1)
 
     def counts() -> dict[str, float] | None:
-        status, text = http("GET", f"{url}/metrics")
+        status, text = req("GET", f"{url}/metrics")
         assert status == 200
         found = {}
         for fam in text_string_to_metric_families(text):
@@ -206,17 +206,17 @@ def test_metrics_endpoint_counts_calls(board) -> None:
 def test_actions_need_a_token_whose_role_allows_them(board, tmp_path) -> None:
     system, _, url = board
     pause = f"{url}/api/tools/workers/counter/pause"
-    status, body = http("POST", pause)
+    status, body = req("POST", pause)
     assert status == 401 and "token" in body["error"]
-    status, body = http("POST", pause, token="wrong-token-000000")
+    status, body = req("POST", pause, token="wrong-token-000000")
     assert status == 403
-    status, body = http("POST", pause, token=VIEW_TOKEN)  # viewer: read only
+    status, body = req("POST", pause, token=VIEW_TOKEN)  # viewer: read only
     assert status == 403 and "watcher" in body["error"]
     assert system.tool("workers/counter").status().state.value == "running"
-    status, body = http("POST", pause, token=OPS_TOKEN)
+    status, body = req("POST", pause, token=OPS_TOKEN)
     assert status == 200, body
     assert system.tool("workers/counter").status().state.value == "paused"
-    status, body = http("POST", f"{url}/api/tools/workers/counter/resume", token=OPS_TOKEN)
+    status, body = req("POST", f"{url}/api/tools/workers/counter/resume", token=OPS_TOKEN)
     assert status == 200 and system.tool("workers/counter").status().state.value == "running"
     audit = (tmp_path / "audit.log").read_text()
     assert '"denied"' in audit and "watcher" in audit and "dashboard" in audit
@@ -226,9 +226,9 @@ def test_actions_need_a_token_whose_role_allows_them(board, tmp_path) -> None:
 @pytest.mark.timeout(90)
 def test_malformed_json_is_400(board) -> None:
     _, _, url = board
-    status, body = http("POST", f"{url}/api/alerts/1/ack", token=OPS_TOKEN, raw=b"{not json")
+    status, body = req("POST", f"{url}/api/alerts/1/ack", token=OPS_TOKEN, raw=b"{not json")
     assert status == 400 and "JSON" in body["error"]
-    status, body = http("POST", f"{url}/api/alerts/999/ack", token=OPS_TOKEN, body={})
+    status, body = req("POST", f"{url}/api/alerts/999/ack", token=OPS_TOKEN, body={})
     assert status == 404
 
 
@@ -280,17 +280,17 @@ def _find(node: dict[str, Any], path: str) -> dict[str, Any] | None:
 @pytest.mark.timeout(90)
 def test_alert_fires_reaches_the_webhook_and_is_acknowledged(board) -> None:
     system, _, url = board
-    alert = wait_until(lambda: next((a for a in http("GET", f"{url}/api/alerts")[1]
+    alert = wait_until(lambda: next((a for a in req("GET", f"{url}/api/alerts")[1]
                                      if a["rule"] == "busy-memory"), None), 15.0, 0.2,
                        "the memory alert to fire")
     assert alert["state"] == "firing" and alert["tool"] == "workers/counter"
     assert alert["severity"] == "warning"
     wait_until(lambda: any(h.get("rule") == "busy-memory" and h.get("state") == "firing"
                            for h in Hook.received), 10.0, 0.1, "the webhook POST")
-    status, body = http("POST", f"{url}/api/alerts/{alert['id']}/ack", token=VIEW_TOKEN, body={})
+    status, body = req("POST", f"{url}/api/alerts/{alert['id']}/ack", token=VIEW_TOKEN, body={})
     assert status == 403
-    status, body = http("POST", f"{url}/api/alerts/{alert['id']}/ack", token=OPS_TOKEN,
+    status, body = req("POST", f"{url}/api/alerts/{alert['id']}/ack", token=OPS_TOKEN,
                         body={"note": "looking"})
     assert status == 200 and body["acknowledged_by"] == "ops" and body["acknowledged_at"]
-    _, events = http("GET", f"{url}/api/events")
+    _, events = req("GET", f"{url}/api/events")
     assert any(e["event"] == "alert firing" and e["path"] == "workers/counter" for e in events)

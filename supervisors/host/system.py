@@ -10,6 +10,7 @@ the host is killed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import shutil
@@ -106,6 +107,12 @@ class ToolSystem:
         self._reaper: Any = None
         self._old_sigterm: Any = None
         self._running = False
+        #: (path, command, seconds, ok) per call while a metrics aggregator listens (docs/monitoring.md);
+        #: deque appends and pops are atomic, so callers on any thread need no lock
+        self.call_log: collections.deque[tuple[str, str, float, bool]] | None = None
+        #: the [system] dashboard address and [[alert]] / [[alert_sink]] tables of a config file
+        self.dashboard: str | None = None
+        self.alert_tables: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         #: roles, principals, tool contexts, the audit log and reputation (docs/security.md)
         self.security = SystemSecurity(self, os.fspath(audit_log) if audit_log else None)
 
@@ -120,12 +127,16 @@ class ToolSystem:
         system = cls(**options)
         system.config_specs = cfg.supervisors
         from actors.errors import SpecError
+        from supervisors.monitoring.alerts import parse_alerts
         from supervisors.tree.config import ConfigError
 
         try:
             system.security.load(cfg.roles, cfg.principals)
-        except SpecError as exc:
+            parse_alerts(cfg.alerts, cfg.alert_sinks)  # fail now: an unknown metric, a bad op, ...
+        except (SpecError, ValueError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        system.dashboard = cfg.dashboard
+        system.alert_tables = (cfg.alerts, cfg.alert_sinks)
         return system
 
     def as_principal(self, name: str, token: str | None = None) -> PrincipalView:
@@ -365,6 +376,20 @@ class ToolSystem:
 
     def _call(self, path: str, command: str, args: dict[str, Any],
               timeout: float | None) -> Any:
+        log = self.call_log
+        if log is None:
+            return self._call_once(path, command, args, timeout)
+        started = time.perf_counter()
+        ok = False
+        try:
+            value = self._call_once(path, command, args, timeout)
+            ok = True
+            return value
+        finally:
+            log.append((path, command, time.perf_counter() - started, ok))
+
+    def _call_once(self, path: str, command: str, args: dict[str, Any],
+                   timeout: float | None) -> Any:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
@@ -421,6 +446,20 @@ class ToolSystem:
     async def _acall(self, path: str, command: str, args: dict[str, Any],
                      timeout: float | None) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
+        log = self.call_log
+        if log is None:
+            return await self._acall_once(path, command, args, timeout)
+        started = time.perf_counter()
+        ok = False
+        try:
+            value = await self._acall_once(path, command, args, timeout)
+            ok = True
+            return value
+        finally:
+            log.append((path, command, time.perf_counter() - started, ok))
+
+    async def _acall_once(self, path: str, command: str, args: dict[str, Any],
+                          timeout: float | None) -> Any:
         self._require_running()
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
