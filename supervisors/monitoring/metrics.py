@@ -224,9 +224,10 @@ class Metrics:
             errs.add_metric([tool, cmd], h.errors)
         yield calls
         yield errs
-        for name, doc, table in (("toolvisor_restarts", "Restarts (events), per path.", self.restarts),
-                                 ("toolvisor_failures", "Failures (events), per path.", self.failures),
-                                 ("toolvisor_breaker_trips", "Circuit breaker openings.", self.breaker_trips)):
+        counters = (("toolvisor_restarts", "Restarts (events), per path.", self.restarts),
+                    ("toolvisor_failures", "Failures (events), per path.", self.failures),
+                    ("toolvisor_breaker_trips", "Circuit breaker openings.", self.breaker_trips))
+        for name, doc, table in counters:
             fam = CounterMetricFamily(name, doc, labels=["tool"])
             for tool, n in sorted(table.items()):
                 fam.add_metric([tool], n)
