@@ -294,3 +294,69 @@ def test_alert_fires_reaches_the_webhook_and_is_acknowledged(board) -> None:
     assert status == 200 and body["acknowledged_by"] == "ops" and body["acknowledged_at"]
     _, events = req("GET", f"{url}/api/events")
     assert any(e["event"] == "alert firing" and e["path"] == "workers/counter" for e in events)
+
+
+# ---------------------------------------------------------------------- the command line
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_cli_until_served(args: list[str], port: int) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_cli import ROOT, cli_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "supervisors", "run", *args, "--duration", "60"],
+                            cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def tree() -> Any:
+            try:
+                return req("GET", f"{url}/api/tree")
+            except OSError:
+                return None
+
+        status, body = wait_until(tree, 40.0, 0.2, "the dashboard of toolvisor run")
+        assert status == 200 and any(c["name"] == "workers" for c in body["children"])
+        status, text = req("GET", f"{url}/metrics")
+        assert status == 200 and "toolvisor_tool_up" in text
+        status, page = req("GET", f"{url}/")
+        assert status == 200 and "/static/dashboard.js" in page
+        status, js = req("GET", f"{url}/static/dashboard.js")
+        assert status == 200 and "EventSource" in js
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err
+    assert f"dashboard on {url}" in err
+
+
+@pytest.mark.timeout(120)
+def test_toolvisor_run_dashboard_flag_serves_the_example() -> None:
+    port = _free_port()
+    _run_cli_until_served(["examples/monitored.toml", "--dashboard", f"127.0.0.1:{port}"], port)
+
+
+@pytest.mark.timeout(120)
+def test_system_dashboard_in_the_config_is_served(tmp_path) -> None:
+    port = _free_port()
+    config = tmp_path / "tree.toml"
+    config.write_text(f'[system]\ndashboard = "127.0.0.1:{port}"\n\n[[supervisor]]\nname = "workers"\n\n'
+                      '[[supervisor.tool]]\nname = "counter"\nactor = "examples.counter:Counter"\n')
+    _run_cli_until_served([str(config)], port)
+
+
+def test_the_example_config_loads_its_alerts() -> None:
+    from tests.test_cli import ROOT
+
+    system = ToolSystem.from_config(ROOT / "examples" / "monitored.toml")
+    assert system.dashboard == "127.0.0.1:8750"
+    rules, sinks = parse_alerts(*system.alert_tables)
+    assert [r.name for r in rules] == ["flaky-restarts", "memory-high"] and sinks[0].kind == "log"
