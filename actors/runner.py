@@ -337,7 +337,7 @@ class ToolRunner:
     def _execute(self, command: Any, args: Any) -> tuple[bool, Any, BaseException | None]:
         started = perf_counter()
         result = self._run_command(command, args)
-        if isinstance(command, str) and command in self.commands:  # (no label per unknown name)
+        if result[0] or command in self.commands:  # (no label per unknown name)
             self.timings.record(command, perf_counter() - started, result[0])
         return result
 

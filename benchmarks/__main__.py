@@ -5,8 +5,8 @@ Sections run one after another, each in a fresh Python process of its own
 leftover heap disturb another's: round trip (pipe, bare ask, slow and
 fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
-start/shutdown, resource accounting, tools talking to tools, and callers
-(a thread per call, a crowd of idle connections). A section that fails is reported as
+start/shutdown, resource accounting, tools talking to tools, callers
+(a thread per call, a crowd of idle connections), security and monitoring. A section that fails is reported as
 an error in the table and the JSON, the others still run, and the exit status
 is 1. ``--quick`` runs short versions of everything (under a minute on 2 cores).
 """
@@ -32,6 +32,7 @@ from benchmarks import (
     lifecycle,
     machine,
     messaging,
+    monitoring,
     plot,
     report,
     restart,
@@ -131,6 +132,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "callers": lambda: callers.run(500 if q else 10_000, 200 if q else 2_000, 200 if q else 1_000,
                                        200 if q else 2_000, level),
         "security": lambda: security.run(q),
+        "monitoring": lambda: monitoring.run(q),
     }
 
 

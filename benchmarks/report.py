@@ -255,7 +255,14 @@ BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput
             "frames": _frames_rows, "spawn": _spawn_rows, "restart": _restart_rows,
             "lifecycle": _lifecycle_rows, "accounting": _accounting_rows,
             "messaging": _messaging_rows, "callers": _callers_rows,
-            "security": lambda section: _security_rows(section)}
+            "security": lambda section: _security_rows(section),
+            "monitoring": lambda section: _monitoring_rows(section)}
+
+
+def _monitoring_rows(section: dict[str, Any]) -> list[Row]:
+    from benchmarks.monitoring import rows
+
+    return rows(section)
 
 
 def _security_rows(section: dict[str, Any]) -> list[Row]:
