@@ -15,8 +15,8 @@ from typing import Any
 #: The reserved command name the host's aggregator sends to collect a batch.
 TIMINGS_COMMAND = "__toolvisor_timings__"
 #: Upper bounds (seconds) of the histogram buckets; a last bucket catches the rest.
-BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                              0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                              5.0, 30.0)
 
 
 class CommandTimings:

@@ -37,6 +37,7 @@ ACTIONS = ("pause", "resume", "restart", "stop")
 EVENTS_KEPT = 2000
 TREE_EVERY = 1.0            # seconds between full tree + usage refreshes when nothing happens
 TIMINGS_EVERY = 1.0         # seconds between drains of the tools' command timings
+METRICS_FRESH = 1.0         # seconds a rendered /metrics text is served again
 CLIENT_QUEUE = 256          # messages queued per stream client before it is dropped
 NODE_KEYS = ("name", "path", "kind", "state", "pid", "restarts", "last_error", "since", "busy",
              "breaker", "instances", "restart", "security_level", "actor", "generation")
@@ -116,6 +117,7 @@ class Dashboard:
         self._failure: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._http: ClientSession | None = None
+        self._rendered: tuple[float, bytes] = (0.0, b"")
 
     # ------------------------------------------------------------------ lifetime
     @property
@@ -194,6 +196,7 @@ class Dashboard:
             await self._http.close()
             await runner.cleanup()
             await self._close_tool_connections()
+            await asyncio.get_running_loop().shutdown_default_executor()
 
     async def _close_tool_connections(self) -> None:
         """End this loop's connections to the tools (the timings drains) before the loop closes."""
@@ -383,8 +386,11 @@ class Dashboard:
     async def _metrics(self, request: web.Request) -> web.Response:
         if (denied := await self._read_check(request)) is not None:
             return denied
-        self._drain_calls()
-        body = self.metrics.render()
+        made, body = self._rendered
+        if time.monotonic() - made > METRICS_FRESH:  # (a scrape costs ~1 ms per series and tool)
+            self._drain_calls()
+            body = self.metrics.render()
+            self._rendered = (time.monotonic(), body)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _api_tree(self, request: web.Request) -> web.Response:
@@ -458,11 +464,11 @@ class Dashboard:
         if action not in ACTIONS:
             return _error(404, f"no action {action!r}: POST /api/tools/<supervisor>/<tool>/"
                                f"{{{','.join(ACTIONS)}}}")
-        if await self._find_tool(path) is None:
-            return _error(404, f"no tool {path!r} in the tree; GET /api/tree lists them")
         view = await self._principal(request, action, f"tool:{path}")
         if isinstance(view, web.Response):
             return view
+        if await self._find_tool(path) is None:
+            return _error(404, f"no tool {path!r} in the tree; GET /api/tree lists them")
 
         def act() -> Any:
             return getattr(view.tool(path), action)()

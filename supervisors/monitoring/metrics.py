@@ -163,9 +163,6 @@ class Metrics:
         if metric in USAGE_FIGURES:
             value = node.get(metric) if metric in node else (node.get("usage") or {}).get(metric)
             return None if value is None else float(value)
-        calls, errors = self.window(tool, now)
-        per_tool = [h for (t, _), h in self.commands.items() if t == tool]
-        lat = [h for (t, _), h in self.latency.items() if t == tool]
         if metric == "toolvisor_tool_up":
             return 1.0 if node.get("state") == "running" else 0.0
         if metric == "toolvisor_tool_memory_mb":
@@ -174,10 +171,13 @@ class Metrics:
             return _float(node.get("cpu_percent"))
         if metric == "toolvisor_tool_restarts":
             return float(node.get("restarts") or 0)
-        if metric == "toolvisor_error_rate":
+        if metric in ("toolvisor_error_rate", "toolvisor_throughput_per_second"):
+            calls, errors = self.window(tool, now)
+            if metric == "toolvisor_throughput_per_second":
+                return calls / WINDOW
             return errors / calls if calls else 0.0
-        if metric == "toolvisor_throughput_per_second":
-            return calls / WINDOW
+        per_tool = [h for (t, _), h in self.commands.items() if t == tool]
+        lat = [h for (t, _), h in self.latency.items() if t == tool]
         if metric == "toolvisor_messages_total":
             return float(sum(h.count for h in per_tool))
         if metric == "toolvisor_command_errors_total":
