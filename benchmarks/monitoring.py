@@ -1,11 +1,13 @@
 """Monitoring costs: metrics recording on the call round trip, the dashboard with many tools,
 and the time from a tool restart to the browser showing it.
 
-- ``overhead``: fast-path call round trip (one Counter, ``add``) with no dashboard and with
-  a dashboard running (host-side latency log, the aggregator polling, timings drained every
-  second). Blocks alternate between the two so both see the same load; medians per block,
-  then the median of the blocks. Also the cost of one ``CommandTimings.record`` (in the tool,
-  always on) and of one host-side log append, each as a share of the round trip.
+- ``overhead``: fast-path call round trip (one Counter, ``add``) three ways: nothing, recording
+  only (the host's call log on, no server), and a dashboard running (the log, the aggregator
+  polling, timings drained every second). Each round is off / variant / off; a round's
+  figure is the variant's median over the mean of its two neighbours' medians, and the
+  overhead is the median of the rounds (robust to the load of a shared machine). The tool's own timing is
+  always on (in all three), so its cost is measured apart: one ``CommandTimings.record``
+  and one host-side log append, as a share of the round trip.
   Target: recording adds < 5 %.
 - ``many_tools``: N tools (200; quick 50) under one supervisor with a dashboard: latency of
   ``GET /api/tree``, ``GET /metrics``, ``GET /api/tools/...`` and one tree refresh (the
@@ -47,34 +49,47 @@ def _median_us(system: ToolSystem, n: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def overhead(block: int, blocks: int) -> dict[str, Any]:
-    off, on = [], []
+def overhead(block: int, rounds: int) -> dict[str, Any]:
+    """Rounds of off / variant / off blocks: each round's ratio to the mean of its two off blocks."""
+    import collections
+
+    off, logged, on, r_log, r_on = [], [], [], [], []
     with ToolSystem(policy=FAST) as system:
         system.supervise("w", policy=FAST).spawn("examples.counter:Counter", name="counter")
         _median_us(system, 500)  # warm up
-        for _ in range(blocks):
-            off.append(_median_us(system, block))
+        for _ in range(rounds):
+            a = _median_us(system, block)
+            system.call_log = collections.deque(maxlen=100_000)  # recording only, no server
+            b = _median_us(system, block)
+            system.call_log = None
+            c = _median_us(system, block)
             with Dashboard(system, "127.0.0.1:0", rules=[], sinks=[]):
                 _median_us(system, 100)
-                on.append(_median_us(system, block))
+                d = _median_us(system, block)
+            e = _median_us(system, block)
+            off += [a, c, e]
+            logged.append(b)
+            on.append(d)
+            r_log.append(b / ((a + c) / 2))
+            r_on.append(d / ((c + e) / 2))
     timings = CommandTimings()
     n = 200_000
     s = time.perf_counter()
     for _ in range(n):
         timings.record("add", 0.00003, True)
     record_ns = (time.perf_counter() - s) / n * 1e9
-    import collections
-
     log: collections.deque[Any] = collections.deque(maxlen=100_000)
     s = time.perf_counter()
     for _ in range(n):
         t0 = time.perf_counter()
         log.append(("w/counter", "add", time.perf_counter() - t0, True))
     append_ns = (time.perf_counter() - s) / n * 1e9
-    m_off, m_on = statistics.median(off), statistics.median(on)
-    return {"calls_per_block": block, "blocks": blocks,
-            "off_median_us": round(m_off, 1), "on_median_us": round(m_on, 1),
-            "overhead_percent": round((m_on - m_off) / m_off * 100, 2),
+    m_off, m_log, m_on = statistics.median(off), statistics.median(logged), statistics.median(on)
+    return {"calls_per_block": block, "rounds": rounds,
+            "off_median_us": round(m_off, 1), "logged_median_us": round(m_log, 1),
+            "on_median_us": round(m_on, 1),
+            "recording_overhead_percent": round((statistics.median(r_log) - 1) * 100, 2),
+            "overhead_percent": round((statistics.median(r_on) - 1) * 100, 2),
             "tool_record_ns": round(record_ns), "host_log_ns": round(append_ns),
             "record_share_percent": round((record_ns + append_ns) / 1000 / m_off * 100, 3)}
 
@@ -200,7 +215,7 @@ def _browser(system: ToolSystem, dash: Dashboard, repeats: int) -> dict[str, Any
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    return {"overhead": overhead(500 if quick else 3000, 4 if quick else 8),
+    return {"overhead": overhead(200 if quick else 500, 5 if quick else 20),
             "many_tools": many_tools(50 if quick else 200),
             "restart_to_screen": restart_to_screen(5 if quick else 20),
             "loadavg": os.getloadavg()}
@@ -208,8 +223,11 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     o, m, r = section["overhead"], section["many_tools"], section["restart_to_screen"]
-    out = [("metrics on, fast call round trip", f"{o['off_median_us']} -> {o['on_median_us']} us "
-            f"({o['overhead_percent']} %)", "< 5 %", "ok" if o["overhead_percent"] < 5 else "MISS"),
+    out = [("metrics recording, fast call round trip", f"{o['off_median_us']} -> {o['logged_median_us']} us "
+            f"({o['recording_overhead_percent']} %)", "< 5 %",
+            "ok" if o["recording_overhead_percent"] < 5 else "MISS"),
+           ("  with the dashboard server polling too", f"{o['off_median_us']} -> {o['on_median_us']} us "
+            f"({o['overhead_percent']} %)", "-", "-"),
            ("  recording itself (tool + host), share", f"{o['tool_record_ns']} + {o['host_log_ns']} ns "
             f"({o['record_share_percent']} %)", "< 5 %", "ok" if o["record_share_percent"] < 5 else "MISS")]
     worst = max(m["api_tree_ms"], m["metrics_ms"], m["api_tool_ms"], m["tree_refresh_ms"])
