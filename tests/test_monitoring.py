@@ -360,3 +360,39 @@ def test_the_example_config_loads_its_alerts() -> None:
     assert system.dashboard == "127.0.0.1:8750"
     rules, sinks = parse_alerts(*system.alert_tables)
     assert [r.name for r in rules] == ["flaky-restarts", "memory-high"] and sinks[0].kind == "log"
+
+
+def test_alerts_wait_for_their_duration_then_fire_and_resolve() -> None:
+    from supervisors.monitoring import Alerts
+
+    m = Metrics()
+    rule = AlertRule(name="hot", metric="cpu_percent", op=">=", threshold=50.0, for_seconds=2.0,
+                     severity="error")
+    alerts = Alerts([rule])
+    m.observe_tree([{"path": "w/a", "state": "running", "cpu_percent": 80.0}], now=100.0)
+    assert alerts.evaluate(m, now=100.0) == []           # holds, but not for 2 s yet
+    assert alerts.evaluate(m, now=101.0) == []
+    fired = alerts.evaluate(m, now=102.5)
+    assert [(a.rule, a.tool, a.state, a.value) for a in fired] == [("hot", "w/a", "firing", 80.0)]
+    assert alerts.evaluate(m, now=103.0) == []           # fires once
+    m.observe_tree([{"path": "w/a", "state": "running", "cpu_percent": 10.0}], now=104.0)
+    resolved = alerts.evaluate(m, now=104.0)
+    assert [(a.id, a.state) for a in resolved] == [(fired[0].id, "resolved")]
+    acked = alerts.acknowledge(fired[0].id, "ops", "seen")
+    assert acked.acknowledged_by == "ops" and acked.acknowledged_at and acked.note == "seen"
+    with pytest.raises(KeyError):
+        alerts.acknowledge(12345, "ops")
+
+
+@pytest.mark.timeout(90)
+def test_beyond_loopback_reading_needs_a_token_too() -> None:
+    with ToolSystem(policy=FAST) as system:
+        system.security.add_principal("watcher", ["viewer"], token=VIEW_TOKEN)
+        system.security.add_principal("nobody", [], token="nobody-token-1234")
+        with Dashboard(system, "0.0.0.0:0", rules=[], sinks=[]) as dash:
+            url = f"http://127.0.0.1:{dash.port}"
+            assert req("GET", f"{url}/api/tree")[0] == 401
+            assert req("GET", f"{url}/metrics")[0] == 401
+            assert req("GET", f"{url}/api/tree", token="nobody-token-1234")[0] == 403
+            status, tree = req("GET", f"{url}/api/tree", token=VIEW_TOKEN)
+            assert status == 200 and tree["kind"] == "supervisor"
