@@ -109,6 +109,8 @@ class Metrics:
     def observe_call(self, tool: str, command: str, seconds: float, ok: bool) -> None:
         hist = self.latency.get((tool, command))
         if hist is None:
+            if not ok and (tool, command) not in self.commands:
+                return  # (a failed call of a name the tool never ran: a typo gets no series)
             hist = self.latency[(tool, command)] = _Hist()
         hist.add(seconds, ok)
         tick = self._tick_latency.setdefault(tool, [0.0, 0])
