@@ -112,7 +112,7 @@ def many_tools(n: int) -> dict[str, Any]:
             sup.spawn("examples.counter:Counter", name=f"t{i}")
         spawn_s = time.perf_counter() - s
         with Dashboard(system, "127.0.0.1:0", rules=[], sinks=[]) as dash:
-            for i in range(0, n, max(1, n // 20)):
+            for i in range(n):  # every tool has a command series
                 system.tool(f"w/t{i}").call("add", k=1)
             time.sleep(2.5)  # a few polls, one drain of the timings
             loop = dash._loop
@@ -124,12 +124,21 @@ def many_tools(n: int) -> dict[str, Any]:
                 refresh.append(time.perf_counter() - s)
             with urllib.request.urlopen(dash.url + "/api/tree", timeout=30) as resp:
                 tree_bytes = len(resp.read())
+
+            async def render() -> tuple[float, int]:
+                s = time.perf_counter()
+                body = dash.metrics.render()
+                return time.perf_counter() - s, len(body)
+
+            renders = [asyncio.run_coroutine_threadsafe(render(), loop).result(60) for _ in range(5)]
             return {"tools": n, "spawn_s": round(spawn_s, 1),
                     "api_tree_ms": _get_ms(dash.url + "/api/tree", 20),
                     "metrics_ms": _get_ms(dash.url + "/metrics", 20),
                     "api_tool_ms": _get_ms(dash.url + f"/api/tools/w/t{n - 1}", 20),
                     "page_ms": _get_ms(dash.url + "/", 20),
                     "tree_refresh_ms": round(statistics.median(refresh) * 1000, 1),
+                    "metrics_render_ms": round(statistics.median(r[0] for r in renders) * 1000, 1),
+                    "metrics_bytes": renders[0][1],
                     "tree_json_bytes": tree_bytes}
 
 
@@ -163,13 +172,14 @@ def restart_to_screen(repeats: int) -> dict[str, Any]:
         system.supervise("w", policy=FAST).spawn("examples.counter:Counter", name="counter")
         tool = system.tool("w/counter")
         with Dashboard(system, "127.0.0.1:0", rules=[], sinks=[]) as dash:
-            sse = []
+            sse, calls = [], []
             resp = urllib.request.urlopen(dash.url + "/api/stream", timeout=30)
             pids = _sse_tree_pids(resp, "w/counter")
             for _ in range(repeats):
                 old = tool.status().pid
                 s = time.perf_counter()
                 tool.restart()
+                calls.append(time.perf_counter() - s)
                 for pid in pids:
                     if pid not in (None, old):
                         break
@@ -177,6 +187,7 @@ def restart_to_screen(repeats: int) -> dict[str, Any]:
             resp.close()
             out["sse_median_ms"] = round(statistics.median(sse) * 1000, 1)
             out["sse_max_ms"] = round(max(sse) * 1000, 1)
+            out["restart_call_median_ms"] = round(statistics.median(calls) * 1000, 1)
             out["browser"] = _browser(system, dash, repeats)
     return out
 
@@ -231,9 +242,12 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
            ("  recording itself (tool + host), share", f"{o['tool_record_ns']} + {o['host_log_ns']} ns "
             f"({o['record_share_percent']} %)", "< 5 %", "ok" if o["record_share_percent"] < 5 else "MISS")]
     worst = max(m["api_tree_ms"], m["metrics_ms"], m["api_tool_ms"], m["tree_refresh_ms"])
-    out.append((f"dashboard with {m['tools']} tools: /api/tree, /metrics, tool, refresh (ms)",
-                f"{m['api_tree_ms']}, {m['metrics_ms']}, {m['api_tool_ms']}, {m['tree_refresh_ms']}",
+    worst = max(worst, m.get("metrics_render_ms", 0))
+    out.append((f"dashboard with {m['tools']} tools: /api/tree, /metrics, tool, refresh, render (ms)",
+                f"{m['api_tree_ms']}, {m['metrics_ms']}, {m['api_tool_ms']}, {m['tree_refresh_ms']}, "
+                f"{m.get('metrics_render_ms')}",
                 "< 1000 ms", "ok" if worst < 1000 else "MISS"))
+    out.append(("  restart() itself (median ms)", f"{r['restart_call_median_ms']}", "-", "-"))
     out.append(("restart -> SSE client (median / max ms)", f"{r['sse_median_ms']} / {r['sse_max_ms']}",
                 "< 1000 ms", "ok" if r["sse_max_ms"] < 1000 else "MISS"))
     b = r["browser"]
