@@ -396,3 +396,18 @@ def test_beyond_loopback_reading_needs_a_token_too() -> None:
             assert req("GET", f"{url}/api/tree", token="nobody-token-1234")[0] == 403
             status, tree = req("GET", f"{url}/api/tree", token=VIEW_TOKEN)
             assert status == 200 and tree["kind"] == "supervisor"
+
+
+def test_chart_points_take_call_latency_from_the_host_else_from_the_tool() -> None:
+    m = Metrics()
+    node = {"path": "w/c", "state": "running", "memory_mb": 9.5, "cpu_percent": 3.0}
+    m.observe_tree([node], now=1.0)                      # nothing called yet
+    m.observe_timings("w/c", {"add": {"count": 2, "sum": 0.004, "errors": 0, "buckets": []}})
+    m.observe_tree([node], now=2.0)                      # only tool-to-tool calls: command times
+    m.observe_call("w/c", "add", 0.010, True)
+    m.observe_timings("w/c", {"add": {"count": 1, "sum": 0.001, "errors": 0, "buckets": []}})
+    m.observe_tree([node], now=3.0)                      # host calls: their round trip wins
+    assert [p[3] for p in m.history["w/c"]] == [None, 2.0, 10.0]
+    assert [p[1] for p in m.history["w/c"]] == [9.5, 9.5, 9.5]
+    m.observe_call("w/c", "nonexistent", 0.001, False)   # a typo gets no series
+    assert ("w/c", "nonexistent") not in m.latency

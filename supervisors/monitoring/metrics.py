@@ -91,6 +91,7 @@ class Metrics:
         self.recent: dict[str, deque[tuple[float, int, int]]] = {}  # path -> (t, calls, errors)
         self.history: dict[str, deque[list[float | None]]] = {}     # path -> [t, mem, cpu, ms]
         self._tick_latency: dict[str, list[float]] = {}    # path -> [sum, count] since last point
+        self._tick_command: dict[str, list[float]] = {}    # the same, of the tool's own command times
         self.events_seen = 0
 
     # ------------------------------------------------------------------ feeding
@@ -105,6 +106,9 @@ class Metrics:
             errors += int(figures.get("errors", 0))
         if calls:
             self.recent.setdefault(tool, deque(maxlen=1000)).append((now or time.time(), calls, errors))
+            tick = self._tick_command.setdefault(tool, [0.0, 0])
+            tick[0] += sum(float(f.get("sum", 0.0)) for f in batch.values())
+            tick[1] += calls
 
     def observe_call(self, tool: str, command: str, seconds: float, ok: bool) -> None:
         hist = self.latency.get((tool, command))
@@ -139,7 +143,10 @@ class Metrics:
             path = node["path"]
             seen[path] = node
             if point:
+                # call latency: the host's round trips, else (calls from tools) the command times
                 tick = self._tick_latency.pop(path, None)
+                own = self._tick_command.pop(path, None)
+                tick = tick if tick and tick[1] else own
                 ms = tick[0] / tick[1] * 1000 if tick and tick[1] else None
                 self.history.setdefault(path, deque(maxlen=HISTORY)).append(
                     [round(now, 3), node.get("memory_mb"), node.get("cpu_percent"),
