@@ -219,7 +219,8 @@ def test_actions_need_a_token_whose_role_allows_them(board, tmp_path) -> None:
     status, body = req("POST", f"{url}/api/tools/workers/counter/resume", token=OPS_TOKEN)
     assert status == 200 and system.tool("workers/counter").status().state.value == "running"
     audit = (tmp_path / "audit.log").read_text()
-    assert '"denied"' in audit and "watcher" in audit and "dashboard" in audit
+    assert '"denied"' in audit and "watcher" in audit and "dashboard pause" in audit
+    assert "no token" in audit and "wrong token" in audit
     assert "tool:workers/counter" in audit and "ops" in audit
 
 
@@ -228,8 +229,14 @@ def test_malformed_json_is_400(board) -> None:
     _, _, url = board
     status, body = req("POST", f"{url}/api/alerts/1/ack", token=OPS_TOKEN, raw=b"{not json")
     assert status == 400 and "JSON" in body["error"]
+    status, body = req("POST", f"{url}/api/alerts/1/ack", token=OPS_TOKEN, body=[1, 2])
+    assert status == 400 and "object" in body["error"]
+    status, body = req("POST", f"{url}/api/alerts/1/ack", token=OPS_TOKEN, body={"note": 5})
+    assert status == 400 and "note" in body["error"]
     status, body = req("POST", f"{url}/api/alerts/999/ack", token=OPS_TOKEN, body={})
     assert status == 404
+    status, body = req("GET", f"{url}/api/events?since=yesterday")
+    assert status == 400 and "since" in body["error"]
 
 
 @pytest.mark.timeout(90)
