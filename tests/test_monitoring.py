@@ -167,6 +167,7 @@ def test_tree_and_tool_api(board) -> None:
     status, tool = req("GET", f"{url}/api/tools/workers/counter")
     assert status == 200 and tool["path"] == "workers/counter" and tool["state"] == "running"
     assert "uptime" in tool and "restarts" in tool and "busy" in tool
+    assert isinstance(tool["uptime"], int | float) and 0 <= tool["uptime"] < 120
 
 
 def test_unknown_tool_is_404(board) -> None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from aiohttp import ClientSession, ClientTimeout, web
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -61,8 +62,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def slim(node: dict[str, Any], now: float) -> dict[str, Any]:
-    """A tree node with what the page shows (usage cut to a few figures, uptime added)."""
+def started_at(pid: int | None, known: dict[int, float]) -> float | None:
+    """When process ``pid`` started (cached in ``known``); None if it is gone."""
+    if not pid:
+        return None
+    if pid not in known:
+        try:
+            known[pid] = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
+    return known[pid]
+
+
+def slim(node: dict[str, Any], now: float, known: dict[int, float] | None = None) -> dict[str, Any]:
+    """A tree node with what the page shows (usage cut to a few figures, uptime added).
+
+    ``uptime`` is the age of the instance's process (``known`` caches start times by pid).
+    """
+    known = {} if known is None else known
     out = {k: node[k] for k in NODE_KEYS if k in node}
     if node.get("kind") == "tool":
         out.setdefault("busy", None)      # (what it is busy with, once the tree reports it)
@@ -70,11 +87,11 @@ def slim(node: dict[str, Any], now: float) -> dict[str, Any]:
     usage = node.get("usage") or {}
     out["memory_mb"] = usage.get("memory_mb")
     out["cpu_percent"] = usage.get("cpu_percent")
-    since = node.get("since")
     running = node.get("state") in ("running", "paused")
-    out["uptime"] = round(now - since, 1) if since and running else None
+    began = started_at(node.get("pid"), known) if running else None
+    out["uptime"] = round(max(0.0, now - began), 1) if began else None
     if "children" in node:
-        out["children"] = [slim(c, now) for c in node["children"]]
+        out["children"] = [slim(c, now, known) for c in node["children"]]
     return out
 
 
@@ -118,6 +135,7 @@ class Dashboard:
         self._stop: asyncio.Event | None = None
         self._http: ClientSession | None = None
         self._rendered: tuple[float, bytes] = (0.0, b"")
+        self._started: dict[int, float] = {}  # pid -> its process's start time (for uptime)
 
     # ------------------------------------------------------------------ lifetime
     @property
@@ -261,7 +279,9 @@ class Dashboard:
         self._dirty = False
         if point:
             self._tree_at = now
-        tree = slim(raw, now)
+        if len(self._started) > 10_000:
+            self._started.clear()
+        tree = slim(raw, now, self._started)
         changed = tree != self.tree
         self.tree = tree
         self.metrics.observe_tree(tools_of(tree), now, point=point)

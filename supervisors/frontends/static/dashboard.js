@@ -74,6 +74,7 @@ function select(path) {
   state.selected = path;
   $("#action-result").textContent = "";
   drawTree();
+  loadCommands();
 }
 
 function drawDetail() {
@@ -118,6 +119,27 @@ function drawCharts(path) {
   chart("#chart-cpu", "#last-cpu", points, 2);
   chart("#chart-lat", "#last-lat", points, 3);
 }
+
+async function loadCommands() {
+  const table = $("#commands");
+  if (!state.selected) { table.hidden = true; return; }
+  try {
+    const path = state.selected.split("/").map(encodeURIComponent).join("/");
+    const resp = await fetch(`/api/tools/${path}`);
+    if (!resp.ok) return;
+    const detail = await resp.json();
+    const body = table.querySelector("tbody");
+    body.textContent = "";
+    for (const [name, c] of Object.entries(detail.commands || {})) {
+      const tr = document.createElement("tr");
+      cell(tr, name); cell(tr, c.calls); cell(tr, c.errors);
+      cell(tr, fixed(c.mean_ms, 3)); cell(tr, fixed(c.round_trip_ms, 3));
+      body.appendChild(tr);
+    }
+    table.hidden = !body.children.length;
+  } catch (err) { /* the next round tries again */ }
+}
+setInterval(loadCommands, 2000);
 
 function drawAlerts() {
   const list = $("#alerts");
