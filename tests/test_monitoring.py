@@ -419,3 +419,18 @@ def test_chart_points_take_call_latency_from_the_host_else_from_the_tool() -> No
     assert [p[1] for p in m.history["w/c"]] == [9.5, 9.5, 9.5]
     m.observe_call("w/c", "nonexistent", 0.001, False)   # a typo gets no series
     assert ("w/c", "nonexistent") not in m.latency
+
+
+@pytest.mark.timeout(90)
+def test_restart_and_stop_through_the_api(board) -> None:
+    system, _, url = board
+    tool = system.tool("workers/other")
+    old = tool.status().pid
+    status, body = req("POST", f"{url}/api/tools/workers/other/restart", token=OPS_TOKEN)
+    assert status == 200 and body["action"] == "restart"
+    assert tool.status().pid not in (None, old) and body["tool"]["pid"] == tool.status().pid
+    status, body = req("POST", f"{url}/api/tools/workers/other/stop", token=OPS_TOKEN)
+    assert status == 200 and tool.status().state.value == "stopped"
+    assert body["tool"]["state"] == "stopped" and body["tool"]["pid"] is None
+    status, body = req("POST", f"{url}/api/tools/workers/other/pause", token=OPS_TOKEN)
+    assert status == 409 and "cannot pause while stopped" in body["error"]   # the state graph says no
