@@ -434,3 +434,44 @@ def test_restart_and_stop_through_the_api(board) -> None:
     assert body["tool"]["state"] == "stopped" and body["tool"]["pid"] is None
     status, body = req("POST", f"{url}/api/tools/workers/other/pause", token=OPS_TOKEN)
     assert status == 409 and "cannot pause while stopped" in body["error"]   # the state graph says no
+
+
+# ---------------------------------------------------------------------- a real Prometheus
+@pytest.mark.timeout(120)
+def test_a_real_prometheus_scrapes_the_figures(board, tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("no prometheus binary (Debian: apt-get install prometheus); "
+                    "the exposition format is still checked by the other tests")
+    system, dash, _ = board
+    for _ in range(7):
+        system.tool("workers/counter").call("add", k=1)
+    port = _free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: toolvisor\n"
+                      f"    static_configs:\n      - targets: ['127.0.0.1:{dash.port}']\n")
+    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    query = (f"http://127.0.0.1:{port}/api/v1/query?query="
+             "toolvisor_messages_total%7Btool%3D%22workers%2Fcounter%22%2Ccommand%3D%22add%22%7D")
+    try:
+        def scraped() -> Any:
+            try:
+                status, body = req("GET", query)
+            except OSError:
+                return None
+            result = body.get("data", {}).get("result", []) if status == 200 else []
+            return result if result and result[0]["value"][1] == "7" else None
+
+        result = wait_until(scraped, 60.0, 0.5, "Prometheus to scrape toolvisor_messages_total = 7")
+        assert result[0]["metric"]["job"] == "toolvisor"
+        status, body = req("GET", f"http://127.0.0.1:{port}/api/v1/targets")
+        health = [t["health"] for t in body["data"]["activeTargets"]]
+        assert health == ["up"], body
+    finally:
+        proc.terminate()
+        proc.wait(20)
