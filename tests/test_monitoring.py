@@ -406,7 +406,7 @@ def test_beyond_loopback_reading_needs_a_token_too() -> None:
             assert status == 200 and tree["kind"] == "supervisor"
 
 
-def test_chart_points_take_call_latency_from_the_host_else_from_the_tool() -> None:
+def test_chart_points_carry_round_trips_and_command_times() -> None:
     m = Metrics()
     node = {"path": "w/c", "state": "running", "memory_mb": 9.5, "cpu_percent": 3.0}
     m.observe_tree([node], now=1.0)                      # nothing called yet
@@ -415,7 +415,8 @@ def test_chart_points_take_call_latency_from_the_host_else_from_the_tool() -> No
     m.observe_call("w/c", "add", 0.010, True)
     m.observe_timings("w/c", {"add": {"count": 1, "sum": 0.001, "errors": 0, "buckets": []}})
     m.observe_tree([node], now=3.0)                      # host calls: their round trip wins
-    assert [p[3] for p in m.history["w/c"]] == [None, 2.0, 10.0]
+    assert [p[3] for p in m.history["w/c"]] == [None, None, 10.0]    # host round trips
+    assert [p[4] for p in m.history["w/c"]] == [None, 2.0, 1.0]      # the tool's command times
     assert [p[1] for p in m.history["w/c"]] == [9.5, 9.5, 9.5]
     m.observe_call("w/c", "nonexistent", 0.001, False)   # a typo gets no series
     assert ("w/c", "nonexistent") not in m.latency

@@ -89,7 +89,7 @@ class Metrics:
         self.quota: dict[tuple[str, str], int] = {}
         self.tools: dict[str, dict[str, Any]] = {}         # path -> latest slim node
         self.recent: dict[str, deque[tuple[float, int, int]]] = {}  # path -> (t, calls, errors)
-        self.history: dict[str, deque[list[float | None]]] = {}     # path -> [t, mem, cpu, ms]
+        self.history: dict[str, deque[list[float | None]]] = {}     # [t, mem, cpu, trip ms, cmd ms]
         self._tick_latency: dict[str, list[float]] = {}    # path -> [sum, count] since last point
         self._tick_command: dict[str, list[float]] = {}    # the same, of the tool's own command times
         self.events_seen = 0
@@ -143,14 +143,12 @@ class Metrics:
             path = node["path"]
             seen[path] = node
             if point:
-                # call latency: the host's round trips, else (calls from tools) the command times
-                tick = self._tick_latency.pop(path, None)
-                own = self._tick_command.pop(path, None)
-                tick = tick if tick and tick[1] else own
-                ms = tick[0] / tick[1] * 1000 if tick and tick[1] else None
+                # call latency: the host's round trips, and the tool's own command times
+                # (which also cover calls from other tools)
+                trip = _mean_ms(self._tick_latency.pop(path, None))
+                own = _mean_ms(self._tick_command.pop(path, None))
                 self.history.setdefault(path, deque(maxlen=HISTORY)).append(
-                    [round(now, 3), node.get("memory_mb"), node.get("cpu_percent"),
-                     None if ms is None else round(ms, 3)])
+                    [round(now, 3), node.get("memory_mb"), node.get("cpu_percent"), trip, own])
         for gone in set(self.tools) - set(seen):
             self.history.pop(gone, None)
         self.tools = seen
@@ -281,6 +279,10 @@ def _histograms(name: str, doc: str, table: dict[tuple[str, str], _Hist]) -> Ite
     for (tool, cmd), h in sorted(table.items()):
         fam.add_metric([tool, cmd], h.cumulative(), h.sum)
     yield fam
+
+
+def _mean_ms(tick: list[float] | None) -> float | None:
+    return round(tick[0] / tick[1] * 1000, 4) if tick and tick[1] else None
 
 
 def _float(value: Any) -> float | None:

@@ -97,27 +97,35 @@ function drawDetail() {
   drawCharts(node.path);
 }
 
-function chart(svgId, lastId, points, column) {
+function chart(svgId, lastId, points, columns) {
+  // one polyline per column (the first one's last value is shown); time runs left to right
   const svg = $(svgId);
   svg.textContent = "";
-  const data = points.filter((p) => typeof p[column] === "number");
-  $(lastId).textContent = data.length ? fixed(data[data.length - 1][column], 2) : "";
-  if (data.length < 2) return;
-  const t0 = data[0][0], t1 = data[data.length - 1][0];
-  let max = Math.max(...data.map((p) => p[column])) * 1.15;
+  columns = Array.isArray(columns) ? columns : [columns];
+  const series = columns.map((c) => points.filter((p) => typeof p[c] === "number").map((p) => [p[0], p[c]]));
+  const last = series.map((s) => (s.length ? fixed(s[s.length - 1][1], 3) : "-"));
+  $(lastId).textContent = last.some((v) => v !== "-") ? last.join(" / ") : "";
+  const all = series.flat();
+  if (all.length < 2 || !points.length) return;
+  const t0 = points[0][0], t1 = points[points.length - 1][0];
+  let max = Math.max(...all.map((p) => p[1])) * 1.15;
   if (max <= 0) max = 1;
   const xs = (t) => ((t - t0) / Math.max(t1 - t0, 1e-6)) * 300;
   const ys = (v) => 78 - (v / max) * 74;
-  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", data.map((p) => `${xs(p[0]).toFixed(1)},${ys(p[column]).toFixed(1)}`).join(" "));
-  svg.appendChild(line);
+  series.forEach((data, i) => {
+    if (data.length < 2) return;
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute("class", "series-" + i);
+    line.setAttribute("points", data.map((p) => `${xs(p[0]).toFixed(1)},${ys(p[1]).toFixed(1)}`).join(" "));
+    svg.appendChild(line);
+  });
 }
 
 function drawCharts(path) {
   const points = state.history[path] || [];
   chart("#chart-mem", "#last-mem", points, 1);
   chart("#chart-cpu", "#last-cpu", points, 2);
-  chart("#chart-lat", "#last-lat", points, 3);
+  chart("#chart-lat", "#last-lat", points, [3, 4]);
 }
 
 async function loadCommands() {
