@@ -476,3 +476,16 @@ def test_a_real_prometheus_scrapes_the_figures(board, tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.mark.timeout(60)
+def test_callers_cannot_drain_the_metrics_command() -> None:
+    from actors.errors import ToolError
+    from actors.timings import TIMINGS_COMMAND
+
+    with ToolSystem(policy=FAST) as system:
+        tool = system.supervise("w").spawn("tests.tools:Counter", name="c")
+        with pytest.raises(ToolError, match="toolvisor's own"):
+            tool.call(TIMINGS_COMMAND)
+        with pytest.raises(ToolError, match="toolvisor's own"):
+            tool.call_many([("get", {}), (TIMINGS_COMMAND, {})])

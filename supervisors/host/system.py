@@ -33,6 +33,7 @@ from actors.errors import (
     error_from_wire,
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
+from actors.timings import TIMINGS_COMMAND
 from supervisors.host.aio import AsyncCalls
 from supervisors.host.fastclient import NotDelivered, SocketCalls
 from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
@@ -376,6 +377,8 @@ class ToolSystem:
 
     def _call(self, path: str, command: str, args: dict[str, Any],
               timeout: float | None) -> Any:
+        if command == TIMINGS_COMMAND:
+            raise _reserved(path)
         log = self.call_log
         if log is None:
             return self._call_once(path, command, args, timeout)
@@ -403,6 +406,8 @@ class ToolSystem:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         wire_calls = [_batch_item(i, item) for i, item in enumerate(calls)]
+        if any(c[0] == TIMINGS_COMMAND for c in wire_calls):
+            raise _reserved(path)
         reply = self._exchange(path, lambda cid: Batch(cid, wire_calls, deadline), deadline,
                                f"a batch of {len(wire_calls)} calls", limit)
         if isinstance(reply, Reply):  # the whole batch was refused
@@ -446,6 +451,8 @@ class ToolSystem:
     async def _acall(self, path: str, command: str, args: dict[str, Any],
                      timeout: float | None) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
+        if command == TIMINGS_COMMAND:
+            raise _reserved(path)
         log = self.call_log
         if log is None:
             return await self._acall_once(path, command, args, timeout)
@@ -586,6 +593,11 @@ class ToolSystem:
 
 
 _RESEND = object()  # marker: deliver the call to the next instance
+
+
+def _reserved(path: str) -> ToolError:
+    return ToolError(f"{TIMINGS_COMMAND!r} is toolvisor's own (the metrics aggregator collects "
+                     "command times with it); it cannot be called", tool=path, type="UnknownCommand")
 
 
 def _batch_item(i: int, item: Any) -> list[Any]:
