@@ -489,3 +489,12 @@ def test_callers_cannot_drain_the_metrics_command() -> None:
             tool.call(TIMINGS_COMMAND)
         with pytest.raises(ToolError, match="toolvisor's own"):
             tool.call_many([("get", {}), (TIMINGS_COMMAND, {})])
+
+
+def test_a_bad_dashboard_address_on_the_command_line_is_refused(capsys) -> None:
+    from supervisors.frontends import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["run", "examples/monitored.toml", "--dashboard", "nowhere"])
+    assert info.value.code == 2
+    assert "nowhere" in capsys.readouterr().err

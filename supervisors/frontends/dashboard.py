@@ -136,6 +136,7 @@ class Dashboard:
         self._http: ClientSession | None = None
         self._rendered: tuple[float, bytes] = (0.0, b"")
         self._started: dict[int, float] = {}  # pid -> its process's start time (for uptime)
+        self._missed_at = 0.0                  # when an unknown tool last made us read the tree
 
     # ------------------------------------------------------------------ lifetime
     @property
@@ -434,7 +435,13 @@ class Dashboard:
         return web.json_response([e for e in self.events if float(e.get("time", 0)) > since])
 
     async def _find_tool(self, path: str) -> dict[str, Any] | None:
+        """The tool's node; on a miss the tree is read again (at most every 0.5 s: a stream of
+        requests for unknown tools costs no more than the poll)."""
         for attempt in range(2):
+            if attempt and time.monotonic() - self._missed_at < 0.5:
+                return None
+            if attempt:
+                self._missed_at = time.monotonic()
             tree = self.tree if (self.tree is not None and attempt == 0) else await self.refresh_tree(False)
             node = next((n for n in tools_of(tree) if n["path"] == path), None)
             if node is not None:
