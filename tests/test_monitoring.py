@@ -498,3 +498,16 @@ def test_a_bad_dashboard_address_on_the_command_line_is_refused(capsys) -> None:
         cli.main(["run", "examples/monitored.toml", "--dashboard", "nowhere"])
     assert info.value.code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_a_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken, ToolSystem(policy=FAST) as system:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port}"):
+            Dashboard(system, f"127.0.0.1:{port}", rules=[], sinks=[]).start()
+        assert system.call_log is None
