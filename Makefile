@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/toolvisor run $(CONFIG) $(if $(DURATION),--duration $(DURATION))
 
 test: $(STAMP)
+	bash scripts/ensure-browser.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

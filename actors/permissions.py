@@ -33,7 +33,7 @@ from actors.errors import PermissionDenied, SpecError
 
 #: The actions toolvisor checks (``*`` covers them all).
 ACTIONS = ("read", "call", "pause", "resume", "stop", "start", "restart", "spawn", "policy",
-           "admin", "net", "exec")
+           "admin", "net", "exec", "ack")  # ack: acknowledge an alert (alert:ID)
 _RESOURCE_RE = re.compile(r"^[A-Za-z0-9_*.#/:\-]+$")
 
 

@@ -12,6 +12,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from loguru import logger
@@ -51,6 +52,7 @@ from actors.messages import (
 )
 from actors.peers import Peers, ToolRef
 from actors.state import StateMachine, ToolState
+from actors.timings import TIMINGS_COMMAND, CommandTimings
 from actors.tool import ToolActor
 from actors.toolcontext import ToolContext
 
@@ -96,6 +98,7 @@ class ToolRunner:
         self.store: str | None = None              # path of the context store tool
         self.report_window = (0.0, 0)              # (second, records sent in it)
         self.suppressed = 0
+        self.timings = CommandTimings()            # per-command times, drained by the host's metrics
 
     # -- Behaviour -------------------------------------------------------------------
     def receive(self, msg: Any, sender: Any) -> None:
@@ -385,6 +388,9 @@ class ToolRunner:
 
     # -- calls ------------------------------------------------------------------------
     def _on_call(self, call: Call | Batch, sender: Any) -> None:
+        if type(call) is Call and call.command == TIMINGS_COMMAND:  # the host's metrics, any state
+            self._reply(sender, call.cid, self.timings.drain())
+            return
         state = self.sm.state
         if self.exiting or state in (S.STOPPING, S.STOPPED, S.FAILED):
             self._refuse(call, sender, Moved(f"tool {self.path} is going away"))
@@ -477,7 +483,10 @@ class ToolRunner:
                 return False, None, refusal
         trial = breaker is not None and breaker.state == HALF_OPEN
         started = time.time()
+        clock = perf_counter()
         ok, value, error = self._run_command(command, args)
+        if ok or command in self.commands:  # (no label per unknown name)
+            self.timings.record(command, perf_counter() - clock, ok)
         now = time.time()
         late = bool(deadline) and now > deadline
         failed = (not ok and not isinstance(error, CALLERS_FAULT)) or late

@@ -6,7 +6,7 @@ leftover heap disturb another's: round trip (pipe, bare ask, slow and
 fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
 start/shutdown, resource accounting, tools talking to tools, callers (a thread
-per call, a crowd of idle connections), security, faults and chaos (SIGKILLs
+per call, a crowd of idle connections), security, monitoring, faults and chaos (SIGKILLs
 under load). A section that fails is reported as an error in the table and the
 JSON, the others still run, and the exit status is 1. ``--quick`` runs short
 versions of everything (under a minute on 2 cores).
@@ -36,6 +36,7 @@ from benchmarks import (
     machine,
     mcp,
     messaging,
+    monitoring,
     plot,
     report,
     restart,
@@ -142,6 +143,7 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "security": lambda: security.run(q),
         "chaos": lambda: chaos.run(duration=args.duration or (15.0 if q else 60.0), log_level=level),
         "mcp": lambda: mcp.run(q),
+        "monitoring": lambda: monitoring.run(q),
     }
 
 

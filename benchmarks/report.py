@@ -304,11 +304,18 @@ BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput
             "messaging": _messaging_rows, "callers": _callers_rows,
             "security": lambda section: _security_rows(section),
             "faults": _faults_rows, "chaos": _chaos_rows,
-            "mcp": lambda section: _mcp_rows(section)}
+            "mcp": lambda section: _mcp_rows(section),
+            "monitoring": lambda section: _monitoring_rows(section)}
 
 
 def _mcp_rows(section: dict[str, Any]) -> list[Row]:
     from benchmarks.mcp import rows
+
+    return rows(section)
+
+
+def _monitoring_rows(section: dict[str, Any]) -> list[Row]:
+    from benchmarks.monitoring import rows
 
     return rows(section)
 

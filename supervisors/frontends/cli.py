@@ -35,6 +35,7 @@ from loguru import logger
 from actors import logs
 from actors.errors import ToolError
 from supervisors.frontends.audit_cli import add_audit_command
+from supervisors.frontends.dashboard import Dashboard, parse_address
 from supervisors.frontends.errorscli import add_errors_command
 from supervisors.frontends.mcp_cli import add_mcp_command, add_plugins_command
 from supervisors.host.system import ToolSystem
@@ -92,7 +93,18 @@ def add_run_command(subs: Any) -> None:
     run.add_argument("--as", dest="principal", default=None, metavar="PRINCIPAL",
                      help="show only what PRINCIPAL (a [[principal]] of the config) may read; "
                           "its token comes from $TOOLVISOR_TOKEN")
+    run.add_argument("--dashboard", default=None, metavar="HOST:PORT", type=_address,
+                     help="serve the web dashboard, /metrics and the JSON API there "
+                          "(default: the config's [system] dashboard, if any)")
     run.set_defaults(handler=cmd_run)
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    return text
 
 
 COMMANDS: list[Callable[[Any], None]] = [add_run_command, add_audit_command, add_errors_command,
@@ -384,6 +396,23 @@ def _run(system: ToolSystem, args: argparse.Namespace, stop: StopSignals) -> int
     if stop.requested is not None:  # a signal came just as the start finished
         return EXIT_OK
     stop.phase = "running"
+    address = args.dashboard or system.dashboard
+    dashboard = None
+    if address:
+        try:
+            dashboard = Dashboard(system, address).start()
+        except (RuntimeError, ValueError) as exc:
+            print(f"toolvisor: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"toolvisor: dashboard on {dashboard.url}", file=sys.stderr, flush=True)
+    try:
+        return _watch(system, args, stop)
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
+
+
+def _watch(system: ToolSystem, args: argparse.Namespace, stop: StopSignals) -> int:
     view = LiveView(system, args.config, sys.stdout, args.interval)
     if args.principal:
         view.reader = system.as_principal(args.principal, os.environ.get("TOOLVISOR_TOKEN"))

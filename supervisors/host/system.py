@@ -10,6 +10,7 @@ the host is killed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import shutil
@@ -35,6 +36,7 @@ from actors.errors import (
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
 from actors.retry import with_retries, with_retries_async
+from actors.timings import TIMINGS_COMMAND
 from supervisors.host.aio import AsyncCalls
 from supervisors.host.fastclient import NotDelivered, SocketCalls
 from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
@@ -126,6 +128,12 @@ class ToolSystem:
         self._reaper: Any = None
         self._old_sigterm: Any = None
         self._running = False
+        #: (path, command, seconds, ok) per call while a metrics aggregator listens (docs/monitoring.md);
+        #: deque appends and pops are atomic, so callers on any thread need no lock
+        self.call_log: collections.deque[tuple[str, str, float, bool]] | None = None
+        #: the [system] dashboard address and [[alert]] / [[alert_sink]] tables of a config file
+        self.dashboard: str | None = None
+        self.alert_tables: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         #: roles, principals, tool contexts, the audit log and reputation (docs/security.md)
         self.security = SystemSecurity(self, os.fspath(audit_log) if audit_log else None)
 
@@ -140,12 +148,16 @@ class ToolSystem:
         system = cls(**options)
         system.config_specs = cfg.supervisors
         from actors.errors import SpecError
+        from supervisors.monitoring.alerts import parse_alerts
         from supervisors.tree.config import ConfigError
 
         try:
             system.security.load(cfg.roles, cfg.principals)
-        except SpecError as exc:
+            parse_alerts(cfg.alerts, cfg.alert_sinks)  # fail now: an unknown metric, a bad op, ...
+        except (SpecError, ValueError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        system.dashboard = cfg.dashboard
+        system.alert_tables = (cfg.alerts, cfg.alert_sinks)
         return system
 
     def as_principal(self, name: str, token: str | None = None) -> PrincipalView:
@@ -469,6 +481,22 @@ class ToolSystem:
 
     def _call(self, path: str, command: str, args: dict[str, Any],
               timeout: float | None) -> Any:
+        if command == TIMINGS_COMMAND:
+            raise _reserved(path)
+        log = self.call_log
+        if log is None:
+            return self._call_once(path, command, args, timeout)
+        started = time.perf_counter()
+        ok = False
+        try:
+            value = self._call_once(path, command, args, timeout)
+            ok = True
+            return value
+        finally:
+            log.append((path, command, time.perf_counter() - started, ok))
+
+    def _call_once(self, path: str, command: str, args: dict[str, Any],
+                   timeout: float | None) -> Any:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         def once() -> Any:
@@ -491,6 +519,8 @@ class ToolSystem:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         wire_calls = [_batch_item(i, item) for i, item in enumerate(calls)]
+        if any(c[0] == TIMINGS_COMMAND for c in wire_calls):
+            raise _reserved(path)
         cids: list[int] = []
         try:
             reply = self._exchange(path, lambda cid: cids.append(cid) or Batch(cid, wire_calls, deadline),
@@ -540,8 +570,24 @@ class ToolSystem:
             not_pid = route.pid
 
     async def _acall(self, path: str, command: str, args: dict[str, Any],
-                     timeout: float | None, retried: bool = False) -> Any:
+                     timeout: float | None) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
+        if command == TIMINGS_COMMAND:
+            raise _reserved(path)
+        log = self.call_log
+        if log is None:
+            return await self._acall_once(path, command, args, timeout)
+        started = time.perf_counter()
+        ok = False
+        try:
+            value = await self._acall_once(path, command, args, timeout)
+            ok = True
+            return value
+        finally:
+            log.append((path, command, time.perf_counter() - started, ok))
+
+    async def _acall_once(self, path: str, command: str, args: dict[str, Any],
+                          timeout: float | None, retried: bool = False) -> Any:
         self._require_running()
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
@@ -580,8 +626,8 @@ class ToolSystem:
                       error: ToolError) -> Any:
         first = [error]
         return await with_retries_async(
-            lambda: _raise_first_async(first) or self._acall(path, command, args,
-                                                              deadline - time.time(), True),
+            lambda: _raise_first_async(first) or self._acall_once(path, command, args,
+                                                                   deadline - time.time(), True),
             deadline)
 
     def _settle(self, path: str, route: Route, what: str, limit: float, reply: Any = None,
@@ -712,6 +758,11 @@ class ToolSystem:
 
 
 _RESEND = object()  # marker: deliver the call to the next instance
+
+
+def _reserved(path: str) -> ToolError:
+    return ToolError(f"{TIMINGS_COMMAND!r} is toolvisor's own (the metrics aggregator collects "
+                     "command times with it); it cannot be called", tool=path, type="UnknownCommand")
 
 
 def _batch_item(i: int, item: Any) -> list[Any]:

@@ -3,7 +3,7 @@
 A role has permissions and parent roles whose permissions it inherits; adding
 a role that would close a cycle is refused, and nothing changes. Four
 templates are always there: ``viewer`` (read), ``operator`` (viewer + call,
-pause, resume), ``maintainer`` (operator + spawn, stop, start, restart, policy)
+pause, resume, ``alert:*:ack``), ``maintainer`` (operator + spawn, stop, start, restart, policy)
 and ``admin`` (everything). A principal is a name, roles and an optional token.
 
 ``check`` answers from a cache of each principal's decisions; below it, each
@@ -26,7 +26,7 @@ from supervisors.security.permissions import Permission, denied
 
 TEMPLATES: dict[str, tuple[list[str], list[str]]] = {
     "viewer": (["*:read"], []),
-    "operator": (["*:call", "*:pause", "*:resume"], ["viewer"]),
+    "operator": (["*:call", "*:pause", "*:resume", "alert:*:ack"], ["viewer"]),
     "maintainer": (["*:spawn", "*:stop", "*:start", "*:restart", "*:policy"], ["operator"]),
     "admin": (["*:*"], []),
 }

@@ -12,6 +12,8 @@ Layout::
     [[supervisor.supervisor]]     # nested supervisors, same keys; started after the tools
     [[role]]                      # name, permissions = ["RESOURCE:ACTION"], parents = [...]
     [[principal]]                 # name, roles = [...], token (optional)
+    [[alert]]                     # name, metric, op, threshold, for, severity, tool (checked by
+    [[alert_sink]]                # kind = "log" | "webhook", url       the host: monitoring)
 
 Every problem is reported in one ``ConfigError`` naming the file and the key (or
 the line, for TOML syntax errors), all of them in file order, with values spelled
@@ -27,8 +29,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from actors import plugins
 from actors.breaker import Breaker
@@ -67,6 +67,9 @@ class Config:
     supervisors: list[dict[str, Any]] = field(default_factory=list)
     roles: list[dict[str, Any]] = field(default_factory=list)       # [[role]] tables, checked by the host
     principals: list[dict[str, Any]] = field(default_factory=list)  # [[principal]] tables
+    dashboard: str | None = None                                     # [system] dashboard "HOST:PORT"
+    alerts: list[dict[str, Any]] = field(default_factory=list)       # [[alert]] tables (monitoring)
+    alert_sinks: list[dict[str, Any]] = field(default_factory=list)  # [[alert_sink]] tables
 
 
 def toml_value(value: Any) -> str:
@@ -148,14 +151,15 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid TOML: {exc}")
     r = _Reader(source)
     cfg = Config()
-    r.only(data, {"system", "supervisor", "role", "principal"}, "")
+    r.only(data, {"system", "supervisor", "role", "principal", "alert", "alert_sink"}, "")
     for key in data:  # in file order
         try:
             if key == "system":
                 cfg.system_options = _system(r, data["system"])
+                cfg.dashboard = cfg.system_options.pop("dashboard", None)
             elif key == "supervisor":
                 cfg.supervisors = _supervisors(r, data["supervisor"])
-            elif key in ("role", "principal"):  # checked by the host's security model
+            elif key in ("role", "principal", "alert", "alert_sink"):  # checked by the host
                 tables = data[key]
                 if not isinstance(tables, list) or not all(isinstance(x, dict) for x in tables):
                     raise r.fault(f"'{key}' must be an array of tables ([[{key}]])")
@@ -176,12 +180,10 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 def _system(r: _Reader, system: Any) -> dict[str, Any]:
     system = r.table(system, "system")
     r.only(system, SYSTEM_KEYS, "system")
-    if "dashboard" in system:
-        logger.warning("{}: [system].dashboard is not available in this version yet; ignored", r.source)
     options: dict[str, Any] = {}
     for key, value in system.items():
-        if key in ("log_level", "base", "call_timeout", "op_timeout", "sample_every", "audit_log",
-                   "data_dir"):
+        if key in ("dashboard", "log_level", "base", "call_timeout", "op_timeout", "sample_every",
+                   "audit_log", "data_dir"):
             try:
                 options[key] = _system_value(r, key, value)
             except _Fault:
@@ -197,6 +199,8 @@ def _system_value(r: _Reader, key: str, value: Any) -> Any:
         raise r.fault(f"{shown}: use one of {', '.join(LOG_LEVELS)}")
     if key == "base" and value not in BASES:
         raise r.fault(f"{shown}: use one of {', '.join(BASES)}")
+    if key == "dashboard" and not (isinstance(value, str) and _host_port(value)):
+        raise r.fault(f"{shown}: give \"HOST:PORT\", e.g. \"127.0.0.1:8750\"")
     if key == "audit_log" and not (isinstance(value, str) and value.strip()):
         raise r.fault(f"{shown}: give a file path")
     if key in ("call_timeout", "op_timeout", "sample_every") and not (
@@ -206,6 +210,11 @@ def _system_value(r: _Reader, key: str, value: Any) -> Any:
     if key == "data_dir" and not (isinstance(value, str) and value) and value is not False:
         raise r.fault(f"{shown}: give a directory path (or false for no context store)")
     return value
+
+
+def _host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host.strip("[]") and port.isdigit() and 0 <= int(port) <= 65535)
 
 
 def _supervisors(r: _Reader, sups: Any) -> list[dict[str, Any]]:
