@@ -3,7 +3,9 @@
 Installed into ``actors.peers`` when a tool starts: before every ``self.tool(path)``
 call, send and ask, ``actors.permissions.check_tool_call`` decides whether this
 tool may reach the target (same or lower level, or a ``"tool:PATH:call"``
-permission in its security context). A refusal is reported as a ``denied``
+permission in its security context), and a tool whose reputation fell below the
+threshold (the host leaves a marker file, ``actors.permissions.restricted_marker``)
+may call none. A refusal is reported as a ``denied``
 event (the host's reputation counts it) and, unless the context's audit mode is
 ``off``, appended to the audit log through the audit writer tool; then the
 ``PermissionDenied`` reaches the calling tool. Calls to the audit writer itself
@@ -18,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from actors import peers
 from actors.errors import PermissionDenied
 from actors.messages import Event
-from actors.permissions import AUDIT_TOOL, DENIED_EVENT, SecurityContext, audit_entry, check_tool_call
+from actors.permissions import (
+    AUDIT_TOOL,
+    DENIED_EVENT,
+    SecurityContext,
+    audit_entry,
+    check_tool_call,
+    is_restricted,
+)
 from actors.routes import RouteEntry
 
 if TYPE_CHECKING:
@@ -33,7 +42,8 @@ def install(runner: ToolRunner, spec: dict[str, Any]) -> None:
         if callee.path == AUDIT_TOOL:
             return
         try:
-            check_tool_call(caller, context, callee.path, callee.level)
+            check_tool_call(caller, context, callee.path, callee.level,
+                            restricted=is_restricted(runner.runtime_dir, caller))
         except PermissionDenied as exc:
             _report(runner, context, callee.path, exc)
             raise

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import quote
 
 from actors.errors import PermissionDenied, SpecError
 
@@ -178,3 +179,16 @@ def audit_entry(principal: str | None, operation: str, resource: str, result: st
     return {"ts": round(time.time(), 6), "principal": principal, "level": level,
             "operation": operation, "resource": resource, "result": result,
             "context": context or {}}
+
+
+def restricted_marker(runtime_dir: str, path: str) -> str:
+    """The file whose presence says that tool ``path`` is restricted by its reputation.
+
+    The host writes and removes it (``SystemSecurity.refresh``); the tool's own
+    process checks it before each call to another tool (``actors.isolation``).
+    """
+    return os.path.join(runtime_dir, "restricted", quote(path.strip("/"), safe=""))
+
+
+def is_restricted(runtime_dir: str | None, path: str) -> bool:
+    return bool(runtime_dir) and os.path.exists(restricted_marker(runtime_dir, path))  # type: ignore[arg-type]

@@ -367,3 +367,24 @@ def test_tool_to_tool_calls_keep_to_their_level_unless_permitted(tmp_path) -> No
         wait_until(lambda: low.status().reputation is not None and low.status().reputation < 100,
                    what="the denial to cost reputation")
         assert allowed.status().reputation == 100.0
+
+
+@pytest.mark.timeout(90)
+def test_a_tool_restricted_by_its_reputation_may_call_no_other_tool(tmp_path) -> None:
+    """The host marks a tool whose score fell below the threshold, without anyone asking for
+    a status; the tool's own process then refuses its calls to other tools."""
+    relay = "tests.messaging_tools:Relay"
+    with ToolSystem(policy=FAST, audit_log=str(tmp_path / "audit.log")) as system:
+        w = system.supervise("w", policy=FAST)
+        flaky = w.spawn(relay, name="flaky")
+        w.spawn(relay, name="peer")
+        assert flaky.call("call", path="w/peer", cmd="get") == "w/peer"
+        for _ in range(6):
+            pid = flaky.status().pid
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid: (s := flaky.status()).pid not in (None, pid)
+                       and s.state.value == "running", 20, what="a restart")
+        err = wait_until(lambda: (e := flaky.call("call_error", path="w/peer", cmd="get"))["type"]
+                         == "PermissionDenied" and e, 10, every=0.1, what="the restriction to apply")
+        assert "reputation" in err["message"]
+        assert system.tool("w/peer").call("call", path="w/flaky", cmd="get") == "w/flaky"  # others may

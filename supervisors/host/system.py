@@ -220,6 +220,7 @@ class ToolSystem:
             raise
         try:
             self.security.start_audit()
+            self.security.start_watch()
             self._start_store()
             for sup in self.config_specs:
                 self.root.add(sup)
@@ -276,6 +277,7 @@ class ToolSystem:
         """Stop every tool (reverse start order) and end every process of this system."""
         if not self._running:
             return
+        self.security.stop_watch()
         if self.root_route is not None:
             try:
                 self._request("", "shutdown", {}, timeout or self.op_timeout)

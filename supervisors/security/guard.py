@@ -11,19 +11,21 @@ the ToolSystem.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
 from loguru import logger
 
 from actors.errors import ToolError
-from actors.permissions import AUDIT_TOOL, SecurityContext
+from actors.permissions import AUDIT_TOOL, SecurityContext, restricted_marker
 from supervisors.security.audit import AuditWriter, entry
 from supervisors.security.reputation import Reputation
 from supervisors.security.roles import Security
 
 __all__ = ["AUDIT_TOOL", "AuditUnavailable", "SystemSecurity"]
 REFRESH_EVERY = 1.0  # seconds between reads of the event log for reputation
+WATCH_THREAD = "toolvisor-reputation"
 
 
 class AuditUnavailable(ToolError):
@@ -44,6 +46,7 @@ class SystemSecurity(Security):
         self._writer: Any = None
         self._refreshed = 0.0
         self._events_since = 0.0
+        self._stop_watch: threading.Event | None = None
 
     # ------------------------------------------------------------------ contexts
     def note_spec(self, path: str, spec: dict[str, Any]) -> None:
@@ -97,8 +100,44 @@ class SystemSecurity(Security):
             self.audit(f"tool:{caller}", "call", f"tool:{target}", "denied", ctx.level, reason=why)
 
     # ------------------------------------------------------------------ reputation
+    def start_watch(self) -> None:
+        """Keep reputation current while the system runs (a restriction must not wait for
+        someone to ask for a status): one read of the event log every ``REFRESH_EVERY``."""
+        stop = self._stop_watch = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(REFRESH_EVERY):
+                self.refresh(force=True)
+
+        threading.Thread(target=watch, name=WATCH_THREAD, daemon=True).start()
+
+    def stop_watch(self) -> None:
+        if self._stop_watch is not None:
+            self._stop_watch.set()
+            self._stop_watch = None
+
+    def _mark(self, path: str, restricted: bool) -> None:
+        """Leave (or remove) the marker the tool's own process checks before calling others."""
+        runtime_dir = getattr(self.system, "runtime_dir", None)
+        if not runtime_dir:
+            return
+        marker = restricted_marker(runtime_dir, path)
+        try:
+            if restricted:
+                os.makedirs(os.path.dirname(marker), exist_ok=True)
+                open(marker, "w").close()
+            else:
+                os.unlink(marker)
+        except OSError:
+            pass
+
     def refresh(self, force: bool = False) -> None:
-        """Read new events into the reputation record; audit threshold crossings."""
+        """Read new events into the reputation record; audit threshold crossings.
+
+        While the watch thread runs, it alone refreshes (one owner of the record); the
+        figures other threads read are at most ``REFRESH_EVERY`` old. ``force`` reads now."""
+        if not force and self._stop_watch is not None and threading.current_thread().name != WATCH_THREAD:
+            return
         now = time.time()
         if not force and now - self._refreshed < REFRESH_EVERY:
             return
@@ -111,6 +150,7 @@ class SystemSecurity(Security):
             self._events_since = max(e.get("time", 0.0) for e in events)
         self.reputation.observe(events)
         for path, restricted, score in self.reputation.changes(now=now):
+            self._mark(path, restricted)
             logger.warning("tool {} {} (reputation {})", path,
                            "is restricted: its calls to other tools are refused" if restricted
                            else "has recovered its rights", score)
