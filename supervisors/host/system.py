@@ -293,16 +293,7 @@ class ToolSystem:
         if self.sid is not None and not end_session(self.sid, grace=2.0):
             logger.error("processes of session {} survived SIGKILL: {}", self.sid,
                          session_pids(self.sid))
-        if self._reaper is not None:  # our own clean-up is done: the reaper has no work left
-            self._reaper.kill()
-            self._reaper.wait()
-            self._reaper = None
-        if self.runtime_dir:
-            shutil.rmtree(self.runtime_dir, ignore_errors=True)
-            self.runtime_dir = None
-        self._restore_signals()
-        self._routes.clear()
-        self.root_route = None
+        self._release_host_side()
 
     def _abort_start(self) -> None:
         """Start-up failed or was interrupted: kill the actor system's session, no questions."""
@@ -315,6 +306,11 @@ class ToolSystem:
             except OSError:
                 pass
         self.transport.abandon()
+        self._release_host_side()
+
+    def _release_host_side(self) -> None:
+        """The processes are gone: stop the reaper (no work left), remove the runtime
+        directory, give back the signal handlers, forget the routes."""
         if self._reaper is not None:
             self._reaper.kill()
             self._reaper.wait()
@@ -323,6 +319,7 @@ class ToolSystem:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             self.runtime_dir = None
         self._restore_signals()
+        self._routes.clear()
         self.root_route = None
 
     def _install_signals(self) -> None:
