@@ -74,6 +74,15 @@ def webhook() -> Iterator[str]:
     server.server_close()
 
 
+class RecordingSink:
+    """A plugin-style alert sink given as ``module:Class``: keeps what it is called with."""
+
+    received: list[dict[str, Any]] = []
+
+    def __call__(self, alert: dict[str, Any]) -> None:
+        RecordingSink.received.append(alert)
+
+
 @pytest.fixture
 def board(tmp_path, webhook) -> Iterator[tuple[ToolSystem, Dashboard, str]]:
     with ToolSystem(policy=FAST, sample_every=0.3, audit_log=tmp_path / "audit.log") as system:
@@ -84,7 +93,8 @@ def board(tmp_path, webhook) -> Iterator[tuple[ToolSystem, Dashboard, str]]:
         workers.spawn("tests.tools:Counter", name="other")
         rules = [AlertRule(name="busy-memory", metric="memory_mb", op=">", threshold=0.0,
                            for_seconds=0.0, severity="warning", tool="workers/counter")]
-        sinks = [AlertSink(kind="webhook", url=webhook), AlertSink(kind="log")]
+        sinks = [AlertSink(kind="webhook", url=webhook), AlertSink(kind="log"),
+                 AlertSink(kind="tests.test_monitoring:RecordingSink")]
         with Dashboard(system, "127.0.0.1:0", rules=rules, sinks=sinks, poll_every=0.2) as dash:
             yield system, dash, dash.url
 
@@ -295,6 +305,8 @@ def test_alert_fires_reaches_the_webhook_and_is_acknowledged(board) -> None:
     assert alert["severity"] == "warning"
     wait_until(lambda: any(h.get("rule") == "busy-memory" and h.get("state") == "firing"
                            for h in Hook.received), 10.0, 0.1, "the webhook POST")
+    wait_until(lambda: any(a.get("rule") == "busy-memory" for a in RecordingSink.received), 10.0, 0.1,
+               "the plugin sink to be called")
     status, body = req("POST", f"{url}/api/alerts/{alert['id']}/ack", token=VIEW_TOKEN, body={})
     assert status == 403
     status, body = req("POST", f"{url}/api/alerts/{alert['id']}/ack", token=OPS_TOKEN,
@@ -511,3 +523,12 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port}"):
             Dashboard(system, f"127.0.0.1:{port}", rules=[], sinks=[]).start()
         assert system.call_log is None
+
+
+def test_plugin_sinks_by_entry_point_name_and_unknown_kinds_refused() -> None:
+    from supervisors.monitoring.alerts import parse_alerts
+
+    _, sinks = parse_alerts([], [{"kind": "stderr"}])  # examples/plugin's entry point
+    assert callable(sinks[0].plugin())
+    with pytest.raises(ValueError, match=r"kind = 'pager' is invalid: use one of log, webhook, or a plugin"):
+        parse_alerts([], [{"kind": "pager"}])

@@ -116,6 +116,7 @@ class Dashboard:
         if rules is None and sinks is None:
             rules, sinks = parse_alerts(*system.alert_tables)
         self.sinks: list[AlertSink] = list(sinks or [])
+        self._plugin_sinks: dict[str, Any] = {}
         self.poll_every = poll_every
         self.open_reads = is_loopback(self.host)
         # owned by the server's loop thread from start() on:
@@ -334,8 +335,14 @@ class Dashboard:
         for sink in self.sinks:
             if sink.kind == "log":
                 log_alert(alert)
-            elif sink.kind == "webhook" and self._http is not None:
-                asyncio.create_task(self._post(sink.url or "", payload))
+            elif sink.kind == "webhook":
+                if self._http is not None:
+                    asyncio.create_task(self._post(sink.url or "", payload))
+            else:  # a plugin sink (toolvisor.sinks): one that raises is logged, never fatal
+                try:
+                    self._plugin_sinks.setdefault(sink.kind, sink.plugin())(payload)
+                except Exception as exc:
+                    logger.warning("alert sink {!r} failed: {}: {}", sink.kind, type(exc).__name__, exc)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> None:
         assert self._http is not None

@@ -22,6 +22,8 @@ from typing import Any
 
 from loguru import logger
 
+from actors.loading import load_object
+from actors.plugins import GROUPS, resolve
 from supervisors.monitoring.metrics import KNOWN_METRICS, Metrics
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -70,13 +72,26 @@ class AlertRule:
 
 @dataclass(frozen=True)
 class AlertSink:
+    """Where alerts go: ``log``, ``webhook`` (POST JSON to ``url``), or a plugin: a name in
+    the ``toolvisor.sinks`` entry-point group or a ``module:Class``, whose instance is
+    called with each alert (a dict)."""
+
     kind: str
     url: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SINK_KINDS:
-            raise ValueError(f"alert_sink: kind = {self.kind!r} is invalid: use one of "
-                             f"{', '.join(SINK_KINDS)}")
+            try:
+                self.plugin()
+            except (ImportError, AttributeError, TypeError) as exc:
+                raise ValueError(f"alert_sink: kind = {self.kind!r} is invalid: use one of "
+                                 f"{', '.join(SINK_KINDS)}, or a plugin sink ({exc})") from None
+
+    def plugin(self) -> Any:
+        """The plugin sink's callable (a new instance of its class)."""
+        if not isinstance(self.kind, str):
+            raise TypeError(f"{self.kind!r} is not a name")
+        return load_object(resolve(GROUPS["sinks"], self.kind))()
         if self.kind == "webhook" and not (isinstance(self.url, str)
                                            and self.url.startswith(("http://", "https://"))):
             raise ValueError(f"alert_sink (webhook): url = {self.url!r} is invalid: give an http(s):// URL")
