@@ -8,8 +8,9 @@ threshold (the host leaves a marker file, ``actors.permissions.restricted_marker
 may call none. A refusal is reported as a ``denied``
 event (the host's reputation counts it) and, unless the context's audit mode is
 ``off``, appended to the audit log through the audit writer tool; then the
-``PermissionDenied`` reaches the calling tool. Calls to the audit writer itself
-are toolvisor's own and skip the rule.
+``PermissionDenied`` reaches the calling tool. Calls to the audit writer and to
+the context store are toolvisor's own and skip the rule (a restricted tool still
+checkpoints and gets its context back).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def install(runner: ToolRunner, spec: dict[str, Any]) -> None:
     context = SecurityContext.from_spec(spec.get("security"), runner.level)
 
     def check(caller: str, _level: str, callee: RouteEntry) -> None:
-        if callee.path == AUDIT_TOOL:
-            return
+        if callee.path == AUDIT_TOOL or callee.path == runner.store:
+            return  # toolvisor's own tools (the audit writer, the context store)
         try:
             check_tool_call(caller, context, callee.path, callee.level,
                             restricted=is_restricted(runner.runtime_dir, caller))

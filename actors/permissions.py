@@ -74,6 +74,10 @@ class Permission:
 AUDIT_MODES = ("off", "denials", "all")
 #: The name of the audit writer tool under the root (``supervisors.security``).
 AUDIT_TOOL = "_audit"
+#: The context store tool under the root (supervisors/recovery), reached by every tool.
+STORE_TOOL = "_store"
+#: The system's own tools under the root: listed apart from the user's children, no hooks.
+SYSTEM_TOOLS = frozenset({AUDIT_TOOL, STORE_TOOL})
 #: The event a tool publishes when one of its calls to another tool is refused (counts against
 #: its reputation, see ``supervisors.security.reputation``).
 DENIED_EVENT = "denied"

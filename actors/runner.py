@@ -485,7 +485,7 @@ class ToolRunner:
         started = time.time()
         clock = perf_counter()
         ok, value, error = self._run_command(command, args)
-        if ok or command in self.commands:  # (no label per unknown name)
+        if ok or (isinstance(command, str) and command in self.commands):  # (no label per unknown name)
             self.timings.record(command, perf_counter() - clock, ok)
         now = time.time()
         late = bool(deadline) and now > deadline

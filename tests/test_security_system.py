@@ -388,3 +388,30 @@ def test_a_tool_restricted_by_its_reputation_may_call_no_other_tool(tmp_path) ->
                          == "PermissionDenied" and e, 10, every=0.1, what="the restriction to apply")
         assert "reputation" in err["message"]
         assert system.tool("w/peer").call("call", path="w/flaky", cmd="get") == "w/flaky"  # others may
+
+
+@pytest.mark.timeout(90)
+def test_a_restricted_tool_still_checkpoints_and_gets_its_context_back(tmp_path) -> None:
+    """Restriction refuses calls to other tools, not to toolvisor's own context store."""
+    from actors.permissions import is_restricted
+
+    with ToolSystem(policy=FAST, audit_log=str(tmp_path / "audit.log"), data_dir=str(tmp_path / "data")) \
+            as system:
+        keeper = system.supervise("w", policy=FAST).spawn("tests.recovery_tools:Keeper", name="keeper")
+        assert keeper.call("put", key="n", value=1) == "n"
+        for _ in range(6):
+            pid = keeper.call("pid")
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid: (s := keeper.status()).pid not in (None, pid)
+                       and s.state.value == "running", 20, what="a restart")
+        wait_until(lambda: is_restricted(system.runtime_dir, "w/keeper"), 10, what="the restriction")
+        assert keeper.call("restored") is True and keeper.call("get", key="n") == 1
+        assert keeper.call("put", key="n", value=2) == "n"   # the checkpoint goes through
+        assert system.tree()["system"] and all(c["name"] in ("_audit", "_store")
+                                               for c in system.tree()["system"])
+
+
+def test_a_user_child_whose_name_starts_with_an_underscore_is_listed(system) -> None:
+    system.supervise("_internal")
+    assert [c["name"] for c in system.tree()["children"]] == ["_internal"]
+    assert [c.name for c in system.root.children()] == ["_internal"]

@@ -15,6 +15,7 @@ from loguru import logger
 
 from actors.errors import CallTimeout, ToolError, ToolUnavailable
 from actors.fastpath import DEFAULT_MAX_CALLERS
+from actors.permissions import SYSTEM_TOOLS
 from actors.state import ToolState
 from supervisors.recovery.diagnostics import FailureRecord
 from supervisors.resources.usage import blank
@@ -305,4 +306,4 @@ class SupervisorHandle(_Node):
     def children(self, timeout: float | None = None) -> list[ToolStatus]:
         info = self.system._request(self.path, "inspect", {}, timeout)
         return [ToolStatus.from_info(c) for c in info["children"]
-                if self.path or not c["name"].startswith("_")]  # the system's own tools
+                if self.path or c["name"] not in SYSTEM_TOOLS]  # the system's own tools

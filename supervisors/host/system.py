@@ -35,6 +35,7 @@ from actors.errors import (
     error_from_wire,
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
+from actors.permissions import SYSTEM_TOOLS
 from actors.retry import with_retries, with_retries_async
 from actors.timings import TIMINGS_COMMAND
 from supervisors.host.aio import AsyncCalls
@@ -219,9 +220,9 @@ class ToolSystem:
             self._abort_start()
             raise
         try:
+            self._start_store()  # first: every tool, the audit writer too, loads its context
             self.security.start_audit()
             self.security.start_watch()
-            self._start_store()
             for sup in self.config_specs:
                 self.root.add(sup)
         except BaseException:
@@ -383,8 +384,8 @@ class ToolSystem:
         tree = self.security.annotate(tree)
         # the system's own tools (the context store, the audit writer) are listed apart, so
         # children[i] stay the user's own children in the order they were made
-        tree["system"] = [c for c in tree["children"] if c["name"].startswith("_")]
-        tree["children"] = [c for c in tree["children"] if not c["name"].startswith("_")]
+        tree["system"] = [c for c in tree["children"] if c["name"] in SYSTEM_TOOLS]
+        tree["children"] = [c for c in tree["children"] if c["name"] not in SYSTEM_TOOLS]
         return tree
 
     def _subtree(self, path: str, info: dict[str, Any] | None,
@@ -625,8 +626,8 @@ class ToolSystem:
                       error: ToolError) -> Any:
         first = [error]
         return await with_retries_async(
-            lambda: _raise_first_async(first) or self._acall_once(path, command, args,
-                                                                   deadline - time.time(), True),
+            lambda: _raise_first_async(first) or self._acall_once(
+                path, command, args, max(0.001, deadline - time.time()), True),
             deadline)
 
     def _settle(self, path: str, route: Route, what: str, limit: float, reply: Any = None,

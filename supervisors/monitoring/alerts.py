@@ -86,15 +86,15 @@ class AlertSink:
             except (ImportError, AttributeError, TypeError) as exc:
                 raise ValueError(f"alert_sink: kind = {self.kind!r} is invalid: use one of "
                                  f"{', '.join(SINK_KINDS)}, or a plugin sink ({exc})") from None
+        if self.kind == "webhook" and not (isinstance(self.url, str)
+                                           and self.url.startswith(("http://", "https://"))):
+            raise ValueError(f"alert_sink (webhook): url = {self.url!r} is invalid: give an http(s):// URL")
 
     def plugin(self) -> Any:
         """The plugin sink's callable (a new instance of its class)."""
         if not isinstance(self.kind, str):
             raise TypeError(f"{self.kind!r} is not a name")
         return load_object(resolve(GROUPS["sinks"], self.kind))()
-        if self.kind == "webhook" and not (isinstance(self.url, str)
-                                           and self.url.startswith(("http://", "https://"))):
-            raise ValueError(f"alert_sink (webhook): url = {self.url!r} is invalid: give an http(s):// URL")
 
 
 def parse_alerts(rules: Iterable[Any], sinks: Iterable[Any]) -> tuple[list[AlertRule], list[AlertSink]]:

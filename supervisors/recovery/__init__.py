@@ -8,10 +8,11 @@ type that ``tool.errors()`` returns, and the chaos driver. See docs/recovery.md.
 """
 
 from actors.breaker import Breaker
+from actors.permissions import STORE_TOOL
 from supervisors.recovery.diagnostics import FailureRecord
 from supervisors.tree.policy import Retry
 
-STORE_NAME = "_store"
+STORE_NAME = STORE_TOOL  # (defined low, in actors.permissions: the tool side needs it too)
 DB_FILE = "toolvisor.db"
 
 __all__ = ["Breaker", "DB_FILE", "FailureRecord", "Retry", "STORE_NAME"]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.breaker import Breakers, summary
 from actors.messages import Call, FailureNote, Reply, Request, ToolReport
+from actors.permissions import SYSTEM_TOOLS
 from supervisors.tree.children import Child
 
 if TYPE_CHECKING:
@@ -141,8 +142,9 @@ class Diagnosing:
                                           "opens": 0}
 
     def _system_tool(self: Supervisor, child: Child) -> bool:
-        """The context store: a tool of the system itself; no hooks, no accounting for it."""
-        return self.is_root and child.name == self.spec.get("context_store")
+        """The context store or the audit writer: tools of the system itself; no hooks, no
+        accounting for them."""
+        return self.is_root and (child.name == self.spec.get("context_store") or child.name in SYSTEM_TOOLS)
 
     def _op_errors(self: Supervisor, req: Request, sender: Any) -> Any:
         return list(self._child(req.args["name"]).records)

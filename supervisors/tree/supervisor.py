@@ -60,6 +60,7 @@ from actors.messages import (
     Stop,
     ToolReport,
 )
+from actors.permissions import SYSTEM_TOOLS
 from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
 from supervisors.processes.procs import kill_tree, pid_alive, session_pids
@@ -598,9 +599,9 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     def _op_count(self, req: Request, sender: Any) -> Any:
         """OTP's count_children: specs, active (a live process), supervisors, workers.
 
-        The root leaves out the system's own tools (``_store``, ``_audit``), as
+        The root leaves out the system's own tools (``SYSTEM_TOOLS``), as
         ``children()`` and ``tree()`` list them apart."""
-        mine = [c for c in self.children if not (self.is_root and c.name.startswith("_"))]
+        mine = [c for c in self.children if not (self.is_root and c.name in SYSTEM_TOOLS)]
         return {"specs": len(mine), "active": sum(c.alive for c in mine),
                 "supervisors": sum(c.kind == "supervisor" for c in mine),
                 "workers": sum(c.kind == "tool" for c in mine)}
