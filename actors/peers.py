@@ -96,7 +96,24 @@ class Peers:
         if not isinstance(path, str) or not path.strip("/"):
             raise NotFound(f"tool path {path!r} is not a path; name a tool relative to the "
                            "system root, e.g. 'workers/fetch'")
-        return ToolRef(self, path.strip("/"))
+        path = path.strip("/")
+        if self.runtime_dir and routes.lookup(self.runtime_dir, path) is None \
+                and routes.members(self.runtime_dir, path):
+            return PoolRef(self, path)  # type: ignore[return-value]
+        return ToolRef(self, path)
+
+    def pick(self, pool: str) -> str:
+        """The instance of ``pool`` to send the next call to: a serving one with the fewest
+        of this tool's calls outstanding (restarting ones are skipped while others serve)."""
+        found = routes.members(self.runtime_dir or "", pool)
+        if not found:
+            raise NotFound(f"no tool or pool at path {pool!r}")
+        serving = [e for e in found if e.serving and waits._alive(int(e.pid or 0))] or found
+        turn = next(self.cids)
+        ranked = sorted(range(len(serving)), key=lambda i: (
+            self.conns[serving[i].path].outstanding if serving[i].path in self.conns else 0,
+            (i - turn) % len(serving)))
+        return serving[ranked[0]].path
 
     def _count(self, path: str) -> Counters:
         c = self.counters.get(path)
@@ -523,3 +540,33 @@ class ToolRef:
 
     def __repr__(self) -> str:
         return f"<ToolRef {self.path}>"
+
+
+class PoolRef:
+    """``self.tool("w/fetch")`` when ``w/fetch`` is a pool: each call, send or ask goes to
+    one instance (``Peers.pick``)."""
+
+    __slots__ = ("_peers", "path")
+
+    def __init__(self, peers: Peers, path: str) -> None:
+        self._peers = peers
+        self.path = path
+
+    def _one(self) -> ToolRef:
+        return ToolRef(self._peers, self._peers.pick(self.path))
+
+    def call(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
+        return self._one().call(command, timeout=timeout, **args)
+
+    def send(self, command: str, /, **args: Any) -> None:
+        self._one().send(command, **args)
+
+    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None, **args: Any) -> None:
+        self._one().ask(command, on_reply=on_reply, **args)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return all([ToolRef(self._peers, e.path).flush(timeout)
+                    for e in routes.members(self._peers.runtime_dir or "", self.path)])
+
+    def __repr__(self) -> str:
+        return f"<PoolRef {self.path}>"
