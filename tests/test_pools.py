@@ -262,3 +262,21 @@ def test_autoscaled_pool_grows_under_load_and_returns_to_min(system: ToolSystem)
     events = [e for e in system.events() if e["path"] == "auto" and e["event"] == "scaled"]
     assert any("scale up" in e["detail"] for e in events)
     assert any("scale down" in e["detail"] for e in events)
+
+
+def test_intensity_counts_the_pools_restarts() -> None:
+    strict = Policy(max_restarts=2, period=30.0, backoff=FAST.backoff)
+    with ToolSystem(policy=FAST) as system:
+        w = system.supervise("w", policy=strict)
+        pool = w.spawn(Worker, name="fetch", replicas=3)
+        for k in (1, 2):  # two restarts: within intensity
+            pid = pool.status().instances[k - 1].pid
+            with pytest.raises(ToolUnavailable):
+                system.tool(f"w/fetch#{k}").call("crash")
+            _wait(lambda k=k, pid=pid: (i := pool.status().instances[k - 1]).pid not in (None, pid)
+                  and i.state.value == "running", what=f"#{k} back")
+        with pytest.raises(ToolUnavailable):  # the third, on another instance: w gives up
+            system.tool("w/fetch#3").call("crash")
+        _wait(lambda: w.status().state.value in ("failed", "restarting", "stopped")
+              or w.status().restarts >= 1, what="w to give up")
+        assert any("gave up" in (e["detail"] or "") for e in system.events() if e["path"] == "w")

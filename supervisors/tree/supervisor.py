@@ -995,6 +995,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 "generation": child.generation, "restart": child.restart_type,
                 "security_level": child.spec.get("security_level"),
                 "actor": child.spec.get("actor"),
+                "pool": child.spec.get("pool"),  # the pool it is an instance of, if any
                 "since": child.sm.since,
                 "busy": self._busy(child),
                 "hang_timeout": child.hang_timeout,
