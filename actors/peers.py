@@ -55,6 +55,7 @@ DEFAULT_TIMEOUT = 30.0   # seconds, for a call made outside any call (a timer, o
 DEFAULT_WINDOW = 4096    # unanswered sends and asks per callee
 BATCH_MAX = 256          # queued sends/asks that make a batch go out at once
 RESOLVE_EVERY = 0.005    # seconds between looks at the directory while a callee restarts
+POOL_FRESH = 0.5         # seconds a listing of a pool's instances is reused
 RECV_BYTES = 65536
 _PACK_HEADER = msgpack.Packer()
 
@@ -91,6 +92,8 @@ class Peers:
         self.window = DEFAULT_WINDOW
         self.flush_armed = False
         self._board: waits.WaitBoard | None = None
+        self.pools: dict[str, tuple[float, list[routes.RouteEntry]]] = {}  # pool -> (listed, entries)
+        self.lost: dict[str, int] = {}  # pool instance -> the pid whose connection broke
 
     def ref(self, path: str) -> ToolRef:
         if not isinstance(path, str) or not path.strip("/"):
@@ -105,10 +108,15 @@ class Peers:
     def pick(self, pool: str) -> str:
         """The instance of ``pool`` to send the next call to: a serving one with the fewest
         of this tool's calls outstanding (restarting ones are skipped while others serve)."""
-        found = routes.members(self.runtime_dir or "", pool)
+        cached = self.pools.get(pool)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > POOL_FRESH:
+            cached = self.pools[pool] = (now, routes.members(self.runtime_dir or "", pool))
+        found = cached[1]
         if not found:
+            del self.pools[pool]
             raise NotFound(f"no tool or pool at path {pool!r}")
-        serving = [e for e in found if e.serving and waits._alive(int(e.pid or 0))] or found
+        serving = [e for e in found if e.serving and self.lost.get(e.path) != e.pid] or found
         turn = next(self.cids)
         ranked = sorted(range(len(serving)), key=lambda i: (
             self.conns[serving[i].path].outstanding if serving[i].path in self.conns else 0,
@@ -164,6 +172,9 @@ class Peers:
     def _lost(self, path: str, conn: Link, why: str) -> None:
         """The connection broke: everything still unanswered on it fails with ToolUnavailable."""
         conn.close()
+        if "#" in path:  # a pool's instance: picks skip it until its pool is listed again
+            self.lost[path] = int(conn.route.pid or 0)
+            self.pools.clear()
         if self.conns.get(path) is conn:
             del self.conns[path]
         if self.routes.get(path) is not None and self.routes[path].pid == conn.route.pid:

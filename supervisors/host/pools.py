@@ -27,7 +27,6 @@ from actors.busy import marker_path, read_marker
 from actors.errors import NotFound, ToolError
 from actors.state import ToolState
 from supervisors.host.handles import ToolHandle, ToolStatus, _split
-from supervisors.processes.procs import pid_alive
 from supervisors.tree.pools import (
     Autoscale,
     Decision,
@@ -70,6 +69,7 @@ class _Pool:
     def __init__(self, path: str) -> None:
         self.path = path
         self.members: list[str] = []
+        self.entries: list[routes.RouteEntry] = []
         self.listed = 0.0
         self.flight: dict[str, deque[int]] = {}
         self.draining: set[str] = set()
@@ -110,7 +110,8 @@ class Pools:
         now = time.monotonic()
         if fresh or now - pool.listed > MEMBERS_FRESH or not pool.members:
             runtime = self.system.runtime_dir
-            pool.members = [e.path for e in routes.members(runtime, path)] if runtime else []
+            pool.entries = routes.members(runtime, path) if runtime else []
+            pool.members = [e.path for e in pool.entries]
             pool.listed = now
         return pool.members
 
@@ -142,13 +143,11 @@ class Pools:
             members = [m for m in members if m not in pool.draining] or members
         if not members:
             raise NotFound(f"{path} has no instances: the pool was removed", tool=path)
-        runtime = self.system.runtime_dir or ""
-        serving = []
-        for m in members:
-            entry = routes.lookup(runtime, m)
-            gone = self.system._gone.get(m)
-            if entry is not None and entry.serving and entry.pid != gone and pid_alive(int(entry.pid or 0)):
-                serving.append(m)
+        # Serving as of the last listing (at most MEMBERS_FRESH old), less the instances a
+        # call of ours saw die since (``_gone``): no file read or system call per call.
+        gone = self.system._gone
+        serving = [e.path for e in pool.entries
+                   if e.path in members and e.serving and e.pid != gone.get(e.path)]
         choice = [m for m in (serving or members) if m not in avoid] or serving or members
         turn = next(pool.turns)
         n = len(choice)
