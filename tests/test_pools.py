@@ -280,3 +280,13 @@ def test_intensity_counts_the_pools_restarts() -> None:
         _wait(lambda: w.status().state.value in ("failed", "restarting", "stopped")
               or w.status().restarts >= 1, what="w to give up")
         assert any("gave up" in (e["detail"] or "") for e in system.events() if e["path"] == "w")
+
+
+def test_removing_a_pool_removes_every_instance(system: ToolSystem) -> None:
+    w = system.supervise("w", policy=FAST)
+    w.spawn(Worker, name="fetch", replicas={"min": 2, "max": 4, "target_busy": 0.5})
+    assert [c.name for c in w.children()] == ["fetch#1", "fetch#2"]
+    w.remove("fetch")
+    assert w.children() == []
+    assert not isinstance(system.tool("w/fetch"), PoolHandle)
+    assert system.pools.pools.get("w/fetch") is None

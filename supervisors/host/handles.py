@@ -293,7 +293,14 @@ class SupervisorHandle(_Node):
                                                      {"policy": policy.to_dict()}, timeout))
 
     def remove(self, name: str, timeout: float | None = None) -> None:
-        """Stop a child (if running) and forget it, with its stored context."""
+        """Stop a child (if running) and forget it, with its stored context; for a pool,
+        every instance (and its autoscaler)."""
+        if "#" not in name and self.system.pools.is_pool(self._child_path(name)):
+            instances = self.system.pools.members(self._child_path(name), fresh=True)
+            self.system.pools.remove(self._child_path(name))
+            for inst in instances:
+                self.remove(_split(inst)[1], timeout)
+            return
         self.system._request(self.path, "remove", {"name": name}, timeout)
         if self.system.data_dir:
             try:

@@ -119,7 +119,9 @@ class Pools:
         runtime = self.system.runtime_dir
         if not runtime or routes.lookup(runtime, path) is not None:
             return False
-        return bool(self.members(path, fresh=True))
+        if path in self.pools:
+            return bool(self.members(path, fresh=True))
+        return bool(routes.members(runtime, path))  # (no record kept for paths that are not pools)
 
     def check_instance(self, path: str) -> None:
         """Raise ``NotFound`` for ``w/fetch#9`` when the pool has no such instance."""
@@ -128,7 +130,7 @@ class Pools:
         if not runtime or parts is None or routes.lookup(runtime, path) is not None:
             return
         pool = f"{_split(path)[0]}/{parts[0]}".strip("/")
-        have = [_split(m)[1] for m in self.members(pool, fresh=True)]
+        have = [_split(e.path)[1] for e in routes.members(runtime, pool)]
         raise NotFound(f"{path} does not exist: " + (
             f"pool {pool} has {len(have)} instance(s): {', '.join(have)}" if have
             else f"there is no pool {pool}"), tool=path)
@@ -320,6 +322,12 @@ class Pools:
             pool.autoscaler.stop()
         pool.autoscaler = Autoscaler(self, path, rule)
         pool.autoscaler.start()
+
+    def remove(self, path: str) -> None:
+        """The pool is being removed: stop its autoscaler and forget what we knew."""
+        pool = self.pools.pop(path, None)
+        if pool is not None and pool.autoscaler is not None:
+            pool.autoscaler.stop()
 
     def close(self) -> None:
         for pool in list(self.pools.values()):
