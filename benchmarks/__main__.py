@@ -145,7 +145,8 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "security": lambda: security.run(q),
         "chaos": lambda: chaos.run(duration=args.duration or (15.0 if q else 60.0), log_level=level),
         "scale": lambda: _plotted(scale.run((25, 100) if q else scale.SIZES, restarts=5 if q else 10,
-                                            calls=100 if q else 300, log_level=level),
+                                            calls=100 if q else 300, log_level=level,
+                                            one_supervisor=(100,) if q else (1000,)),
                                   scale.plot, None if q else SCALE_PLOT),
         "pool": lambda: _plotted(pools.run(q, level), pools.plot, None if q else POOL_PLOT),
     }

@@ -332,6 +332,15 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
             ("  shutdown s", _f(z["shutdown_s"]), "< 10 (1,000)" if key == "1000" else "-",
              at_most(z["shutdown_s"], t["shutdown_1000_s_max"]) if key == "1000" else "ref"),
         ]
+    for key, z in s.get("one_supervisor", {}).items():
+        rows += [(f"scale {key} tools under ONE supervisor (load {z['loadavg_start']}): spawn total s",
+                  _f(z["spawn_total_s"]), "-", "ref"),
+                 ("  spawn ms/tool first 25 / last 100 (ratio)",
+                  f"{_f(z['spawn_first25_ms_per_tool'])} / {_f(z['spawn_last100_ms_per_tool'])} "
+                  f"({_f(z['spawn_last100_over_first25'])}x)", f"<= {t['spawn_last100_over_first25_max']}x",
+                  at_most(z["spawn_last100_over_first25"], t["spawn_last100_over_first25_max"])),
+                 ("  restart p50 ms / shutdown s", f"{_f(z['restart']['p50_ms'])} / {_f(z['shutdown_s'])}",
+                  "-", "ref")]
     rows += [("scale: restart p50 largest / smallest", f"{_f(s['ratio_restart_p50_big_over_small'])}x",
               f"<= {t['restart_p50_ratio_max']}x", at_most(s["ratio_restart_p50_big_over_small"],
                                                           t["restart_p50_ratio_max"])),

@@ -1,7 +1,8 @@
 """Cost against tree size (issue 10): spawn, restart, call, accountant sweep, memory, shutdown.
 
 For each size N (25, 250, 1,000 by default) a fresh ToolSystem spawns N Counter
-tools under supervisors of 25 each (``per_supervisor``), then measures on that
+tools under supervisors of 25 each (``per_supervisor``; ``one_supervisor`` sizes
+are run again with all N under one supervisor), then measures on that
 tree: the call latency to one tool, SIGKILL-to-serving restarts of one tool,
 forced accountant sweeps (the accountant's own timing), the accountant's CPU at
 ``sample_every=1``, the memory (USS and PSS) of one idle tool and one supervisor,
@@ -112,10 +113,15 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
 
 
 def run(sizes: tuple[int, ...] = SIZES, per_supervisor: int = 25, restarts: int = 10,
-        calls: int = 300, log_level: str | None = None) -> dict[str, Any]:
+        calls: int = 300, log_level: str | None = None,
+        one_supervisor: tuple[int, ...] = ()) -> dict[str, Any]:
+    """``one_supervisor``: sizes also run with every tool under a single supervisor."""
     out: dict[str, Any] = {"sizes": {}, "per_supervisor": per_supervisor, "target": dict(TARGETS)}
     for n in sizes:
         out["sizes"][str(n)] = one_size(n, per_supervisor, restarts, calls, log_level)
+    if one_supervisor:
+        out["one_supervisor"] = {str(n): one_size(n, n, restarts, calls, log_level)
+                                 for n in one_supervisor}
     small, big = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
     out["ratio_restart_p50_big_over_small"] = round(big["restart"]["p50_ms"] / small["restart"]["p50_ms"], 2)
     out["ratio_call_p50_big_over_small"] = round(big["call"]["p50_ms"] / small["call"]["p50_ms"], 2)
