@@ -290,3 +290,20 @@ def test_removing_a_pool_removes_every_instance(system: ToolSystem) -> None:
     assert w.children() == []
     assert not isinstance(system.tool("w/fetch"), PoolHandle)
     assert system.pools.pools.get("w/fetch") is None
+
+
+def test_autoscaled_pool_from_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "tree.toml"
+    cfg.write_text(f"""
+[[supervisor]]
+name = "w"
+[[supervisor.tool]]
+name = "auto"
+actor = "{WORKER}"
+replicas = {{ min = 2, max = 5, target_busy = 0.6, quiet = 60 }}
+""")
+    with ToolSystem.from_config(cfg) as system:
+        st = system.tool("w/auto").status()
+        assert st.replicas == 2
+        assert st.autoscale is not None and st.autoscale["max"] == 5
+        assert st.autoscale["target_busy"] == 0.6 and st.autoscale["quiet"] == 60.0
