@@ -157,26 +157,36 @@ class Pools:
         return choice[best]
 
     @contextmanager
-    def flight(self, path: str, inst: str) -> Iterator[None]:
+    def flight(self, path: str, inst: str | None = None) -> Iterator[str]:
+        """Count a call in flight on ``inst`` (None: pick one) for as long as it runs.
+
+        Picking and counting are two steps, so two threads may pick the same idle
+        instance at once; the one that finds itself second while another instance
+        is idle gives its place back and picks again (no lock needed)."""
         pool = self._pool(path)
-        q = pool.flight.get(inst)
-        if q is None:
-            q = pool.flight.setdefault(inst, deque())
-        q.append(1)
+        for attempt in range(3):
+            chosen = inst or self.pick(path)
+            q = pool.flight.get(chosen)
+            if q is None:
+                q = pool.flight.setdefault(chosen, deque())
+            q.append(1)
+            if inst is not None or attempt == 2 or len(q) == 1 or not any(
+                    pool.in_flight(m) < len(q) - 1 for m in self.members(path)
+                    if m != chosen and m not in pool.draining):
+                break
+            q.pop()
         try:
-            yield
+            yield chosen
         finally:
             q.pop()
             next(pool.done)
 
     def call(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
-        inst = self.pick(path)
-        with self.flight(path, inst):
+        with self.flight(path) as inst:
             return self.system._call(inst, command, args, timeout)
 
     async def acall(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
-        inst = self.pick(path)
-        with self.flight(path, inst):
+        with self.flight(path) as inst:
             return await self.system._acall(inst, command, args, timeout)
 
     def call_many(self, path: str, calls: list[Any], timeout: float | None) -> list[Any]:
