@@ -55,6 +55,7 @@ DEFAULT_TIMEOUT = 30.0   # seconds, for a call made outside any call (a timer, o
 DEFAULT_WINDOW = 4096    # unanswered sends and asks per callee
 BATCH_MAX = 256          # queued sends/asks that make a batch go out at once
 RESOLVE_EVERY = 0.005    # seconds between looks at the directory while a callee restarts
+POOL_FRESH = 0.5         # seconds a listing of a pool's instances is reused
 RECV_BYTES = 65536
 _PACK_HEADER = msgpack.Packer()
 
@@ -91,12 +92,36 @@ class Peers:
         self.window = DEFAULT_WINDOW
         self.flush_armed = False
         self._board: waits.WaitBoard | None = None
+        self.pools: dict[str, tuple[float, list[routes.RouteEntry]]] = {}  # pool -> (listed, entries)
+        self.lost: dict[str, int] = {}  # pool instance -> the pid whose connection broke
 
     def ref(self, path: str) -> ToolRef:
         if not isinstance(path, str) or not path.strip("/"):
             raise NotFound(f"tool path {path!r} is not a path; name a tool relative to the "
                            "system root, e.g. 'workers/fetch'")
-        return ToolRef(self, path.strip("/"))
+        path = path.strip("/")
+        if self.runtime_dir and routes.lookup(self.runtime_dir, path) is None \
+                and routes.members(self.runtime_dir, path):
+            return PoolRef(self, path)  # type: ignore[return-value]
+        return ToolRef(self, path)
+
+    def pick(self, pool: str) -> str:
+        """The instance of ``pool`` to send the next call to: a serving one with the fewest
+        of this tool's calls outstanding (restarting ones are skipped while others serve)."""
+        cached = self.pools.get(pool)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > POOL_FRESH:
+            cached = self.pools[pool] = (now, routes.members(self.runtime_dir or "", pool))
+        found = cached[1]
+        if not found:
+            del self.pools[pool]
+            raise NotFound(f"no tool or pool at path {pool!r}")
+        serving = [e for e in found if e.serving and self.lost.get(e.path) != e.pid] or found
+        turn = next(self.cids)
+        ranked = sorted(range(len(serving)), key=lambda i: (
+            self.conns[serving[i].path].outstanding if serving[i].path in self.conns else 0,
+            (i - turn) % len(serving)))
+        return serving[ranked[0]].path
 
     def _count(self, path: str) -> Counters:
         c = self.counters.get(path)
@@ -147,6 +172,9 @@ class Peers:
     def _lost(self, path: str, conn: Link, why: str) -> None:
         """The connection broke: everything still unanswered on it fails with ToolUnavailable."""
         conn.close()
+        if "#" in path:  # a pool's instance: picks skip it until its pool is listed again
+            self.lost[path] = int(conn.route.pid or 0)
+            self.pools.clear()
         if self.conns.get(path) is conn:
             del self.conns[path]
         if self.routes.get(path) is not None and self.routes[path].pid == conn.route.pid:
@@ -523,3 +551,33 @@ class ToolRef:
 
     def __repr__(self) -> str:
         return f"<ToolRef {self.path}>"
+
+
+class PoolRef:
+    """``self.tool("w/fetch")`` when ``w/fetch`` is a pool: each call, send or ask goes to
+    one instance (``Peers.pick``)."""
+
+    __slots__ = ("_peers", "path")
+
+    def __init__(self, peers: Peers, path: str) -> None:
+        self._peers = peers
+        self.path = path
+
+    def _one(self) -> ToolRef:
+        return ToolRef(self._peers, self._peers.pick(self.path))
+
+    def call(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
+        return self._one().call(command, timeout=timeout, **args)
+
+    def send(self, command: str, /, **args: Any) -> None:
+        self._one().send(command, **args)
+
+    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None, **args: Any) -> None:
+        self._one().ask(command, on_reply=on_reply, **args)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return all([ToolRef(self._peers, e.path).flush(timeout)
+                    for e in routes.members(self._peers.runtime_dir or "", self.path)])
+
+    def __repr__(self) -> str:
+        return f"<PoolRef {self.path}>"

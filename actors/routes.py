@@ -73,3 +73,23 @@ def lookup(runtime_dir: str, path: str) -> RouteEntry | None:
     return RouteEntry(str(data["path"]), str(data["kind"]), str(data["state"]), data.get("pid"),
                       data.get("socket"), str(data.get("level") or "standard"),
                       int(data.get("generation") or 0))
+
+
+def members(runtime_dir: str, pool: str) -> list[RouteEntry]:
+    """The entries of the pool at ``pool`` (its instances ``pool#1``, ``pool#2``, ...), in order.
+
+    A pool has no entry of its own: its instances are ordinary children named
+    ``<name>#<k>`` (see ``supervisors.tree.pools``)."""
+    prefix = quote(f"{pool}#", safe="")
+    try:
+        names = os.listdir(os.path.join(runtime_dir, ROUTES))
+    except OSError:
+        return []
+    found: list[tuple[int, RouteEntry]] = []
+    for file in names:
+        if not file.startswith(prefix) or not file[len(prefix):].isdigit():
+            continue
+        entry = lookup(runtime_dir, f"{pool}#{file[len(prefix):]}")
+        if entry is not None:
+            found.append((int(file[len(prefix):]), entry))
+    return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]

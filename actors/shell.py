@@ -33,7 +33,7 @@ from thespian.actors import (
 from thespian.system.transport import IPBase
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import wire_auth
+from actors import selector, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
@@ -66,6 +66,7 @@ def _listen_on_loopback_only() -> None:
 
 
 _listen_on_loopback_only()
+selector.install()  # Thespian's loop keeps one poll set instead of a new epoll per pass
 wire_auth.install()  # before any actor system forks: every process checks every frame
 
 

@@ -38,9 +38,11 @@ from benchmarks import (
     messaging,
     monitoring,
     plot,
+    pools,
     report,
     restart,
     roundtrip,
+    scale,
     security,
     spawning,
     stackdepth,
@@ -51,6 +53,8 @@ UNITS = {"_ms": "milliseconds", "_s": "seconds", "_mib / _mb": "MiB (2**20 bytes
          "_bytes": "bytes", "calls_per_s": "calls per second",
          "ratio_*": "dimensionless (first figure / second figure)"}
 PLOT = "docs/bench-latency.png"
+SCALE_PLOT = "docs/bench-scale.png"
+POOL_PLOT = "docs/bench-pool.png"
 LONG_MEMORY_S = 600.0
 SECTION_TIMEOUT_S = 1500.0
 
@@ -144,7 +148,23 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "chaos": lambda: chaos.run(duration=args.duration or (15.0 if q else 60.0), log_level=level),
         "mcp": lambda: mcp.run(q),
         "monitoring": lambda: monitoring.run(q),
+        "scale": lambda: _plotted(scale.run((25, 100) if q else scale.SIZES, restarts=5 if q else 10,
+                                            calls=100 if q else 300, log_level=level,
+                                            one_supervisor=(100,) if q else (1000,)),
+                                  scale.plot, None if q else SCALE_PLOT),
+        "pool": lambda: _plotted(pools.run(q, level), pools.plot, None if q else POOL_PLOT),
     }
+
+
+def _plotted(result: dict[str, Any], draw: Callable[[dict[str, Any], str], str],
+             path: str | None) -> dict[str, Any]:
+    """A section's figures, with its plot drawn to ``path`` (full runs only)."""
+    if path:
+        try:
+            result["plot"] = draw(result, path)
+        except Exception as exc:  # e.g. matplotlib missing: the figures still count
+            result["plot_error"] = f"{type(exc).__name__}: {exc}"
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -305,7 +305,8 @@ BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput
             "security": lambda section: _security_rows(section),
             "faults": _faults_rows, "chaos": _chaos_rows,
             "mcp": lambda section: _mcp_rows(section),
-            "monitoring": lambda section: _monitoring_rows(section)}
+            "monitoring": lambda section: _monitoring_rows(section),
+            "scale": lambda s: _scale_rows(s), "pool": lambda s: _pool_rows(s)}
 
 
 def _mcp_rows(section: dict[str, Any]) -> list[Row]:
@@ -318,6 +319,68 @@ def _monitoring_rows(section: dict[str, Any]) -> list[Row]:
     from benchmarks.monitoring import rows
 
     return rows(section)
+
+
+def _scale_rows(s: dict[str, Any]) -> list[Row]:
+    t = s["target"]
+    rows: list[Row] = []
+    for key, z in s["sizes"].items():
+        rows += [
+            (f"scale {key} tools ({z['supervisors']} sups; load {z['loadavg_start']}): spawn total s",
+             _f(z["spawn_total_s"]), "< 30 (1,000)" if key == "1000" else "-", "ref"),
+            ("  spawn ms/tool first 25 / last 100 (ratio)",
+             f"{_f(z['spawn_first25_ms_per_tool'])} / {_f(z['spawn_last100_ms_per_tool'])} "
+             f"({_f(z['spawn_last100_over_first25'])}x)", f"<= {t['spawn_last100_over_first25_max']}x",
+             at_most(z["spawn_last100_over_first25"], t["spawn_last100_over_first25_max"])),
+            ("  call p50 ms / restart p50 ms", f"{_f(z['call']['p50_ms'])} / {_f(z['restart']['p50_ms'])}",
+             "-", "ref"),
+            ("  sweep ms per tool / accountant CPU",
+             f"{_f(z['accountant']['sweep_ms_per_tool'])} / "
+             f"{_f(z['accountant']['cpu_fraction_at_sample_every_1'])}",
+             f"<= {t['sweep_ms_per_tool_max']} / < {t['accountant_cpu_max']}",
+             at_most(z["accountant"]["sweep_ms_per_tool"], t["sweep_ms_per_tool_max"])),
+            ("  idle tool USS / PSS, supervisor USS MiB",
+             f"{_f(z['idle_tool'].get('uss_mib'))} / {_f(z['idle_tool'].get('pss_mib'))}, "
+             f"{_f(z['supervisor'].get('uss_mib'))}", f"<= {t['tool_uss_mib_max']}",
+             at_most(z["idle_tool"].get("uss_mib"), t["tool_uss_mib_max"])),
+            ("  shutdown s", _f(z["shutdown_s"]), "< 10 (1,000)" if key == "1000" else "-",
+             at_most(z["shutdown_s"], t["shutdown_1000_s_max"]) if key == "1000" else "ref"),
+        ]
+    for key, z in s.get("one_supervisor", {}).items():
+        rows += [(f"scale {key} tools under ONE supervisor (load {z['loadavg_start']}): spawn total s",
+                  _f(z["spawn_total_s"]), "-", "ref"),
+                 ("  spawn ms/tool first 25 / last 100 (ratio)",
+                  f"{_f(z['spawn_first25_ms_per_tool'])} / {_f(z['spawn_last100_ms_per_tool'])} "
+                  f"({_f(z['spawn_last100_over_first25'])}x)", f"<= {t['spawn_last100_over_first25_max']}x",
+                  at_most(z["spawn_last100_over_first25"], t["spawn_last100_over_first25_max"])),
+                 ("  restart p50 ms / shutdown s", f"{_f(z['restart']['p50_ms'])} / {_f(z['shutdown_s'])}",
+                  "-", "ref")]
+    rows += [("scale: restart p50 largest / smallest", f"{_f(s['ratio_restart_p50_big_over_small'])}x",
+              f"<= {t['restart_p50_ratio_max']}x", at_most(s["ratio_restart_p50_big_over_small"],
+                                                          t["restart_p50_ratio_max"])),
+             ("scale: call p50 largest / smallest", f"{_f(s['ratio_call_p50_big_over_small'])}x",
+              f"<= {t['call_p50_ratio_max']}x", at_most(s["ratio_call_p50_big_over_small"],
+                                                       t["call_p50_ratio_max"]))]
+    return rows
+
+
+def _pool_rows(s: dict[str, Any]) -> list[Row]:
+    t, tp, au = s["target"], s["throughput"], s["autoscale"]
+    return [
+        ("pool: sleep 10 ms calls/s by size", ", ".join(f"{k}: {_f(v)}" for k, v in
+                                                         tp["sleep_10ms_calls_per_s"].items()), "-", "ref"),
+        ("  pool of 4 / single (sleep 10 ms)", f"{_f(tp['ratio_sleep_pool4_over_single'])}x",
+         f">= {t['sleep_pool4_over_single_min']}x",
+         at_least(tp["ratio_sleep_pool4_over_single"], t["sleep_pool4_over_single_min"])),
+        ("  pool of 2 / single (CPU 10 ms)", f"{_f(tp['ratio_cpu_pool2_over_single'])}x",
+         f">= {t['cpu_pool2_over_single_min']}x",
+         at_least(tp["ratio_cpu_pool2_over_single"], t["cpu_pool2_over_single_min"])),
+        (f"  autoscale {au['load']['from_per_s']:g}->{au['load']['to_per_s']:g}/s: worst p99 / idle p99",
+         f"{_f(au['ratio_worst_p99_over_idle_p99'])}x", f"<= {t['autoscale_p99_over_idle_p99_max']}x",
+         at_most(au["ratio_worst_p99_over_idle_p99"], t["autoscale_p99_over_idle_p99_max"])),
+        ("  max instances; back to min after s", f"{au['max_instances']}; {_f(au['back_to_min_after_s'])}",
+         "-", "ref"),
+    ]
 
 
 def _security_rows(section: dict[str, Any]) -> list[Row]:

@@ -151,3 +151,12 @@ def run_example_args(script: str, *args: str) -> str:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     return result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_pool_worker_example_balances_and_scales() -> None:
+    out = run_example("pool_worker.py")
+    assert re.search(r"pool w/fetch: 4 instances, running: fetch#1 pid \d+", out), out
+    assert "on 4 instances" in out and "a batch of 8 ran on 4 instances" in out, out
+    assert "one instance: True" in out
+    assert "scaled to 2: fetch#1, fetch#2" in out and "4 -> 2: by scale()" in out

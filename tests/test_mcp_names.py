@@ -102,3 +102,14 @@ def test_a_paused_tool_is_an_error_result_that_says_so() -> None:
         result = asyncio.run(front._call_tool(None, call))
         assert result.is_error and "paused" in result.content[0].text
         counter.resume()
+
+
+def test_a_pool_is_offered_once_under_its_own_path() -> None:
+    actor = "tests.test_mcp_names:Typed"
+    t = {"kind": "supervisor", "path": "", "children": [
+        {"kind": "tool", "path": f"w/fetch#{k}", "pool": "fetch", "actor": actor, "state": "running"}
+        for k in (1, 2, 3)]}
+    cat = Catalog()
+    cat.update(t)
+    assert {e.path for e in cat.entries.values()} == {"w/fetch"}
+    assert "fetch_go" in cat.entries and all(NAME_RE.match(n) for n in cat.entries)

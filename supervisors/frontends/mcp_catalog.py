@@ -50,15 +50,26 @@ def safe_name(text: str) -> str:
 
 
 def live_tools(tree: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """``(path, actor)`` of every tool in the tree that is not stopped or failed."""
+    """``(path, actor)`` of every tool in the tree that is not stopped or failed; a pool is
+    one tool (its path, ``w/fetch``), however many instances it has."""
+    seen: set[str] = set()
+    for path, actor in _live(tree):
+        if path not in seen:
+            seen.add(path)
+            yield path, actor
+
+
+def _live(tree: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if tree.get("kind") == "tool":
         path = tree.get("path") or ""
         if (tree.get("actor") and str(tree.get("state")) not in GONE_STATES
                 and not path.split("/")[0].startswith(HIDDEN_PREFIX)):
+            if tree.get("pool"):  # an instance (w/fetch#2): calls go to the pool's least busy
+                path = f"{path.rpartition('/')[0]}/{tree['pool']}".strip("/")
             yield path, str(tree["actor"])
         return
     for child in tree.get("children", []):
-        yield from live_tools(child)
+        yield from _live(child)
 
 
 class Catalog:

@@ -198,6 +198,11 @@ class ToolHandle(_Node):
         ordered = sorted(records.values(), key=lambda r: float(r.get("time") or 0.0))
         return [FailureRecord.from_dict(r) for r in ordered[-RECORDS_SHOWN:]]
 
+    def scale(self, n: int, timeout: float | None = None) -> Any:
+        """Only a pool can be scaled (``PoolHandle.scale``); a single tool raises ``ToolError``."""
+        raise ToolError(f"{self.path} is a single tool, not a pool: scale({n!r}) needs a pool; "
+                        "spawn it with replicas=N (or replicas = N in its config)", tool=self.path)
+
     def pause(self, timeout: float | None = None) -> ToolStatus:
         """Run ``on_pause``; later calls are held, in order, until ``resume()``."""
         return self._control("pause", timeout)
@@ -220,7 +225,7 @@ class SupervisorHandle(_Node):
               on_limit: str = "restart", adaptive: bool = False, hard_memory: bool = False,
               max_callers: int = DEFAULT_MAX_CALLERS, security: dict[str, Any] | None = None,
               hang_timeout: float | None = DEFAULT_HANG_TIMEOUT, significant: bool = False,
-              timeout: float | None = None) -> ToolHandle:
+              timeout: float | None = None, replicas: Any = None) -> ToolHandle:
         """Start a tool under this supervisor and return its handle.
 
         ``actor`` is a ToolActor subclass or ``"module:Class"``. ``security_level``
@@ -239,7 +244,19 @@ class SupervisorHandle(_Node):
         exit count for the supervisor's ``auto_shutdown``. Bad values raise
         ``SpecError`` at once; a failing ``on_init`` raises ``ToolError`` and the
         tool is not kept (as OTP's ``start_child``).
+
+        ``replicas=N`` (or ``{"min": 1, "max": 8, "target_busy": 0.7}`` to autoscale)
+        makes a pool: N instances ``name#1..#N``, one ``PoolHandle`` (docs/scaling.md).
         """
+        if replicas is not None:
+            from supervisors.host.pools import spawn_pool
+
+            return spawn_pool(self, actor, name, config, replicas, timeout,
+                              restart=restart, security_level=security_level,
+                              shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
+                              hold_limit=hold_limit, limits=limits, on_limit=on_limit,
+                              adaptive=adaptive, hard_memory=hard_memory, max_callers=max_callers,
+                              security=security, hang_timeout=hang_timeout, significant=significant)
         spec = tool_spec(actor, name, config, restart=restart, security_level=security_level,
                          shutdown_timeout=shutdown_timeout, start_timeout=start_timeout,
                          hold_limit=hold_limit, limits=limits, on_limit=on_limit,
@@ -277,7 +294,14 @@ class SupervisorHandle(_Node):
                                                      {"policy": policy.to_dict()}, timeout))
 
     def remove(self, name: str, timeout: float | None = None) -> None:
-        """Stop a child (if running) and forget it, with its stored context."""
+        """Stop a child (if running) and forget it, with its stored context; for a pool,
+        every instance (and its autoscaler)."""
+        if "#" not in name and self.system.pools.is_pool(self._child_path(name)):
+            instances = self.system.pools.members(self._child_path(name), fresh=True)
+            self.system.pools.remove(self._child_path(name))
+            for inst in instances:
+                self.remove(_split(inst)[1], timeout)
+            return
         self.system._request(self.path, "remove", {"name": name}, timeout)
         if self.system.data_dir:
             try:
@@ -293,7 +317,7 @@ class SupervisorHandle(_Node):
         return self.system.store().call("merge", timeout=timeout, path=self.path, values=values)
 
     def tool(self, name: str) -> ToolHandle:
-        return ToolHandle(self.system, self._child_path(name))
+        return self.system.tool(self._child_path(name))
 
     def supervisor(self, name: str) -> SupervisorHandle:
         return SupervisorHandle(self.system, self._child_path(name))

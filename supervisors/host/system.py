@@ -135,6 +135,10 @@ class ToolSystem:
         #: the [system] dashboard address and [[alert]] / [[alert_sink]] tables of a config file
         self.dashboard: str | None = None
         self.alert_tables: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        from supervisors.host.pools import Pools
+
+        #: pools of this system: routing, scale() and autoscalers (docs/scaling.md)
+        self.pools = Pools(self)
         #: roles, principals, tool contexts, the audit log and reputation (docs/security.md)
         self.security = SystemSecurity(self, os.fspath(audit_log) if audit_log else None)
 
@@ -225,6 +229,7 @@ class ToolSystem:
             self.security.start_watch()
             for sup in self.config_specs:
                 self.root.add(sup)
+            self._start_autoscalers(self.config_specs, "")
         except BaseException:
             self.shutdown()
             raise
@@ -232,6 +237,21 @@ class ToolSystem:
                     self.transport.port, (time.monotonic() - started) * 1000,
                     self.root_route.pid)
         return self
+
+    def _start_autoscalers(self, specs: Sequence[dict[str, Any]], parent: str) -> None:
+        """Autoscaled pools from a config file: start their autoscalers."""
+        from supervisors.tree.pools import check_replicas
+
+        seen: set[str] = set()
+        for spec in specs:
+            path = f"{parent}/{spec['name']}" if parent else spec["name"]
+            if spec.get("kind") == "supervisor":
+                self._start_autoscalers(spec.get("children", []), path)
+            elif spec.get("pool") and isinstance(spec.get("pool_replicas"), dict) \
+                    and spec["pool"] not in seen:
+                seen.add(spec["pool"])
+                pool = f"{parent}/{spec['pool']}" if parent else spec["pool"]
+                self.pools.autoscale(pool, check_replicas(spec["pool_replicas"]))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ the context store
     def _start_store(self) -> None:
@@ -279,6 +299,7 @@ class ToolSystem:
         if not self._running:
             return
         self.security.stop_watch()
+        self.pools.close()
         if self.root_route is not None:
             try:
                 self._request("", "shutdown", {}, timeout or self.op_timeout)
@@ -353,8 +374,19 @@ class ToolSystem:
         return self.root.spawn(actor, name, config, **options)
 
     def tool(self, path: str) -> ToolHandle:
-        """The handle of the tool at ``path`` (``"workers/counter"``)."""
-        return ToolHandle(self, path.strip("/"))
+        """The handle of the tool at ``path`` (``"workers/counter"``).
+
+        A pool's path (``"w/fetch"``) gives its ``PoolHandle``; ``"w/fetch#2"`` one
+        instance (``NotFound`` if the pool has no such instance)."""
+        from supervisors.host.pools import PoolHandle
+
+        path = path.strip("/")
+        if self._running and path:
+            if "#" in path.rpartition("/")[2]:
+                self.pools.check_instance(path)
+            elif self.pools.is_pool(path):
+                return PoolHandle(self, path)
+        return ToolHandle(self, path)
 
     def supervisor(self, path: str) -> SupervisorHandle:
         return SupervisorHandle(self, path.strip("/"))

@@ -156,6 +156,21 @@ class _Node:
 
 class PrincipalTool(_Node):
     kind = "tool"
+    _pooled: bool | None = None
+
+    def _route(self) -> Any:
+        """Where calls go once allowed: a pool's routing (least busy instance) or the tool."""
+        system = self.view.system
+        if self._pooled is None:
+            self._pooled = system.pools.is_pool(self.path)
+        if self._pooled:
+            pools = system.pools
+            return (lambda c, a, t: pools.call(self.path, c, a, t),
+                    lambda calls, t: pools.call_many(self.path, calls, t),
+                    lambda c, a, t: pools.acall(self.path, c, a, t))
+        return (lambda c, a, t: system._call(self.path, c, a, t),
+                lambda calls, t: system._batch(self.path, calls, t),
+                lambda c, a, t: system._acall(self.path, c, a, t))
 
     def _audit_mode(self) -> str:
         return self.view.security.context_of(self.path).audit
@@ -168,20 +183,20 @@ class PrincipalTool(_Node):
                 and sec.decided(view.principal.name, "call", self.resource) is True):
             # the fast lane: allowed before (cached) and nothing to write for an allowed call
             try:
-                return view.system._call(self.path, command, args, timeout)
+                return self._route()[0](command, args, timeout)
             except ToolError as exc:
                 if not isinstance(exc, ToolUnavailable | PermissionDenied):
                     sec.reputation.record(self.path, "error")
                 raise
         return self.view._run("call", self.resource, "call",
-                              lambda: self.view.system._call(self.path, command, args, timeout),
+                              lambda: self._route()[0](command, args, timeout),
                               audit=self._audit_mode(), level=self._level, command=command)
 
     def call_many(self, calls: Iterable[tuple[str, dict[str, Any]]],
                   timeout: float | None = None) -> list[Any]:
         calls = list(calls)
         return self.view._run("call", self.resource, "call_many",
-                              lambda: self.view.system._batch(self.path, calls, timeout),
+                              lambda: self._route()[1](calls, timeout),
                               audit=self._audit_mode(), level=self._level,
                               commands=[c for c, _ in calls][:20])
 
@@ -189,7 +204,7 @@ class PrincipalTool(_Node):
         self.view._run("call", self.resource, "acall", lambda: None, level=self._level,
                        audit="off" if self._audit_mode() == "off" else "denials")
         try:
-            result = await self.view.system._acall(self.path, command, args, timeout)
+            result = await self._route()[2](command, args, timeout)
         except ToolError as exc:
             if self._audit_mode() == "all":
                 self.view.security.audit(self.view.principal.name, "acall", self.resource,

@@ -36,6 +36,7 @@ from actors.loading import load_object
 from actors.shell import BASES
 from supervisors.tree.hooks import LifecycleHook
 from supervisors.tree.policy import Backoff, Policy, Retry, SpecError
+from supervisors.tree.pools import Autoscale, check_replicas, expand
 from supervisors.tree.specs import supervisor_spec, tool_spec
 
 POLICY_KEYS = {"strategy", "max_restarts", "period", "backoff", "fatal_errors", "auto_shutdown",
@@ -46,7 +47,7 @@ SUPERVISOR_KEYS = POLICY_KEYS | {"name", "restart", "shutdown_timeout", "hooks",
                                  "supervisor", "significant"}
 TOOL_KEYS = {"name", "actor", "restart", "security_level", "config", "shutdown_timeout",
              "start_timeout", "hold_limit", "limits", "on_limit", "adaptive", "hard_memory",
-             "max_callers", "security", "hang_timeout", "significant"}
+             "max_callers", "security", "hang_timeout", "significant", "replicas"}
 BACKOFF_KEYS = {"initial", "maximum", "multiplier", "jitter", "reset_after"}
 
 
@@ -261,7 +262,7 @@ def _supervisor(r: _Reader, table: Any, where: str) -> dict[str, Any]:
             continue
         for j, item in enumerate(items):
             try:
-                children.append(build(r, item, f"{where}.{kind}[{j}]"))
+                children.extend(expand(build(r, item, f"{where}.{kind}[{j}]")))
             except _Fault:
                 pass
     if len(r.problems) > faults:
@@ -280,13 +281,17 @@ def _tool(r: _Reader, table: Any, where: str) -> dict[str, Any]:
         r.note(f"{where}: missing {key!r}")
     if missing:
         raise _Fault()
-    options = {k: table[k] for k in TOOL_KEYS - {"name", "actor", "config"} if k in table}
+    options = {k: table[k] for k in TOOL_KEYS - {"name", "actor", "config", "replicas"} if k in table}
     if options.get("hang_timeout") is False:  # TOML has no null: false turns the watchdog off
         options["hang_timeout"] = None
     if "config" in table and not isinstance(table["config"], dict):
         raise r.fault(f"{where}.config must be a table")
-    return r.checked(lambda: tool_spec(table["actor"], table["name"], table.get("config"),
+    spec = r.checked(lambda: tool_spec(table["actor"], table["name"], table.get("config"),
                                        **options), where)
+    if "replicas" in table:  # a pool: expanded into its instances by _supervisor
+        rule = r.checked(lambda: check_replicas(table["replicas"]), where)
+        spec["replicas"] = rule.to_dict() if isinstance(rule, Autoscale) else rule
+    return spec
 
 
 def _policy(r: _Reader, table: dict[str, Any], where: str) -> Policy:

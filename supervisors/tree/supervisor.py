@@ -609,6 +609,17 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     def _op_status(self, req: Request, sender: Any) -> Any:
         return self._info(self._child(req.args["name"]))
 
+    def _op_child_spec(self, req: Request, sender: Any) -> Any:
+        """The spec a child was started from (a pool copies it to start more instances)."""
+        return dict(self._child(req.args["name"]).spec)
+
+    def _op_note_event(self, req: Request, sender: Any) -> Any:
+        """Record an event about a path under this supervisor (e.g. a pool was scaled)."""
+        self._publish({"time": time.time(), "path": self._join(str(req.args["name"])),
+                       "event": str(req.args["event"]), "detail": str(req.args.get("detail", "")),
+                       "state": str(req.args.get("state", self.sm.state.value))})
+        return True
+
     def _op_events(self, req: Request, sender: Any) -> Any:
         since = float(req.args.get("since", 0.0))
         return [e for e in self.events if e["time"] > since]
@@ -789,6 +800,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         return sib is failed or sib.restart_type != "temporary"
 
     def _group(self, failed: Child) -> list[Child]:
+        if failed.spec.get("pool"):
+            return [failed]  # a pool's instance is restarted alone (one_for_one inside the pool)
         strategy = self.policy.strategy
         if strategy == "one_for_all":
             return list(self.children)
@@ -983,6 +996,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 "generation": child.generation, "restart": child.restart_type,
                 "security_level": child.spec.get("security_level"),
                 "actor": child.spec.get("actor"),
+                "pool": child.spec.get("pool"),  # the pool it is an instance of, if any
                 "since": child.sm.since,
                 "busy": self._busy(child),
                 "hang_timeout": child.hang_timeout,

@@ -1,0 +1,166 @@
+"""Cost against tree size (issue 10): spawn, restart, call, accountant sweep, memory, shutdown.
+
+For each size N (25, 250, 1,000 by default) a fresh ToolSystem spawns N Counter
+tools under supervisors of 25 each (``per_supervisor``; ``one_supervisor`` sizes
+are run again with all N under one supervisor), then measures on that
+tree: the call latency to one tool, SIGKILL-to-serving restarts of one tool,
+forced accountant sweeps (the accountant's own timing), the accountant's CPU at
+``sample_every=1``, the memory (USS and PSS) of one idle tool and one supervisor,
+and the time to leave the ``with`` block. Spawn cost is reported per tool for the
+first 25 and the last 100 tools. The load average is recorded with each size: the
+machine is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from typing import Any
+
+import psutil
+
+from benchmarks import machine
+from benchmarks.memory import footprint
+from benchmarks.stats import summarize_ms
+from supervisors import Backoff, Policy, ToolSystem
+from supervisors.processes.procs import pid_alive
+
+TOOL = "examples.counter:Counter"
+SIZES = (25, 250, 1000)
+TARGETS = {"spawn_last100_over_first25_max": 1.5, "restart_p50_ratio_max": 1.5,
+           "call_p50_ratio_max": 1.2, "sweep_ms_per_tool_max": 0.2, "accountant_cpu_max": 0.15,
+           "shutdown_1000_s_max": 10.0, "tool_uss_mib_max": 6.0, "supervisor_uss_mib_max": 6.0,
+           "total_1000_s_max": 30.0}
+
+
+def _calls(tool: Any, n: int) -> dict[str, Any]:
+    for _ in range(20):
+        tool.call("get")
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        tool.call("get")
+        out.append(time.perf_counter() - t0)
+    return summarize_ms(out)
+
+
+def _restarts(tool: Any, n: int) -> dict[str, Any]:
+    out = []
+    for _ in range(n):
+        pid = tool.status().pid
+        t0 = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.0005)
+        tool.call("get", timeout=60)
+        out.append(time.perf_counter() - t0)
+    return summarize_ms(out)
+
+
+def _accountant(system: ToolSystem, seconds: float) -> dict[str, Any]:
+    ms, per_tool = [], []
+    for _ in range(3):
+        st = system.accounting_stats(sweep_now=True)
+        ms.append(st["last_sweep_ms"])
+        per_tool.append(st["last_sweep_ms"] / max(1, st["last_sweep_tools"]))
+    pid = system.accounting_stats().get("pid")
+    cpu = None
+    if pid:
+        p = psutil.Process(pid)
+        c0, t0 = sum(p.cpu_times()[:2]), time.perf_counter()
+        time.sleep(seconds)
+        cpu = round((sum(p.cpu_times()[:2]) - c0) / (time.perf_counter() - t0), 4)
+    return {"sweep_ms_p50": round(statistics.median(ms), 3),
+            "sweep_ms_per_tool": round(statistics.median(per_tool), 4),
+            "cpu_fraction_at_sample_every_1": cpu}
+
+
+def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
+             log_level: str | None) -> dict[str, Any]:
+    policy = Policy(max_restarts=1000, period=1.0, backoff=Backoff.none())
+    load_start = machine.loadavg()
+    per_tool: list[float] = []
+    t_enter = time.perf_counter()
+    with ToolSystem(policy=policy, log_level=log_level, sample_every=1.0, data_dir=False) as system:
+        sups = [system.supervise(f"s{j:03d}", policy=policy)
+                for j in range((n + per_supervisor - 1) // per_supervisor)]
+        t0 = time.perf_counter()
+        for i in range(n):
+            ts = time.perf_counter()
+            sups[i // per_supervisor].spawn(TOOL, name=f"t{i:04d}")
+            per_tool.append(time.perf_counter() - ts)
+        total = time.perf_counter() - t0
+        target = system.tool("s000/t0000")
+        call = _calls(target, calls)
+        restart = _restarts(target, restarts)
+        acc = _accountant(system, 3.0)
+        time.sleep(0.5)
+        tool_mem = footprint(system.tool(f"s000/t{min(n, per_supervisor) - 1:04d}").status().pid)
+        sup_mem = footprint(sups[0].status().pid)
+        t_exit = time.perf_counter()
+    shutdown = time.perf_counter() - t_exit
+    first = statistics.fmean(per_tool[:25]) * 1000
+    last = statistics.fmean(per_tool[-100:]) * 1000
+    return {"tools": n, "supervisors": len(sups), "spawn_total_s": round(total, 2),
+            "system_start_s": round(t0 - t_enter, 2),
+            "spawn_first25_ms_per_tool": round(first, 2), "spawn_last100_ms_per_tool": round(last, 2),
+            "spawn_last100_over_first25": round(last / first, 2) if first else None,
+            "call": call, "restart": restart, "accountant": acc, "idle_tool": tool_mem,
+            "supervisor": sup_mem, "shutdown_s": round(shutdown, 2),
+            "loadavg_start": load_start, "loadavg_end": machine.loadavg()}
+
+
+def run(sizes: tuple[int, ...] = SIZES, per_supervisor: int = 25, restarts: int = 10,
+        calls: int = 300, log_level: str | None = None,
+        one_supervisor: tuple[int, ...] = ()) -> dict[str, Any]:
+    """``one_supervisor``: sizes also run with every tool under a single supervisor."""
+    out: dict[str, Any] = {"sizes": {}, "per_supervisor": per_supervisor, "target": dict(TARGETS)}
+    for n in sizes:
+        out["sizes"][str(n)] = one_size(n, per_supervisor, restarts, calls, log_level)
+    if one_supervisor:
+        out["one_supervisor"] = {str(n): one_size(n, n, restarts, calls, log_level)
+                                 for n in one_supervisor}
+    small, big = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
+    out["ratio_restart_p50_big_over_small"] = round(big["restart"]["p50_ms"] / small["restart"]["p50_ms"], 2)
+    out["ratio_call_p50_big_over_small"] = round(big["call"]["p50_ms"] / small["call"]["p50_ms"], 2)
+    return out
+
+
+def plot(result: dict[str, Any], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(result["sizes"].values(), key=lambda s: s["tools"])
+    x = [s["tools"] for s in sizes]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    ax.plot(x, [s["spawn_first25_ms_per_tool"] for s in sizes], "o-", label="spawn, first 25 (ms/tool)")
+    ax.plot(x, [s["spawn_last100_ms_per_tool"] for s in sizes], "o-", label="spawn, last 100 (ms/tool)")
+    ax.plot(x, [s["restart"]["p50_ms"] for s in sizes], "s-", label="restart p50 (ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("tools running")
+    ax.legend(fontsize=8)
+    ax.set_title("spawn and restart")
+    ax = axes[1]
+    ax.plot(x, [s["call"]["p50_ms"] for s in sizes], "o-", label="call p50 (ms)")
+    ax.plot(x, [s["accountant"]["sweep_ms_per_tool"] for s in sizes], "s-", label="sweep ms per tool")
+    ax.set_xscale("log")
+    ax.set_xlabel("tools running")
+    ax.legend(fontsize=8)
+    ax.set_title("call and accountant")
+    ax = axes[2]
+    ax.plot(x, [s["idle_tool"].get("uss_mib") for s in sizes], "o-", label="idle tool USS (MiB)")
+    ax.plot(x, [s["idle_tool"].get("pss_mib") for s in sizes], "o--", label="idle tool PSS (MiB)")
+    ax.plot(x, [s["supervisor"].get("uss_mib") for s in sizes], "s-", label="supervisor USS (MiB)")
+    ax.set_xscale("log")
+    ax.set_xlabel("tools running")
+    ax.legend(fontsize=8)
+    ax.set_title("memory")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,535 @@
+"""Pools in the host: the pool handle, least-busy routing, scale() and the autoscaler.
+
+A pool ``w/fetch`` is a set of ordinary tool children ``w/fetch#1`` .. ``#N`` of
+supervisor ``w`` (``supervisors.tree.pools``). The host routes each call to the
+serving instance with the fewest calls in flight from this host (ties take turns);
+an instance that is restarting is skipped while another serves. In-flight counts
+are deques (append and pop are atomic), so handles stay safe to share between
+threads without a lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from actors import routes
+from actors.busy import marker_path, read_marker
+from actors.errors import NotFound, ToolError
+from actors.state import ToolState
+from supervisors.host.handles import ToolHandle, ToolStatus, _split
+from supervisors.tree.pools import (
+    Autoscale,
+    Decision,
+    Sample,
+    check_size,
+    decide,
+    instance_name,
+    instance_spec,
+    is_quiet,
+    split_instance,
+)
+
+if TYPE_CHECKING:
+    from supervisors.host.system import ToolSystem
+
+MEMBERS_FRESH = 0.5  # seconds a listing of a pool's instances is reused
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A pool: its overall state and each instance's ``ToolStatus``."""
+
+    name: str
+    path: str
+    state: ToolState
+    replicas: int
+    instances: list[ToolStatus]
+    in_flight: int = 0
+    autoscale: dict[str, Any] | None = None
+    kind: str = "pool"
+    pid: int | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+class _Pool:
+    """What the host knows about one pool: its instances, calls in flight, draining ones."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.members: list[str] = []
+        self.entries: list[routes.RouteEntry] = []
+        self.listed = 0.0
+        self.flight: dict[str, deque[int]] = {}
+        self.draining: set[str] = set()
+        self.turns = itertools.count()
+        self.done = itertools.count()  # one step per finished call (atomic)
+        self.peeks = 0                 # steps taken by calls_done() itself
+        self.autoscaler: Autoscaler | None = None
+
+    def calls_done(self) -> int:
+        """Calls finished so far (only the autoscaler thread asks)."""
+        value = next(self.done) - self.peeks
+        self.peeks += 1
+        return value
+
+    def in_flight(self, inst: str) -> int:
+        q = self.flight.get(inst)
+        return len(q) if q is not None else 0
+
+
+class Pools:
+    """Every pool of one ToolSystem, as the host sees them."""
+
+    def __init__(self, system: ToolSystem) -> None:
+        self.system = system
+        self.pools: dict[str, _Pool] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -------------------------------------------------------------------- finding
+    def _pool(self, path: str) -> _Pool:
+        pool = self.pools.get(path)
+        if pool is None:
+            pool = self.pools.setdefault(path, _Pool(path))
+        return pool
+
+    def members(self, path: str, fresh: bool = False) -> list[str]:
+        """Instance paths of the pool at ``path`` (empty if there is no such pool)."""
+        pool = self._pool(path)
+        now = time.monotonic()
+        if fresh or now - pool.listed > MEMBERS_FRESH or not pool.members:
+            runtime = self.system.runtime_dir
+            pool.entries = routes.members(runtime, path) if runtime else []
+            pool.members = [e.path for e in pool.entries]
+            pool.listed = now
+        return pool.members
+
+    def is_pool(self, path: str) -> bool:
+        runtime = self.system.runtime_dir
+        if not runtime or routes.lookup(runtime, path) is not None:
+            return False
+        if path in self.pools:
+            return bool(self.members(path, fresh=True))
+        return bool(routes.members(runtime, path))  # (no record kept for paths that are not pools)
+
+    def check_instance(self, path: str) -> None:
+        """Raise ``NotFound`` for ``w/fetch#9`` when the pool has no such instance."""
+        runtime = self.system.runtime_dir
+        parts = split_instance(_split(path)[1])
+        if not runtime or parts is None or routes.lookup(runtime, path) is not None:
+            return
+        pool = f"{_split(path)[0]}/{parts[0]}".strip("/")
+        have = [_split(e.path)[1] for e in routes.members(runtime, pool)]
+        raise NotFound(f"{path} does not exist: " + (
+            f"pool {pool} has {len(have)} instance(s): {', '.join(have)}" if have
+            else f"there is no pool {pool}"), tool=path)
+
+    # -------------------------------------------------------------------- routing
+    def pick(self, path: str, avoid: Iterable[str] = ()) -> str:
+        """The instance for the next call: serving, not draining, fewest calls in flight."""
+        pool = self._pool(path)
+        members = [m for m in self.members(path) if m not in pool.draining]
+        if not members:
+            members = self.members(path, fresh=True)
+            members = [m for m in members if m not in pool.draining] or members
+        if not members:
+            raise NotFound(f"{path} has no instances: the pool was removed", tool=path)
+        # Serving as of the last listing (at most MEMBERS_FRESH old), less the instances a
+        # call of ours saw die since (``_gone``): no file read or system call per call.
+        gone = self.system._gone
+        serving = [e.path for e in pool.entries
+                   if e.path in members and e.serving and e.pid != gone.get(e.path)]
+        choice = [m for m in (serving or members) if m not in avoid] or serving or members
+        turn = next(pool.turns)
+        n = len(choice)
+        best = min(range(n), key=lambda i: (pool.in_flight(choice[i]), (i - turn) % n))
+        return choice[best]
+
+    @contextmanager
+    def flight(self, path: str, inst: str | None = None) -> Iterator[str]:
+        """Count a call in flight on ``inst`` (None: pick one) for as long as it runs.
+
+        Picking and counting are two steps, so two threads may pick the same idle
+        instance at once; the one that finds itself second while another instance
+        is idle gives its place back and picks again (no lock needed)."""
+        pool = self._pool(path)
+        for attempt in range(3):
+            chosen = inst or self.pick(path)
+            q = pool.flight.get(chosen)
+            if q is None:
+                q = pool.flight.setdefault(chosen, deque())
+            q.append(1)
+            if inst is not None or attempt == 2 or len(q) == 1 or not any(
+                    pool.in_flight(m) < len(q) - 1 for m in self.members(path)
+                    if m != chosen and m not in pool.draining):
+                break
+            q.pop()
+        try:
+            yield chosen
+        finally:
+            q.pop()
+            next(pool.done)
+
+    def call(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
+        with self.flight(path) as inst:
+            return self.system._call(inst, command, args, timeout)
+
+    async def acall(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
+        with self.flight(path) as inst:
+            return await self.system._acall(inst, command, args, timeout)
+
+    def call_many(self, path: str, calls: list[Any], timeout: float | None) -> list[Any]:
+        """Spread the batch over the least busy instances in contiguous chunks; gather in order.
+
+        A chunk refused as a whole (its instance stopped, a timeout) gives its items that
+        error; if every chunk was refused, that error is raised, as for one tool."""
+        if not calls:
+            return []
+        pool = self._pool(path)
+        chosen: list[str] = []
+        for _ in range(min(len(calls), max(1, len(self.members(path))))):
+            inst = self.pick(path, avoid=chosen)
+            if inst in chosen:
+                break
+            chosen.append(inst)
+            pool.flight.setdefault(inst, deque()).append(1)  # so the next pick avoids it
+        for inst in chosen:
+            pool.flight[inst].pop()
+        k = len(chosen)
+        size, extra = divmod(len(calls), k)
+        chunks, start = [], 0
+        for i in range(k):
+            end = start + size + (1 if i < extra else 0)
+            chunks.append(calls[start:end])
+            start = end
+
+        def run(inst: str, chunk: list[Any]) -> list[Any] | BaseException:
+            with self.flight(path, inst):
+                try:
+                    return self.system._batch(inst, chunk, timeout)
+                except ToolError as exc:
+                    return exc
+
+        if k == 1:
+            results = [run(chosen[0], chunks[0])]
+        else:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pool-batch")
+            futures = [self._executor.submit(run, inst, chunk)
+                       for inst, chunk in zip(chosen, chunks, strict=True)]
+            results = [f.result() for f in futures]
+        if all(isinstance(r, BaseException) for r in results):
+            raise results[0]  # type: ignore[misc]
+        out: list[Any] = []
+        for chunk, r in zip(chunks, results, strict=True):
+            out += [r] * len(chunk) if isinstance(r, BaseException) else r
+        return out
+
+    # -------------------------------------------------------------------- size
+    def scale(self, path: str, n: Any, reason: str = "", timeout: float | None = None) -> int:
+        """Make the pool ``n`` instances: start ``#k+1..#n`` or drain and remove the highest."""
+        n = check_size(n)
+        system = self.system
+        parent, name = _split(path)
+        sup = system.supervisor(parent)
+        pool = self._pool(path)
+        have = sorted((split_instance(_split(m)[1])[1], m)  # type: ignore[index]
+                      for m in self._listed(parent, name))
+        if not have:
+            raise NotFound(f"{path} is not a pool (no instances {name}#1.. under "
+                           f"{parent or '(root)'})", tool=path)
+        old = len(have)
+        if n > old:
+            template = system._request(parent, "child_spec", {"name": _split(have[0][1])[1]}, timeout)
+            top = have[-1][0]
+            for k in range(top + 1, top + 1 + n - old):
+                spec = instance_spec(template, name, k)
+                system._request(parent, "spawn", {"spec": spec}, timeout or
+                                float(spec.get("start_timeout", 10.0)) + 5.0)
+                system.security.note_spec(spec_path(parent, spec["name"]), spec)
+        elif n < old:
+            surplus = [m for _, m in have[n:]]
+            pool.draining.update(surplus)
+            deadline = time.monotonic() + (timeout or system.op_timeout)
+            try:
+                while any(pool.in_flight(m) for m in surplus) and time.monotonic() < deadline:
+                    time.sleep(0.01)  # new calls go elsewhere; these finish first
+                for m in surplus:
+                    sup.remove(_split(m)[1], timeout)
+            finally:
+                pool.draining.difference_update(surplus)
+        self.members(path, fresh=True)
+        if n != old:
+            detail = f"{old} -> {n}" + (f": {reason}" if reason else ": by scale()")
+            try:
+                system._request(parent, "note_event", {"name": name, "event": "scaled",
+                                                       "detail": detail}, timeout)
+            except ToolError as exc:
+                logger.warning("pool {}: the scaling event was not recorded: {}", path, exc)
+            logger.info("pool {} scaled {}", path, detail)
+        return n
+
+    def _listed(self, parent: str, name: str) -> list[str]:
+        """Instance paths as the supervisor lists them (authoritative, unlike the directory)."""
+        info = self.system._request(parent, "inspect", {}, None)
+        out = []
+        for child in info["children"]:
+            parts = split_instance(child["name"])
+            if parts is not None and parts[0] == name:
+                out.append(spec_path(parent, child["name"]))
+        return out
+
+    def status(self, path: str, timeout: float | None = None) -> PoolStatus:
+        parent, name = _split(path)
+        info = self.system._request(parent, "inspect", {}, timeout)
+        kids = [c for c in info["children"]
+                if (p := split_instance(c["name"])) is not None and p[0] == name]
+        if not kids:
+            raise NotFound(f"{path} is not a pool", tool=path)
+        kids.sort(key=lambda c: split_instance(c["name"])[1])  # type: ignore[index]
+        paths = [c["path"] for c in kids]
+        try:
+            usage = self.system.usage(paths, timeout)
+        except ToolError:
+            usage = {}
+        instances = []
+        for c in kids:
+            found = usage.get(c["path"]) or {}
+            c = {**c, "usage": found if c.get("pid") and found.get("pid") == c.get("pid") else {}}
+            instances.append(ToolStatus.from_info(c))
+        states = {i.state for i in instances}
+        state = states.pop() if len(states) == 1 else (
+            ToolState.RUNNING if ToolState.RUNNING in states else instances[0].state)
+        errors = [i for i in instances if i.last_error]
+        pool = self._pool(path)
+        total: dict[str, Any] = {}
+        for i in instances:
+            for key, value in i.usage.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "pid":
+                    total[key] = total.get(key, 0) + value
+        rule = pool.autoscaler.rule.to_dict() if pool.autoscaler is not None else None
+        return PoolStatus(name=name, path=path, state=state, replicas=len(instances),
+                          instances=instances, in_flight=sum(pool.in_flight(p) for p in paths),
+                          autoscale=rule, restarts=sum(i.restarts for i in instances),
+                          last_error=max(errors, key=lambda i: i.since).last_error if errors else None,
+                          usage=total)
+
+    # -------------------------------------------------------------------- autoscaling
+    def autoscale(self, path: str, rule: Autoscale) -> None:
+        pool = self._pool(path)
+        if pool.autoscaler is not None:
+            pool.autoscaler.stop()
+        pool.autoscaler = Autoscaler(self, path, rule)
+        pool.autoscaler.start()
+
+    def remove(self, path: str) -> None:
+        """The pool is being removed: stop its autoscaler and forget what we knew."""
+        pool = self.pools.pop(path, None)
+        if pool is not None and pool.autoscaler is not None:
+            pool.autoscaler.stop()
+
+    def close(self) -> None:
+        for pool in list(self.pools.values()):
+            if pool.autoscaler is not None:
+                pool.autoscaler.stop()
+                pool.autoscaler = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self.pools.clear()
+
+
+def spec_path(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+class Autoscaler:
+    """One thread per autoscaled pool: samples busy markers, in-flight calls and the call
+    rate five times per ``interval``, keeps ``window`` seconds of history, and applies
+    ``supervisors.tree.pools.decide``; each change is a ``scaled`` event with its reason."""
+
+    def __init__(self, pools: Pools, path: str, rule: Autoscale) -> None:
+        self.pools = pools
+        self.path = path
+        self.rule = rule
+        self.history: deque[Sample] = deque(maxlen=max(8, int(rule.window / rule.interval) + 2))
+        self.decisions: list[tuple[float, Decision]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"autoscale {path}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+    def _run(self) -> None:
+        quiet_since: float | None = None
+        settle = 0
+        while not self._stop.is_set():
+            try:
+                sample = self._sample()
+            except Exception as exc:  # the system is going away, or a supervisor is busy
+                logger.debug("autoscaler {}: {}", self.path, exc)
+                if self._stop.wait(self.rule.interval):
+                    return
+                continue
+            if sample is None:
+                continue
+            self.history.append(sample)
+            if settle > 0:
+                settle -= 1
+                continue
+            quiet_since = (quiet_since or sample.time) if is_quiet(sample, self.rule) else None
+            decision = decide(list(self.history), self.rule, quiet_since)
+            if decision is None or decision.size == sample.size:
+                continue
+            try:
+                self.pools.scale(self.path, decision.size, decision.reason)
+                self.decisions.append((time.time(), decision))
+            except Exception as exc:
+                logger.warning("autoscaler {}: could not scale to {}: {}", self.path,
+                               decision.size, exc)
+            self.history.clear()
+            quiet_since = None
+            settle = 2  # let the new size show in the figures before judging again
+
+    def _sample(self) -> Sample | None:
+        pools, rule = self.pools, self.rule
+        runtime = pools.system.runtime_dir
+        if not runtime:
+            return None
+        pool = pools._pool(self.path)
+        ticks, busy, queued = 5, 0.0, 0.0
+        start_done, t0 = pool.calls_done(), time.monotonic()
+        members: list[str] = []
+        for _ in range(ticks):
+            members = [m for m in pools.members(self.path) if m not in pool.draining]
+            if not members:
+                return None
+            hits = 0
+            for m in members:
+                entry = routes.lookup(runtime, m)
+                if entry is not None and entry.pid and read_marker(marker_path(runtime, int(entry.pid))):
+                    hits += 1
+                elif pool.in_flight(m):
+                    hits += 1  # (on its way there, or a tool without a marker)
+            busy += hits / len(members)
+            queued += sum(max(0, pool.in_flight(m) - 1) for m in members)
+            if self._stop.wait(rule.interval / ticks):
+                return None
+        done = pool.calls_done()
+        rate = max(0, done - start_done) / max(1e-6, time.monotonic() - t0)
+        return Sample(time.time(), len(members), busy / ticks, queued / ticks, rate)
+
+
+class PoolHandle(ToolHandle):
+    """The handle of a pool: calls go to the least busy instance; ``scale(n)`` resizes it.
+
+    ``status()`` gives a ``PoolStatus``; ``instance(k)`` one instance's ``ToolHandle``;
+    stop, start, restart, pause and resume apply to every instance.
+    """
+
+    @property
+    def _pools(self) -> Pools:
+        return self.system.pools
+
+    def call(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
+        return self._pools.call(self.path, command, args, timeout)
+
+    def acall(self, command: str, /, timeout: float | None = None, **args: Any) -> Awaitable[Any]:
+        return self._pools.acall(self.path, command, args, timeout)
+
+    def call_many(self, calls: Iterable[tuple[str, dict[str, Any]]],
+                  timeout: float | None = None) -> list[Any]:
+        from supervisors.host.system import _batch_item
+
+        items = list(calls)
+        for i, item in enumerate(items):
+            _batch_item(i, item)  # a bad item fails the whole batch at once, as for one tool
+        return self._pools.call_many(self.path, items, timeout)
+
+    def status(self, timeout: float | None = None) -> PoolStatus:  # type: ignore[override]
+        return self._pools.status(self.path, timeout)
+
+    def scale(self, n: int, timeout: float | None = None) -> PoolStatus:
+        """Run ``n`` instances: new ones start now; surplus ones stop after their calls finish."""
+        self._pools.scale(self.path, n, timeout=timeout)
+        return self.status(timeout)
+
+    def instance(self, k: int) -> ToolHandle:
+        parent, name = _split(self.path)
+        return self.system.tool(spec_path(parent, instance_name(name, k)))
+
+    def instances(self) -> list[ToolHandle]:
+        return [ToolHandle(self.system, m) for m in self._pools.members(self.path, fresh=True)]
+
+    def _each(self, op: str, timeout: float | None) -> PoolStatus:  # type: ignore[override]
+        for h in self.instances():
+            getattr(ToolHandle, op)(h, timeout)
+        return self.status(timeout)
+
+    def stop(self, timeout: float | None = None) -> PoolStatus:  # type: ignore[override]
+        return self._each("stop", timeout)
+
+    def start(self, timeout: float | None = None) -> PoolStatus:  # type: ignore[override]
+        return self._each("start", timeout)
+
+    def restart(self, timeout: float | None = None) -> PoolStatus:  # type: ignore[override]
+        return self._each("restart", timeout)
+
+    def pause(self, timeout: float | None = None) -> PoolStatus:  # type: ignore[override]
+        return self._each("pause", timeout)
+
+    def resume(self, timeout: float | None = None) -> PoolStatus:  # type: ignore[override]
+        return self._each("resume", timeout)
+
+    def errors(self, timeout: float | None = None) -> list[Any]:
+        out = [r for h in self.instances() for r in ToolHandle.errors(h, timeout)]
+        return sorted(out, key=lambda r: r.time)
+
+
+def spawn_pool(sup: Any, actor: Any, name: str, config: dict[str, Any] | None, replicas: Any,
+               timeout: float | None, **options: Any) -> PoolHandle:
+    """``SupervisorHandle.spawn(..., replicas=...)``: start instances ``#1..#N`` in order; if
+    one fails to start, the ones started are removed and its error is raised."""
+    from supervisors.tree.pools import check_replicas, expand
+    from supervisors.tree.specs import tool_spec
+
+    rule = check_replicas(replicas)
+    spec = tool_spec(actor, name, config, **options)
+    spec["replicas"] = rule.to_dict() if isinstance(rule, Autoscale) else rule
+    system = sup.system
+    started: list[str] = []
+    for inst in expand(spec):
+        try:
+            system._request(sup.path, "spawn", {"spec": inst},
+                            timeout or float(inst["start_timeout"]) + 5.0)
+        except ToolError as exc:
+            exc.tool = sup._child_path(inst["name"])
+            for done in reversed(started):
+                try:
+                    sup.remove(done, timeout)
+                except ToolError as gone:
+                    logger.warning("pool {}: could not remove {}: {}", name, done, gone)
+            raise
+        started.append(inst["name"])
+        system.security.note_spec(sup._child_path(inst["name"]), inst)
+    path = sup._child_path(name)
+    system.pools.members(path, fresh=True)
+    if isinstance(rule, Autoscale):
+        system.pools.autoscale(path, rule)
+    return PoolHandle(system, path)
