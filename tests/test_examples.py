@@ -17,10 +17,10 @@ from supervisors.tree.policy import Policy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_example(script: str) -> str:
-    """Run ``examples/<script>`` as a user would (no PYTHONPATH); return its output."""
+def run_example(script: str, *args: str) -> str:
+    """Run ``examples/<script> [args]`` as a user would (no PYTHONPATH); return its output."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # it must find its own way
-    result = subprocess.run([sys.executable, f"examples/{script}"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, f"examples/{script}", *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=50)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -136,21 +136,12 @@ def test_otp_features_example_counts_and_shuts_down_automatically() -> None:
 
 @pytest.mark.timeout(60)
 def test_the_recovery_example_keeps_its_checkpoint_retries_and_opens_its_breaker(tmp_path) -> None:
-    out = run_example_args("recovery.py", str(tmp_path))
+    out = run_example("recovery.py", str(tmp_path))
     assert "region from the system's context: eu-west" in out
     assert "orders after a checkpoint: 5" in out and "orders on the new instance: 5" in out
     assert "lookup: found after 3 tries" in out
     assert "broken: RuntimeError" in out and "broken: BreakerOpen" in out
     assert "record: crash ProcessExited -> restarted" in out
-
-
-def run_example_args(script: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, f"examples/{script}", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=50)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 @pytest.mark.timeout(60)
