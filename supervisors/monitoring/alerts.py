@@ -97,16 +97,21 @@ class AlertSink:
         return load_object(resolve(GROUPS["sinks"], self.kind))()
 
 
+def _check_table(kind: str, i: int, table: Any, allowed: set[str]) -> None:
+    """The i-th ``[[kind]]`` is a table with known keys only; ValueError naming what is not."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{kind} #{i + 1} must be a table")
+    unknown = set(table) - allowed
+    if unknown:
+        raise ValueError(f"{kind} #{i + 1}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                         f"{', '.join(sorted(allowed))}")
+
+
 def parse_alerts(rules: Iterable[Any], sinks: Iterable[Any]) -> tuple[list[AlertRule], list[AlertSink]]:
     """``[[alert]]`` and ``[[alert_sink]]`` tables as rules and sinks; ValueError naming the field."""
     out_rules, out_sinks = [], []
     for i, table in enumerate(rules):
-        if not isinstance(table, dict):
-            raise ValueError(f"alert #{i + 1} must be a table")
-        unknown = set(table) - RULE_KEYS
-        if unknown:
-            raise ValueError(f"alert #{i + 1}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
-                             f"{', '.join(sorted(RULE_KEYS))}")
+        _check_table("alert", i, table, RULE_KEYS)
         try:
             out_rules.append(AlertRule(name=table.get("name"), metric=table.get("metric"),
                                        op=table.get("op"), threshold=table.get("threshold"),
@@ -120,12 +125,7 @@ def parse_alerts(rules: Iterable[Any], sinks: Iterable[Any]) -> tuple[list[Alert
     if twice:
         raise ValueError(f"alert name(s) used twice: {', '.join(twice)}")
     for i, table in enumerate(sinks):
-        if not isinstance(table, dict):
-            raise ValueError(f"alert_sink #{i + 1} must be a table")
-        unknown = set(table) - SINK_KEYS
-        if unknown:
-            raise ValueError(f"alert_sink #{i + 1}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"allowed: kind, url")
+        _check_table("alert_sink", i, table, SINK_KEYS)
         try:
             out_sinks.append(AlertSink(kind=table.get("kind"), url=table.get("url")))
         except ValueError as exc:

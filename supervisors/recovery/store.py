@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from actors import ToolActor, command
@@ -176,17 +178,11 @@ class ContextStore(ToolActor):
 
     @command(idempotent=True)
     def snapshot(self, label: str) -> int:
-        db = self._db()
-        db.execute("begin immediate")
-        try:
+        with transaction(self._db()) as db:
             db.execute("delete from snapshots where label = ?", (label,))
             db.execute("insert into snapshots (label, path, data, expires, taken) select ?, path, "
                        "data, expires, ? from contexts", (label, time.time()))
             n = db.execute("select count(*) from snapshots where label = ?", (label,)).fetchone()[0]
-            db.execute("commit")
-        except BaseException:
-            db.execute("rollback")
-            raise
         return int(n)
 
     @command
@@ -200,16 +196,11 @@ class ContextStore(ToolActor):
         if not db.execute("select 1 from snapshots where label = ?", (label,)).fetchone():
             raise ToolError(f"no snapshot named {label!r}; snapshots: "
                             f"{', '.join(self.snapshots()) or 'none'}", type="NoSuchSnapshot")
-        db.execute("begin immediate")
-        try:
+        with transaction(db):
             db.execute("delete from contexts")
             db.execute("insert into contexts (path, data, updated, expires) select path, data, ?, "
                        "expires from snapshots where label = ?", (time.time(), label))
             n = db.execute("select count(*) from contexts").fetchone()[0]
-            db.execute("commit")
-        except BaseException:
-            db.execute("rollback")
-            raise
         return int(n)
 
     @command
@@ -230,23 +221,18 @@ class ContextStore(ToolActor):
             return
         batch, self.pending = self.pending, []
         try:
-            db.execute("begin immediate")
-            tools = set()
-            for record in batch:
-                tool = str(record.get("tool", ""))
-                tools.add(tool)
-                db.execute("insert into failures (tool, time, record) values (?, ?, ?)",
-                           (tool, float(record.get("time") or time.time()), pack_value(record)))
-            for tool in tools:
-                db.execute("delete from failures where tool = ? and id <= (select id from failures "
-                           "where tool = ? order by id desc limit 1 offset ?)",
-                           (tool, tool, FAILURES_KEPT))
-            db.execute("commit")
+            with transaction(db):
+                tools = set()
+                for record in batch:
+                    tool = str(record.get("tool", ""))
+                    tools.add(tool)
+                    db.execute("insert into failures (tool, time, record) values (?, ?, ?)",
+                               (tool, float(record.get("time") or time.time()), pack_value(record)))
+                for tool in tools:
+                    db.execute("delete from failures where tool = ? and id <= (select id from "
+                               "failures where tool = ? order by id desc limit 1 offset ?)",
+                               (tool, tool, FAILURES_KEPT))
         except (sqlite3.Error, TypeError, ValueError) as exc:
-            try:
-                db.execute("rollback")
-            except sqlite3.Error:
-                pass
             self.log.warning("context store: {} failure records not written: {}", len(batch), exc)
 
     @command
@@ -264,3 +250,18 @@ def read_failures(db: sqlite3.Connection, tool: str) -> list[dict[str, Any]]:
 def _like_prefix(path: str) -> str:
     escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"{escaped}/%"
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``begin immediate`` ... ``commit``; a rollback on any error (which then propagates)."""
+    db.execute("begin immediate")
+    try:
+        yield db
+    except BaseException:
+        try:
+            db.execute("rollback")
+        except sqlite3.Error:
+            pass
+        raise
+    db.execute("commit")

@@ -28,7 +28,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from loguru import logger
@@ -183,20 +183,18 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     # missed) and a pidfd per child watched in our own loop (by pid), backed by a poll of
     # every child's pid. Whichever comes first wins; the others find no live child.
     def child_exited(self, address: Any) -> None:
-        acc = self.accountant
-        if acc is not None and acc.alive and acc.address == address:
-            self._accountant_exited(acc)
-            return
-        child = next((c for c in self.children if c.alive and c.address == address), None)
-        if child is not None:
-            self._ended(child)
+        self._witnessed(lambda c: c.address == address)
 
     def process_ended(self, pid: int) -> None:
+        self._witnessed(lambda c: c.pid == pid)
+
+    def _witnessed(self, is_it: Callable[[Child], bool]) -> None:
+        """A witness saw a process end: handle it once, for the live child it names."""
         acc = self.accountant
-        if acc is not None and acc.alive and acc.pid == pid:
+        if acc is not None and acc.alive and is_it(acc):
             self._accountant_exited(acc)
             return
-        child = next((c for c in self.children if c.alive and c.pid == pid), None)
+        child = next((c for c in self.children if c.alive and is_it(c)), None)
         if child is not None:
             self._ended(child)
 
