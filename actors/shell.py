@@ -33,11 +33,12 @@ from thespian.actors import (
 from thespian.system.transport import IPBase
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import selector, wire_auth
+from actors import pidwatch, tcploop, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
 from actors.messages import Reply
+from actors.pidwatch import PidWatch
 
 ADDRESS_EXT = 1
 #: The Thespian bases our shells run on (multiprocQueueBase does not report killed children).
@@ -66,7 +67,7 @@ def _listen_on_loopback_only() -> None:
 
 
 _listen_on_loopback_only()
-selector.install()  # Thespian's loop keeps one poll set instead of a new epoll per pass
+tcploop.install()  # Thespian's loop: the cost of a pass is what changed, not every socket
 wire_auth.install()  # before any actor system forks: every process checks every frame
 
 
@@ -101,20 +102,6 @@ def bind_to_parent() -> None:
         os._exit(1)
 
 
-#: pidfds this process watches (module level, so a forked child can close its copies)
-_PIDFDS: set[int] = set()
-
-
-def _close_inherited_pidfds() -> None:
-    """A forked actor holds copies of its parent's pidfds: close them (they are not ours)."""
-    for fd in list(_PIDFDS):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _PIDFDS.clear()
-
-
 class Shell(Actor):
     """Hosts one behaviour; subclasses name which one (``behaviour`` = 'module:Class')."""
 
@@ -123,7 +110,7 @@ class Shell(Actor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         bind_to_parent()
-        _close_inherited_pidfds()
+        pidwatch.close_inherited()
         self.pid = os.getpid()
         self._inner: Any = None
         self._door: FastPathServer | None = None
@@ -131,7 +118,7 @@ class Shell(Actor):
         self._due: list[Any] = []          # timer payloads ready to run
         self._bell: tuple[int, int] | None = None  # self-pipe that wakes our own loop
         self._peer_fds: set[int] = set()           # the behaviour's own sockets (watch_fds)
-        self._pidfds: dict[int, int] = {}  # pidfd -> pid of a process we watch (watch_process)
+        self._pidwatch = PidWatch()  # processes we watch end (watch_process)
 
     # Context ---------------------------------------------------------------------------
     @property
@@ -174,37 +161,22 @@ class Shell(Actor):
     def watch_process(self, pid: int) -> bool:
         """Watch ``pid`` with a pidfd in this actor's own loop: ``process_ended(pid)`` runs
         when it ends. Independent of Thespian's ChildActorExited, which can be missed."""
-        if not hasattr(os, "pidfd_open") or os.environ.get("TOOLVISOR_NO_PIDFD") or \
-                not hasattr(getattr(self._myRef, "transport", None), "set_watch"):
+        if not PidWatch.available() or not hasattr(getattr(self._myRef, "transport", None), "set_watch"):
             return False  # (TOOLVISOR_NO_PIDFD=1: use the poll, as where pidfds are missing)
-        if pid in self._pidfds.values():
-            return True
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:  # gone (and reaped) already: report it from the loop
+        watching = self._pidwatch.watch(pid)
+        if watching is None:  # gone (and reaped) already: report it from the loop
             self.after(0, ("__ended__", pid))
             return True
-        except OSError:
-            return False
-        self._pidfds[fd] = pid
-        _PIDFDS.add(fd)
-        return True
+        return watching
 
     def _pids_ended(self, ready: list[int], inner: Any) -> list[int]:
-        """Report watched processes whose pidfd is ready; return the other ready fds."""
-        rest = []
-        for fd in ready:
-            pid = self._pidfds.pop(fd, None)
-            if pid is None:
-                rest.append(fd)
-                continue
-            _PIDFDS.discard(fd)
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Report watched processes that ended; return the other ready fds."""
+        fd = self._pidwatch.fd()
+        if fd is None or fd not in ready:
+            return ready
+        for pid in self._pidwatch.ended():
             self._ended(inner, pid)
-        return rest
+        return [r for r in ready if r != fd]
 
     def _ended(self, inner: Any, pid: int) -> None:
         try:
@@ -290,7 +262,7 @@ class Shell(Actor):
             if isinstance(msg, (bytes, bytearray)):
                 inner.receive(decode(msg), sender)
             elif isinstance(msg, WatchMessage):
-                ready = self._pids_ended(list(msg.ready), inner) if self._pidfds else msg.ready
+                ready = self._pids_ended(list(msg.ready), inner)
                 if self._bell is not None and self._bell[0] in msg.ready:
                     self._run_due(inner)
                 mine = self._peer_fds.intersection(msg.ready)
@@ -366,7 +338,9 @@ class Shell(Actor):
                 logger.opt(exception=exc).error("actor {} failed flushing its messages", self.pid)
             self._peer_fds = set(peer_fds)
         fds = ([self._bell[0]] if self._bell is not None else []) + peer_fds
-        fds += list(self._pidfds)
+        pid_fd = self._pidwatch.fd()
+        if pid_fd is not None:
+            fds.append(pid_fd)
         if door is None:
             return ThespianWatch(fds) if fds else None
         door.flush()  # replies queued while handling this message (e.g. held calls on resume)

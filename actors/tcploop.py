@@ -1,0 +1,406 @@
+"""Thespian's TCP loop, with the cost of a pass kept to what changed (issue 10).
+
+Thespian's ``TCPTransport._runWithExpiry`` visits every socket it keeps on every
+pass of its loop: it lists each idle connection's descriptor, registers each one
+with a new epoll object, and afterwards checks each one for expiry. A supervisor
+keeps one idle connection per child and passes its loop at least once for every
+message, so with N children each message costs O(N) Python work, and spawning N
+tools costs O(N²) (profiled with py-spy, spawning 600 tools under one supervisor:
+about half of the supervisor's busy time; docs/scaling.md).
+
+``install()`` replaces that method with ``run_with_expiry`` below. It takes the
+same steps in the same order, except that:
+
+- the idle connections (``_openSockets``) live in a ``TrackedDict`` that notes which
+  keys changed, so their descriptors are looked up only when one changes;
+- one ``select.poll`` object is kept per transport and thread, and is told only the
+  changes (poll keeps no state in the kernel, so a closed and reused descriptor
+  number cannot go stale as it could in a kept epoll set);
+- a descriptor that is no longer open is named by the poll itself (``POLLNVAL``), so
+  it is cancelled directly instead of probing every descriptor one by one;
+- the idle connections that are not ready are checked for expiry (20 minutes in
+  Thespian) once per ``HOUSEKEEP_EVERY`` seconds, not on every pass.
+
+Everything else (transmits, incoming sockets in the middle of a message, the
+listen socket, timers, watched descriptors) is handled as Thespian does: those
+are few. ``TOOLVISOR_LOOP=stock`` leaves Thespian's loop as it is (for comparisons).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import select
+import threading
+import time
+from typing import Any
+
+from thespian.system.timing import currentTime, timePeriodSeconds
+from thespian.system.transport import (
+    ReceiveEnvelope,
+    Thespian__Run_Expired,
+    Thespian__Run_HandlerResult,
+    Thespian__Run_Terminated,
+    TransmitOnly,
+)
+from thespian.system.transport import TCPTransport as tcp
+from thespian.system.transport.asyncTransportBase import exclusive_processing
+from thespian.system.utilis import fmap, partition, thesplog
+
+HOUSEKEEP_EVERY = 1.0  # seconds between expiry checks of idle connections nobody used
+_IN, _OUT, _NVAL = select.POLLIN, select.POLLOUT, select.POLLNVAL
+
+
+class TrackedDict(dict):  # type: ignore[type-arg]
+    """A dict that notes, for each reader, which keys were set or deleted since it last looked."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.readers: dict[Any, set[Any]] = {}
+
+    def changes(self, reader: Any) -> set[Any]:
+        """The keys changed since ``reader`` last asked (everything, the first time)."""
+        seen = self.readers.get(reader)
+        if seen is None:
+            self.readers[reader] = set()
+            return set(self)
+        self.readers[reader] = set()
+        return seen
+
+    def _note(self, key: Any) -> None:
+        for seen in self.readers.values():
+            seen.add(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._note(key)
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self._note(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self._note(key)
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        key, value = super().popitem()
+        self._note(key)
+        return key, value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kw).items():
+            self[key] = value
+
+    def clear(self) -> None:
+        for key in list(self):
+            self._note(key)
+        super().clear()
+
+
+def _fileno(idle: Any) -> int:
+    try:
+        return int(idle.socket.fileno())
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
+class LoopState:
+    """What one thread's loop over one transport keeps between passes."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.poll = select.poll()
+        self.registered: dict[int, int] = {}   # fd -> the mask the poll object has for it
+        self.idle: dict[Any, tuple[Any, int]] = {}  # opsKey -> (IdleSocket, its fd)
+        self.idle_fds: dict[int, Any] = {}     # fd -> IdleSocket
+        self.extra: dict[int, int] = {}        # last pass's other descriptors -> mask
+        self.dirty: set[int] = set()           # idle fds added or dropped since the last poll
+        self.next_housekeep = 0.0
+
+    def refresh_idle(self, opened: TrackedDict) -> None:
+        for key in opened.changes(self):
+            old = self.idle.pop(key, None)
+            if old is not None and self.idle_fds.get(old[1]) is old[0]:
+                del self.idle_fds[old[1]]
+                self.dirty.add(old[1])
+            idle = dict.get(opened, key)
+            if idle is not None:
+                fd = _fileno(idle)
+                if fd >= 0:
+                    self.idle[key] = (idle, fd)
+                    self.idle_fds[fd] = idle
+                    self.dirty.add(fd)
+
+    def forget_fd(self, fd: int) -> None:
+        idle = self.idle_fds.pop(fd, None)
+        if idle is not None:
+            self.idle = {k: v for k, v in self.idle.items() if v[0] is not idle}
+        self.dirty.add(fd)
+
+    def poll_once(self, wrecv: list[int], wsend: list[int],
+                  timeout: float | None) -> tuple[list[int], list[int], list[int]]:
+        """Poll the idle connections and ``wrecv``/``wsend``: (readable, writable, not open)."""
+        extra: dict[int, int] = {}
+        bad: list[int] = []
+        for fd in wrecv:
+            if fd < 0:
+                bad.append(fd)
+            else:
+                extra[fd] = extra.get(fd, 0) | _IN
+        for fd in wsend:
+            if fd < 0:
+                bad.append(fd)
+            else:
+                extra[fd] = extra.get(fd, 0) | _OUT
+        if bad:
+            return [], [], bad
+        poll, registered, idle_fds = self.poll, self.registered, self.idle_fds
+        changed = self.dirty
+        changed.update(self.extra)
+        changed.update(extra)
+        for fd in changed:
+            mask = (_IN if fd in idle_fds else 0) | extra.get(fd, 0)
+            if registered.get(fd) == mask:
+                continue
+            if mask:
+                poll.register(fd, mask)
+                registered[fd] = mask
+            else:
+                del registered[fd]
+                try:
+                    poll.unregister(fd)
+                except KeyError:
+                    pass
+        self.dirty = set()
+        self.extra = extra
+        ms = None if timeout is None else 0 if timeout <= 0 else math.ceil(timeout * 1000.0)
+        ready = poll.poll(ms)
+        rrecv, rsend, rerr = [], [], []
+        for fd, flags in ready:
+            if flags & _NVAL:
+                rerr.append(fd)
+                continue
+            mask = registered.get(fd, 0)
+            if mask & _IN and flags & ~_OUT:
+                rrecv.append(fd)
+            if mask & _OUT and flags & ~_IN:
+                rsend.append(fd)
+        return rrecv, rsend, rerr
+
+
+def _state(transport: Any) -> LoopState:
+    states = transport.__dict__.get("_tv_loop")
+    if states is None:
+        states = transport.__dict__["_tv_loop"] = {}
+    key = threading.get_ident()
+    st = states.get(key)
+    if st is None or st.pid != os.getpid():
+        st = states[key] = LoopState()
+    opened = getattr(transport, "_openSockets", None)
+    if opened is not None and type(opened) is dict:
+        transport._openSockets = TrackedDict(opened)
+    return st
+
+
+def _housekeep(transport: Any) -> None:
+    """Close idle connections that expired or whose socket is gone (Thespian: every pass)."""
+    opened = getattr(transport, "_openSockets", None)
+    if not opened:
+        return
+    for key, idle in list(opened.items()):
+        if _fileno(idle) < 0:
+            del opened[key]
+        elif idle.expired():
+            tcp._safeSocketShutdown(idle)
+            if key in opened:
+                del opened[key]
+
+
+def run_with_expiry(self: Any, incomingHandler: Any) -> Any:  # noqa: N803 - Thespian's name
+    """``TCPTransport._runWithExpiry`` with the per-pass cost of what changed (see above)."""
+    T = tcp.TCPTransport
+    xmitOnly = incomingHandler == TransmitOnly or isinstance(incomingHandler, TransmitOnly)
+
+    if hasattr(self, '_aborting_run'):
+        delattr(self, '_aborting_run')
+
+    st = _state(self)
+
+    while (not hasattr(self, '_aborting_run') or
+           (self._aborting_run and
+            (len(self._transmitIntents) > 0 or len(self._waitingTransmits) > 0))):
+
+        ct = currentTime()
+        if self.run_time.view(ct).expired():
+            break
+
+        if xmitOnly:
+            if not self._transmitIntents and not self._waitingTransmits:
+                return 0
+        else:
+            while self._incomingEnvelopes:
+                rEnv = self._incomingEnvelopes.pop(0)
+                if incomingHandler is None:
+                    return rEnv
+                r = Thespian__Run_HandlerResult(incomingHandler(rEnv))
+                if not r:
+                    return r
+
+        with exclusive_processing(self):
+            wsend, wrecv = fmap(T._socketFile,
+                                partition(T._waitForSendable,
+                                          filter(lambda t: not t.backoffPause(),
+                                                 self._transmitIntents.values())))
+            wrecv = [fd for fd in wrecv if fd is not None]
+            wsend = [fd for fd in wsend if fd is not None]
+            wrecv.extend(fd for fd in self._incomingSockets
+                         if fd and not self._incomingSockets[fd].backoffPause())
+            opened = getattr(self, '_openSockets', None)
+            if opened is not None:
+                st.refresh_idle(opened)
+
+            delays = list(filter(None,
+                                 [self.run_time.view(ct).remaining()] +
+                                 [self._transmitIntents[t].delay(ct) for t in self._transmitIntents] +
+                                 [w.delay() for w in self._waitingTransmits] +
+                                 [self._incomingSockets[i].delay(ct) for i in self._incomingSockets]))
+            delay = max(0, timePeriodSeconds(min(delays))) if delays else None
+
+            if not xmitOnly:
+                wrecv.append(self.socket.fileno())
+            if self._watches:
+                wrecv.extend(self._watches)
+
+        try:
+            rrecv, rsend, rerr = st.poll_once(wrecv, wsend, delay)
+        except InterruptedError:
+            self._check_indicators()
+            continue
+
+        with exclusive_processing(self):
+            if rerr:
+                watches = set(self._watches or ())
+                bad_watches = [fd for fd in rerr if fd in watches]
+                if bad_watches:
+                    for fd in bad_watches:
+                        thesplog('watcher %s is bad: %s', fd, errno.errorcode[errno.EBADF])
+                    self._watches = [w for w in self._watches if w not in bad_watches]
+                    rerr = [fd for fd in rerr if fd not in watches]
+                for fd in rerr:
+                    if fd in st.idle_fds:
+                        idle = st.idle_fds[fd]
+                        for key in [k for k, v in st.idle.items() if v[0] is idle]:
+                            if opened is not None and dict.get(opened, key) is idle:
+                                del opened[key]
+                    st.forget_fd(fd)
+                for errfileno in rerr:
+                    self._cancel_fd_ops(errfileno)
+
+            origPendingSends = len(self._transmitIntents) + len(self._waitingTransmits)
+
+            # The idle connections that are ready, taken before incoming and transmits are
+            # handled (those may replace entries of _openSockets), as Thespian does.
+            idle_fds = st.idle_fds
+            readyIdle = [idle_fds[fd] for fd in rrecv if fd in idle_fds]
+            rrecv_set = set(rrecv)
+
+            for each in rrecv:
+                if each == self.socket.fileno() and not xmitOnly:
+                    self._acceptNewIncoming()
+                    continue
+                if each in self._incomingSockets:
+                    incoming = self._incomingSockets[each]
+                    del self._incomingSockets[each]
+                    incoming = self._handlePossibleIncoming(incoming, each, has_exclusive_flag=True)
+                    if incoming:
+                        self._incomingSockets[incoming.socket.fileno()] = incoming
+                    continue
+                if self._processIntents(each):
+                    continue
+
+            for idle in readyIdle:
+                rmtaddr = idle.rmtaddr
+                key = tcp.opsKey(rmtaddr)
+                curOpen = getattr(self, '_openSockets', {}).get(key, None)
+                if curOpen and curOpen is not idle:
+                    tcp._safeSocketShutdown(idle)  # a duplicate no longer tracked
+                    continue
+                fnum = _fileno(idle)
+                if fnum < 0 or fnum in rrecv_set:
+                    if hasattr(self, '_openSockets') and key in self._openSockets:
+                        del self._openSockets[key]
+                    if fnum >= 0:
+                        incoming = self._handlePossibleIncoming(
+                            tcp.TCPIncomingPersistent(rmtaddr, idle.socket), fnum,
+                            has_exclusive_flag=True)
+                        if incoming:
+                            self._incomingSockets[incoming.socket.fileno()] = incoming
+
+            now = time.monotonic()
+            if now >= st.next_housekeep:
+                st.next_housekeep = now + HOUSEKEEP_EVERY
+                _housekeep(self)
+
+            for eachs in rsend:
+                self._processIntents(eachs)
+
+            self._processIntentTimeouts()
+            rmvIncoming = []
+            for i in self._incomingSockets:
+                newI = self._handlePossibleIncoming(self._incomingSockets[i], -1,
+                                                    has_exclusive_flag=True)
+                if newI:
+                    self._incomingSockets[i] = newI
+                else:
+                    rmvIncoming.append(i)
+            for i in rmvIncoming:
+                del self._incomingSockets[i]
+
+            if self._watches:
+                watchready = [w for w in self._watches if w in rrecv_set]
+                if watchready:
+                    self._incomingEnvelopes.append(
+                        ReceiveEnvelope(self.myAddress, tcp.WatchMessage(watchready)))
+
+        senddone = self._finished_intents
+        self._finished_intents = []
+        for intent, sts in senddone:
+            intent.tx_done(sts)
+
+        if not rrecv and not rsend:
+            if not rerr and self.run_time.view().expired():
+                return Thespian__Run_Expired()
+            continue
+
+        if xmitOnly:
+            remXmits = len(self._transmitIntents) + len(self._waitingTransmits)
+            if origPendingSends > remXmits or remXmits == 0:
+                return remXmits
+
+        if not xmitOnly:
+            while self._incomingEnvelopes:
+                rEnv = self._incomingEnvelopes.pop(0)
+                if incomingHandler is None:
+                    return rEnv
+                r = Thespian__Run_HandlerResult(incomingHandler(rEnv))
+                if not r:
+                    return r
+
+    return Thespian__Run_Terminated() if hasattr(self, '_aborting_run') else Thespian__Run_Expired()
+
+
+def install() -> bool:
+    """Give Thespian's TCP transport this loop (once per process); False if switched off."""
+    if os.environ.get("TOOLVISOR_LOOP", "kept") == "stock" or not hasattr(select, "poll"):
+        return False
+    if tcp.TCPTransport._runWithExpiry is run_with_expiry:
+        return True
+    tcp.TCPTransport._runWithExpiry = run_with_expiry
+    return True

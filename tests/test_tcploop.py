@@ -1,0 +1,100 @@
+"""Thespian's TCP loop as toolvisor runs it (actors/tcploop.py): the kept poll set and the
+tracked idle connections answer as a fresh selector would, pass after pass."""
+
+from __future__ import annotations
+
+import socket
+
+from actors.tcploop import LoopState, TrackedDict, install, run_with_expiry
+
+
+class _Idle:
+    """Stands in for Thespian's IdleSocket: a socket and the address it leads to."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.rmtaddr = None
+
+
+def test_tracked_dict_tells_each_reader_what_changed() -> None:
+    d = TrackedDict({"a": 1})
+    assert d.changes("r") == {"a"}          # everything is new to a first reader
+    assert d.changes("r") == set()
+    d["b"] = 2
+    del d["a"]
+    d.pop("b")
+    d.setdefault("c", 3)
+    assert d.changes("r") == {"a", "b", "c"}
+    assert d.changes("other") == {"c"}      # a second reader starts from the contents
+    d.update(e=5)
+    d.clear()
+    assert d.changes("r") == {"c", "e"} and d.changes("other") == {"c", "e"}
+    assert isinstance(d, dict) and d == {}
+
+
+def test_reports_readable_and_writable_across_passes() -> None:
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    st = LoopState()
+    try:
+        assert st.poll_once([a.fileno(), c.fileno()], [], 0) == ([], [], [])
+        b.send(b"x")
+        assert st.poll_once([a.fileno(), c.fileno()], [], 0)[0] == [a.fileno()]
+        assert st.poll_once([c.fileno()], [], 0)[0] == []        # a is no longer asked about
+        assert st.poll_once([], [d.fileno()], 0)[1] == [d.fileno()]
+        assert st.poll_once([a.fileno()], [], 0.01)[0] == [a.fileno()]  # asked again: readable
+    finally:
+        for s in (a, b, c, d):
+            s.close()
+
+
+def test_idle_connections_are_watched_until_they_leave_the_dict() -> None:
+    a, b = socket.socketpair()
+    opened = TrackedDict()
+    st = LoopState()
+    try:
+        opened["peer"] = _Idle(a)
+        st.refresh_idle(opened)
+        assert st.poll_once([], [], 0) == ([], [], [])
+        b.send(b"x")
+        assert st.poll_once([], [], 0)[0] == [a.fileno()]         # without being listed again
+        del opened["peer"]
+        st.refresh_idle(opened)
+        assert st.poll_once([], [], 0)[0] == []
+        assert a.fileno() not in st.registered
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_closed_descriptor_is_named_not_raised() -> None:
+    a, b = socket.socketpair()
+    st = LoopState()
+    fd = a.fileno()
+    st.poll_once([fd], [], 0)
+    a.close()
+    b.close()
+    assert st.poll_once([fd], [], 0) == ([], [], [fd])
+    assert st.poll_once([-1], [], 0) == ([], [], [-1])  # what a closed socket's fileno() gives
+
+
+def test_a_reused_descriptor_number_is_watched_afresh() -> None:
+    a, b = socket.socketpair()
+    st = LoopState()
+    st.poll_once([a.fileno()], [], 0)
+    a.close()
+    b.close()
+    e, f = socket.socketpair()  # likely gets the same numbers back
+    try:
+        f.send(b"y")
+        assert e.fileno() in st.poll_once([e.fileno(), f.fileno()], [], 0)[0]
+    finally:
+        e.close()
+        f.close()
+
+
+def test_installed_in_thespian() -> None:
+    from thespian.system.transport import TCPTransport
+
+    assert install()
+    assert TCPTransport.TCPTransport._runWithExpiry is run_with_expiry
