@@ -151,10 +151,17 @@ class Exiting:
 
 @message(16)
 class SpecChanged:
-    """A child supervisor's subtree changed; its parent keeps the spec for restarts."""
+    """A child supervisor's subtree changed; its parent keeps the spec for restarts.
+
+    Either the whole spec (``path`` None), or one change deep in it: the child at
+    ``path`` (names below ``name``) now has spec ``child``, or is ``gone``. A
+    supervisor adding its thousandth child sends that child, not all thousand."""
     TAG: ClassVar[int]
     name: str
     spec: dict[str, Any]
+    path: list[str] | None = None
+    child: dict[str, Any] | None = None
+    gone: bool = False
 
 
 @message(17)

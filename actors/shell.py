@@ -39,6 +39,7 @@ from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
 from actors.messages import Reply
 from actors.pidwatch import PidWatch
+from actors.timers import WAKEUP, Timers
 
 ADDRESS_EXT = 1
 #: The Thespian bases our shells run on (multiprocQueueBase does not report killed children).
@@ -116,6 +117,7 @@ class Shell(Actor):
         self._door: FastPathServer | None = None
         self._flush_armed = False
         self._due: list[Any] = []          # timer payloads ready to run
+        self._timers = Timers()            # timer payloads waiting for their time
         self._bell: tuple[int, int] | None = None  # self-pipe that wakes our own loop
         self._peer_fds: set[int] = set()           # the behaviour's own sockets (watch_fds)
         self._pidwatch = PidWatch()  # processes we watch end (watch_process)
@@ -141,8 +143,10 @@ class Shell(Actor):
         """
         if delay <= 0 and self._ring():
             self._due.append(payload)
-        else:
-            self.wakeupAfter(timedelta(seconds=max(0.0, delay)), ("__timer__", payload))
+            return
+        arm = self._timers.add(delay, payload)
+        if arm is not None:
+            self.wakeupAfter(timedelta(seconds=arm), WAKEUP)
 
     def _ring(self) -> bool:
         """Make our loop wake up through the watch; False if the base cannot watch fds."""
@@ -277,11 +281,15 @@ class Shell(Actor):
                     self._flush_armed = False
                     if self._door is not None:
                         self._door.flush()
-                elif isinstance(payload, tuple) and payload and payload[0] == "__timer__":
-                    if self._ring():
-                        self._due.append(payload[1])
+                elif payload == WAKEUP:
+                    due, arm = self._timers.rang()
+                    if arm is not None:
+                        self.wakeupAfter(timedelta(seconds=arm), WAKEUP)
+                    if due and self._ring():
+                        self._due.extend(due)
                     else:
-                        self._timer(inner, payload[1])
+                        for one in due:
+                            self._timer(inner, one)
                 else:
                     inner.wakeup(payload)
             elif isinstance(msg, ChildActorExited):

@@ -34,6 +34,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from typing import Any
 
 from thespian.system.timing import currentTime, timePeriodSeconds
@@ -57,7 +58,9 @@ class TrackedDict(dict):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.readers: dict[Any, set[Any]] = {}
+        # each loop reading this dict (one per thread) -> the keys changed since it looked;
+        # weak, so a thread that is gone stops costing every write
+        self.readers: weakref.WeakKeyDictionary[Any, set[Any]] = weakref.WeakKeyDictionary()
 
     def changes(self, reader: Any) -> set[Any]:
         """The keys changed since ``reader`` last asked (everything, the first time)."""
@@ -196,13 +199,13 @@ class LoopState:
 
 
 def _state(transport: Any) -> LoopState:
-    states = transport.__dict__.get("_tv_loop")
-    if states is None:
-        states = transport.__dict__["_tv_loop"] = {}
-    key = threading.get_ident()
-    st = states.get(key)
+    """This thread's loop state for ``transport`` (gone with the thread)."""
+    local = transport.__dict__.get("_tv_loop")
+    if local is None:
+        local = transport.__dict__["_tv_loop"] = threading.local()
+    st = getattr(local, "state", None)
     if st is None or st.pid != os.getpid():
-        st = states[key] = LoopState()
+        st = local.state = LoopState()
     opened = getattr(transport, "_openSockets", None)
     if opened is not None and type(opened) is dict:
         transport._openSockets = TrackedDict(opened)

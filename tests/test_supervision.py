@@ -155,6 +155,27 @@ def test_dynamic_children_survive_a_supervisor_restart(system: ToolSystem) -> No
     assert inner.tool("y").call("get", timeout=10) == 2
 
 
+def test_changes_two_levels_down_reach_the_spec_each_ancestor_keeps(system: ToolSystem) -> None:
+    outer = system.supervise("outer", Policy(backoff=NOW))
+    mid = outer.supervise("mid", Policy(backoff=NOW))
+    inner = mid.supervise("inner", Policy(backoff=NOW))
+    for name, start in (("a", 1), ("b", 2), ("c", 3)):
+        inner.spawn(Counter, name=name, config={"start": start})
+    inner.remove("b")
+
+    def kept_by_outer() -> list[str]:
+        mid_spec = system._request("outer", "child_spec", {"name": "mid"}, 5)
+        inner_spec = next(c for c in mid_spec["children"] if c["name"] == "inner")
+        return [c["name"] for c in inner_spec["children"]]
+
+    wait_until(lambda: kept_by_outer() == ["a", "c"], what="outer to learn inner's children")
+    os.kill(mid.status().pid, signal.SIGKILL)  # mid and inner come back from outer's copy
+    wait_until(lambda: mid.status().restarts == 1 and mid.status().state is ToolState.RUNNING)
+    assert inner.tool("a").call("get", timeout=10) == 1
+    assert inner.tool("c").call("get", timeout=10) == 3
+    assert [c.name for c in inner.children()] == ["a", "c"]
+
+
 def test_init_failure_during_restart_counts_against_intensity(system: ToolSystem, tmp_path) -> None:
     w = system.supervise("w", Policy(max_restarts=3, period=30.0, backoff=NOW))
     t = w.spawn(FailAfterFirst, name="f", config={"marker": str(tmp_path / "m")})

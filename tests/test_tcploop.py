@@ -17,19 +17,26 @@ class _Idle:
 
 
 def test_tracked_dict_tells_each_reader_what_changed() -> None:
+    class Reader:
+        pass
+
+    r, other = Reader(), Reader()
     d = TrackedDict({"a": 1})
-    assert d.changes("r") == {"a"}          # everything is new to a first reader
-    assert d.changes("r") == set()
+    assert d.changes(r) == {"a"}          # everything is new to a first reader
+    assert d.changes(r) == set()
     d["b"] = 2
     del d["a"]
     d.pop("b")
     d.setdefault("c", 3)
-    assert d.changes("r") == {"a", "b", "c"}
-    assert d.changes("other") == {"c"}      # a second reader starts from the contents
+    assert d.changes(r) == {"a", "b", "c"}
+    assert d.changes(other) == {"c"}      # a second reader starts from the contents
     d.update(e=5)
     d.clear()
-    assert d.changes("r") == {"c", "e"} and d.changes("other") == {"c", "e"}
+    assert d.changes(r) == {"c", "e"} and d.changes(other) == {"c", "e"}
     assert isinstance(d, dict) and d == {}
+    del other                                # a reader that is gone is forgotten
+    d["f"] = 6
+    assert len(d.readers) == 1
 
 
 def test_reports_readable_and_writable_across_passes() -> None:

@@ -129,3 +129,25 @@ def start_budget(spec: dict[str, Any]) -> float:
     if spec.get("kind") != "supervisor":
         return float(spec.get("start_timeout", 10.0))
     return 30.0 + sum(start_budget(c) for c in spec.get("children", []))
+
+
+def apply_spec_change(spec: dict[str, Any], path: list[str], child: dict[str, Any] | None,
+                      gone: bool) -> bool:
+    """Apply one change deep in a supervisor's kept spec: the child at ``path`` (names below
+    ``spec``) now has spec ``child`` (replaced in place, or added last), or is ``gone``.
+    False if a supervisor on the way is not in ``spec`` (the change does not fit)."""
+    node = spec
+    for name in path[:-1]:
+        node = next((c for c in node.get("children") or [] if c.get("name") == name), None)  # type: ignore[assignment]
+        if node is None:
+            return False
+    children = node.setdefault("children", [])
+    at = next((i for i, c in enumerate(children) if c.get("name") == path[-1]), None)
+    if gone:
+        if at is not None:
+            del children[at]
+    elif at is None:
+        children.append(child)
+    else:
+        children[at] = child
+    return True

@@ -72,6 +72,7 @@ from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
 from supervisors.tree.policing import Policing
 from supervisors.tree.policy import Intensity, Policy, should_restart
+from supervisors.tree.specs import apply_spec_change
 from supervisors.tree.watchdog import Watchdog
 
 S = ToolState
@@ -129,10 +130,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         elif isinstance(msg, Exiting):
             self._on_exiting(msg, sender)
         elif isinstance(msg, SpecChanged):
-            child = self._find(msg.name)
-            if child is not None and child.kind == "supervisor":
-                child.spec = msg.spec
-                self._spec_changed()
+            self._on_spec_changed(msg)
         elif isinstance(msg, Event):
             self._publish(msg.event)
         elif isinstance(msg, Breach):
@@ -366,7 +364,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         if error is not None:
             self.children.remove(child)
             raise error_from_wire(error, tool=self._path(child))
-        self._spec_changed()
+        self._spec_changed([child.name], child.spec)
         return self._info(child)
 
     def _op_remove(self, req: Request, sender: Any) -> Job:
@@ -376,7 +374,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             yield from self._stop_process(child, S.STOPPED)
         self.children.remove(child)
         self._notify(child)
-        self._spec_changed()
+        self._spec_changed([child.name], gone=True)
         return {"removed": child.name}
 
     def _op_control(self, req: Request, sender: Any) -> Job:
@@ -1019,14 +1017,36 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         for line in run_hooks(self.hooks, event, self._path(child), *args):
             self._event(child, "hook error", line)
 
-    def _spec_changed(self) -> None:
+    def _spec_changed(self, path: list[str] | None = None, child: dict[str, Any] | None = None,
+                      gone: bool = False) -> None:
+        """Tell the parent what changed in this subtree: the child at ``path`` (a delta), or
+        everything (``path`` None: this supervisor's own spec changed)."""
         if self.is_root or self.parent is None:
+            return
+        if path is not None:
+            self.ctx.send(self.parent, SpecChanged(self.name, {}, path, child, gone))
             return
         spec = {**self.spec, "children": [c.spec for c in self.children]}
         for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant",
                     "context_store"):
             spec.pop(key, None)
         self.ctx.send(self.parent, SpecChanged(self.name, spec))
+
+    def _on_spec_changed(self, msg: SpecChanged) -> None:
+        """A child supervisor's subtree changed: keep its spec current, and pass it up."""
+        child = self._find(msg.name)
+        if child is None or child.kind != "supervisor":
+            return
+        if msg.path is None:
+            child.spec = msg.spec
+            self._spec_changed()
+            return
+        if not apply_spec_change(child.spec, msg.path, msg.child, msg.gone):
+            logger.warning("{}: a change to {} does not fit the spec kept for {}; it will be "
+                           "current again after that supervisor's next restart", self.path,
+                           "/".join(msg.path), self._path(child))
+            return
+        self._spec_changed([msg.name, *msg.path], msg.child, msg.gone)
 
 
 class _Deferred:
