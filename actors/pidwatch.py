@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import select
 
-#: descriptors of this module's making in this process (a forked child closes its copies)
+#: pidfds of this module's making in this process, and its epoll sets (a forked child
+#: closes its copies; the sets through their objects, so nothing closes them twice)
 _OURS: set[int] = set()
+_SETS: list[select.epoll] = []
 
 
 def close_inherited() -> None:
@@ -25,6 +27,9 @@ def close_inherited() -> None:
         except OSError:
             pass
     _OURS.clear()
+    for ep in _SETS:
+        ep.close()
+    _SETS.clear()
 
 
 class PidWatch:
@@ -55,7 +60,7 @@ class PidWatch:
             return False
         if self._set is None:
             self._set = select.epoll()
-            _OURS.add(self._set.fileno())
+            _SETS.append(self._set)
         self._set.register(fd, select.EPOLLIN)
         self.pids[fd] = pid
         _OURS.add(fd)

@@ -11,7 +11,6 @@ so no actor outlives the supervisor that started it.
 from __future__ import annotations
 
 import ctypes
-import gc
 import os
 import signal
 import sys
@@ -113,6 +112,7 @@ class Shell(Actor):
         super().__init__(*args, **kw)
         bind_to_parent()
         pidwatch.close_inherited()
+        tcploop.close_inherited()
         self.pid = os.getpid()
         self._inner: Any = None
         self._door: FastPathServer | None = None
@@ -199,17 +199,22 @@ class Shell(Actor):
                 logger.debug("actor {}: Thespian's child check failed: {}", self.pid, exc)
 
     def spawn(self, kind: str) -> Any:
-        """Start a child actor of ``kind``; it is forked from this process.
+        address = self.createActor(SHELLS[kind])
+        self._drop_start_pipes()
+        return address
 
-        Every object this process holds is frozen for the fork (``gc.freeze``), so the
-        child starts with them outside its collector: it never walks this heap, which
-        grows with the number of children, and never copies its pages by doing so. This
-        process unfreezes them at once (both calls move list heads: constant time)."""
-        gc.freeze()
-        try:
-            return self.createActor(SHELLS[kind])
-        finally:
-            gc.unfreeze()
+    def _drop_start_pipes(self) -> None:
+        """Close the two pipe ends ``multiprocessing`` keeps for the child just forked.
+
+        They would tell when the child exits, but nothing here reads them (we watch a
+        pidfd, Thespian calls waitpid). Kept, a supervisor would hold two descriptors per
+        child, and every later child would inherit all of them.
+        """
+        procs = getattr(self._myRef, "_child_procs", None)
+        popen = getattr(procs[-1].childProc, "_popen", None) if procs else None
+        finalizer = getattr(popen, "finalizer", None)
+        if finalizer is not None:
+            finalizer()  # multiprocessing's own close of (parent_r, parent_w); runs once
 
     def exit(self) -> None:
         self._forget_dead_children()

@@ -13,9 +13,9 @@ same steps in the same order, except that:
 
 - the idle connections (``_openSockets``) live in a ``TrackedDict`` that notes which
   keys changed, so their descriptors are looked up only when one changes;
-- one ``select.poll`` object is kept per transport and thread, and is told only the
-  changes (poll keeps no state in the kernel, so a closed and reused descriptor
-  number cannot go stale as it could in a kept epoll set);
+- the idle connections sit in a kept epoll set, told only of changes; the few other
+  descriptors are polled with a kept ``select.poll`` object that also watches that
+  epoll set (``LoopState`` says why this split keeps reused descriptor numbers right);
 - a descriptor that is no longer open is named by the poll itself (``POLLNVAL``), so
   it is cancelled directly instead of probing every descriptor one by one;
 - the idle connections that are not ready are checked for expiry (20 minutes in
@@ -114,8 +114,31 @@ def _fileno(idle: Any) -> int:
         return -1
 
 
+#: epoll sets of this module's making, with the pid that made each (a forked child closes
+#: its copies through the objects, so that nothing closes that number again later)
+_EPOLLS: list[tuple[int, Any]] = []
+
+
+def close_inherited() -> None:
+    """In a freshly forked actor: close the epoll sets its parent's loops kept."""
+    me = os.getpid()
+    for entry in [e for e in _EPOLLS if e[0] != me]:
+        _EPOLLS.remove(entry)
+        entry[1].close()
+
+
 class LoopState:
-    """What one thread's loop over one transport keeps between passes."""
+    """What one thread's loop over one transport keeps between passes.
+
+    Two sets: the idle connections (many, one per peer; they change only when the
+    tracked ``_openSockets`` says so) sit in a kept epoll set, so a pass costs nothing
+    for the ones that are quiet; everything else (few, and changing every pass) is
+    polled with a kept ``select.poll`` object that also watches the epoll set's own
+    descriptor. ``poll`` is stateless in the kernel, so a descriptor number closed and
+    reused between two passes is always polled as the file it is now; an idle
+    connection leaves the epoll set when it leaves ``_openSockets``, and is registered
+    again whenever its entry changes, so the same holds for those.
+    """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -124,7 +147,9 @@ class LoopState:
         self.idle: dict[Any, tuple[Any, int]] = {}  # opsKey -> (IdleSocket, its fd)
         self.idle_fds: dict[int, Any] = {}     # fd -> IdleSocket
         self.extra: dict[int, int] = {}        # last pass's other descriptors -> mask
-        self.dirty: set[int] = set()           # idle fds added or dropped since the last poll
+        self.dirty: set[int] = set()           # idle fds added, dropped or replaced
+        self.in_epoll: set[int] = set()        # idle fds the epoll set has
+        self.epoll: Any = None                 # select.epoll, made when the first idle comes
         self.next_housekeep = 0.0
 
     def refresh_idle(self, opened: TrackedDict) -> None:
@@ -147,6 +172,31 @@ class LoopState:
             self.idle = {k: v for k, v in self.idle.items() if v[0] is not idle}
         self.dirty.add(fd)
 
+    def _sync_epoll(self) -> None:
+        """Tell the epoll set what changed among the idle connections."""
+        if not self.dirty:
+            return
+        if self.epoll is None:
+            self.epoll = select.epoll()
+            _EPOLLS.append((self.pid, self.epoll))
+        ep, have = self.epoll, self.in_epoll
+        for fd in self.dirty:
+            if fd in have:  # dropped, or replaced by another socket: take the old one out first
+                have.discard(fd)
+                try:
+                    ep.unregister(fd)
+                except OSError:  # closed already: the kernel dropped it
+                    pass
+            if fd in self.idle_fds:
+                try:
+                    ep.register(fd, select.EPOLLIN)
+                except FileExistsError:
+                    ep.modify(fd, select.EPOLLIN)
+                except OSError:  # not open any more: housekeeping drops the entry
+                    continue
+                have.add(fd)
+        self.dirty = set()
+
     def poll_once(self, wrecv: list[int], wsend: list[int],
                   timeout: float | None) -> tuple[list[int], list[int], list[int]]:
         """Poll the idle connections and ``wrecv``/``wsend``: (readable, writable, not open)."""
@@ -164,12 +214,16 @@ class LoopState:
                 extra[fd] = extra.get(fd, 0) | _OUT
         if bad:
             return [], [], bad
-        poll, registered, idle_fds = self.poll, self.registered, self.idle_fds
-        changed = self.dirty
-        changed.update(self.extra)
-        changed.update(extra)
-        for fd in changed:
-            mask = (_IN if fd in idle_fds else 0) | extra.get(fd, 0)
+        self._sync_epoll()
+        for fd in extra:
+            if fd in self.idle_fds:  # wanted for a transmit too: poll it here for both
+                extra[fd] |= _IN
+        ep_fd = self.epoll.fileno() if self.in_epoll else -1
+        if ep_fd >= 0:
+            extra[ep_fd] = _IN
+        poll, registered = self.poll, self.registered
+        for fd in set(self.extra).union(extra):
+            mask = extra.get(fd, 0)
             if registered.get(fd) == mask:
                 continue
             if mask:
@@ -181,7 +235,6 @@ class LoopState:
                     poll.unregister(fd)
                 except KeyError:
                     pass
-        self.dirty = set()
         self.extra = extra
         ms = None if timeout is None else 0 if timeout <= 0 else math.ceil(timeout * 1000.0)
         ready = poll.poll(ms)
@@ -189,6 +242,10 @@ class LoopState:
         for fd, flags in ready:
             if flags & _NVAL:
                 rerr.append(fd)
+                continue
+            if fd == ep_fd:
+                rrecv.extend(i for i, _events in self.epoll.poll(0)
+                             if i in self.idle_fds and i not in extra)
                 continue
             mask = registered.get(fd, 0)
             if mask & _IN and flags & ~_OUT:

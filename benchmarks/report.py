@@ -339,28 +339,43 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
              f"{_f(z['accountant']['cpu_fraction_at_sample_every_1'])}",
              f"<= {t['sweep_ms_per_tool_max']} / < {t['accountant_cpu_max']}",
              at_most(z["accountant"]["sweep_ms_per_tool"], t["sweep_ms_per_tool_max"])),
-            ("  idle tool USS / PSS, supervisor USS MiB",
-             f"{_f(z['idle_tool'].get('uss_mib'))} / {_f(z['idle_tool'].get('pss_mib'))}, "
-             f"{_f(z['supervisor'].get('uss_mib'))}", f"<= {t['tool_uss_mib_max']}",
+            ("  idle tool USS / PSS MiB",
+             f"{_f(z['idle_tool'].get('uss_mib'))} / {_f(z['idle_tool'].get('pss_mib'))}",
+             f"<= {t['tool_uss_mib_max']} (USS)",
              at_most(z["idle_tool"].get("uss_mib"), t["tool_uss_mib_max"])),
+            ("  supervisor USS / PSS MiB",
+             f"{_f(z['supervisor'].get('uss_mib'))} / {_f(z['supervisor'].get('pss_mib'))}",
+             f"<= {t['supervisor_uss_mib_max']} (USS)",
+             at_most(z["supervisor"].get("uss_mib"), t["supervisor_uss_mib_max"])),
             ("  shutdown s", _f(z["shutdown_s"]), "< 10 (1,000)" if key == "1000" else "-",
              at_most(z["shutdown_s"], t["shutdown_1000_s_max"]) if key == "1000" else "ref"),
         ]
     for key, z in s.get("one_supervisor", {}).items():
         rows += [(f"scale {key} tools under ONE supervisor (load {z['loadavg_start']}): spawn total s",
-                  _f(z["spawn_total_s"]), "-", "ref"),
+                  _f(z["spawn_total_s"]), "< 30 (1,000)" if key == "1000" else "-",
+                  at_most(z["spawn_total_s"], t["total_1000_s_max"]) if key == "1000" else "ref"),
                  ("  spawn ms/tool first 25 / last 100 (ratio)",
                   f"{_f(z['spawn_first25_ms_per_tool'])} / {_f(z['spawn_last100_ms_per_tool'])} "
                   f"({_f(z['spawn_last100_over_first25'])}x)", f"<= {t['spawn_last100_over_first25_max']}x",
                   at_most(z["spawn_last100_over_first25"], t["spawn_last100_over_first25_max"])),
                  ("  restart p50 ms / shutdown s", f"{_f(z['restart']['p50_ms'])} / {_f(z['shutdown_s'])}",
-                  "-", "ref")]
+                  "< 10 s shutdown (1,000)" if key == "1000" else "-",
+                  at_most(z["shutdown_s"], t["shutdown_1000_s_max"]) if key == "1000" else "ref"),
+                 ("  idle tool USS / supervisor USS MiB",
+                  f"{_f(z['idle_tool'].get('uss_mib'))} / {_f(z['supervisor'].get('uss_mib'))}",
+                  f"<= {t['supervisor_uss_mib_max']} (supervisor)",
+                  at_most(z["supervisor"].get("uss_mib"), t["supervisor_uss_mib_max"]))]
     rows += [("scale: restart p50 largest / smallest", f"{_f(s['ratio_restart_p50_big_over_small'])}x",
               f"<= {t['restart_p50_ratio_max']}x", at_most(s["ratio_restart_p50_big_over_small"],
                                                           t["restart_p50_ratio_max"])),
              ("scale: call p50 largest / smallest", f"{_f(s['ratio_call_p50_big_over_small'])}x",
-              f"<= {t['call_p50_ratio_max']}x", at_most(s["ratio_call_p50_big_over_small"],
-                                                       t["call_p50_ratio_max"]))]
+              "-", "ref")]
+    if "ratio_call_p50_big_over_one" in s:
+        one_ms = _f(s["one_tool"]["call"]["p50_ms"])
+        rows.append((f"scale: call p50 at {max(s['sizes'], key=int)} tools / with 1 tool ({one_ms} ms)",
+                     f"{_f(s['ratio_call_p50_big_over_one'])}x",
+                     f"<= {t['call_p50_ratio_max']}x", at_most(s["ratio_call_p50_big_over_one"],
+                                                               t["call_p50_ratio_max"])))
     return rows
 
 

@@ -1,6 +1,7 @@
 """Cost against tree size (issue 10): spawn, restart, call, accountant sweep, memory, shutdown.
 
-For each size N (25, 250, 1,000 by default) a fresh ToolSystem spawns N Counter
+First the call latency with a single tool running (the baseline of the call
+ratio). Then, for each size N (25, 250, 1,000 by default) a fresh ToolSystem spawns N Counter
 tools under supervisors of 25 each (``per_supervisor``; ``one_supervisor`` sizes
 are run again with all N under one supervisor), then measures on that
 tree: the call latency to one tool, SIGKILL-to-serving restarts of one tool,
@@ -117,6 +118,7 @@ def run(sizes: tuple[int, ...] = SIZES, per_supervisor: int = 25, restarts: int 
         one_supervisor: tuple[int, ...] = ()) -> dict[str, Any]:
     """``one_supervisor``: sizes also run with every tool under a single supervisor."""
     out: dict[str, Any] = {"sizes": {}, "per_supervisor": per_supervisor, "target": dict(TARGETS)}
+    out["one_tool"] = one_tool(calls, log_level)
     for n in sizes:
         out["sizes"][str(n)] = one_size(n, per_supervisor, restarts, calls, log_level)
     if one_supervisor:
@@ -125,7 +127,15 @@ def run(sizes: tuple[int, ...] = SIZES, per_supervisor: int = 25, restarts: int 
     small, big = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
     out["ratio_restart_p50_big_over_small"] = round(big["restart"]["p50_ms"] / small["restart"]["p50_ms"], 2)
     out["ratio_call_p50_big_over_small"] = round(big["call"]["p50_ms"] / small["call"]["p50_ms"], 2)
+    out["ratio_call_p50_big_over_one"] = round(big["call"]["p50_ms"] / out["one_tool"]["call"]["p50_ms"], 2)
     return out
+
+
+def one_tool(calls: int, log_level: str | None) -> dict[str, Any]:
+    """The call latency with one tool running: the baseline the issue compares 1,000 with."""
+    with ToolSystem(log_level=log_level, sample_every=1.0, data_dir=False) as system:
+        tool = system.supervise("s000").spawn(TOOL, name="t0000")
+        return {"call": _calls(tool, calls), "loadavg": machine.loadavg()}
 
 
 def plot(result: dict[str, Any], path: str) -> str:

@@ -105,3 +105,40 @@ def test_installed_in_thespian() -> None:
 
     assert install()
     assert TCPTransport.TCPTransport._runWithExpiry is run_with_expiry
+
+
+def test_an_idle_entry_replaced_by_a_socket_with_the_same_number_is_watched_afresh() -> None:
+    a, b = socket.socketpair()
+    opened = TrackedDict()
+    st = LoopState()
+    opened["peer"] = _Idle(a)
+    st.refresh_idle(opened)
+    assert st.poll_once([], [], 0) == ([], [], [])
+    fd = a.fileno()
+    del opened["peer"]
+    a.close()
+    b.close()
+    c, d = socket.socketpair()
+    try:
+        opened["other"] = _Idle(c if c.fileno() == fd else d)
+        st.refresh_idle(opened)
+        (d if c.fileno() == fd else c).send(b"z")
+        assert st.poll_once([], [], 0.05)[0] == [fd]
+    finally:
+        c.close()
+        d.close()
+
+
+def test_an_idle_socket_also_wanted_for_a_transmit_is_reported_for_both() -> None:
+    a, b = socket.socketpair()
+    opened = TrackedDict()
+    st = LoopState()
+    try:
+        opened["peer"] = _Idle(a)
+        st.refresh_idle(opened)
+        b.send(b"x")
+        rrecv, rsend, _ = st.poll_once([], [a.fileno()], 0)
+        assert rrecv == [a.fileno()] and rsend == [a.fileno()]
+    finally:
+        a.close()
+        b.close()
