@@ -283,7 +283,8 @@ class ToolRunner:
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         try:
             sandbox.own_process_group()
-            self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool", spec.get("runtime_dir"))
+            self.tmpdir = sandbox.private_tmpdir(spec.get("name") or "tool",
+                                                 sandbox.tools_tmp_root(spec.get("runtime_dir")))
             self.spare_fds = sandbox.SpareFds()
             self.inherited = sandbox.inherited_fds()
             limits = spec.get("limits") or {}

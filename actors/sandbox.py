@@ -35,6 +35,19 @@ def own_process_group() -> None:
         pass
 
 
+def tools_tmp_root(runtime_dir: str | None) -> str | None:
+    """Where the system wants its tools' temp dirs: the disk directory named in the runtime
+    directory's ``tools-tmp`` file (supervisors/processes/runtime_dir.py), else the runtime
+    directory itself."""
+    if not runtime_dir:
+        return None
+    try:
+        with open(os.path.join(runtime_dir, "tools-tmp")) as f:
+            return f.read().strip() or runtime_dir
+    except OSError:
+        return runtime_dir
+
+
 def private_tmpdir(name: str, parent: str | None = None) -> str:
     """A fresh directory for this tool (under the system's runtime dir when there is one)."""
     if parent and not os.path.isdir(parent):

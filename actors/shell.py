@@ -30,7 +30,7 @@ from thespian.actors import (
     WakeupMessage,
     WatchMessage,
 )
-from thespian.system.transport import IPBase
+from thespian.system.transport import IPBase, TransmitIntent
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
 from actors import pidwatch, tcploop, wire_auth
@@ -191,12 +191,27 @@ class Shell(Actor):
                                             self.pid, pid)
         # Thespian keeps its own list of our children and will not let this actor exit
         # before each has been seen to exit; a missed SIGCHLD would leave a dead one in it.
-        check = getattr(self._myRef, "childDied", None)
-        if check is not None:
-            try:
-                check()
-            except Exception as exc:  # pragma: no cover - Thespian internals changed
-                logger.debug("actor {}: Thespian's child check failed: {}", self.pid, exc)
+        try:
+            self._thespian_forgets(pid)
+        except Exception as exc:  # pragma: no cover - Thespian internals changed
+            logger.debug("actor {}: Thespian's child check failed: {}", self.pid, exc)
+
+    def _thespian_forgets(self, pid: int) -> None:
+        """Do for the child ``pid`` what Thespian's ``childDied`` does for all: reap it, drop
+        it from Thespian's list, and have Thespian's exit notice sent (once). Thespian's
+        own version asks every child whether it is alive (a waitpid each): with N children
+        that made each exit cost O(N) system calls."""
+        m = self._myRef
+        procs = getattr(m, "_child_procs", None)
+        if not procs:
+            return
+        at = next((i for i, info in enumerate(procs) if getattr(info.childProc, "pid", None) == pid),
+                  None)
+        if at is None or procs[at].childProc.is_alive():
+            return
+        info = procs.pop(at)
+        m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
+            getattr(info, "childRealAddr", info.childAddr))))
 
     def spawn(self, kind: str) -> Any:
         address = self.createActor(SHELLS[kind])

@@ -114,17 +114,19 @@ def _fileno(idle: Any) -> int:
         return -1
 
 
-#: epoll sets of this module's making, with the pid that made each (a forked child closes
-#: its copies through the objects, so that nothing closes that number again later)
-_EPOLLS: list[tuple[int, Any]] = []
+#: the loop states of this process, weakly (a thread's goes with it, and its epoll set with
+#: it); a forked child closes the epoll sets it inherited through their objects, so that
+#: nothing closes those numbers again later
+_STATES: weakref.WeakSet[LoopState] = weakref.WeakSet()
 
 
 def close_inherited() -> None:
     """In a freshly forked actor: close the epoll sets its parent's loops kept."""
     me = os.getpid()
-    for entry in [e for e in _EPOLLS if e[0] != me]:
-        _EPOLLS.remove(entry)
-        entry[1].close()
+    for st in list(_STATES):
+        if st.pid != me and st.epoll is not None:
+            st.epoll.close()
+            st.epoll = None
 
 
 class LoopState:
@@ -178,7 +180,7 @@ class LoopState:
             return
         if self.epoll is None:
             self.epoll = select.epoll()
-            _EPOLLS.append((self.pid, self.epoll))
+            _STATES.add(self)
         ep, have = self.epoll, self.in_epoll
         for fd in self.dirty:
             if fd in have:  # dropped, or replaced by another socket: take the old one out first

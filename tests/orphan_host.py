@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from actors.sandbox import tools_tmp_root
 from supervisors import ToolSystem
 from tests.helpers import tree_pids
 from tests.tools import Counter
@@ -18,7 +19,8 @@ def main() -> None:
         w.spawn(Counter, name="a")
         w.supervise("inner").spawn(Counter, name="b")
         pids = tree_pids(system.tree())
-        print(json.dumps({"pids": pids, "sid": system.sid, "runtime_dir": system.runtime_dir}),
+        print(json.dumps({"pids": pids, "sid": system.sid, "runtime_dir": system.runtime_dir,
+                          "tools_tmp": tools_tmp_root(system.runtime_dir)}),
               flush=True)
         if mode == "raise":
             raise RuntimeError("the host code failed")

@@ -34,6 +34,8 @@ def assert_all_gone(info: dict) -> None:
     wait_until(lambda: not session_members(info["sid"]), timeout=10, what="actor system session empty")
     if info.get("runtime_dir"):  # the tools' temp dirs go too
         wait_until(lambda: not os.path.exists(info["runtime_dir"]), timeout=10, what="runtime dir gone")
+    if info.get("tools_tmp"):
+        wait_until(lambda: not os.path.exists(info["tools_tmp"]), timeout=10, what="tools' temp dirs gone")
 
 
 def test_leaving_the_with_block_ends_every_process() -> None:

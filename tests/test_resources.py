@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from actors.sandbox import tools_tmp_root
 from supervisors import Backoff, Policy, SpecError, ToolError, ToolState, ToolSystem
 from supervisors.processes.procs import pid_alive
 from tests.helpers import find, wait_dead, wait_until
@@ -230,12 +231,16 @@ def test_pause_at_the_limit_applies_again_after_a_resume(system: ToolSystem) -> 
         t.call("pid")
 
 
-def test_tools_temp_dirs_live_in_the_system_runtime_dir() -> None:
+def test_tools_temp_dirs_live_on_disk_and_go_with_the_system() -> None:
     with ToolSystem() as system:
         tmp = system.spawn(Hog, name="h").call("tmp")
         runtime = system.runtime_dir
-        assert runtime and tmp.startswith(runtime + os.sep)
-    assert not os.path.exists(runtime)
+        root = tools_tmp_root(runtime)
+        assert runtime and root and tmp.startswith(root + os.sep)
+        if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+            assert runtime.startswith("/dev/shm/")       # the churning state: in RAM
+            assert not root.startswith("/dev/shm/")      # what tools write: on disk
+    assert not os.path.exists(runtime) and not os.path.exists(root)
 
 
 def test_memory_of_the_tools_children_counts_against_its_limit(system: ToolSystem) -> None:

@@ -142,3 +142,34 @@ def test_an_idle_socket_also_wanted_for_a_transmit_is_reported_for_both() -> Non
     finally:
         a.close()
         b.close()
+
+
+def test_a_thread_that_ends_takes_its_epoll_set_with_it() -> None:
+    import gc
+    import os
+    import threading
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    a, b = socket.socketpair()
+
+    def one_loop() -> None:
+        opened = TrackedDict()
+        st = LoopState()
+        opened["peer"] = _Idle(a)
+        st.refresh_idle(opened)
+        st.poll_once([], [], 0)
+        assert st.epoll is not None
+
+    try:
+        before = fds()
+        for _ in range(20):
+            t = threading.Thread(target=one_loop)
+            t.start()
+            t.join()
+        gc.collect()
+        assert fds() <= before + 2
+    finally:
+        a.close()
+        b.close()

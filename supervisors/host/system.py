@@ -13,9 +13,7 @@ import asyncio
 import collections
 import itertools
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -43,6 +41,7 @@ from supervisors.host.fastclient import NotDelivered, SocketCalls
 from supervisors.host.handles import SupervisorHandle, ToolHandle, _split
 from supervisors.host.transport import PeerGone, Transport
 from supervisors.processes import reaper
+from supervisors.processes import runtime_dir as runtime_dirs
 from supervisors.processes.procs import end_session, pid_alive, session_pids
 from supervisors.recovery import DB_FILE, STORE_NAME
 from supervisors.recovery.store import STORE_LIMITS, ContextStore
@@ -187,7 +186,7 @@ class ToolSystem:
             return self
         logs.setup(self.log_level)
         started = time.monotonic()
-        self.runtime_dir = tempfile.mkdtemp(prefix="toolvisor-")  # tools' temp dirs live here
+        self.runtime_dir = runtime_dirs.make()  # in RAM; the tools' temp dirs on disk
         self.fast = SocketCalls()  # (a system started again after shutdown starts with new pools)
         # The reaper comes first: if this process dies at any moment from here on, it ends
         # what we started (the admin tells it who it is as soon as it runs).
@@ -338,7 +337,7 @@ class ToolSystem:
             self._reaper.wait()
             self._reaper = None
         if self.runtime_dir:
-            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            runtime_dirs.remove(self.runtime_dir)
             self.runtime_dir = None
         self._restore_signals()
         self._routes.clear()

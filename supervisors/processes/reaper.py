@@ -15,15 +15,16 @@ so it starts fast and imports nothing but ``procs``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 try:
+    from supervisors.processes import runtime_dir as runtime_dirs
     from supervisors.processes.procs import end_session, pid_alive, session_pids
 except ImportError:  # run as a script: this file's folder is on sys.path
+    import runtime_dir as runtime_dirs  # type: ignore[no-redef]
     from procs import end_session, pid_alive, session_pids  # type: ignore[no-redef]
 
 POLL = 0.1
@@ -62,8 +63,7 @@ def watch(host_pid: int, sid: int, runtime_dir: str | None = None) -> int:
         if settled and not any(session_pids(s) for s in sessions) and not pid_alive(admin):
             break
         time.sleep(0.05)
-    if runtime_dir:
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+    runtime_dirs.remove(runtime_dir)
     return 1
 
 
