@@ -33,7 +33,7 @@ from thespian.actors import (
 from thespian.system.transport import IPBase
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import selector, wire_auth
+from actors import selector, sharing, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
@@ -68,6 +68,7 @@ def _listen_on_loopback_only() -> None:
 _listen_on_loopback_only()
 selector.install()  # Thespian's loop keeps one poll set instead of a new epoll per pass
 wire_auth.install()  # before any actor system forks: every process checks every frame
+sharing.install()  # Thespian builds our shells without inspect.signature (memory, issue 10)
 
 
 def _pack_address(addr: ActorAddress) -> bytes:
@@ -119,6 +120,7 @@ class Shell(Actor):
     """Hosts one behaviour; subclasses name which one (``behaviour`` = 'module:Class')."""
 
     behaviour: ClassVar[str] = ""
+    _toolvisor_shell: ClassVar[bool] = True  # (actors.sharing: built without inspect.signature)
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -222,7 +224,8 @@ class Shell(Actor):
                 logger.debug("actor {}: Thespian's child check failed: {}", self.pid, exc)
 
     def spawn(self, kind: str) -> Any:
-        return self.createActor(SHELLS[kind])
+        with sharing.forking():  # share what can be shared with the child (actors.sharing)
+            return self.createActor(SHELLS[kind])
 
     def exit(self) -> None:
         self._forget_dead_children()

@@ -26,7 +26,7 @@ import psutil
 from loguru import logger
 from thespian.actors import ActorSystem
 
-from actors import wire_auth
+from actors import sharing, wire_auth
 from actors.codec import decode, encode
 from actors.errors import CallTimeout, MalformedMessage, ToolError
 from actors.frames import MAX_FRAME
@@ -175,6 +175,7 @@ class Transport:
             self.port = free_port(self.ip, kind)
             try:
                 before = _children()
+                sharing.preload()  # every actor process shares one copy of the tools' modules
                 with _default_signals():  # actor processes must not inherit the host's handlers
                     self._asys = ActorSystem(self.base, {"Admin Port": self.port},
                                              transientUnique=True)
