@@ -11,7 +11,7 @@ forking"; see docs/scaling.md):
 - ``preload()`` imports, in the parent, every module a tool's process imports
   after its fork (the runner and what it pulls in). Imported in the child
   instead, their code objects, functions and dicts were new private pages in
-  every tool (about 3.4 MiB each). The host calls it before it starts the
+  every tool (about 3 MiB each). The host calls it before it starts the
   actor system, so every process of the tree shares one copy.
 - ``forking()`` wraps the call that forks a child actor: the parent's GC is
   off across the fork (no collection rewrites object links between the fork
