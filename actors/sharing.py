@@ -26,6 +26,16 @@ forking"; see docs/scaling.md):
 
 ``TOOLVISOR_SHARING=off`` turns all three off (to measure the difference:
 ``python -m benchmarks --only memory``).
+
+Opt-in, ``TOOLVISOR_PRELOAD_TOOLS=1``: ``preload_tool(spec)`` imports the tool's own
+module in its supervisor before the fork (gunicorn's ``--preload``), so every instance
+shares it. Off by default because the module's import-time code then runs in the
+supervisor: it blocks the supervisor for as long as the import takes, and what the
+import starts (threads, a GPU context, open files) lives in the supervisor and is
+forked into every tool. Tools whose class is in ``__main__`` and tools whose security
+context changes the environment, working directory or umask (their module must see
+those) are never preloaded. A module the host imported before ``with ToolSystem()``
+is shared without it.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -61,6 +72,30 @@ def preload() -> None:
         except ImportError:  # pragma: no cover - e.g. no ``resource`` off POSIX
             pass
     _preloaded = True
+
+
+_refused: set[str] = set()
+
+
+def preload_tool(spec: dict[str, Any]) -> bool:
+    """With ``TOOLVISOR_PRELOAD_TOOLS=1``: import the module of the tool ``spec`` names, here,
+    before its process is forked. True if the module is loaded now; never raises."""
+    if not enabled() or os.environ.get("TOOLVISOR_PRELOAD_TOOLS", "").lower() not in ("1", "on", "yes",
+                                                                                      "true"):
+        return False
+    module = str(spec.get("actor") or "").partition(":")[0]
+    security = spec.get("security") or {}
+    if not module or module == "__main__" or spec.get("main") or module in _refused or \
+            any(security.get(k) is not None for k in ("env", "workdir", "umask")):
+        return False
+    if module in sys.modules:
+        return True
+    try:
+        importlib.import_module(module)
+    except BaseException:  # the tool's own process imports it again and reports the failure
+        _refused.add(module)
+        return False
+    return True
 
 
 class _Fork:

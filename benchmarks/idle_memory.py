@@ -16,7 +16,9 @@ Variants (each its own process, so no import of one run helps the next):
 - ``on``: the default (actors/sharing.py);
 - ``on_imported``: the default, and the host imports the tool's module before the
   system starts, as a program does that imports its tool classes (or loads a
-  config file) before ``with ToolSystem()``.
+  config file) before ``with ToolSystem()``;
+- ``on_preload``: the default plus ``TOOLVISOR_PRELOAD_TOOLS=1`` (opt-in: each
+  supervisor imports the tool's module before it forks the tool).
 
 USS counts the pages only this process maps; PSS shares each page among the
 processes that map it. The load average is recorded: the machine is shared.
@@ -35,7 +37,7 @@ from typing import Any
 TOOL = "examples.counter:Counter"
 PER_SUPERVISOR = 25
 SIZES = (25, 250)
-VARIANTS = ("off", "on", "on_imported")
+VARIANTS = ("off", "on", "on_imported", "on_preload")
 TARGETS = {"tool_uss_mib_max": 6.0, "supervisor_uss_mib_max": 6.0}
 CHILD_TIMEOUT_S = 600.0
 
@@ -80,6 +82,7 @@ def _child(n: int, variant: str, log_level: str | None) -> dict[str, Any]:
     env = dict(os.environ)
     env["TOOLVISOR_SHARING"] = "off" if variant == "off" else "on"
     env.pop("TOOLVISOR_BENCH_IMPORT_TOOL", None)
+    env["TOOLVISOR_PRELOAD_TOOLS"] = "1" if variant == "on_preload" else ""
     if variant == "on_imported":
         env["TOOLVISOR_BENCH_IMPORT_TOOL"] = "1"
     cmd = [sys.executable, "-m", "benchmarks.idle_memory", str(n), log_level or "WARNING"]

@@ -88,3 +88,42 @@ def test_a_fork_outside_forking_is_left_alone() -> None:
         frozen = int(f.read())
     os.waitpid(pid, 0)
     assert frozen == gc.get_freeze_count()
+
+
+TOOL_MODULE = '''
+import gc
+from actors import ToolActor, command
+
+
+class Fresh(ToolActor):
+    @command
+    def inherited(self) -> bool:
+        """True if this class came from the parent (frozen there), not imported here."""
+        return not any(o is type(self) for o in gc.get_objects())
+'''
+
+
+@pytest.mark.parametrize("preload", ["1", ""])
+def test_preload_tools_imports_the_tools_module_in_its_supervisor(
+        preload: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"fresh_{'on' if preload else 'off'}_{os.getpid()}"  # never imported by this host before
+    (tmp_path / f"{name}.py").write_text(TOOL_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))   # (inherited by every forked process)
+    monkeypatch.setenv("TOOLVISOR_PRELOAD_TOOLS", preload)
+    with ToolSystem(policy=FAST, data_dir=False) as system:
+        tool = system.supervise("mem", policy=FAST).spawn(f"{name}:Fresh", name="fresh")
+        assert tool.call("inherited") is bool(preload)
+        tool.restart()                                    # a new instance: the same module
+        assert tool.call("inherited") is bool(preload)
+
+
+def test_preload_tools_skips_what_must_not_run_in_a_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLVISOR_PRELOAD_TOOLS", "1")
+    assert not sharing.preload_tool({"actor": "__main__:Tool"})
+    assert not sharing.preload_tool({"actor": "some.where:Tool", "main": "/x/script.py"})
+    assert not sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"env": {"A": "1"}}})
+    assert not sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"workdir": "/tmp"}})
+    assert not sharing.preload_tool({"actor": "no_such_module_anywhere:Tool"})  # never raises
+    assert sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"permissions": []}})
+    monkeypatch.setenv("TOOLVISOR_PRELOAD_TOOLS", "")
+    assert not sharing.preload_tool({"actor": "json:JSONDecoder"})

@@ -33,7 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors import logs
+from actors import logs, sharing
 from actors.context import Context
 from actors.errors import (
     CallTimeout,
@@ -845,6 +845,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         publish_child(self.spec.get("runtime_dir"), path, child, child in self.children)
         child.snapshot = None
         ref = self._ref(child)
+        if child.kind == "tool":
+            sharing.preload_tool(child.spec)  # opt-in: TOOLVISOR_PRELOAD_TOOLS=1 (actors/sharing.py)
         child.address = self.ctx.spawn(child.kind)
         self.ctx.send(child.address, Start(ref, self._start_spec(child)))
         r = yield Wait("ack", child, ref, child.start_timeout)
