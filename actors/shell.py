@@ -33,7 +33,7 @@ from thespian.actors import (
 from thespian.system.transport import IPBase, TransmitIntent
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import pidwatch, tcploop, wire_auth
+from actors import pidwatch, sharing, tcploop, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
@@ -70,6 +70,7 @@ def _listen_on_loopback_only() -> None:
 _listen_on_loopback_only()
 tcploop.install()  # Thespian's loop: the cost of a pass is what changed, not every socket
 wire_auth.install()  # before any actor system forks: every process checks every frame
+sharing.install()  # Thespian builds our shells without inspect.signature (memory, issue 10)
 
 
 def _pack_address(addr: ActorAddress) -> bytes:
@@ -107,6 +108,7 @@ class Shell(Actor):
     """Hosts one behaviour; subclasses name which one (``behaviour`` = 'module:Class')."""
 
     behaviour: ClassVar[str] = ""
+    _toolvisor_shell: ClassVar[bool] = True  # (actors.sharing: built without inspect.signature)
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -214,7 +216,8 @@ class Shell(Actor):
             getattr(info, "childRealAddr", info.childAddr))))
 
     def spawn(self, kind: str) -> Any:
-        address = self.createActor(SHELLS[kind])
+        with sharing.forking():  # share what can be shared with the child (actors.sharing)
+            address = self.createActor(SHELLS[kind])
         self._drop_start_pipes()
         return address
 

@@ -7,9 +7,10 @@ fast path, pykka, Ray), the thespian path over host stack depths, throughput
 (batch, async, burst), frame sizes, spawn (plus memory), restart,
 start/shutdown, resource accounting, tools talking to tools, callers (a thread
 per call, a crowd of idle connections), security, monitoring, faults and chaos (SIGKILLs
-under load). A section that fails is reported as an error in the table and the
-JSON, the others still run, and the exit status is 1. ``--quick`` runs short
-versions of everything (under a minute on 2 cores).
+under load), and the memory of an idle tool and a supervisor (sharing on and off).
+A section that fails is reported as an error in the table and the JSON, the others
+still run, and the exit status is 1. ``--quick`` runs short versions of everything
+(under a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmarks import (
     chaos,
     faults,
     frames,
+    idle_memory,
     leftovers,
     lifecycle,
     machine,
@@ -77,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="accountant memory run length (90; quick 5; --long 600)")
     p.add_argument("--duration", type=float,
                    help="chaos run length in seconds (60; quick 15)")
+    p.add_argument("--sizes", help="tree sizes (tools) for the memory section, comma-separated "
+                                   "(25,250; quick 25)")
     p.add_argument("--only", action="append", choices=list(report.BUILDERS),
                    help="run only this section (repeatable)")
     p.add_argument("--log-level", default="WARNING",
@@ -93,7 +97,7 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
     for flag in ("quick", "long"):
         if getattr(args, flag):
             out.append(f"--{flag}")
-    for name in ("samples", "tools", "restarts", "memory_seconds", "duration"):
+    for name in ("samples", "tools", "restarts", "memory_seconds", "duration", "sizes"):
         value = getattr(args, name)
         if value is not None:
             out += [f"--{name.replace('_', '-')}", str(value)]
@@ -153,7 +157,23 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
                                             one_supervisor=(100,) if q else (1000,)),
                                   scale.plot, None if q else SCALE_PLOT),
         "pool": lambda: _plotted(pools.run(q, level), pools.plot, None if q else POOL_PLOT),
+        "memory": lambda: idle_memory.run(_sizes(args.sizes) or ((25,) if q else idle_memory.SIZES),
+                                          log_level=level),
     }
+
+
+def _sizes(text: str | None) -> tuple[int, ...]:
+    """``--sizes 25,250`` as a tuple of positive ints (empty if not given)."""
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(f"--sizes={text!r} is invalid: give tool counts separated by commas, "
+                         "e.g. --sizes 25,250") from None
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"--sizes={text!r} is invalid: each size must be at least 1")
+    return sizes
 
 
 def _plotted(result: dict[str, Any], draw: Callable[[dict[str, Any], str], str],

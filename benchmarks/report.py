@@ -306,7 +306,14 @@ BUILDERS = {"roundtrip": _roundtrip_rows, "stackdepth": _depth_rows, "throughput
             "faults": _faults_rows, "chaos": _chaos_rows,
             "mcp": lambda section: _mcp_rows(section),
             "monitoring": lambda section: _monitoring_rows(section),
-            "scale": lambda s: _scale_rows(s), "pool": lambda s: _pool_rows(s)}
+            "scale": lambda s: _scale_rows(s), "pool": lambda s: _pool_rows(s),
+            "memory": lambda s: _memory_rows(s)}
+
+
+def _memory_rows(section: dict[str, Any]) -> list[Row]:
+    from benchmarks.idle_memory import rows
+
+    return rows(section)
 
 
 def _mcp_rows(section: dict[str, Any]) -> list[Row]:

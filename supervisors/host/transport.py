@@ -26,7 +26,7 @@ import psutil
 from loguru import logger
 from thespian.actors import ActorSystem
 
-from actors import forking, wire_auth
+from actors import sharing, wire_auth
 from actors.codec import decode, encode
 from actors.errors import CallTimeout, MalformedMessage, ToolError
 from actors.frames import MAX_FRAME
@@ -106,7 +106,6 @@ def _note_admin_pid() -> None:
         return
 
     def start_admin(*args: Any, **kw: Any) -> Any:
-        forking.freeze_inherited()  # here and in every actor forked below the admin
         path = os.environ.get(ADMIN_PIDFILE_ENV)
         if path:
             try:
@@ -176,6 +175,7 @@ class Transport:
             self.port = free_port(self.ip, kind)
             try:
                 before = _children()
+                sharing.preload()  # every actor process shares one copy of the tools' modules
                 with _default_signals():  # actor processes must not inherit the host's handlers
                     self._asys = ActorSystem(self.base, {"Admin Port": self.port},
                                              transientUnique=True)

@@ -20,10 +20,6 @@ and resume, which wait for a busy tool's answer on the side.
 It learns that a child's process ended from two witnesses (a pidfd per child in
 its own loop, and Thespian's exit notice), and its watchdog (``watchdog.py``)
 kills tools that hang or are stopped for longer than their ``hang_timeout``.
-
-Tools are forked from this process, so the tool side (``actors.runner`` and what it
-imports) is imported here, once: a tool then starts with that code shared instead
-of importing it again (about 10 ms per tool, much of it compiling dataclasses).
 """
 
 from __future__ import annotations
@@ -37,8 +33,7 @@ from typing import Any
 
 from loguru import logger
 
-import actors.runner  # noqa: F401  (before any tool is forked from here: see below)
-from actors import logs
+from actors import logs, sharing
 from actors.context import Context
 from actors.errors import (
     CallTimeout,
@@ -848,6 +843,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         publish_child(self.spec.get("runtime_dir"), path, child, child in self.children)
         child.snapshot = None
         ref = self._ref(child)
+        if child.kind == "tool":
+            sharing.preload_tool(child.spec)  # opt-in: TOOLVISOR_PRELOAD_TOOLS=1 (actors/sharing.py)
         child.address = self.ctx.spawn(child.kind)
         self.ctx.send(child.address, Start(ref, self._start_spec(child)))
         r = yield Wait("ack", child, ref, child.start_timeout)
