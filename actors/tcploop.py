@@ -285,6 +285,23 @@ def _housekeep(transport: Any) -> None:
                 del opened[key]
 
 
+_GO_ON = object()
+
+
+def _deliver_queued(transport: Any, handler: Any) -> Any:
+    """Hand the envelopes queued on ``transport`` to ``handler``: what the loop must return
+    (the envelope itself when there is no handler, or the handler's wish to stop), or
+    ``_GO_ON``."""
+    while transport._incomingEnvelopes:
+        envelope = transport._incomingEnvelopes.pop(0)
+        if handler is None:
+            return envelope
+        result = Thespian__Run_HandlerResult(handler(envelope))
+        if not result:
+            return result
+    return _GO_ON
+
+
 def run_with_expiry(self: Any, incomingHandler: Any) -> Any:  # noqa: N803 - Thespian's name
     """``TCPTransport._runWithExpiry`` with the per-pass cost of what changed (see above)."""
     T = tcp.TCPTransport
@@ -307,13 +324,9 @@ def run_with_expiry(self: Any, incomingHandler: Any) -> Any:  # noqa: N803 - The
             if not self._transmitIntents and not self._waitingTransmits:
                 return 0
         else:
-            while self._incomingEnvelopes:
-                rEnv = self._incomingEnvelopes.pop(0)
-                if incomingHandler is None:
-                    return rEnv
-                r = Thespian__Run_HandlerResult(incomingHandler(rEnv))
-                if not r:
-                    return r
+            out = _deliver_queued(self, incomingHandler)
+            if out is not _GO_ON:
+                return out
 
         with exclusive_processing(self):
             wsend, wrecv = fmap(T._socketFile,
@@ -447,13 +460,9 @@ def run_with_expiry(self: Any, incomingHandler: Any) -> Any:  # noqa: N803 - The
                 return remXmits
 
         if not xmitOnly:
-            while self._incomingEnvelopes:
-                rEnv = self._incomingEnvelopes.pop(0)
-                if incomingHandler is None:
-                    return rEnv
-                r = Thespian__Run_HandlerResult(incomingHandler(rEnv))
-                if not r:
-                    return r
+            out = _deliver_queued(self, incomingHandler)
+            if out is not _GO_ON:
+                return out
 
     return Thespian__Run_Terminated() if hasattr(self, '_aborting_run') else Thespian__Run_Expired()
 

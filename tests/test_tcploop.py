@@ -16,6 +16,14 @@ class _Idle:
         self.rmtaddr = None
 
 
+def _watching(sock: socket.socket) -> tuple[TrackedDict, LoopState]:
+    """A loop state that holds ``sock`` as the idle connection to "peer"."""
+    opened, st = TrackedDict(), LoopState()
+    opened["peer"] = _Idle(sock)
+    st.refresh_idle(opened)
+    return opened, st
+
+
 def test_tracked_dict_tells_each_reader_what_changed() -> None:
     class Reader:
         pass
@@ -57,11 +65,8 @@ def test_reports_readable_and_writable_across_passes() -> None:
 
 def test_idle_connections_are_watched_until_they_leave_the_dict() -> None:
     a, b = socket.socketpair()
-    opened = TrackedDict()
-    st = LoopState()
+    opened, st = _watching(a)
     try:
-        opened["peer"] = _Idle(a)
-        st.refresh_idle(opened)
         assert st.poll_once([], [], 0) == ([], [], [])
         b.send(b"x")
         assert st.poll_once([], [], 0)[0] == [a.fileno()]         # without being listed again
@@ -109,10 +114,7 @@ def test_installed_in_thespian() -> None:
 
 def test_an_idle_entry_replaced_by_a_socket_with_the_same_number_is_watched_afresh() -> None:
     a, b = socket.socketpair()
-    opened = TrackedDict()
-    st = LoopState()
-    opened["peer"] = _Idle(a)
-    st.refresh_idle(opened)
+    opened, st = _watching(a)
     assert st.poll_once([], [], 0) == ([], [], [])
     fd = a.fileno()
     del opened["peer"]
@@ -131,11 +133,8 @@ def test_an_idle_entry_replaced_by_a_socket_with_the_same_number_is_watched_afre
 
 def test_an_idle_socket_also_wanted_for_a_transmit_is_reported_for_both() -> None:
     a, b = socket.socketpair()
-    opened = TrackedDict()
-    st = LoopState()
+    _opened, st = _watching(a)
     try:
-        opened["peer"] = _Idle(a)
-        st.refresh_idle(opened)
         b.send(b"x")
         rrecv, rsend, _ = st.poll_once([], [a.fileno()], 0)
         assert rrecv == [a.fileno()] and rsend == [a.fileno()]
@@ -155,10 +154,7 @@ def test_a_thread_that_ends_takes_its_epoll_set_with_it() -> None:
     a, b = socket.socketpair()
 
     def one_loop() -> None:
-        opened = TrackedDict()
-        st = LoopState()
-        opened["peer"] = _Idle(a)
-        st.refresh_idle(opened)
+        _opened, st = _watching(a)
         st.poll_once([], [], 0)
         assert st.epoll is not None
 
