@@ -72,7 +72,12 @@ def test_full_windows_answer_overloaded_never_drop() -> None:
         assert len(results) == 100
         overloaded = sum(isinstance(r, ToolOverloaded) for r in results)
         timed_out = sum(isinstance(r, CallTimeout) for r in results)
-        assert overloaded == 90 and timed_out == 10
+        # 10 calls fill the windows and are held; the other 90 wait for a window until the
+        # deadline. The held ones time out at that same deadline and free their windows: a
+        # waiter whose own timer has not fired yet takes one, and its call times out too.
+        # Either way every call is answered at its deadline, none is dropped.
+        assert overloaded + timed_out == 100
+        assert timed_out >= 10 and overloaded >= 80
         t.resume()
         assert t.call("get") == 0  # calls that timed out while held never ran later
 
