@@ -49,7 +49,7 @@ from thespian.system.transport import TCPTransport as tcp
 from thespian.system.transport.asyncTransportBase import exclusive_processing
 from thespian.system.utilis import fmap, partition, thesplog
 
-HOUSEKEEP_EVERY = 1.0  # seconds between expiry checks of idle connections nobody used
+HOUSEKEEP_EVERY = 5.0  # seconds between expiry checks (Thespian: 20 min) of idle connections
 _IN, _OUT, _NVAL = select.POLLIN, select.POLLOUT, select.POLLNVAL
 
 
