@@ -17,6 +17,16 @@ being served, how many of its items finished, and the encoded results of the
 first of them (as many as fit in 64 KiB). The pages of a shared file outlive the
 process, so a caller whose tool died in item k of a batch reads the results of
 the items before k from here (memory stores again: no system call per item).
+
+After the batch record (at ``COUNTERS_AT``) come the tool's *work counters*, for the
+accountant's usage history (``read_counters``): ``busy_ns`` (total time spent in
+commands, callbacks and timers, ``time.monotonic_ns``), ``calls`` (commands finished,
+batch items included), ``entered_ns`` (monotonic start of the work in progress, 0 when
+idle: a reader adds the running part itself) and ``waiting`` (calls the tool has seen
+arrive but not started yet, as its fast path last saw them: a lower bound, since calls
+still in the socket's buffer are not counted). They are written with the marker's
+own stores, one ``pack_into`` on entry and one on exit; the older readers, which read
+the first ``SIZE`` or ``TOTAL`` bytes, are unaffected.
 """
 
 from __future__ import annotations
@@ -25,15 +35,37 @@ import mmap
 import os
 import struct
 import time
+from time import monotonic_ns
 from typing import Any
 
 SIZE = 128
 BATCH_AREA = 65536
 TOTAL = SIZE + BATCH_AREA
+COUNTERS_AT = TOTAL
+COUNTERS_AREA = 64
+FILE_SIZE = TOTAL + COUNTERS_AREA
 _HEAD = struct.Struct("<dc")
+_D = struct.Struct("<d")
+_Q = struct.Struct("<Q")
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
+_COUNTERS = struct.Struct("<QQQQ")  # busy_ns, calls, entered_ns, waiting
+_ENTERED_AT = COUNTERS_AT + 16
 KINDS = {b"c": "command", b"l": "callback", b"t": "timer"}
+
+
+class Backlog:
+    """Calls this process has seen arrive and not started yet (the fast path sets ``waiting``
+    as it serves; the marker copies it into the counters on the next exit)."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = 0
+
+
+#: The one backlog of this process (a tool process has one door and one marker).
+BACKLOG = Backlog()
 
 
 def marker_path(runtime_dir: str, pid: int) -> str:
@@ -52,13 +84,15 @@ class BusyMarker:
         self.map: mmap.mmap | None = None
         self._done = self._used = 0
         self._recording = False
+        self.busy_ns = self.calls = self.entered = 0
+        self._command = False
         if not path:
             return
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.ftruncate(fd, TOTAL)
-                self.map = mmap.mmap(fd, TOTAL)
+                os.ftruncate(fd, FILE_SIZE)
+                self.map = mmap.mmap(fd, FILE_SIZE)
             finally:
                 os.close(fd)
         except OSError:
@@ -71,10 +105,19 @@ class BusyMarker:
         raw = name.encode("utf-8", "replace")[: SIZE - _HEAD.size]
         m[_HEAD.size:SIZE] = raw.ljust(SIZE - _HEAD.size, b"\0")
         _HEAD.pack_into(m, 0, time.time(), kind[:1].encode())
+        self._command = kind == "c"
+        self.entered = entered = monotonic_ns()
+        _Q.pack_into(m, _ENTERED_AT, entered)
 
     def leave(self) -> None:
-        if self.map is not None:
-            struct.pack_into("<d", self.map, 0, 0.0)
+        m = self.map
+        if m is not None:
+            _D.pack_into(m, 0, 0.0)
+            if self.entered:
+                self.busy_ns += monotonic_ns() - self.entered
+                self.entered = 0
+                self.calls += self._command
+            _COUNTERS.pack_into(m, COUNTERS_AT, self.busy_ns, self.calls, 0, BACKLOG.waiting)
 
     def batch_begin(self, cid: int) -> None:
         if self.map is not None:
@@ -138,3 +181,18 @@ def read_marker(path: str) -> dict[str, Any] | None:
         return None
     name = data[_HEAD.size:SIZE].rstrip(b"\0").decode("utf-8", "replace")
     return {"command": name, "kind": KINDS.get(kind, "command"), "since": since}
+
+
+def read_counters(fd: int) -> tuple[int, int, int] | None:
+    """``(busy_ns, calls, waiting)`` from an open marker file: busy time includes the work in
+    progress up to now (``time.monotonic_ns``); None if the file has no counters (yet)."""
+    try:
+        data = os.pread(fd, _COUNTERS.size, COUNTERS_AT)
+    except OSError:
+        return None
+    if len(data) < _COUNTERS.size:
+        return None
+    busy_ns, calls, entered, waiting = _COUNTERS.unpack(data)
+    if entered:
+        busy_ns += max(0, monotonic_ns() - entered)
+    return busy_ns, calls, waiting
