@@ -19,14 +19,14 @@ process, so a caller whose tool died in item k of a batch reads the results of
 the items before k from here (memory stores again: no system call per item).
 
 After the batch record (at ``COUNTERS_AT``) come the tool's *work counters*, for the
-accountant's usage history (``read_counters``): ``busy_ns`` (total time spent in
-commands, callbacks and timers, ``time.monotonic_ns``), ``calls`` (commands finished,
-batch items included), ``entered_ns`` (monotonic start of the work in progress, 0 when
-idle: a reader adds the running part itself) and ``waiting`` (calls the tool has seen
-arrive but not started yet, as its fast path last saw them: a lower bound, since calls
-still in the socket's buffer are not counted). They are written with the marker's
-own stores, one ``pack_into`` on entry and one on exit; the older readers, which read
-the first ``SIZE`` or ``TOTAL`` bytes, are unaffected.
+accountant's usage history (``read_counters``): ``busy`` (float64 seconds spent in
+commands, callbacks and timers, finished ones), ``calls`` (commands finished, batch
+items included) and ``waiting`` (calls the tool has seen arrive but not started yet,
+as its fast path last saw them: a lower bound, since calls still in the socket's
+buffer are not counted). The work in progress is ``since`` above: a reader adds
+``time.time() - since`` itself. The tool writes them with one more ``pack_into`` on
+exit (no system call; entry writes nothing new); the older readers, which read the
+first ``SIZE`` or ``TOTAL`` bytes, are unaffected.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import mmap
 import os
 import struct
 import time
-from time import monotonic_ns
 from typing import Any
 
 SIZE = 128
@@ -46,11 +45,12 @@ COUNTERS_AREA = 64
 FILE_SIZE = TOTAL + COUNTERS_AREA
 _HEAD = struct.Struct("<dc")
 _D = struct.Struct("<d")
-_Q = struct.Struct("<Q")
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
-_COUNTERS = struct.Struct("<QQQQ")  # busy_ns, calls, entered_ns, waiting
-_ENTERED_AT = COUNTERS_AT + 16
+_COUNTERS = struct.Struct("<dQQ")  # busy seconds, calls, waiting
+_clear = _D.pack_into
+_count = _COUNTERS.pack_into
+_time = time.time
 KINDS = {b"c": "command", b"l": "callback", b"t": "timer"}
 
 
@@ -84,7 +84,8 @@ class BusyMarker:
         self.map: mmap.mmap | None = None
         self._done = self._used = 0
         self._recording = False
-        self.busy_ns = self.calls = self.entered = 0
+        self.busy = self.entered = 0.0
+        self.calls = 0
         self._command = False
         if not path:
             return
@@ -104,20 +105,21 @@ class BusyMarker:
             return
         raw = name.encode("utf-8", "replace")[: SIZE - _HEAD.size]
         m[_HEAD.size:SIZE] = raw.ljust(SIZE - _HEAD.size, b"\0")
-        _HEAD.pack_into(m, 0, time.time(), kind[:1].encode())
+        self.entered = now = _time()
+        _HEAD.pack_into(m, 0, now, kind[:1].encode())
         self._command = kind == "c"
-        self.entered = entered = monotonic_ns()
-        _Q.pack_into(m, _ENTERED_AT, entered)
 
     def leave(self) -> None:
         m = self.map
         if m is not None:
-            _D.pack_into(m, 0, 0.0)
-            if self.entered:
-                self.busy_ns += monotonic_ns() - self.entered
-                self.entered = 0
-                self.calls += self._command
-            _COUNTERS.pack_into(m, COUNTERS_AT, self.busy_ns, self.calls, 0, BACKLOG.waiting)
+            _clear(m, 0, 0.0)
+            took = _time() - self.entered
+            if took > 0:  # (a wall clock stepped back counts nothing)
+                self.busy += took
+            if self._command:
+                self.calls += 1
+                self._command = False
+            _count(m, COUNTERS_AT, self.busy, self.calls, BACKLOG.waiting)
 
     def batch_begin(self, cid: int) -> None:
         if self.map is not None:
@@ -183,16 +185,18 @@ def read_marker(path: str) -> dict[str, Any] | None:
     return {"command": name, "kind": KINDS.get(kind, "command"), "since": since}
 
 
-def read_counters(fd: int) -> tuple[int, int, int] | None:
-    """``(busy_ns, calls, waiting)`` from an open marker file: busy time includes the work in
-    progress up to now (``time.monotonic_ns``); None if the file has no counters (yet)."""
+def read_counters(fd: int) -> tuple[float, int, int] | None:
+    """``(busy seconds, calls, waiting)`` from an open marker file; the busy time includes
+    the work in progress up to now. None if the file has no counters (yet)."""
     try:
+        head = os.pread(fd, 8, 0)
         data = os.pread(fd, _COUNTERS.size, COUNTERS_AT)
     except OSError:
         return None
-    if len(data) < _COUNTERS.size:
+    if len(data) < _COUNTERS.size or len(head) < 8:
         return None
-    busy_ns, calls, entered, waiting = _COUNTERS.unpack(data)
-    if entered:
-        busy_ns += max(0, monotonic_ns() - entered)
-    return busy_ns, calls, waiting
+    busy, calls, waiting = _COUNTERS.unpack(data)
+    (since,) = _D.unpack(head)
+    if since:
+        busy += max(0.0, time.time() - since)
+    return busy, calls, waiting

@@ -5,8 +5,8 @@ Each tool keeps cumulative work counters in its busy marker's shared file
 them at every sweep, and whenever an autoscaler asks for fresh figures, and keeps
 per tool instance a bounded history of ``WorkPoint``: the busy fraction over the
 span since the previous reading (Δbusy/Δt, 0..1), the call rate (Δcalls/Δt) and the
-queue depth seen at the reading. A reading costs one ``open``, ``pread`` and
-``close`` (a few microseconds): no message to the tool.
+queue depth seen at the reading. A reading costs one ``open``, two ``pread`` and
+one ``close`` (a few microseconds): no message to the tool.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ class WorkHistory:
     def __init__(self, marker: str) -> None:
         self.marker = marker
         self.points: deque[WorkPoint] = deque(maxlen=POINTS)
-        self.last: tuple[int, int, int] | None = None  # (monotonic ns, busy ns, calls) of the last reading
-        self.busy_ns = 0
+        self.last: tuple[int, float, int] | None = None  # (monotonic ns, busy s, calls) at the last reading
+        self.busy = 0.0
         self.calls = 0
 
     def read(self, now_ns: int | None = None) -> WorkPoint | None:
@@ -71,15 +71,15 @@ class WorkHistory:
             os.close(fd)
         if got is None:
             return None
-        busy_ns, calls, waiting = got
-        busy_ns = max(busy_ns, self.busy_ns)  # counters only grow (a torn read may dip)
+        busy, calls, waiting = got
+        busy = max(busy, self.busy)  # counters only grow (a torn read may dip)
         calls = max(calls, self.calls)
-        last, self.last = self.last, (now_ns, busy_ns, calls)
-        self.busy_ns, self.calls = busy_ns, calls
+        last, self.last = self.last, (now_ns, busy, calls)
+        self.busy, self.calls = busy, calls
         if last is None:
             return None
         span = (now_ns - last[0]) / 1e9
-        point = WorkPoint(time.time(), span, min(1.0, (busy_ns - last[1]) / 1e9 / span),
+        point = WorkPoint(time.time(), span, min(1.0, (busy - last[1]) / span),
                           (calls - last[2]) / span, int(waiting))
         self.points.append(point)
         return point
@@ -93,7 +93,7 @@ class WorkHistory:
 
     def report(self, since: float = 0.0) -> dict[str, Any]:
         """The history (points newer than ``since``) and the totals, as plain data."""
-        return {**self.latest(), "busy_seconds": round(self.busy_ns / 1e9, 6), "calls": self.calls,
+        return {**self.latest(), "busy_seconds": round(self.busy, 6), "calls": self.calls,
                 "points": [p.to_dict() for p in self.points if p.time > since]}
 
 
