@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     from supervisors.host.system import ToolSystem
 
 MEMBERS_FRESH = 0.5  # seconds a listing of a pool's instances is reused
+#: An autoscaler has the accountant read its instances' counters again when their last
+#: reading is older than this (seconds, at most a quarter of its interval): its samples
+#: are then at most this stale, whatever the accountant's sweep cadence.
+REFRESH = 0.1
 
 
 @dataclass(frozen=True)
@@ -362,10 +366,11 @@ class Autoscaler:
 
     The accountant reads every tool's counters once per sweep (``sample_every``); the
     request asks it to read the pool's instances again if their last reading is older
-    than most of an ``interval``, so a pool reacts at its own pace without the whole tree
-    being swept faster. If the accountant does not answer (not running, restarting), the
-    autoscaler falls back to sampling the busy markers and the host's own call counts
-    (``_sample_host``), logs that it does, and goes back to the accountant when it answers.
+    than ``REFRESH`` (or a quarter of ``interval``), so a pool reacts at its own pace
+    without the whole tree being swept faster. If the accountant does not answer (not
+    running, restarting), the autoscaler falls back to sampling the busy markers and the
+    host's own call counts (``_sample_host``), logs that it does, and goes back to the
+    accountant when it answers.
     """
 
     def __init__(self, pools: Pools, path: str, rule: Autoscale) -> None:
@@ -432,7 +437,7 @@ class Autoscaler:
         system = self.pools.system
         try:
             history = system.usage_history(members, since=self._since,
-                                           refresh=self.rule.interval * 0.8,
+                                           refresh=min(REFRESH, self.rule.interval / 4),
                                            timeout=max(2.0, 4 * self.rule.interval))
         except ToolError as exc:
             if self.source != "host":

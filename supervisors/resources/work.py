@@ -39,7 +39,7 @@ class WorkPoint:
     queue: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": round(self.time, 4), "span": round(self.span, 4),
+        return {"time": self.time, "span": round(self.span, 4),
                 "busy_fraction": round(self.busy_fraction, 4), "call_rate": round(self.call_rate, 2),
                 "queue": self.queue}
 
