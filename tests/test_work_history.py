@@ -199,3 +199,20 @@ def test_autoscaler_falls_back_when_the_accountant_does_not_answer() -> None:
         scaler = system.pools.pools["auto"].autoscaler
         wait_until(lambda: scaler.source == "accountant", timeout=30, every=0.1,
                    what="the autoscaler to use the accountant again")
+
+
+def test_work_figures_are_gauges_and_alert_figures() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from supervisors.frontends.dashboard import slim
+    from supervisors.monitoring import KNOWN_METRICS, Metrics
+
+    node = slim({"name": "w", "path": "w", "kind": "tool", "state": "running", "pid": None,
+                 "usage": {"busy_fraction": 0.75, "call_rate": 40.0, "queue": 3}}, time.time())
+    m = Metrics()
+    m.observe_tree([node])
+    samples = {f.name: f.samples[0].value
+               for f in text_string_to_metric_families(m.render().decode()) if f.samples}
+    assert samples["toolvisor_tool_busy_fraction"] == 0.75
+    assert samples["toolvisor_tool_call_rate"] == 40.0 and samples["toolvisor_tool_queue"] == 3
+    assert {"busy_fraction", "call_rate", "queue"} <= set(KNOWN_METRICS)  # alert rules may name them
