@@ -172,6 +172,9 @@ def test_autoscaler_decides_from_the_accountant_history() -> None:
         assert "accountant history: busy" in up[0] and "calls/s" in up[0], up[0]
         assert "accountant history" in down[-1], down[-1]
         assert system.pools.pools["auto"].autoscaler.source == "accountant"
+        history = pool.usage_history()  # the handle's view: one entry per instance
+        assert list(history) == ["auto#1"] and history["auto#1"]["calls"] > 0
+        assert pool.instance(1).usage_history()["calls"] == history["auto#1"]["calls"]
 
 
 @pytest.mark.timeout(150)

@@ -539,6 +539,12 @@ class PoolHandle(ToolHandle):
         self._pools.scale(self.path, n, timeout=timeout)
         return self.status(timeout)
 
+    def usage_history(self, since: float = 0.0,  # type: ignore[override]
+                      timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """The work history of each instance, by instance path (``ToolSystem.usage_history``)."""
+        return self.system.usage_history(self._pools.members(self.path, fresh=True), since=since,
+                                         timeout=timeout)
+
     def instance(self, k: int) -> ToolHandle:
         parent, name = _split(self.path)
         return self.system.tool(spec_path(parent, instance_name(name, k)))
