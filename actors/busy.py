@@ -22,11 +22,11 @@ After the batch record (at ``COUNTERS_AT``) come the tool's *work counters*, for
 accountant's usage history (``read_counters``): ``busy`` (float64 seconds spent in
 commands, callbacks and timers, finished ones), ``calls`` (commands finished, batch
 items included) and ``waiting`` (calls the tool has seen arrive but not started yet,
-as its fast path last saw them: a lower bound, since calls still in the socket's
-buffer are not counted). The work in progress is ``since`` above: a reader adds
-``time.time() - since`` itself. The tool writes them with one more ``pack_into`` on
-exit (no system call; entry writes nothing new); the older readers, which read the
-first ``SIZE`` or ``TOTAL`` bytes, are unaffected.
+as its fast path last saw them, while it works: a lower bound, since calls still in
+the socket's buffer are not counted; 0 when it is idle). The work in progress is
+``since`` above: a reader adds ``time.time() - since`` itself. The tool writes them
+with one more ``pack_into`` on exit (no system call; entry writes nothing new); the
+older readers, which read the first ``SIZE`` or ``TOTAL`` bytes, are unaffected.
 """
 
 from __future__ import annotations
@@ -199,4 +199,6 @@ def read_counters(fd: int) -> tuple[float, int, int] | None:
     (since,) = _D.unpack(head)
     if since:
         busy += max(0.0, time.time() - since)
+    else:
+        waiting = 0  # an idle tool has nothing waiting that it read (the figure is from its last call)
     return busy, calls, waiting
