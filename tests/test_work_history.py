@@ -114,6 +114,9 @@ def test_history_counts_calls_waiting(system: ToolSystem) -> None:
     finally:
         runner.join(30)
     assert max(seen) >= 3, seen  # 40 calls sent at once to a tool that serves one at a time
+    # once they are served the tool is idle: nothing waits (no figure left over from the burst)
+    wait_until(lambda: system.usage_history(["w"], refresh=0.05)["w"]["queue"] == 0, timeout=10,
+               every=0.1, what="the queue to read 0 when idle")
 
 
 def test_history_of_unknown_paths_is_empty_and_refresh_reads_now() -> None:
