@@ -161,6 +161,9 @@ def test_autoscaler_decides_from_the_accountant_history() -> None:
         try:
             wait_until(lambda: pool.status().replicas >= 2, timeout=30, every=0.1,
                        what="the pool to grow")
+            usage = wait_until(lambda: (u := pool.status().usage).get("call_rate") and u, timeout=15,
+                               every=0.1, what="the pool's call rate in its usage")
+            assert 0 < usage["busy_fraction"] <= 1  # the mean per instance, not a sum
         finally:
             stop.set()
             for th in threads:

@@ -322,6 +322,10 @@ class Pools:
             for key, value in i.usage.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "pid":
                     total[key] = total.get(key, 0) + value
+        busy = [i.usage["busy_fraction"] for i in instances
+                if isinstance(i.usage.get("busy_fraction"), (int, float))]
+        if busy:  # per instance, as target_busy is (call_rate and queue stay sums)
+            total["busy_fraction"] = round(sum(busy) / len(busy), 4)
         rule = pool.autoscaler.rule.to_dict() if pool.autoscaler is not None else None
         return PoolStatus(name=name, path=path, state=state, replicas=len(instances),
                           instances=instances, in_flight=sum(pool.in_flight(p) for p in paths),
