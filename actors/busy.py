@@ -7,10 +7,10 @@ file to show ``status().busy`` and to judge a hang (the watchdog): a tool stuck
 in C code, or stopped with SIGSTOP, cannot answer a ping, but its marker still
 says since when it has been busy.
 
-Layout: ``since`` (float64, ``time.time()``, 0 = idle), ``kind`` (1 byte: ``c``
-command, ``l`` lifecycle callback, ``t`` timer), ``name`` (up to 119 bytes UTF-8,
-NUL-padded). The writer sets ``since`` last on entry and first on exit, so a
-reader never sees a stale name with a fresh ``since``.
+Layout: ``since`` (float64, ``time.time()``, 0 = idle), the *work counters* (below),
+``kind`` (1 byte: ``c`` command, ``l`` lifecycle callback, ``t`` timer), ``name``
+(up to 95 bytes UTF-8, NUL-padded). The writer sets ``since`` last on entry and first
+on exit, so a reader never sees a stale name with a fresh ``since``.
 
 After those 128 bytes comes the *batch record*: the correlation id of the batch
 being served, how many of its items finished, and the encoded results of the
@@ -18,15 +18,14 @@ first of them (as many as fit in 64 KiB). The pages of a shared file outlive the
 process, so a caller whose tool died in item k of a batch reads the results of
 the items before k from here (memory stores again: no system call per item).
 
-After the batch record (at ``COUNTERS_AT``) come the tool's *work counters*, for the
-accountant's usage history (``read_counters``): ``busy`` (float64 seconds spent in
-commands, callbacks and timers, finished ones), ``calls`` (commands finished, batch
-items included) and ``waiting`` (calls the tool has seen arrive but not started yet,
-as its fast path last saw them, while it works: a lower bound, since calls still in
-the socket's buffer are not counted; 0 when it is idle). The work in progress is
-``since`` above: a reader adds ``time.time() - since`` itself. The tool writes them
-with one more ``pack_into`` on exit (no system call; entry writes nothing new); the
-older readers, which read the first ``SIZE`` or ``TOTAL`` bytes, are unaffected.
+The work counters, for the accountant's usage history (``read_counters``), sit
+right after ``since`` so that both are written by one ``pack_into`` on entry and one on
+exit, as ``since`` alone was (no system call, no new store, the same cache line):
+``busy`` (float64 seconds spent in finished commands, callbacks and timers), ``calls``
+(commands finished, batch items included) and ``waiting`` (calls the tool has seen
+arrive but not started, as its fast path last saw them, while it works: a lower
+bound, since calls still in the socket's buffer are not counted; 0 when it is idle).
+The work in progress is ``since``: a reader adds ``time.time() - since`` itself.
 """
 
 from __future__ import annotations
@@ -40,16 +39,12 @@ from typing import Any
 SIZE = 128
 BATCH_AREA = 65536
 TOTAL = SIZE + BATCH_AREA
-COUNTERS_AT = TOTAL
-COUNTERS_AREA = 64
-FILE_SIZE = TOTAL + COUNTERS_AREA
-_HEAD = struct.Struct("<dc")
-_D = struct.Struct("<d")
+_HEAD = struct.Struct("<ddQQc")   # since, busy seconds, calls, waiting, kind
+_LEAVE = struct.Struct("<ddQQ")   # the same without kind
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
-_COUNTERS = struct.Struct("<dQQ")  # busy seconds, calls, waiting
-_clear = _D.pack_into
-_count = _COUNTERS.pack_into
+_enter = _HEAD.pack_into
+_leave = _LEAVE.pack_into
 _time = time.time
 KINDS = {b"c": "command", b"l": "callback", b"t": "timer"}
 
@@ -92,8 +87,8 @@ class BusyMarker:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.ftruncate(fd, FILE_SIZE)
-                self.map = mmap.mmap(fd, FILE_SIZE)
+                os.ftruncate(fd, TOTAL)
+                self.map = mmap.mmap(fd, TOTAL)
             finally:
                 os.close(fd)
         except OSError:
@@ -106,20 +101,19 @@ class BusyMarker:
         raw = name.encode("utf-8", "replace")[: SIZE - _HEAD.size]
         m[_HEAD.size:SIZE] = raw.ljust(SIZE - _HEAD.size, b"\0")
         self.entered = now = _time()
-        _HEAD.pack_into(m, 0, now, kind[:1].encode())
         self._command = kind == "c"
+        _enter(m, 0, now, self.busy, self.calls, BACKLOG.waiting, kind[:1].encode())
 
     def leave(self) -> None:
         m = self.map
         if m is not None:
-            _clear(m, 0, 0.0)
             took = _time() - self.entered
             if took > 0:  # (a wall clock stepped back counts nothing)
                 self.busy += took
             if self._command:
                 self.calls += 1
                 self._command = False
-            _count(m, COUNTERS_AT, self.busy, self.calls, BACKLOG.waiting)
+            _leave(m, 0, 0.0, self.busy, self.calls, BACKLOG.waiting)
 
     def batch_begin(self, cid: int) -> None:
         if self.map is not None:
@@ -178,7 +172,7 @@ def read_marker(path: str) -> dict[str, Any] | None:
         return None
     if len(data) < SIZE:
         return None
-    since, kind = _HEAD.unpack_from(data, 0)
+    since, _, _, _, kind = _HEAD.unpack_from(data, 0)
     if not since:
         return None
     name = data[_HEAD.size:SIZE].rstrip(b"\0").decode("utf-8", "replace")
@@ -186,17 +180,15 @@ def read_marker(path: str) -> dict[str, Any] | None:
 
 
 def read_counters(fd: int) -> tuple[float, int, int] | None:
-    """``(busy seconds, calls, waiting)`` from an open marker file; the busy time includes
-    the work in progress up to now. None if the file has no counters (yet)."""
+    """``(busy seconds, calls, waiting)`` from an open marker file (one ``pread``); the busy
+    time includes the work in progress up to now. None if the file is too short (yet)."""
     try:
-        head = os.pread(fd, 8, 0)
-        data = os.pread(fd, _COUNTERS.size, COUNTERS_AT)
+        data = os.pread(fd, _LEAVE.size, 0)
     except OSError:
         return None
-    if len(data) < _COUNTERS.size or len(head) < 8:
+    if len(data) < _LEAVE.size:
         return None
-    busy, calls, waiting = _COUNTERS.unpack(data)
-    (since,) = _D.unpack(head)
+    since, busy, calls, waiting = _LEAVE.unpack(data)
     if since:
         busy += max(0.0, time.time() - since)
     else:
