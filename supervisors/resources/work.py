@@ -5,7 +5,7 @@ Each tool keeps cumulative work counters in its busy marker's shared file
 them at every sweep, and whenever an autoscaler asks for fresh figures, and keeps
 per tool instance a bounded history of ``WorkPoint``: the busy fraction over the
 span since the previous reading (Δbusy/Δt, 0..1), the call rate (Δcalls/Δt) and the
-queue depth seen at the reading. A reading costs one ``open``, two ``pread`` and
+queue depth seen at the reading. A reading costs one ``open``, one ``pread`` and
 one ``close`` (a few microseconds): no message to the tool.
 """
 
