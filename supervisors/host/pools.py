@@ -483,6 +483,7 @@ class Autoscaler:
         pools, rule = self.pools, self.rule
         runtime = pools.system.runtime_dir
         if not runtime:
+            self._stop.wait(rule.interval)  # (nothing to sample: do not spin)
             return None
         pool = pools._pool(self.path)
         ticks, busy, queued = 5, 0.0, 0.0
