@@ -19,8 +19,9 @@ process, so a caller whose tool died in item k of a batch reads the results of
 the items before k from here (memory stores again: no system call per item).
 
 The work counters, for the accountant's usage history (``read_counters``), sit
-right after ``since`` so that both are written by one ``pack_into`` on entry and one on
-exit, as ``since`` alone was (no system call, no new store, the same cache line):
+right after ``since`` so that exit writes both with one ``pack_into``, as it wrote
+``since`` alone (no system call, no new store, the same cache line; entry writes
+``kind`` and ``name`` in one slice and ``since`` as before):
 ``busy`` (float64 seconds spent in finished commands, callbacks and timers), ``calls``
 (commands finished, batch items included) and ``waiting`` (calls the tool has seen
 arrive but not started, as its fast path last saw them, while it works: a lower
@@ -43,7 +44,8 @@ _HEAD = struct.Struct("<ddQQc")   # since, busy seconds, calls, waiting, kind
 _LEAVE = struct.Struct("<ddQQ")   # the same without kind
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
-_enter = _HEAD.pack_into
+_KIND_AT = _LEAVE.size
+_enter = struct.Struct("<d").pack_into
 _leave = _LEAVE.pack_into
 _time = time.time
 KINDS = {b"c": "command", b"l": "callback", b"t": "timer"}
@@ -98,11 +100,11 @@ class BusyMarker:
         m = self.map
         if m is None:
             return
-        raw = name.encode("utf-8", "replace")[: SIZE - _HEAD.size]
-        m[_HEAD.size:SIZE] = raw.ljust(SIZE - _HEAD.size, b"\0")
+        raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: SIZE - _KIND_AT]
+        m[_KIND_AT:SIZE] = raw.ljust(SIZE - _KIND_AT, b"\0")  # kind and name, then since
         self.entered = now = _time()
         self._command = kind == "c"
-        _enter(m, 0, now, self.busy, self.calls, BACKLOG.waiting, kind[:1].encode())
+        _enter(m, 0, now)
 
     def leave(self) -> None:
         m = self.map
