@@ -7,16 +7,26 @@ file to show ``status().busy`` and to judge a hang (the watchdog): a tool stuck
 in C code, or stopped with SIGSTOP, cannot answer a ping, but its marker still
 says since when it has been busy.
 
-Layout: ``since`` (float64, ``time.time()``, 0 = idle), ``kind`` (1 byte: ``c``
-command, ``l`` lifecycle callback, ``t`` timer), ``name`` (up to 119 bytes UTF-8,
-NUL-padded). The writer sets ``since`` last on entry and first on exit, so a
-reader never sees a stale name with a fresh ``since``.
+Layout: ``since`` (float64, ``time.time()``, 0 = idle), the *work counters* (below),
+``kind`` (1 byte: ``c`` command, ``l`` lifecycle callback, ``t`` timer), ``name``
+(up to 95 bytes UTF-8, NUL-padded). The writer sets ``since`` last on entry and first
+on exit, so a reader never sees a stale name with a fresh ``since``.
 
 After those 128 bytes comes the *batch record*: the correlation id of the batch
 being served, how many of its items finished, and the encoded results of the
 first of them (as many as fit in 64 KiB). The pages of a shared file outlive the
 process, so a caller whose tool died in item k of a batch reads the results of
 the items before k from here (memory stores again: no system call per item).
+
+The work counters, for the accountant's usage history (``read_counters``), sit
+right after ``since`` so that exit writes both with one ``pack_into``, as it wrote
+``since`` alone (no system call, no new store, the same cache line; entry writes
+``kind`` and ``name`` in one slice and ``since`` as before):
+``busy`` (float64 seconds spent in finished commands, callbacks and timers), ``calls``
+(commands finished, batch items included) and ``waiting`` (calls the tool has seen
+arrive but not started, as its fast path last saw them, while it works: a lower
+bound, since calls still in the socket's buffer are not counted; 0 when it is idle).
+The work in progress is ``since``: a reader adds ``time.time() - since`` itself.
 """
 
 from __future__ import annotations
@@ -30,10 +40,29 @@ from typing import Any
 SIZE = 128
 BATCH_AREA = 65536
 TOTAL = SIZE + BATCH_AREA
-_HEAD = struct.Struct("<dc")
+_HEAD = struct.Struct("<ddQQc")   # since, busy seconds, calls, waiting, kind
+_LEAVE = struct.Struct("<ddQQ")   # the same without kind
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
+_KIND_AT = _LEAVE.size
+_enter = struct.Struct("<d").pack_into
+_leave = _LEAVE.pack_into
+_time = time.time
 KINDS = {b"c": "command", b"l": "callback", b"t": "timer"}
+
+
+class Backlog:
+    """Calls this process has seen arrive and not started yet (the fast path sets ``waiting``
+    as it serves; the marker copies it into the counters on the next exit)."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting = 0
+
+
+#: The one backlog of this process (a tool process has one door and one marker).
+BACKLOG = Backlog()
 
 
 def marker_path(runtime_dir: str, pid: int) -> str:
@@ -52,6 +81,9 @@ class BusyMarker:
         self.map: mmap.mmap | None = None
         self._done = self._used = 0
         self._recording = False
+        self.busy = self.entered = 0.0
+        self.calls = 0
+        self._command = False
         if not path:
             return
         try:
@@ -68,13 +100,22 @@ class BusyMarker:
         m = self.map
         if m is None:
             return
-        raw = name.encode("utf-8", "replace")[: SIZE - _HEAD.size]
-        m[_HEAD.size:SIZE] = raw.ljust(SIZE - _HEAD.size, b"\0")
-        _HEAD.pack_into(m, 0, time.time(), kind[:1].encode())
+        raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: SIZE - _KIND_AT]
+        m[_KIND_AT:SIZE] = raw.ljust(SIZE - _KIND_AT, b"\0")  # kind and name, then since
+        self.entered = now = _time()
+        self._command = kind == "c"
+        _enter(m, 0, now)
 
     def leave(self) -> None:
-        if self.map is not None:
-            struct.pack_into("<d", self.map, 0, 0.0)
+        m = self.map
+        if m is not None:
+            took = _time() - self.entered
+            if took > 0:  # (a wall clock stepped back counts nothing)
+                self.busy += took
+            if self._command:
+                self.calls += 1
+                self._command = False
+            _leave(m, 0, 0.0, self.busy, self.calls, BACKLOG.waiting)
 
     def batch_begin(self, cid: int) -> None:
         if self.map is not None:
@@ -133,8 +174,25 @@ def read_marker(path: str) -> dict[str, Any] | None:
         return None
     if len(data) < SIZE:
         return None
-    since, kind = _HEAD.unpack_from(data, 0)
+    since, _, _, _, kind = _HEAD.unpack_from(data, 0)
     if not since:
         return None
     name = data[_HEAD.size:SIZE].rstrip(b"\0").decode("utf-8", "replace")
     return {"command": name, "kind": KINDS.get(kind, "command"), "since": since}
+
+
+def read_counters(fd: int) -> tuple[float, int, int] | None:
+    """``(busy seconds, calls, waiting)`` from an open marker file (one ``pread``); the busy
+    time includes the work in progress up to now. None if the file is too short (yet)."""
+    try:
+        data = os.pread(fd, _LEAVE.size, 0)
+    except OSError:
+        return None
+    if len(data) < _LEAVE.size:
+        return None
+    since, busy, calls, waiting = _LEAVE.unpack(data)
+    if since:
+        busy += max(0.0, time.time() - since)
+    else:
+        waiting = 0  # an idle tool has nothing waiting that it read (the figure is from its last call)
+    return busy, calls, waiting

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from actors import wire_auth
+from actors.busy import BACKLOG
 from actors.codec import decode, encode
 from actors.errors import MalformedMessage, ToolOverloaded
 from actors.frames import MAX_FRAME, FrameError, FrameReader, pack_frame
@@ -129,6 +130,7 @@ class FastPathServer:
         self.max_out = max_out
         self.max_peers = max_peers
         self.peers: dict[int, Peer] = {}
+        self._others = 0  # ready callers after the one being read (actors.busy.BACKLOG)
         self.refused = 0
         self.refused_logged = 0.0
         #: Refused connections kept open a moment after their refusal (see ``_refuse``).
@@ -170,12 +172,13 @@ class FastPathServer:
             self._close_refused(end - LINGER_TOTAL)
         framework = self.mailbox.framework_fds()
         while True:
-            for fd in ready:
+            for i, fd in enumerate(ready):
                 if fd == self.listen_fd:
                     self._accept()
                 else:
                     peer = self.peers.get(fd)
                     if peer is not None:
+                        self._others = len(ready) - i - 1  # callers with frames still to read
                         self._read(peer)
             self.flush()
             wait = min(LINGER_IDLE, end - time.monotonic())
@@ -300,7 +303,9 @@ class FastPathServer:
         except FrameError as exc:
             self.drop(peer, str(exc))
             return
+        waiting = len(frames) + self._others
         for payload in frames:
+            waiting -= 1
             try:
                 msg = decode(payload)
             except MalformedMessage as exc:
@@ -314,6 +319,7 @@ class FastPathServer:
                 return
             if self.has_output:  # replies of calls that finished go out before the next
                 self.flush()        # call runs: a call that ends the process loses no others
+            BACKLOG.waiting = waiting  # (for the work counters, actors.busy)
             try:
                 self.deliver(msg, peer)
             except Exception as exc:  # a shape the checks let through: never keep such a peer

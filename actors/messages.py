@@ -184,6 +184,7 @@ class Track:
     adaptive: bool
     level: str
     inherited_fds: list[int] = field(default_factory=list)  # not counted as its own files
+    marker: str = ""  # its busy marker file: work counters for the usage history (actors.busy)
 
 
 @message(21)

@@ -87,6 +87,8 @@ def slim(node: dict[str, Any], now: float, known: dict[int, float] | None = None
     usage = node.get("usage") or {}
     out["memory_mb"] = usage.get("memory_mb")
     out["cpu_percent"] = usage.get("cpu_percent")
+    for figure in ("busy_fraction", "call_rate", "queue"):  # (the accountant's work history)
+        out[figure] = usage.get(figure)
     running = node.get("state") in ("running", "paused")
     began = started_at(node.get("pid"), known) if running else None
     out["uptime"] = round(max(0.0, now - began), 1) if began else None

@@ -131,6 +131,11 @@ class _Node:
             info["reputation"] = self.system.security.reputation_of(self.path)
         return ToolStatus.from_info(info)
 
+    def usage_history(self, since: float = 0.0, timeout: float | None = None) -> dict[str, Any]:
+        """This tool's work history from the accountant (see ``ToolSystem.usage_history``);
+        ``{}`` if the accountant does not track it (not running)."""
+        return self.system.usage_history([self.path], since=since, timeout=timeout).get(self.path, {})
+
     def _status_from_above(self, timeout: float | None) -> dict[str, Any]:
         parts = self.path.split("/")
         for k in range(len(parts) - 2, -1, -1):

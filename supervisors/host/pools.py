@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     from supervisors.host.system import ToolSystem
 
 MEMBERS_FRESH = 0.5  # seconds a listing of a pool's instances is reused
+#: An autoscaler has the accountant read its instances' counters again when their last
+#: reading is older than this (seconds, at most a quarter of its interval): its samples
+#: are then at most this stale, whatever the accountant's sweep cadence.
+REFRESH = 0.1
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,10 @@ class Pools:
             for key, value in i.usage.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "pid":
                     total[key] = total.get(key, 0) + value
+        busy = [i.usage["busy_fraction"] for i in instances
+                if isinstance(i.usage.get("busy_fraction"), (int, float))]
+        if busy:  # per instance, as target_busy is (call_rate and queue stay sums)
+            total["busy_fraction"] = round(sum(busy) / len(busy), 4)
         rule = pool.autoscaler.rule.to_dict() if pool.autoscaler is not None else None
         return PoolStatus(name=name, path=path, state=state, replicas=len(instances),
                           instances=instances, in_flight=sum(pool.in_flight(p) for p in paths),
@@ -355,9 +363,19 @@ def spec_path(parent: str, name: str) -> str:
 
 
 class Autoscaler:
-    """One thread per autoscaled pool: samples busy markers, in-flight calls and the call
-    rate five times per ``interval``, keeps ``window`` seconds of history, and applies
-    ``supervisors.tree.pools.decide``; each change is a ``scaled`` event with its reason."""
+    """One thread per autoscaled pool: every ``interval`` it asks the accountant for the work
+    history of the pool's instances (busy fraction, call rate, queue depth per instance:
+    ``ToolSystem.usage_history``), keeps ``window`` seconds of pool samples and applies
+    ``supervisors.tree.pools.decide``; each change is a ``scaled`` event with its reason.
+
+    The accountant reads every tool's counters once per sweep (``sample_every``); the
+    request asks it to read the pool's instances again if their last reading is older
+    than ``REFRESH`` (or a quarter of ``interval``), so a pool reacts at its own pace
+    without the whole tree being swept faster. If the accountant does not answer (not
+    running, restarting), the autoscaler falls back to sampling the busy markers and the
+    host's own call counts (``_sample_host``), logs that it does, and goes back to the
+    accountant when it answers.
+    """
 
     def __init__(self, pools: Pools, path: str, rule: Autoscale) -> None:
         self.pools = pools
@@ -365,6 +383,8 @@ class Autoscaler:
         self.rule = rule
         self.history: deque[Sample] = deque(maxlen=max(8, int(rule.window / rule.interval) + 2))
         self.decisions: list[tuple[float, Decision]] = []
+        self.source = "accountant"   # where the last sample came from
+        self._since = 0.0            # newest accountant point seen (time.time())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"autoscale {path}", daemon=True)
 
@@ -407,17 +427,69 @@ class Autoscaler:
             quiet_since = None
             settle = 2  # let the new size show in the figures before judging again
 
+    def _members(self) -> list[str]:
+        pool = self.pools._pool(self.path)
+        return [m for m in self.pools.members(self.path) if m not in pool.draining]
+
     def _sample(self) -> Sample | None:
+        """One pool sample from the accountant's history (or the fallback); None: none yet."""
+        if self.source == "accountant" and self._stop.wait(self.rule.interval):
+            return None  # (the fallback's sampling takes an interval itself)
+        members = self._members()
+        if not members:
+            return None
+        system = self.pools.system
+        try:
+            history = system.usage_history(members, since=self._since,
+                                           refresh=min(REFRESH, self.rule.interval / 4),
+                                           timeout=max(2.0, 4 * self.rule.interval))
+        except ToolError as exc:
+            if self.source != "host":
+                logger.warning("autoscaler {}: the accountant did not answer ({}); deciding from "
+                               "the busy markers and the host's own calls until it does",
+                               self.path, exc)
+                self.source = "host"
+            return self._sample_host(members)
+        if self.source != "accountant":
+            logger.info("autoscaler {}: deciding from the accountant's history again", self.path)
+            self.source = "accountant"
+        return self._from_history(members, history)
+
+    def _from_history(self, members: list[str], history: dict[str, Any]) -> Sample | None:
+        """Busy fraction per instance and call rate, weighted by the span each new point
+        covers; queue depth as each instance's newest point says."""
+        busy = rate = queued = 0.0
+        counted = 0
+        span = 0.0
+        for m in members:
+            points = (history.get(m) or {}).get("points") or []
+            if not points:
+                continue  # not read twice yet (just started), or no reading since the last look
+            total = sum(p["span"] for p in points) or 1e-9
+            busy += sum(p["busy_fraction"] * p["span"] for p in points) / total
+            rate += sum(p["call_rate"] * p["span"] for p in points) / total
+            queued += points[-1]["queue"]
+            span = max(span, total)
+            counted += 1
+            self._since = max(self._since, points[-1]["time"])
+        if not counted:
+            return None
+        return Sample(time.time(), len(members), busy / counted, queued, rate, round(span, 3),
+                      "accountant")
+
+    def _sample_host(self, members: list[str]) -> Sample | None:
+        """The fallback: busy markers and the host's own calls, looked at five times over
+        one ``interval`` (calls from tools are seen through the busy markers alone)."""
         pools, rule = self.pools, self.rule
         runtime = pools.system.runtime_dir
         if not runtime:
+            self._stop.wait(rule.interval)  # (nothing to sample: do not spin)
             return None
         pool = pools._pool(self.path)
         ticks, busy, queued = 5, 0.0, 0.0
         start_done, t0 = pool.calls_done(), time.monotonic()
-        members: list[str] = []
         for _ in range(ticks):
-            members = [m for m in pools.members(self.path) if m not in pool.draining]
+            members = self._members()
             if not members:
                 return None
             hits = 0
@@ -432,8 +504,10 @@ class Autoscaler:
             if self._stop.wait(rule.interval / ticks):
                 return None
         done = pool.calls_done()
-        rate = max(0, done - start_done) / max(1e-6, time.monotonic() - t0)
-        return Sample(time.time(), len(members), busy / ticks, queued / ticks, rate)
+        span = time.monotonic() - t0
+        rate = max(0, done - start_done) / max(1e-6, span)
+        return Sample(time.time(), len(members), busy / ticks, queued / ticks, rate, round(span, 3),
+                      "host")
 
 
 class PoolHandle(ToolHandle):
@@ -469,6 +543,12 @@ class PoolHandle(ToolHandle):
         """Run ``n`` instances: new ones start now; surplus ones stop after their calls finish."""
         self._pools.scale(self.path, n, timeout=timeout)
         return self.status(timeout)
+
+    def usage_history(self, since: float = 0.0,  # type: ignore[override]
+                      timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """The work history of each instance, by instance path (``ToolSystem.usage_history``)."""
+        return self.system.usage_history(self._pools.members(self.path, fresh=True), since=since,
+                                         timeout=timeout)
 
     def instance(self, k: int) -> ToolHandle:
         parent, name = _split(self.path)

@@ -464,6 +464,24 @@ class ToolSystem:
         args = {} if paths is None else {"paths": list(paths)}
         return dict(self._ask_accountant("usage", args, timeout))
 
+    def usage_history(self, paths: Sequence[str] | None = None, since: float = 0.0,
+                      refresh: float = 0.0, timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        """Work history per tool path, from the accountant (``supervisors.resources.work``).
+
+        Each holds the latest ``busy_fraction`` (0..1, Δbusy/Δt over the span since the
+        reading before), ``call_rate`` (calls finished per second), ``queue`` (calls the
+        tool has seen arrive and not started), the totals ``busy_seconds`` and ``calls``,
+        and ``points``: the readings newer than ``since`` (``time.time()``), oldest first,
+        each ``{"time", "span", "busy_fraction", "call_rate", "queue"}``. The accountant
+        reads the counters at every sweep (``sample_every``); ``refresh`` > 0 makes it read
+        those of ``paths`` first if their last reading is older than ``refresh`` seconds.
+        Paths the accountant does not track (not running, not a tool) are left out.
+        """
+        args: dict[str, Any] = {"since": float(since), "refresh": float(refresh)}
+        if paths is not None:
+            args["paths"] = list(paths)
+        return dict(self._ask_accountant("history", args, timeout))
+
     def accounting_stats(self, sweep_now: bool = False,
                          timeout: float | None = None) -> dict[str, Any]:
         """The accountant's own figures: tools tracked, sweep times, its memory."""

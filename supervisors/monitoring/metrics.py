@@ -35,8 +35,12 @@ TOOL_METRICS = (
     "toolvisor_command_seconds", "toolvisor_message_latency_seconds",
 )
 USAGE_FIGURES = ("memory_mb", "rss_mb", "cpu_percent", "cpu_seconds", "open_files", "threads",
-                 "connections", "children", "callers", "io_read_bytes", "io_write_bytes")
+                 "connections", "children", "callers", "io_read_bytes", "io_write_bytes",
+                 "busy_fraction", "call_rate", "queue")
 KNOWN_METRICS = TOOL_METRICS + USAGE_FIGURES
+#: Gauges of the accountant's work history (supervisors.resources.work), per tool.
+WORK_GAUGES = {"toolvisor_tool_busy_fraction": "busy_fraction", "toolvisor_tool_call_rate": "call_rate",
+               "toolvisor_tool_queue": "queue"}
 
 
 class _Hist:
@@ -176,6 +180,8 @@ class Metrics:
             return _float(node.get("memory_mb"))
         if metric == "toolvisor_tool_cpu_percent":
             return _float(node.get("cpu_percent"))
+        if metric in WORK_GAUGES:
+            return self.figure(WORK_GAUGES[metric], tool, now)
         if metric == "toolvisor_tool_restarts":
             return float(node.get("restarts") or 0)
         if metric in ("toolvisor_error_rate", "toolvisor_throughput_per_second"):
@@ -249,6 +255,9 @@ class Metrics:
             "toolvisor_tool_memory_mb": "Memory (USS) in MB.",
             "toolvisor_tool_cpu_percent": "CPU percent.",
             "toolvisor_tool_restarts": "Restart count kept by the supervisor.",
+            "toolvisor_tool_busy_fraction": "Share of the last accountant interval spent working (0..1).",
+            "toolvisor_tool_call_rate": "Calls finished per second over the last accountant interval.",
+            "toolvisor_tool_queue": "Calls the tool has seen arrive and not started.",
             "toolvisor_error_rate": f"Errors per command over the last {WINDOW:g} s.",
             "toolvisor_throughput_per_second": f"Commands per second over the last {WINDOW:g} s.",
         }

@@ -9,7 +9,11 @@ at 100 % a ``Breach`` to the tool's supervisor, which runs the tool's
 limits follow a forecast of the tool's own usage (within the configured
 limit); a robust z-score flags sudden spikes the limits would not catch.
 
-It owns the usage figures: the host asks it for them (``usage``, ``stats``).
+At each sweep it also reads every tool's work counters (``supervisors.resources.work``):
+busy fraction, call rate and queue depth per instance, kept as a bounded history
+that autoscalers decide from (``history``).
+
+It owns the usage figures: the host asks it for them (``usage``, ``history``, ``stats``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from supervisors.processes.procs import pid_alive
 from supervisors.resources.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
 from supervisors.resources.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
 from supervisors.resources.usage import Sweep, Tracker, blank, sample
+from supervisors.resources.work import WorkHistory
 
 DEFAULT_CADENCE = 1.0
 RANK = {None: 0, "warning": 1, "critical": 2, "action": 3}
@@ -82,6 +87,7 @@ class Entry:
         self.over: dict[str, int] = {}  # consecutive samples at or over a limit
         self.quiet_until: dict[str, int] = {}
         self.usage: dict[str, Any] = {}
+        self.work = WorkHistory(msg.marker)  # busy fraction, call rate, queue (actors.busy counters)
 
 
 class Accountant:
@@ -141,6 +147,9 @@ class Accountant:
                 wanted = req.args.get("paths")
                 value: Any = {p: self._report(e) for p, e in self.entries.items()
                               if wanted is None or p in wanted}
+            elif req.op == "history":
+                value = self.history(req.args.get("paths"), float(req.args.get("refresh") or 0.0),
+                                     float(req.args.get("since") or 0.0))
             elif req.op == "stats":
                 value = self.stats()
             elif req.op == "sweep":
@@ -154,9 +163,28 @@ class Accountant:
         self.ctx.send(sender, Reply(req.cid, True, value))
 
     def _report(self, e: Entry) -> dict[str, Any]:
-        return {**blank(), **e.usage, "pid": e.pid, "level": e.level, "on_limit": e.on_limit,
+        return {**blank(), **e.usage, **e.work.latest(), "pid": e.pid, "level": e.level,
+                "on_limit": e.on_limit,
                 "limits": dict(e.limits), "configured": dict(e.configured),
                 "adaptive": e.adaptive}
+
+    def history(self, paths: list[str] | None, refresh: float, since: float) -> dict[str, Any]:
+        """Work history per tracked path (``paths``: those only; unknown ones are left out).
+
+        ``refresh`` > 0: first read the counters of those paths whose last reading is
+        older than ``refresh`` seconds (an autoscaler whose interval is shorter than the
+        sweep cadence asks this way: only its instances are read, not the whole tree).
+        ``since``: only the points newer than this ``time.time()``.
+        """
+        wanted = self.entries if paths is None else {p: self.entries[p] for p in paths
+                                                      if p in self.entries}
+        if refresh > 0:
+            now = time.monotonic_ns()
+            for e in wanted.values():
+                last = e.work.last
+                if last is None or now - last[0] >= refresh * 1e9:
+                    e.work.read(now)
+        return {p: {"pid": e.pid, **e.work.report(since)} for p, e in wanted.items()}
 
     def stats(self) -> dict[str, Any]:
         ms = [m for m, _ in self.sweeps]
@@ -187,6 +215,7 @@ class Accountant:
                 _end_group(entry.pid)  # what it started dies with it, even if its supervisor died too
                 continue
             entry.usage = figures
+            entry.work.read()
             self._police(entry, figures)
         self.sweeps.append(((time.perf_counter() - started) * 1000, len(self.entries)))
 

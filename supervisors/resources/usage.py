@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisors.resources.work import WORK_FIGURES
+
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MB = 1024 * 1024
@@ -42,7 +44,7 @@ FIGURES = ("memory_mb", "rss_mb", "cpu_percent", "cpu_seconds", "open_files", "c
 
 def blank() -> dict[str, Any]:
     """Usage of a tool not sampled yet: every figure present, each None."""
-    return dict.fromkeys(FIGURES)
+    return dict.fromkeys(FIGURES + WORK_FIGURES)
 
 
 @dataclass

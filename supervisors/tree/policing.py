@@ -35,9 +35,11 @@ class Policing:
                 or self._system_tool(child):
             return
         spec = child.spec
+        runtime_dir = self.spec.get("runtime_dir")
         self.ctx.send(self.accountant_address, Track(
             self._path(child), child.pid, spec.get("limits") or {}, spec.get("on_limit", "restart"),
-            bool(spec.get("adaptive")), spec.get("security_level", "standard"), child.inherited_fds))
+            bool(spec.get("adaptive")), spec.get("security_level", "standard"), child.inherited_fds,
+            marker_path(runtime_dir, child.pid) if runtime_dir else ""))
 
     def _cleanup(self: Supervisor, child: Child, pid: int | None) -> None:
         """A tool's process ended: end what it started, remove its temp dir, untrack it."""

@@ -126,16 +126,29 @@ def expand(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ autoscaling
+#: Where a sample's figures came from, as the reasons name it.
+SOURCES = {"accountant": "accountant history", "host": "host fallback (busy markers, host calls)"}
+
+
 @dataclass(frozen=True)
 class Sample:
     """One look at the pool: when, how many instances, their mean busy fraction (0..1),
-    calls waiting beyond one per instance, and calls finished per second."""
+    calls waiting beyond one per instance, calls finished per second, the span (seconds)
+    the figures cover, and their ``source``: ``"accountant"`` (its usage history) or
+    ``"host"`` (the fallback: busy markers and the host's own calls)."""
 
     time: float
     size: int
     busy: float
     queued: float = 0.0
     rate: float = 0.0
+    span: float = 0.0
+    source: str = "accountant"
+
+    def figures(self) -> str:
+        over = f" over {self.span:.2f}s" if self.span else ""
+        return (f"{SOURCES.get(self.source, self.source)}: busy {self.busy:.0%} per instance{over}, "
+                f"{self.queued:.1f} queued, {self.rate:.0f} calls/s")
 
 
 @dataclass(frozen=True)
@@ -185,17 +198,19 @@ def decide(history: Sequence[Sample], rule: Autoscale, quiet_since: float | None
     want = min(rule.max, max(need_now, need_soon))
     if want > size:
         if need_now > size:
-            why = (f"busy {now.busy:.0%} per instance, {now.queued:.1f} queued: "
-                   f"{current:.2f} instances of work at target {rule.target_busy:.0%}")
+            why = (f"{now.figures()}: {current:.2f} instances of work at target "
+                   f"{rule.target_busy:.0%}")
         else:
-            why = (f"trend +{slope:.2f} busy instances/s predicts {predicted:.2f} instances of "
-                   f"work in {horizon:g}s (now {current:.2f}) at target {rule.target_busy:.0%}")
+            why = (f"trend +{slope:.2f} busy instances/s over {len(recent)} samples predicts "
+                   f"{predicted:.2f} instances of work in {horizon:g}s (now {current:.2f}; "
+                   f"{now.figures()}) at target {rule.target_busy:.0%}")
         return Decision(want, f"scale up {size} -> {want}: {why}")
     if size > rule.min and quiet_since is not None and now.time - quiet_since >= rule.quiet \
             and slope <= 0:
         return Decision(size - 1, f"scale down {size} -> {size - 1}: under target "
                         f"{rule.target_busy:.0%} with one instance less for "
-                        f"{now.time - quiet_since:.0f}s (work {current:.2f} instances)")
+                        f"{now.time - quiet_since:.0f}s (work {current:.2f} instances; "
+                        f"{now.figures()})")
     return None
 
 
