@@ -341,8 +341,9 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
              at_most(z["spawn_last100_over_first25"], t["spawn_last100_over_first25_max"])),
             ("  call p50 ms / restart p50 ms", f"{_f(z['call']['p50_ms'])} / {_f(z['restart']['p50_ms'])}",
              "-", "ref"),
-            ("  sweep ms per tool / accountant CPU",
-             f"{_f(z['accountant']['sweep_ms_per_tool'])} / "
+            ("  sweep ms per tool (wall; CPU) / accountant CPU",
+             f"{_f(z['accountant']['sweep_ms_per_tool'])} "
+             f"({_f(z['accountant'].get('sweep_cpu_ms_per_tool'))}) / "
              f"{_f(z['accountant']['cpu_fraction_at_sample_every_1'])}",
              f"<= {t['sweep_ms_per_tool_max']} / < {t['accountant_cpu_max']}",
              at_most(z["accountant"]["sweep_ms_per_tool"], t["sweep_ms_per_tool_max"])),

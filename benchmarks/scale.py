@@ -63,11 +63,12 @@ def _restarts(tool: Any, n: int) -> dict[str, Any]:
 
 
 def _accountant(system: ToolSystem, seconds: float) -> dict[str, Any]:
-    ms, per_tool = [], []
+    ms, per_tool, cpu_per_tool = [], [], []
     for _ in range(3):
         st = system.accounting_stats(sweep_now=True)
         ms.append(st["last_sweep_ms"])
         per_tool.append(st["last_sweep_ms"] / max(1, st["last_sweep_tools"]))
+        cpu_per_tool.append(st.get("last_sweep_cpu_ms", 0.0) / max(1, st["last_sweep_tools"]))
     pid = system.accounting_stats().get("pid")
     cpu = None
     if pid:
@@ -77,6 +78,7 @@ def _accountant(system: ToolSystem, seconds: float) -> dict[str, Any]:
         cpu = round((sum(p.cpu_times()[:2]) - c0) / (time.perf_counter() - t0), 4)
     return {"sweep_ms_p50": round(statistics.median(ms), 3),
             "sweep_ms_per_tool": round(statistics.median(per_tool), 4),
+            "sweep_cpu_ms_per_tool": round(statistics.median(cpu_per_tool), 4),
             "cpu_fraction_at_sample_every_1": cpu}
 
 
