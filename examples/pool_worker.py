@@ -59,7 +59,11 @@ def main() -> int:
         print("one instance:", system.tool("w/fetch#2").call("fetch", seconds=0) == st.instances[1].pid)
         st = pool.scale(2)
         print(f"scaled to {st.replicas}:", ", ".join(i.name for i in st.instances))
-        print("events:", [e["detail"] for e in system.events() if e["event"] == "scaled"])
+        deadline = time.monotonic() + 5  # events travel up the tree to the root: give it a moment
+        while not (scaled := [e["detail"] for e in system.events() if e["event"] == "scaled"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("events:", scaled)
     return 0
 
 
