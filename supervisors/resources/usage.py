@@ -4,8 +4,10 @@ On Linux the figures come straight from /proc, reading each file once per
 sample (what psutil's ``oneshot()`` does, without psutil's per-call cost):
 a sweep over 100 tools must stay within a few milliseconds. Elsewhere psutil
 is used. USS (memory only this process holds; forked pages are shared) is
-exact every ``USS_EVERY`` samples and carried forward by the change in RSS in
-between, because reading ``smaps_rollup`` costs ~0.2 ms per process.
+exact every ``USS_EVERY`` samples, and whenever RSS moved by ``USS_DRIFT`` since the
+last exact reading (a leak shows at once); in between it is carried forward by the
+change in RSS, because reading ``smaps_rollup`` costs ~0.2 ms per process (at 1,000
+tools, every 10th sample, it was half of the accountant's sweep).
 
 ``open_files`` counts the descriptors the tool opened itself: those it
 inherited from its supervisor when it was forked are left out, and so are the
@@ -31,7 +33,8 @@ from supervisors.resources.work import WORK_FIGURES
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MB = 1024 * 1024
-USS_EVERY = 10
+USS_EVERY = 30
+USS_DRIFT = 1024 * 1024  # bytes of RSS change that call for an exact USS reading
 LINUX = os.path.isdir("/proc/self/fd")
 #: How a tool's socket is named in /proc/net/unix (see actors.fastpath); connections
 #: accepted on it carry the same name.
@@ -174,7 +177,8 @@ def _sample_proc(t: Tracker, sweep: Sweep) -> dict[str, Any] | None:
     if t.cpu_at is not None and now > t.cpu_at[1]:
         cpu_percent = max(0.0, 100.0 * (cpu - t.cpu_at[0]) / (now - t.cpu_at[1]))
     t.cpu_at = (cpu, now)
-    if (t.samples + pid) % USS_EVERY == 0 or t.samples == 0:  # staggered across tools
+    if (t.samples + pid) % USS_EVERY == 0 or t.samples == 0 or \
+            abs(rss - t.rss_base) >= USS_DRIFT:  # (the first: staggered across tools)
         t.uss_base, t.rss_base = _uss(pid), rss
     uss = max(0.0, t.uss_base + (rss - t.rss_base))
     fds, sockets, callers = _descriptors(t, sweep)
