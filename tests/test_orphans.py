@@ -69,3 +69,27 @@ def test_a_killed_supervisor_takes_its_tools_with_it() -> None:
         os.kill(inner.status().pid, signal.SIGKILL)
         wait_dead(tool_pid, timeout=5)  # PR_SET_PDEATHSIG: no orphaned tool
         assert t.call("get", timeout=10) == 0  # and the subtree came back
+
+
+@pytest.mark.timeout(90)
+def test_an_attempt_that_failed_after_its_admin_started_leaves_nothing(monkeypatch) -> None:
+    """The admin of a start attempt that then failed (its host could not talk to it) is
+    ended before the next attempt: no admin of a failed attempt lives on."""
+    from supervisors.host import transport as tr
+
+    real = tr.ActorSystem
+    failed_admins: list[int] = []
+
+    def once_unreachable(*args, **kw):
+        asys = real(*args, **kw)
+        if not failed_admins:
+            path = os.environ[tr.ADMIN_PIDFILE_ENV]
+            failed_admins.append(int(Path(path).read_text()))
+            raise RuntimeError("ActorAddr-(T|:1) is not a valid ActorSystem admin")  # as seen
+        return asys
+
+    monkeypatch.setattr(tr, "ActorSystem", once_unreachable)
+    with ToolSystem(data_dir=False) as system:
+        assert system.spawn(Counter, name="c").call("get") == 0
+        wait_dead(failed_admins[0], timeout=10)
+        assert not session_members(failed_admins[0])

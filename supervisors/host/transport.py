@@ -31,6 +31,7 @@ from actors.codec import decode, encode
 from actors.errors import CallTimeout, MalformedMessage, ToolError
 from actors.frames import MAX_FRAME
 from actors.shell import BASES
+from supervisors.processes.procs import end_session
 
 #: How often a waiting caller checks that the peer process still lives (seconds).
 LIVENESS_POLL = 0.05
@@ -182,12 +183,29 @@ class Transport:
                 _reap(_children() - before)
                 return
             except Exception as exc:
+                self._end_failed_admin()
                 if attempt == 2:
                     self._release_auth()
                     raise RuntimeError(f"could not start the actor system on 127.0.0.1 "
                                        f"(last port tried {self.port}): {exc}") from exc
                 logger.warning("actor system did not start on port {} ({}); trying another",
                                self.port, exc)
+
+    @staticmethod
+    def _end_failed_admin() -> None:
+        """A start attempt failed, perhaps after its admin started (a host that cannot talk
+        to it): end that admin's session, as the reaper would, before trying again."""
+        path = os.environ.get(ADMIN_PIDFILE_ENV)
+        if not path:
+            return
+        try:
+            with open(path) as f:
+                sid = int(f.read().strip() or 0)
+            os.unlink(path)
+        except (OSError, ValueError):
+            return
+        if sid:
+            end_session(sid, grace=0.5)
 
     def create(self, shell: type) -> Any:
         """Create a top-level actor (the root supervisor) and return its address."""
