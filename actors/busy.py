@@ -84,17 +84,36 @@ class BusyMarker:
         self.busy = self.entered = 0.0
         self.calls = 0
         self._command = False
+        self._path = path
+        self._batch_room: bool | None = None  # the batch area's pages reserved (None: not yet)
         if not path:
             return
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.ftruncate(fd, TOTAL)
+                # The file is sparse: a write to a page a full file system (tmpfs) cannot
+                # give is a SIGBUS. Reserve the first page now (no marker if it cannot be
+                # had), the batch area when a batch first needs it.
+                os.posix_fallocate(fd, 0, mmap.PAGESIZE)
                 self.map = mmap.mmap(fd, TOTAL)
             finally:
                 os.close(fd)
         except OSError:
             self.map = None
+
+    def _reserve_batch_area(self) -> bool:
+        if self._batch_room is None:
+            try:
+                fd = os.open(self._path or "", os.O_RDWR)
+                try:
+                    os.posix_fallocate(fd, 0, TOTAL)
+                finally:
+                    os.close(fd)
+                self._batch_room = True
+            except OSError:  # no room: batches are counted, their results not recorded
+                self._batch_room = False
+        return self._batch_room
 
     def enter(self, kind: str, name: str) -> None:
         m = self.map
@@ -120,7 +139,7 @@ class BusyMarker:
     def batch_begin(self, cid: int) -> None:
         if self.map is not None:
             self._done = self._used = 0
-            self._recording = True
+            self._recording = self._reserve_batch_area()
             _BATCH.pack_into(self.map, SIZE, cid, 0, 0)
 
     def batch_item(self, encoded: bytes | None) -> None:

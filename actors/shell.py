@@ -322,8 +322,8 @@ class Shell(Actor):
                     if due and self._ring():
                         self._due.extend(due)
                     else:
-                        for one in due:
-                            self._timer(inner, one)
+                        self._due.extend(due)
+                        self._run_due_now(inner)
                 else:
                     inner.wakeup(payload)
             elif isinstance(msg, ChildActorExited):
@@ -356,6 +356,11 @@ class Shell(Actor):
                 pass
         except BlockingIOError:
             pass
+        self._run_due_now(inner)
+
+    def _run_due_now(self, inner: Any) -> None:
+        """Run the due timers here (no bell on this base); one that fails does not stop
+        the others."""
         due, self._due = self._due, []
         for payload in due:
             try:

@@ -152,6 +152,7 @@ class LoopState:
         self.dirty: set[int] = set()           # idle fds added, dropped or replaced
         self.in_epoll: set[int] = set()        # idle fds the epoll set has
         self.epoll: Any = None                 # select.epoll, made when the first idle comes
+        self.rebuild = False                   # the epoll set holds a stale entry: make anew
         self.next_housekeep = 0.0
 
     def refresh_idle(self, opened: TrackedDict) -> None:
@@ -176,6 +177,9 @@ class LoopState:
 
     def _sync_epoll(self) -> None:
         """Tell the epoll set what changed among the idle connections."""
+        if self.rebuild:
+            self._rebuild_epoll()
+            return
         if not self.dirty:
             return
         if self.epoll is None:
@@ -198,6 +202,29 @@ class LoopState:
                     continue
                 have.add(fd)
         self.dirty = set()
+
+    def _rebuild_epoll(self) -> None:
+        """A fresh epoll set with exactly the idle connections of now.
+
+        epoll drops an entry only when the last copy of its file closes: a socket we closed
+        while a forked process (a tool's worker, a child not yet past its start) still held
+        a copy stays in the set, reporting under a number that is no longer that socket,
+        possibly ready for ever (a loop that never sleeps). Seen as an event for a number
+        that is not an idle connection now, it costs one rebuild (O(idle connections)).
+        """
+        if self.epoll is not None:
+            self.epoll.close()
+        self.epoll = select.epoll()
+        _STATES.add(self)
+        self.in_epoll = set()
+        for fd in self.idle_fds:
+            try:
+                self.epoll.register(fd, select.EPOLLIN)
+            except OSError:  # not open any more: housekeeping drops the entry
+                continue
+            self.in_epoll.add(fd)
+        self.dirty = set()
+        self.rebuild = False
 
     def poll_once(self, wrecv: list[int], wsend: list[int],
                   timeout: float | None) -> tuple[list[int], list[int], list[int]]:
@@ -246,8 +273,11 @@ class LoopState:
                 rerr.append(fd)
                 continue
             if fd == ep_fd:
-                rrecv.extend(i for i, _events in self.epoll.poll(0)
-                             if i in self.idle_fds and i not in extra)
+                for i, _events in self.epoll.poll(0):
+                    if i not in self.in_epoll:
+                        self.rebuild = True  # a stale entry (see _rebuild_epoll)
+                    elif i not in extra:
+                        rrecv.append(i)
                 continue
             mask = registered.get(fd, 0)
             if mask & _IN and flags & ~_OUT:
@@ -381,7 +411,10 @@ def run_with_expiry(self: Any, incomingHandler: Any) -> Any:  # noqa: N803 - The
             origPendingSends = len(self._transmitIntents) + len(self._waitingTransmits)
 
             # The idle connections that are ready, taken before incoming and transmits are
-            # handled (those may replace entries of _openSockets), as Thespian does.
+            # handled (those may replace entries of _openSockets), as Thespian does; looked
+            # at again first: another thread's transmit may have taken one during the poll.
+            if opened is not None:
+                st.refresh_idle(opened)
             idle_fds = st.idle_fds
             readyIdle = [idle_fds[fd] for fd in rrecv if fd in idle_fds]
             rrecv_set = set(rrecv)

@@ -169,3 +169,45 @@ def test_a_thread_that_ends_takes_its_epoll_set_with_it() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_stale_epoll_entry_left_by_a_forked_copy_is_cleared_not_spun_on() -> None:
+    """A socket closed here while a forked process still holds a copy stays in a kept epoll
+    set, ready for ever under a number that is no longer it: the set is made anew."""
+    import os
+    import time
+
+    other, other_peer = socket.socketpair()  # an idle connection that stays (keeps epoll polled)
+    opened, st = _watching(other)
+    a, peer = socket.socketpair()
+    opened["supervisor"] = _Idle(a)
+    st.refresh_idle(opened)
+    st.poll_once([], [], 0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a worker that lives on, holding copies
+        peer.close()
+        time.sleep(10)
+        os._exit(0)
+    try:
+        peer.close()  # the far end closes (here and in the child): the idle socket reads EOF
+        deadline = time.monotonic() + 5
+        while a.fileno() not in st.poll_once([], [], 0.1)[0]:
+            assert time.monotonic() < deadline
+        del opened["supervisor"]
+        a.close()     # as Thespian does after reading EOF; the child still holds a copy
+        b, peer2 = socket.socketpair()
+        opened["supervisor"] = _Idle(b)
+        slept = []
+        for _ in range(3):
+            st.refresh_idle(opened)
+            t0 = time.monotonic()
+            ready = st.poll_once([], [], 0.2)[0]
+            slept.append(time.monotonic() - t0)
+            if ready:  # the loop would move it to incoming
+                del opened["supervisor"]
+        assert slept[-1] >= 0.15, slept  # the last pass waited: no stale entry left
+        for s in (b, peer2, other, other_peer):
+            s.close()
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

@@ -35,6 +35,7 @@ TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MB = 1024 * 1024
 USS_EVERY = 30
 USS_DRIFT = 1024 * 1024  # bytes of RSS change that call for an exact USS reading
+LIST_EVERY = 10  # samples between full listings of a tool's descriptors (sockets, callers)
 LINUX = os.path.isdir("/proc/self/fd")
 #: How a tool's socket is named in /proc/net/unix (see actors.fastpath); connections
 #: accepted on it carry the same name.
@@ -228,7 +229,7 @@ def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int, int]:
     Linux >= 6.2 gives the count of open descriptors as the size of /proc/PID/fd,
     which costs one stat instead of listing hundreds of inherited entries; the
     descriptors are listed (to find sockets) only when the count changed, and
-    every ``USS_EVERY`` samples anyway.
+    every ``LIST_EVERY`` samples anyway.
     """
     fd_dir = f"/proc/{t.pid}/fd"
     total = os.stat(fd_dir).st_size
@@ -236,7 +237,7 @@ def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int, int]:
     last = t.last
     if total and last:
         own = max(0, total - len(inherited))
-        if own == last.get("open_files", 0) + last.get("callers", 0) and (t.samples + t.pid) % USS_EVERY:
+        if own == last.get("open_files", 0) + last.get("callers", 0) and (t.samples + t.pid) % LIST_EVERY:
             return last["open_files"], last.get("connections", 0), last.get("callers", 0)
     fds = sockets = callers = 0
     known = t.sockets

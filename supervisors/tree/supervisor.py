@@ -130,7 +130,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         elif isinstance(msg, Exiting):
             self._on_exiting(msg, sender)
         elif isinstance(msg, SpecChanged):
-            self._on_spec_changed(msg)
+            self._on_spec_changed(msg, sender)
         elif isinstance(msg, Event):
             self._publish(msg.event)
         elif isinstance(msg, Breach):
@@ -1034,10 +1034,13 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             spec.pop(key, None)
         self.ctx.send(self.parent, SpecChanged(self.name, spec))
 
-    def _on_spec_changed(self, msg: SpecChanged) -> None:
-        """A child supervisor's subtree changed: keep its spec current, and pass it up."""
+    def _on_spec_changed(self, msg: SpecChanged, sender: Any) -> None:
+        """A child supervisor's subtree changed: keep its spec current, and pass it up.
+        Only from the live instance: a change a dead one sent before it died would be
+        applied to the spec its replacement started from, and stay there."""
         child = self._find(msg.name)
-        if child is None or child.kind != "supervisor":
+        if child is None or child.kind != "supervisor" or child.address is None or \
+                sender != child.address:
             return
         if msg.path is None:
             child.spec = msg.spec
