@@ -232,7 +232,10 @@ class Shell(Actor):
         popen = getattr(procs[-1].childProc, "_popen", None) if procs else None
         finalizer = getattr(popen, "finalizer", None)
         if finalizer is not None:
-            finalizer()  # multiprocessing's own close of (parent_r, parent_w); runs once
+            # multiprocessing's own close of (parent_r, parent_w); runs once. Its
+            # ``sentinel`` now names a closed (later reused) number: never wait on it
+            # (``join(timeout)`` of a live child would); Thespian joins only dead ones.
+            finalizer()
 
     def exit(self) -> None:
         self._forget_dead_children()

@@ -31,9 +31,13 @@ def _base() -> str | None:
 def make() -> str:
     """A fresh runtime directory (in RAM where possible) with its tools' temp root on disk."""
     runtime = tempfile.mkdtemp(prefix="toolvisor-", dir=_base())
-    tools_tmp = tempfile.mkdtemp(prefix="toolvisor-tools-")
-    with open(os.path.join(runtime, TOOLS_TMP_FILE), "w") as f:
-        f.write(tools_tmp)
+    try:
+        tools_tmp = tempfile.mkdtemp(prefix="toolvisor-tools-")
+        with open(os.path.join(runtime, TOOLS_TMP_FILE), "w") as f:
+            f.write(tools_tmp)
+    except BaseException:
+        remove(runtime)
+        raise
     return runtime
 
 
