@@ -51,23 +51,25 @@ def _interleaved(big: Any, alone: Any, n: int, blocks: int = 60) -> dict[str, An
     pair = ((big, a), (alone, b))
     for k in range(blocks):  # short blocks, the order flipped every round
         for tool, out in (pair if k % 2 == 0 else pair[::-1]):
-            for _ in range(max(1, n // blocks)):
-                t0 = time.perf_counter()
-                tool.call("get")
-                out.append(time.perf_counter() - t0)
+            _timed(tool, max(1, n // blocks), out)
     big_ms, alone_ms = summarize_ms(a), summarize_ms(b)
     return {"among_all": big_ms, "alone": alone_ms,
             "ratio_p50": round(big_ms["p50_ms"] / alone_ms["p50_ms"], 2)}
 
 
-def _calls(tool: Any, n: int) -> dict[str, Any]:
-    for _ in range(20):
-        tool.call("get")
-    out = []
+def _timed(tool: Any, n: int, out: list[float]) -> None:
+    """``n`` calls of ``get``, each one's duration appended to ``out``."""
     for _ in range(n):
         t0 = time.perf_counter()
         tool.call("get")
         out.append(time.perf_counter() - t0)
+
+
+def _calls(tool: Any, n: int) -> dict[str, Any]:
+    for _ in range(20):
+        tool.call("get")
+    out: list[float] = []
+    _timed(tool, n, out)
     return summarize_ms(out)
 
 
