@@ -174,6 +174,12 @@ def test_changes_two_levels_down_reach_the_spec_each_ancestor_keeps(system: Tool
     assert inner.tool("a").call("get", timeout=10) == 1
     assert inner.tool("c").call("get", timeout=10) == 3
     assert [c.name for c in inner.children()] == ["a", "c"]
+    # changes made by the restarted instances reach outer too (they come from new addresses)
+    inner.spawn(Counter, name="d", config={"start": 4})
+    wait_until(lambda: kept_by_outer() == ["a", "c", "d"], what="outer to learn of d")
+    os.kill(mid.status().pid, signal.SIGKILL)
+    wait_until(lambda: mid.status().restarts == 2 and mid.status().state is ToolState.RUNNING)
+    assert inner.tool("d").call("get", timeout=10) == 4
 
 
 def test_init_failure_during_restart_counts_against_intensity(system: ToolSystem, tmp_path) -> None:
