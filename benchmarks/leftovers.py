@@ -11,7 +11,8 @@ import time
 import psutil
 
 
-def _live_children() -> list[psutil.Process]:
+def live_children() -> list[psutil.Process]:
+    """This process's descendants that have not ended (zombies left out)."""
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
@@ -25,10 +26,10 @@ def _live_children() -> list[psutil.Process]:
 def sweep(grace: float = 5.0) -> list[dict[str, object]]:
     """Wait up to ``grace`` s for our children to end; kill and describe the ones that do not."""
     deadline = time.monotonic() + grace
-    left = _live_children()
+    left = live_children()
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = _live_children()
+        left = live_children()
     found = []
     for p in left:
         try:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from benchmarks.leftovers import live_children
 from supervisors import Backoff, Policy, ToolSystem
 from tests.helpers import session_members
 
@@ -60,14 +61,9 @@ def read_lines(path: str) -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any actor-system process or child of pytest is still alive."""
     deadline = time.monotonic() + 5.0
-    me = psutil.Process(os.getpid())
     while True:
         strays = [p for g in ToolSystem.started_sessions for p in session_members(g)]
-        try:
-            strays += [c for c in me.children(recursive=True)
-                       if c.status() != psutil.STATUS_ZOMBIE]
-        except psutil.Error:
-            pass
+        strays += live_children()
         if not strays or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -20,6 +20,8 @@ import time
 
 import psutil
 
+from benchmarks.leftovers import live_children
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -31,17 +33,6 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-
-
-def _alive_descendants() -> list[psutil.Process]:
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
 
 
 def main() -> int:
@@ -66,7 +57,7 @@ def main() -> int:
     left: list[psutil.Process] = []
     while time.monotonic() - died < 5.0:
         _reap()
-        left = _alive_descendants()
+        left = live_children()
         if not left:
             break
         time.sleep(0.05)
