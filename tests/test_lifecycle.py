@@ -18,6 +18,7 @@ from supervisors import (
     ToolSystem,
     ToolUnavailable,
 )
+from supervisors.processes.procs import pid_alive
 from tests.conftest import read_lines
 from tests.helpers import wait_dead, wait_until
 from tests.tools import BadPause, Counter, FailingInit, Ticker
@@ -191,6 +192,27 @@ def test_exit_with_error_restarts_transient(system: ToolSystem) -> None:
     wait_until(lambda: t.status().restarts == 1, what="restart")
     assert t.call("pid", timeout=10) != old
     assert "lost my socket" in (t.status().last_error or "")
+
+
+def test_restart_waits_until_the_old_process_has_ended(system: ToolSystem) -> None:
+    """The actor says goodbye before its process ends; OTP restarts only after the old
+    process is gone, so two instances never overlap (and a call never reaches the old)."""
+    t = system.spawn(Counter, name="t", restart="transient")
+    old = t.call("pid")
+    t.call("leave_slowly", linger=1.5, error="lost my socket")
+    wait_until(lambda: t.status().restarts == 1, what="restart")
+    assert not pid_alive(old), "restarted while the old process was still running"
+    assert t.call("pid", timeout=10) != old
+
+
+def test_a_process_that_outlives_its_goodbye_is_killed(system: ToolSystem) -> None:
+    t = system.spawn(Counter, name="t", shutdown_timeout=0.5)
+    old = t.call("pid")
+    t.call("leave_slowly", linger=3600, error="stuck thread")
+    wait_until(lambda: t.status().restarts == 1, what="restart", timeout=15)
+    assert not pid_alive(old)
+    assert t.call("pid", timeout=10) != old
+    assert any(e["event"] == "killed" and e["path"] == "t" for e in system.events())
 
 
 def test_raising_lifecycle_callback_is_a_failure(system: ToolSystem) -> None:

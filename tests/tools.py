@@ -64,6 +64,17 @@ class Counter(ToolActor):
         return "bye"
 
     @command
+    def leave_slowly(self, linger: float, error: str | None = None) -> str:
+        """Exit, with a non-daemon thread that holds the process ``linger`` seconds longer
+        (the actor says goodbye first, then its process waits for the thread). The process
+        also leaves its own process group, so that killing the group misses it."""
+        import threading
+        os.setpgid(0, os.getpgid(os.getppid()))
+        threading.Thread(target=time.sleep, args=(linger,), daemon=False).start()
+        self.exit(error)
+        return "bye"
+
+    @command
     def unsendable(self) -> Any:
         return object()
 

@@ -78,6 +78,7 @@ from supervisors.tree.watchdog import Watchdog
 S = ToolState
 KILL_GRACE = 3.0          # after SIGKILL, how long to wait for the exit notice
 WATCH_HOST_EVERY = 0.5    # root: how often to check that the host process lives
+LINGER = 1.0              # how long a child's process may outlive its goodbye
 LIVENESS_EVERY = 0.1      # where pidfds are missing: how often to check every child's pid
 EVENTS_KEPT = 2000
 
@@ -166,6 +167,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self._watch_host()
         elif kind == "liveness":
             self._check_liveness()
+        elif kind == "linger":
+            self._lingering(payload[1])
         elif kind == "watchdog":
             self._watchdog_tick()
         elif kind == "step":
@@ -180,21 +183,56 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     # Two independent witnesses: Thespian's ChildActorExited (by address; it can be
     # missed) and a pidfd per child watched in our own loop (by pid), backed by a poll of
     # every child's pid. Whichever comes first wins; the others find no live child.
+    #
+    # Thespian's notice is often the child's own goodbye, sent when its actor loop ends and
+    # before its process has: the process still drains its sends and joins its threads.
+    # As in OTP (an 'EXIT' comes from a dead process), the child counts as ended only once
+    # its process is gone, so a restart never overlaps the old instance and a caller never
+    # reaches it. A process that outlives its goodbye by LINGER seconds is killed (when no
+    # stop is already timing it with the child's shutdown_timeout).
     def child_exited(self, address: Any) -> None:
-        self._witnessed(lambda c: c.address == address)
+        child = self._live(lambda c: c.address == address)
+        if child is None:
+            return
+        if child.pid and pid_alive(child.pid):
+            self.ctx.after(LINGER, ("linger", child.pid))
+            return
+        self._witnessed(child)
 
     def process_ended(self, pid: int) -> None:
-        self._witnessed(lambda c: c.pid == pid)
+        child = self._live(lambda c: c.pid == pid)
+        if child is not None:
+            self._witnessed(child)
 
-    def _witnessed(self, is_it: Callable[[Child], bool]) -> None:
-        """A witness saw a process end: handle it once, for the live child it names."""
+    def _live(self, is_it: Callable[[Child], bool]) -> Child | None:
+        """The live child (or the accountant) that ``is_it`` names."""
         acc = self.accountant
         if acc is not None and acc.alive and is_it(acc):
-            self._accountant_exited(acc)
-            return
-        child = next((c for c in self.children if c.alive and is_it(c)), None)
-        if child is not None:
+            return acc
+        return next((c for c in self.children if c.alive and is_it(c)), None)
+
+    def _witnessed(self, child: Child) -> None:
+        """A witness saw the child's process end: handle it once."""
+        if child is self.accountant:
+            self._accountant_exited(child)
+        else:
             self._ended(child)
+
+    def _lingering(self, pid: int) -> None:
+        """LINGER seconds after a goodbye: is that process gone yet?"""
+        child = self._live(lambda c: c.pid == pid)
+        if child is None:
+            return  # a witness has seen it end
+        if not pid_alive(pid):
+            self._witnessed(child)  # (the process witness missed it)
+            return
+        if not self.jobs.waiting_exit(child):
+            self.log.warning("{} {}: pid {} still runs {:g}s after its actor ended (a "
+                             "non-daemon thread?); killing it", child.kind, self._path(child),
+                             pid, LINGER)
+            self._event(child, "killed", f"its process outlived its actor by {LINGER:g}s")
+            kill_tree(pid)
+        self.ctx.after(LINGER, ("linger", pid))
 
     def _watch_pid(self, child: Child) -> None:
         if child.pid and not self.ctx.watch_process(child.pid) and not self._polling:
