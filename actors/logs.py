@@ -45,6 +45,15 @@ def _isatty() -> bool:
         return False
 
 
+def get_title() -> str:
+    """This process's name in ``ps`` ('' if unknown)."""
+    try:
+        from setproctitle import getproctitle
+    except ImportError:  # pragma: no cover - setproctitle is a dependency
+        return ""
+    return getproctitle()
+
+
 def set_title(title: str) -> None:
     """Name this process in ``ps`` (best effort)."""
     try:

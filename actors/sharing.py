@@ -75,6 +75,12 @@ def preload() -> None:
 
 
 _refused: set[str] = set()
+_tools_loaded: set[str] = set()
+
+
+def preloaded_tools() -> list[str]:
+    """The tool modules ``preload_tool`` loaded here (a zygote loads them too)."""
+    return sorted(_tools_loaded)
 
 
 def preload_tool(spec: dict[str, Any]) -> bool:
@@ -88,13 +94,13 @@ def preload_tool(spec: dict[str, Any]) -> bool:
     if not module or module == "__main__" or spec.get("main") or module in _refused or \
             any(security.get(k) is not None for k in ("env", "workdir", "umask")):
         return False
-    if module in sys.modules:
-        return True
-    try:
-        importlib.import_module(module)
-    except BaseException:  # the tool's own process imports it again and reports the failure
-        _refused.add(module)
-        return False
+    if module not in sys.modules:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # the tool's own process imports it again and reports the failure
+            _refused.add(module)
+            return False
+    _tools_loaded.add(module)
     return True
 
 

@@ -40,6 +40,8 @@ from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
 from actors.messages import Reply
 from actors.pidwatch import PidWatch
 from actors.timers import WAKEUP, Timers
+from actors.zygote import CannotFork, Zygote, ZygoteGone
+from actors.zygote import enabled as zygote_enabled
 
 ADDRESS_EXT = 1
 #: The Thespian bases our shells run on (multiprocQueueBase does not report killed children).
@@ -112,9 +114,10 @@ class Shell(Actor):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        bind_to_parent()
-        pidwatch.close_inherited()
-        tcploop.close_inherited()
+        self._forked()
+        self._zygote: Zygote | None = None  # forks our tools (actors.zygote); started lazily
+        self._zygote_off = False
+        self._zygote_losses = 0
         self.pid = os.getpid()
         self._inner: Any = None
         self._door: FastPathServer | None = None
@@ -217,9 +220,74 @@ class Shell(Actor):
 
     def spawn(self, kind: str) -> Any:
         with sharing.forking():  # share what can be shared with the child (actors.sharing)
-            address = self.createActor(SHELLS[kind])
+            zygote = self._zygote_for(kind)
+            if zygote is None:
+                address = self.createActor(SHELLS[kind])
+            else:
+                try:
+                    with zygote.serving(self._myRef):
+                        address = self.createActor(SHELLS[kind])
+                except ZygoteGone as exc:
+                    self._zygote_lost(str(exc))
+                    address = self.createActor(SHELLS[kind])
+                except CannotFork as exc:
+                    logger.warning("actor {}: {}; forking this tool from this process", self.pid, exc)
+                    address = self.createActor(SHELLS[kind])
         self._drop_start_pipes()
         return address
+
+    def _zygote_for(self, kind: str) -> Zygote | None:
+        """The process that forks our tools (actors.zygote), started before the first."""
+        if kind != "tool" or self._zygote_off:
+            return None
+        if self._zygote is None:
+            if not zygote_enabled():
+                self._zygote_off = True
+                return None
+            try:
+                self._zygote = Zygote.start(self._forked)
+            except OSError as exc:
+                self._zygote_lost(str(exc))
+        return self._zygote
+
+    def _zygote_lost(self, why: str) -> None:
+        """The zygote failed: start another for the next tool; after ZYGOTE_LOSSES, fork
+        tools from this process."""
+        self._zygote_losses += 1
+        off = self._zygote_losses >= ZYGOTE_LOSSES
+        logger.warning("actor {}: zygote lost ({}); {}", self.pid, why,
+                       "forking tools from this process from now on" if off else
+                       "the next tool starts a new one")
+        if self._zygote is not None:
+            self._zygote.close()
+        self._zygote, self._zygote_off = None, off
+
+    def _zygote_answers(self, ready: list[int]) -> list[int]:
+        """Read the zygote's answers; a fork it could not make is a child that ended (as
+        Thespian reports one). Return the other ready fds."""
+        z = self._zygote
+        if z is None or z.sock.fileno() not in ready:
+            return ready
+        failed = set(z.collect())
+        if z.gone:
+            failed.update(range(z.answered + 1, z.asked + 1))
+        m = self._myRef
+        for info in list(getattr(m, "_child_procs", None) or ()):
+            if getattr(info.childProc, "ticket", 0) in failed:
+                m._child_procs.remove(info)
+                m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
+                    getattr(info, "childRealAddr", info.childAddr))))
+        if z.gone:
+            self._zygote_lost("it stopped answering")
+        return [fd for fd in ready if fd != z.sock.fileno()]
+
+    @staticmethod
+    def _forked() -> None:
+        """In a process just forked from an actor's (a child actor, or a zygote): let go of
+        what belongs to the parent."""
+        bind_to_parent()
+        pidwatch.close_inherited()
+        tcploop.close_inherited()
 
     def _drop_start_pipes(self) -> None:
         """Close the two pipe ends ``multiprocessing`` keeps for the child just forked.
@@ -238,6 +306,8 @@ class Shell(Actor):
             finalizer()
 
     def exit(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
         self._forget_dead_children()
         self._close_door()
         super().send(self.myAddress, ActorExitRequest())
@@ -303,7 +373,7 @@ class Shell(Actor):
             if isinstance(msg, (bytes, bytearray)):
                 inner.receive(decode(msg), sender)
             elif isinstance(msg, WatchMessage):
-                ready = self._pids_ended(list(msg.ready), inner)
+                ready = self._zygote_answers(self._pids_ended(list(msg.ready), inner))
                 if self._bell is not None and self._bell[0] in msg.ready:
                     self._run_due(inner)
                 mine = self._peer_fds.intersection(msg.ready)
@@ -391,6 +461,8 @@ class Shell(Actor):
         pid_fd = self._pidwatch.fd()
         if pid_fd is not None:
             fds.append(pid_fd)
+        if self._zygote is not None:
+            fds.append(self._zygote.sock.fileno())
         if door is None:
             return ThespianWatch(fds) if fds else None
         door.flush()  # replies queued while handling this message (e.g. held calls on resume)
@@ -412,3 +484,4 @@ class ToolShell(Shell):
 
 #: kind -> shell class; ``supervisors`` registers its own kind on import.
 SHELLS: dict[str, type[Shell]] = {"tool": ToolShell}
+ZYGOTE_LOSSES = 3  # zygotes an actor may lose before it forks its tools itself

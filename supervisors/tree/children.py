@@ -32,6 +32,7 @@ class Child:
         self.backoff = BackoffState()
         self.started_at: float | None = None
         self.exit_report: Exiting | None = None
+        self.stopping_to: ToolState | None = None  # while a stop runs: the state it ends in
         self.waiters: list[tuple[int, Any, int | None]] = []
         self.snapshot: list[dict[str, Any]] | None = None  # a dead supervisor's children, last seen
         self.stopped_since: float | None = None  # watchdog: when its process was first seen stopped

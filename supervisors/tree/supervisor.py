@@ -186,15 +186,18 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     #
     # Thespian's notice is often the child's own goodbye, sent when its actor loop ends and
     # before its process has: the process still drains its sends and joins its threads.
-    # As in OTP (an 'EXIT' comes from a dead process), the child counts as ended only once
-    # its process is gone, so a restart never overlaps the old instance and a caller never
-    # reaches it. A process that outlives its goodbye by LINGER seconds is killed (when no
-    # stop is already timing it with the child's shutdown_timeout).
+    # Before a restart, as in OTP (an 'EXIT' comes from a dead process), the child counts
+    # as ended only once its process is gone, so the new instance never overlaps the old
+    # one and a caller never reaches the old one. A process that outlives its goodbye by
+    # LINGER seconds is killed (when no stop is already timing it with the child's
+    # shutdown_timeout). A child stopped for good ends at its goodbye (what is left of a
+    # tool's process is killed with its process group): a shutdown does not wait for
+    # each process's teardown in turn.
     def child_exited(self, address: Any) -> None:
         child = self._live(lambda c: c.address == address)
         if child is None:
             return
-        if child.pid and pid_alive(child.pid):
+        if child.pid and child.stopping_to not in (S.STOPPED, S.FAILED) and pid_alive(child.pid):
             self.ctx.after(LINGER, ("linger", child.pid))
             return
         self._witnessed(child)
@@ -933,6 +936,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             if run:
                 self._hooks("pre_stop", child)
             child.sm.force(S.STOPPING)
+            child.stopping_to = final
             limit = child.shutdown_timeout  # None: 'infinity'; 0: 'brutal_kill'
             r = TIMEOUT
             if limit != 0.0:
@@ -955,6 +959,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                     self.log.error("{}: no exit notice after SIGKILL; forgetting it", path)
                     child.address = None
                     child.pid = None
+            child.stopping_to = None
             if run:
                 self._hooks("post_stop", child)
         child.sm.force(final)
