@@ -212,7 +212,12 @@ class Shell(Actor):
             return
         at = next((i for i, info in enumerate(procs) if getattr(info.childProc, "pid", None) == pid),
                   None)
-        if at is None or procs[at].childProc.is_alive():
+        if at is None:
+            return
+        ended = getattr(procs[at].childProc, "ended", None)
+        if ended is not None:
+            ended()  # (a zygote's child: our witness is the one that knows; actors.zygote)
+        elif procs[at].childProc.is_alive():
             return
         info = procs.pop(at)
         m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(

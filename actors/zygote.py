@@ -194,6 +194,7 @@ class _Process:
         self.zygote, self.target, self.args, self.name = zygote, target, args, name
         self.ticket = 0
         self._pid: int | None = None
+        self._ended = False
 
     def start(self) -> None:
         self.ticket = self.zygote.fork(self.target, self.args, self.name)
@@ -207,23 +208,31 @@ class _Process:
         return self._pid
 
     def is_alive(self) -> bool:
+        """One system call: Thespian asks every child this each time one of them ends."""
+        if self._ended:
+            return False
         pid = self.pid
-        return pid is not None and _running(pid)
+        if pid is None:
+            self._ended = True
+            return False
+        try:
+            os.kill(pid, 0)  # (a zombie passes for alive until the zygote reaps it: moments)
+        except ProcessLookupError:
+            self._ended = True
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def ended(self) -> None:
+        """The actor's own witness (a pidfd) saw this process end."""
+        self._ended = True
 
     def join(self, timeout: float | None = None) -> None:
         """Thespian joins only children it has seen end; the zygote reaps them."""
 
     def poll(self) -> int | None:  # (multiprocessing.process._cleanup)
         return None if self.is_alive() else 0
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
 
 
 # ----------------------------------------------------------------------- the zygote's side

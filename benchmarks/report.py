@@ -355,6 +355,9 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
              f"{_f(z['supervisor'].get('uss_mib'))} / {_f(z['supervisor'].get('pss_mib'))}",
              f"<= {t['supervisor_uss_mib_max']} (USS)",
              at_most(z["supervisor"].get("uss_mib"), t["supervisor_uss_mib_max"])),
+            ("  its zygote USS / PSS MiB (one per supervisor)",
+             f"{_f((z.get('zygote') or {}).get('uss_mib'))} / {_f((z.get('zygote') or {}).get('pss_mib'))}",
+             "-", "ref"),
             ("  shutdown s", _f(z["shutdown_s"]), "< 10 (1,000)" if key == "1000" else "-",
              at_most(z["shutdown_s"], t["shutdown_1000_s_max"]) if key == "1000" else "ref"),
         ]

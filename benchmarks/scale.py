@@ -106,6 +106,15 @@ def _accountant(system: ToolSystem, seconds: float) -> dict[str, Any]:
             "cpu_fraction_at_sample_every_1": cpu}
 
 
+def _zygote(tool_pid: int | None, supervisor_pid: int | None) -> dict[str, Any] | None:
+    """The footprint of the process that forked the tool, if not its supervisor (actors/zygote.py)."""
+    try:
+        parent = psutil.Process(tool_pid).ppid() if tool_pid else None
+    except psutil.Error:
+        return None
+    return footprint(parent) if parent and parent != supervisor_pid else None
+
+
 def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
              log_level: str | None) -> dict[str, Any]:
     # The host imports the tool's module before the system starts, as an application that
@@ -135,8 +144,11 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
         restart = _restarts(target, restarts)
         acc = _accountant(system, 3.0)
         time.sleep(0.5)
-        tool_mem = footprint(system.tool(f"s000/t{min(n, per_supervisor) - 1:04d}").status().pid)
-        sup_mem = footprint(sups[0].status().pid)
+        tool_pid = system.tool(f"s000/t{min(n, per_supervisor) - 1:04d}").status().pid
+        tool_mem = footprint(tool_pid)
+        sup_pid = sups[0].status().pid
+        sup_mem = footprint(sup_pid)
+        zygote_mem = _zygote(tool_pid, sup_pid)
         t_exit = time.perf_counter()
     shutdown = time.perf_counter() - t_exit
     first = statistics.fmean(per_tool[:25]) * 1000
@@ -147,7 +159,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             "spawn_last100_over_first25": round(last / first, 2) if first else None,
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
-            "supervisor": sup_mem, "shutdown_s": round(shutdown, 2),
+            "supervisor": sup_mem, "zygote": zygote_mem, "shutdown_s": round(shutdown, 2),
             "loadavg_start": load_start, "loadavg_end": machine.loadavg()}
 
 
