@@ -18,7 +18,14 @@ Variants (each its own process, so no import of one run helps the next):
   system starts, as a program does that imports its tool classes (or loads a
   config file) before ``with ToolSystem()``;
 - ``on_preload``: the default plus ``TOOLVISOR_PRELOAD_TOOLS=1`` (opt-in: each
-  supervisor imports the tool's module before it forks the tool).
+  supervisor imports the tool's module before it forks the tool);
+- ``imported_no_zygote``: ``on_imported`` with ``TOOLVISOR_ZYGOTE=off``: each tool
+  forked by its supervisor itself, not by the supervisor's zygote (actors/zygote.py).
+
+Each run also gives the footprint of the first supervisor's zygote (the process
+that forked its tools) and ``tree_pss_mib``: the PSS of every process of the
+system added up (admin, logger, root, accountant, supervisors, zygotes, tools),
+the figure to compare when one variant moves memory from tools to supervisors.
 
 USS counts the pages only this process maps; PSS shares each page among the
 processes that map it. The load average is recorded: the machine is shared.
@@ -34,10 +41,12 @@ import sys
 import time
 from typing import Any
 
+import psutil
+
 TOOL = "examples.counter:Counter"
 PER_SUPERVISOR = 25
 SIZES = (25, 250)
-VARIANTS = ("off", "on", "on_imported", "on_preload")
+VARIANTS = ("off", "on", "on_imported", "on_preload", "imported_no_zygote")
 TARGETS = {"tool_uss_mib_max": 6.0, "supervisor_uss_mib_max": 6.0}
 CHILD_TIMEOUT_S = 600.0
 
@@ -54,6 +63,7 @@ def measure(n: int, log_level: str | None = None) -> dict[str, Any]:
     from benchmarks import machine
     from benchmarks.memory import footprint
     from supervisors import Backoff, Policy, ToolSystem
+    from supervisors.processes.procs import session_pids
 
     policy = Policy(max_restarts=1000, period=1.0, backoff=Backoff.none())
     load = machine.loadavg()
@@ -68,12 +78,19 @@ def measure(n: int, log_level: str | None = None) -> dict[str, Any]:
         step = max(1, n // 10)
         sample = [footprint(system.tool(f"s{i // PER_SUPERVISOR:03d}/t{i:04d}").status().pid)
                   for i in range(0, n, step)]
+        sup_pid = sups[0].status().pid
+        idle_pid = system.tool(f"s000/t{last:04d}").status().pid
+        forker = psutil.Process(idle_pid).ppid()
+        tree = [footprint(pid) for pid in session_pids(system.sid)] if system.sid else []
         out = {"tools": n, "supervisors": len(sups),
+               "zygote": footprint(forker) if forker != sup_pid else None,
+               "tree_pss_mib": round(sum(f.get("pss_mib", 0.0) for f in tree), 1),
+               "tree_processes": len(tree),
                "idle_tool": footprint(system.tool(f"s000/t{last:04d}").status().pid),
                "first_tool": footprint(system.tool("s000/t0000").status().pid),
                "median_tool": {"uss_mib": _median(sample, "uss_mib"),
                                "pss_mib": _median(sample, "pss_mib"), "sampled": len(sample)},
-               "supervisor": footprint(sups[0].status().pid),
+               "supervisor": footprint(sup_pid),
                "loadavg_start": load, "loadavg_end": machine.loadavg()}
     return out
 
@@ -83,7 +100,8 @@ def _child(n: int, variant: str, log_level: str | None) -> dict[str, Any]:
     env["TOOLVISOR_SHARING"] = "off" if variant == "off" else "on"
     env.pop("TOOLVISOR_BENCH_IMPORT_TOOL", None)
     env["TOOLVISOR_PRELOAD_TOOLS"] = "1" if variant == "on_preload" else ""
-    if variant == "on_imported":
+    env["TOOLVISOR_ZYGOTE"] = "off" if variant == "imported_no_zygote" else "on"
+    if variant in ("on_imported", "imported_no_zygote"):
         env["TOOLVISOR_BENCH_IMPORT_TOOL"] = "1"
     cmd = [sys.executable, "-m", "benchmarks.idle_memory", str(n), log_level or "WARNING"]
     try:
@@ -131,6 +149,9 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 ("  supervisor (25 tools) USS / PSS MiB", pair(fig["supervisor"]),
                  f"USS <= {t['supervisor_uss_mib_max']}" if judged else "-",
                  at_most(fig["supervisor"].get("uss_mib"), t["supervisor_uss_mib_max"]) if judged else "ref"),
+                ("  its zygote USS / PSS MiB; whole tree PSS MiB (processes)",
+                 f"{pair(fig.get('zygote') or {})}; {_f(fig.get('tree_pss_mib'))} "
+                 f"({fig.get('tree_processes', '?')})", "-", "ref"),
             ]
     return out
 
