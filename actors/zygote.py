@@ -162,10 +162,19 @@ class Zygote:
         """While inside: Thespian's ``manager`` creates its child actors through us."""
         real = getattr(manager, "mpcontext", None)
         manager.mpcontext = _Context(self, real)
+        # Thespian lists our open sockets (O(children)) for the child to close: a child of
+        # the zygote never had them
+        transport = manager.transport
+        transport.childResetFileNumList = _none
         try:
             yield
         finally:
             manager.mpcontext = real
+            del transport.childResetFileNumList
+
+
+def _none() -> list[int]:
+    return []
 
 
 class _Context:

@@ -183,6 +183,27 @@ def test_autoscaler_decides_from_the_accountant_history() -> None:
         assert pool.instance(1).usage_history()["calls"] == history["auto#1"]["calls"]
 
 
+def test_autoscaler_goes_on_when_the_wall_clock_steps_back() -> None:
+    """The accountant times its points by the wall clock; after a step back, every new point
+    is older than the newest one seen, and a filter on it alone would see nothing new."""
+    with ToolSystem(policy=FAST, sample_every=1.0) as system:
+        pool = system.root.spawn(Worker, name="auto", replicas={
+            "min": 1, "max": 3, "target_busy": 0.5, "interval": 0.2, "quiet": 60.0, "window": 2.0})
+        scaler = system.pools.pools["auto"].autoscaler
+        scaler._since = time.time() + 3600  # as if the clock had been an hour ahead until now
+        stop = threading.Event()
+        threads = _load(pool, 3, stop)
+        try:
+            wait_until(lambda: pool.status().replicas >= 2, timeout=30, every=0.1,
+                       what="the pool to grow")
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(30)
+        assert scaler._since < time.time() + 1
+        assert scaler.source == "accountant"
+
+
 @pytest.mark.timeout(150)
 def test_autoscaler_falls_back_when_the_accountant_does_not_answer() -> None:
     with ToolSystem(policy=FAST, sample_every=1.0) as system:

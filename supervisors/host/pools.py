@@ -439,6 +439,9 @@ class Autoscaler:
         if not members:
             return None
         system = self.pools.system
+        now = time.time()
+        if self._since > now + self.rule.interval:  # the wall clock stepped back: the
+            self._since = now - self.rule.interval  # accountant's points are timed by it
         try:
             history = system.usage_history(members, since=self._since,
                                            refresh=min(REFRESH, self.rule.interval / 4),
