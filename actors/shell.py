@@ -40,7 +40,7 @@ from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
 from actors.messages import Reply
 from actors.pidwatch import PidWatch
 from actors.timers import WAKEUP, Timers
-from actors.zygote import CannotFork, Zygote, ZygoteGone
+from actors.zygote import Zygote, ZygoteGone
 from actors.zygote import enabled as zygote_enabled
 
 ADDRESS_EXT = 1
@@ -118,6 +118,7 @@ class Shell(Actor):
         self._zygote: Zygote | None = None  # forks our tools (actors.zygote); started lazily
         self._zygote_off = False
         self._zygote_losses = 0
+        self._old_zygotes: list[Zygote] = []  # ended ones, until reaped
         self.pid = os.getpid()
         self._inner: Any = None
         self._door: FastPathServer | None = None
@@ -229,15 +230,13 @@ class Shell(Actor):
             if zygote is None:
                 address = self.createActor(SHELLS[kind])
             else:
-                try:
-                    with zygote.serving(self._myRef):
-                        address = self.createActor(SHELLS[kind])
-                except ZygoteGone as exc:
-                    self._zygote_lost(str(exc))
+                with zygote.serving(self._myRef):
                     address = self.createActor(SHELLS[kind])
-                except CannotFork as exc:
-                    logger.warning("actor {}: {}; forking this tool from this process", self.pid, exc)
-                    address = self.createActor(SHELLS[kind])
+                why = zygote.fallback  # (the child was forked here instead: actors.zygote)
+                if isinstance(why, ZygoteGone):
+                    self._zygote_lost(str(why))
+                elif why is not None:
+                    logger.warning("actor {}: {}; forked this tool from this process", self.pid, why)
         self._drop_start_pipes()
         return address
 
@@ -245,7 +244,11 @@ class Shell(Actor):
         """The process that forks our tools (actors.zygote), started before the first."""
         if kind != "tool" or self._zygote_off:
             return None
-        if self._zygote is None:
+        self._old_zygotes = [z for z in self._old_zygotes if not z.reap()]
+        if self._zygote is not None and (self._zygote.gone or self._zygote.stuck()):
+            self._zygote_lost("it has ended" if self._zygote.gone else
+                              "a fork request went unanswered for 10 s")
+        if self._zygote is None and not self._zygote_off:
             if not zygote_enabled():
                 self._zygote_off = True
                 return None
@@ -256,16 +259,16 @@ class Shell(Actor):
         return self._zygote
 
     def _zygote_lost(self, why: str) -> None:
-        """The zygote failed: start another for the next tool; after ZYGOTE_LOSSES, fork
-        tools from this process."""
+        """The zygote failed (its tools die with it; their supervisor restarts them): start
+        another for the next tool; after ZYGOTE_LOSSES, fork tools from this process."""
         self._zygote_losses += 1
         off = self._zygote_losses >= ZYGOTE_LOSSES
         logger.warning("actor {}: zygote lost ({}); {}", self.pid, why,
                        "forking tools from this process from now on" if off else
                        "the next tool starts a new one")
-        if self._zygote is not None:
-            self._zygote.close()
-        self._zygote, self._zygote_off = None, off
+        z, self._zygote, self._zygote_off = self._zygote, None, off
+        if z is not None and not z.end(kill=True):
+            self._old_zygotes.append(z)  # (reaped later: it is our child)
 
     def _zygote_answers(self, ready: list[int]) -> list[int]:
         """Read the zygote's answers; a fork it could not make is a child that ended (as
@@ -273,18 +276,24 @@ class Shell(Actor):
         z = self._zygote
         if z is None or z.sock.fileno() not in ready:
             return ready
-        failed = set(z.collect())
+        fd = z.sock.fileno()
+        z.collect()
+        self._report_failed_forks(z)
         if z.gone:
-            failed.update(range(z.answered + 1, z.asked + 1))
+            self._zygote_lost("it stopped answering")
+        return [r for r in ready if r != fd]
+
+    def _report_failed_forks(self, z: Zygote) -> None:
+        """A fork the zygote could not make is a child that ended, told as Thespian tells it."""
+        failed = z.take_failed()
+        if not failed:
+            return
         m = self._myRef
         for info in list(getattr(m, "_child_procs", None) or ()):
-            if getattr(info.childProc, "ticket", 0) in failed:
+            if any(info.childProc is proc for proc in failed):
                 m._child_procs.remove(info)
                 m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
                     getattr(info, "childRealAddr", info.childAddr))))
-        if z.gone:
-            self._zygote_lost("it stopped answering")
-        return [fd for fd in ready if fd != z.sock.fileno()]
 
     @staticmethod
     def _forked() -> None:
@@ -312,7 +321,8 @@ class Shell(Actor):
 
     def exit(self) -> None:
         if self._zygote is not None:
-            self._zygote.close()
+            self._zygote.end()  # (our tools are stopped already: it leaves at end-of-file)
+            self._zygote = None
         self._forget_dead_children()
         self._close_door()
         super().send(self.myAddress, ActorExitRequest())
@@ -467,6 +477,8 @@ class Shell(Actor):
         if pid_fd is not None:
             fds.append(pid_fd)
         if self._zygote is not None:
+            if self._zygote.failed:  # (found while a pid was read, not from the watch)
+                self._report_failed_forks(self._zygote)
             fds.append(self._zygote.sock.fileno())
         if door is None:
             return ThespianWatch(fds) if fds else None

@@ -39,6 +39,8 @@ import signal
 import socket
 import struct
 import sys
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,50 +58,74 @@ def enabled() -> bool:
 
 
 class ZygoteGone(Exception):
-    """The zygote did not take the request (it ended)."""
+    """The zygote cannot take requests any more (it ended, or it stopped reading)."""
 
 
 class CannotFork(Exception):
     """This one child cannot be forked by the zygote (fork it directly)."""
 
 
+#: the supervisors' ends of their zygotes' sockets: a process forked later (a child
+#: supervisor, a zygote, a tool) closes its copies at once (``_drop_supervisor_ends``), so
+#: that no other process can send a zygote requests or read its answers, and so that a
+#: closed end gives the zygote its end-of-file
+_SOCKETS: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def _drop_supervisor_ends() -> None:
+    for sock in list(_SOCKETS):
+        try:
+            sock.close()
+        except OSError:
+            pass
+    _SOCKETS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_supervisor_ends)
+
+
 class Zygote:
-    """The supervisor's side: ``fork(target, args, name)`` returns the new process's pid."""
+    """The supervisor's side. Requests go out at once; answers are read when they arrive
+    (``collect``, when the socket is readable), never waited for: an actor does not block."""
 
     def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock = sock
         self.pid = pid
-        self.asked = 0       # tickets handed out
-        self.answered = 0    # answers read (they come in ticket order)
-        self.answers: dict[int, int | None] = {}  # ticket -> pid (None: failed), until taken
+        self.asked = 0                                 # tickets handed out
+        self.pending: dict[int, _Process] = {}          # ticket -> process waiting for its pid
         self.gone = False
+        self.fallback: Exception | None = None          # why the last start was forked directly
+        self.failed: list[_Process] = []                # failed forks not yet taken
+        _SOCKETS.add(sock)
 
     @classmethod
     def start(cls, before_serving: Callable[[], None]) -> Zygote:
         """Fork the zygote now. ``before_serving`` runs in it first (the caller's own
         clean-up of what a forked actor process must not keep)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the zygote
             code = 0
             try:
                 ours.close()
+                _die_with(parent)
                 before_serving()
                 _serve(theirs)
             except BaseException:  # noqa: BLE001 - nothing above us in this process
                 code = 1
             os._exit(code)
         theirs.close()
-        ours.settimeout(ANSWER_WITHIN)
+        ours.settimeout(ANSWER_WITHIN)  # (a send into a full socket: the zygote is stuck)
         return cls(ours, pid)
 
-    def fork(self, target: Callable[..., Any], args: tuple[Any, ...], name: str) -> int:
-        """Ask for a fork; return its ticket at once (``pid_of(ticket)`` waits for the answer).
-
-        The answers come back in order; the supervisor reads them when it needs a pid,
-        so the fork costs it one send, not a round trip."""
+    def fork(self, proc: _Process) -> None:
+        """Ask for ``proc``'s fork; its pid arrives later (``collect``)."""
+        if self.gone:
+            raise ZygoteGone(f"zygote pid {self.pid} has ended")
         from actors import sharing
-        request = (target, args, name, sharing.preloaded_tools())
+        request = (proc.target, proc.args, proc.name, sharing.preloaded_tools())
         try:
             data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - whatever pickling raises
@@ -107,61 +133,91 @@ class Zygote:
         try:
             _send(self.sock, data)
         except OSError as exc:
+            self.gone = True
             raise ZygoteGone(f"zygote pid {self.pid} did not take the request: {exc}") from exc
         self.asked += 1
-        return self.asked
+        self.pending[self.asked] = proc
+        proc.asked_at = time.monotonic()
 
-    def pid_of(self, ticket: int) -> int | None:
-        """The pid of fork ``ticket``; None if it failed (the reason is logged)."""
-        while self.answered < ticket and not self.gone:
-            self._read_answer(block=True)
-        return self.answers.pop(ticket, None)
-
-    def collect(self) -> list[int]:
-        """Read the answers that have arrived (never blocks); return the failed tickets."""
-        failed = []
-        while not self.gone and self._read_answer(block=False):  # (end-of-file: gone)
-            if self.answers.get(self.answered, 0) is None:
-                failed.append(self.answered)
+    def take_failed(self) -> list[_Process]:
+        """The processes whose fork failed since the last call (``collect`` finds them)."""
+        failed, self.failed = self.failed, []
         return failed
 
-    def _read_answer(self, block: bool) -> bool:
-        if not block:
-            ready, _, _ = select.select([self.sock], [], [], 0)
+    def collect(self) -> None:
+        """Read the answers that have arrived (never waits for one); give each process its
+        pid. A fork that failed (all those still waiting, once the zygote is gone) goes to
+        ``take_failed``."""
+        failed = self.failed
+        while not self.gone:
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 0)
+            except (OSError, ValueError):
+                ready = [self.sock]  # (closed: reading says so)
             if not ready:
-                return False
+                break
+            self._read_one(failed)
+        if self.gone:
+            for proc in self.pending.values():
+                proc.failed = proc.failed or f"zygote pid {self.pid} ended before forking it"
+                failed.append(proc)
+            self.pending.clear()
+
+    def _read_one(self, failed: list[_Process]) -> None:
         try:
             answer = pickle.loads(_recv(self.sock))
-        except (OSError, EOFError, pickle.PickleError) as exc:
-            logger.error("zygote pid {} stopped answering ({}); {} fork(s) lost", self.pid, exc,
-                         self.asked - self.answered)
+        except (OSError, EOFError, pickle.PickleError, ValueError) as exc:
+            if self.pending:
+                logger.error("zygote pid {} stopped answering ({}); {} fork(s) lost", self.pid,
+                             exc, len(self.pending))
             self.gone = True
-            return False
-        self.answered += 1
+            return
+        ticket = min(self.pending) if self.pending else None  # answers come in ticket order
+        proc = self.pending.pop(ticket) if ticket is not None else None
+        if proc is None:
+            return
         if isinstance(answer, str):
             logger.error("zygote pid {} could not fork: {}", self.pid, answer)
-            self.answers[self.answered] = None
+            proc.failed = answer
+            failed.append(proc)
         else:
-            self.answers[self.answered] = int(answer)
-        return True
+            proc._pid = int(answer)
 
-    def close(self) -> None:
-        """End the zygote (it reads end-of-file; its tools are not touched); reap it if it
-        has ended already."""
+    def stuck(self) -> bool:
+        """Has a request waited longer than ANSWER_WITHIN for its answer?"""
+        oldest = min(self.pending) if self.pending else None
+        return oldest is not None and \
+            time.monotonic() - self.pending[oldest].asked_at > ANSWER_WITHIN
+
+    def end(self, kill: bool = False) -> bool:
+        """Close our end (the zygote leaves at end-of-file, and its tools die with it:
+        PR_SET_PDEATHSIG); ``kill``: SIGKILL it first. True once it has been reaped."""
+        self.gone = True
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
         try:
             self.sock.close()
         except OSError:
             pass
+        return self.reap()
+
+    def reap(self) -> bool:
+        """Collect the ended zygote's exit status (it is our child); True once done."""
         try:
-            os.waitpid(self.pid, os.WNOHANG)
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            pass
+            return True
+        return done != 0
 
     @contextmanager
     def serving(self, manager: Any) -> Iterator[None]:
         """While inside: Thespian's ``manager`` creates its child actors through us."""
         real = getattr(manager, "mpcontext", None)
         manager.mpcontext = _Context(self, real)
+        self.fallback = None
         # Thespian lists our open sockets (O(children)) for the child to close: a child of
         # the zygote never had them
         transport = manager.transport
@@ -189,41 +245,63 @@ class _Context:
         # Thespian hands the child its creator's context (for the child's own children):
         # the real one, not this stand-in
         args = tuple(self.real if a is self else a for a in args)
-        return _Process(self.zygote, target, args, name or "actor")
+        return _Process(self.zygote, self.real or multiprocessing, target, args, name or "actor")
 
 
 class _Process:
-    """What Thespian keeps of a child: its pid, ``is_alive()`` and ``join()``."""
+    """What Thespian keeps of a child: its pid, ``is_alive()`` and ``join()``.
 
-    _popen = None  # (actors.shell._drop_start_pipes: no pipes to close)
+    Thespian catches whatever ``start()`` raises and carries on as if the child had
+    started, so a fork the zygote cannot take is made here, directly, instead (and
+    ``zygote.fallback`` says why); nothing here raises into Thespian.
+    """
+
     exitcode = None
 
-    def __init__(self, zygote: Zygote, target: Callable[..., Any], args: tuple[Any, ...],
-                 name: str) -> None:
-        self.zygote, self.target, self.args, self.name = zygote, target, args, name
-        self.ticket = 0
+    def __init__(self, zygote: Zygote, real: Any, target: Callable[..., Any],
+                 args: tuple[Any, ...], name: str) -> None:
+        self.zygote, self.real, self.target, self.args, self.name = zygote, real, target, args, name
         self._pid: int | None = None
         self._ended = False
+        self.failed: str | None = None   # why the zygote could not fork it
+        self.direct: Any = None          # the multiprocessing Process of a direct fork
+        self.asked_at = 0.0
 
     def start(self) -> None:
-        self.ticket = self.zygote.fork(self.target, self.args, self.name)
+        try:
+            self.zygote.fork(self)
+        except (ZygoteGone, CannotFork) as exc:
+            self.zygote.fallback = exc
+            direct = self.real.Process(target=self.target, args=self.args, name=self.name)
+            direct.start()
+            multiprocessing.process._children.discard(direct)  # (never joined at our exit)
+            self.direct, self._pid = direct, direct.pid
         self.target = self.args = None  # type: ignore[assignment]
         multiprocessing.process._children.add(self)  # Thespian's detach_child removes it
 
     @property
+    def _popen(self) -> Any:  # (actors.shell._drop_start_pipes: a direct fork's pipes)
+        return getattr(self.direct, "_popen", None)
+
+    @property
     def pid(self) -> int | None:
-        if self.ticket:
-            self._pid, self.ticket = self.zygote.pid_of(self.ticket), 0
+        """None until the zygote's answer has been read (never waits for it)."""
+        if self._pid is None and self.failed is None and not self.zygote.gone:
+            try:
+                self.zygote.collect()
+            except Exception:  # noqa: BLE001 - never into Thespian
+                pass
         return self._pid
 
     def is_alive(self) -> bool:
         """One system call: Thespian asks every child this each time one of them ends."""
-        if self._ended:
+        if self._ended or self.failed is not None:
             return False
+        if self.direct is not None:
+            return bool(self.direct.is_alive())
         pid = self.pid
         if pid is None:
-            self._ended = True
-            return False
+            return not self.zygote.gone  # not answered yet: starting
         try:
             os.kill(pid, 0)  # (a zombie passes for alive until the zygote reaps it: moments)
         except ProcessLookupError:
@@ -239,9 +317,22 @@ class _Process:
 
     def join(self, timeout: float | None = None) -> None:
         """Thespian joins only children it has seen end; the zygote reaps them."""
+        if self.direct is not None and not self.direct.is_alive():
+            self.direct.join(0)
 
     def poll(self) -> int | None:  # (multiprocessing.process._cleanup)
         return None if self.is_alive() else 0
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when ``parent`` (the process that forked it) ends."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - non-glibc systems
+        return
+    if os.getppid() != parent:  # it ended before we asked (we may have a subreaper now)
+        os._exit(1)
 
 
 # ----------------------------------------------------------------------- the zygote's side
@@ -253,8 +344,12 @@ def _serve(ctl: socket.socket) -> None:
     gc.disable()  # (a collection would write to all it holds; the tools turn theirs on)
     if sharing.enabled():
         gc.freeze()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in signal.valid_signals():  # the supervisor's handlers (Thespian's) are not ours;
+        try:                             # what it ignores (SIGPIPE) stays ignored
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
     wake_r, wake_w = os.pipe()
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
@@ -298,7 +393,7 @@ def _fork_one(target: Callable[..., Any], args: tuple[Any, ...], name: str,
     from actors import sharing  # (the tool shares what the zygote holds, as it would ours)
     ctx = multiprocessing.get_context("fork")
     with sharing.forking():
-        proc = ctx.Process(target=_child, args=(mine, target, args), name=name)
+        proc = ctx.Process(target=_child, args=(os.getpid(), mine, target, args), name=name)
         proc.start()
     popen = getattr(proc, "_popen", None)
     finalizer = getattr(popen, "finalizer", None)
@@ -309,8 +404,10 @@ def _fork_one(target: Callable[..., Any], args: tuple[Any, ...], name: str,
     return proc.pid
 
 
-def _child(mine: tuple[Any, ...], target: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """The tool's first instant: drop the zygote's own descriptors and signal set-up."""
+def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
+           args: tuple[Any, ...]) -> None:
+    """The tool's first instant: die with the zygote, drop its descriptors and signal set-up."""
+    _die_with(zygote)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     ctl, *pipe = mine

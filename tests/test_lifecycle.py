@@ -206,13 +206,18 @@ def test_restart_waits_until_the_old_process_has_ended(system: ToolSystem) -> No
 
 
 def test_a_process_that_outlives_its_goodbye_is_killed(system: ToolSystem) -> None:
-    t = system.spawn(Counter, name="t", shutdown_timeout=0.5)
+    """The actor has finished: LINGER (1 s) later its process is killed, even with a
+    shutdown_timeout of 'infinity' (which would otherwise hold the restart, and every job
+    of the supervisor queued behind it, for ever)."""
+    t = system.spawn(Counter, name="t", shutdown_timeout="infinity")
     old = t.call("pid")
     t.call("leave_slowly", linger=3600, error="stuck thread")
     wait_until(lambda: t.status().restarts == 1, what="restart", timeout=15)
     assert not pid_alive(old)
     assert t.call("pid", timeout=10) != old
-    assert any(e["event"] == "killed" and e["path"] == "t" for e in system.events())
+    killed = [e for e in system.events() if e["event"] == "killed" and e["path"] == "t"]
+    assert killed and "outlived its actor" in killed[0]["detail"], killed
+    system.spawn(Counter, name="after")  # the supervisor serves other jobs again
 
 
 def test_raising_lifecycle_callback_is_a_failure(system: ToolSystem) -> None:

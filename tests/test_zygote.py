@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.process
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from actors.zygote import CannotFork, Zygote
+from actors.zygote import CannotFork, Zygote, ZygoteGone, _Context, _Process
 from supervisors import ToolSystem
 from supervisors.processes.procs import pid_alive
 from tests.conftest import FAST
@@ -113,27 +116,112 @@ def _touch(path: str) -> None:
     Path(path).write_text(str(os.getpid()))
 
 
+def _touch_second(_: Any, path: str) -> None:
+    _touch(path)
+
+
+def _forked(zygote: Zygote, target: Any, *args: Any) -> _Process:
+    proc = _Context(zygote, multiprocessing.get_context("fork")).Process(target=target, args=args,
+                                                                         name="test")
+    proc.start()
+    multiprocessing.process._children.discard(proc)
+    return proc
+
+
+def _answered(zygote: Zygote, proc: _Process) -> bool:
+    zygote.collect()
+    return proc.pid is not None or proc.failed is not None
+
+
+def _end(zygote: Zygote) -> None:
+    zygote.end()
+    wait_until(zygote.reap, what="the zygote to leave at end-of-file")
+
+
 def test_a_fork_the_zygote_cannot_make_is_answered_and_it_serves_the_next(tmp_path: Path) -> None:
     zygote = Zygote.start(lambda: None)
     try:
-        bad = zygote.fork(_touch, (_Unloadable(),), "bad")
-        good = zygote.fork(_touch, (str(tmp_path / "ran"),), "good")
-        assert zygote.pid_of(bad) is None
-        pid = zygote.pid_of(good)
-        assert pid is not None
+        bad = _forked(zygote, _touch, _Unloadable())
+        good = _forked(zygote, _touch, str(tmp_path / "ran"))
+        wait_until(lambda: _answered(zygote, bad) and _answered(zygote, good), what="answers")
+        assert bad.pid is None and "cannot be rebuilt here" in (bad.failed or "")
+        assert not bad.is_alive()
+        assert zygote.take_failed() == [bad] and zygote.take_failed() == []
         wait_until(lambda: (tmp_path / "ran").exists() and (tmp_path / "ran").read_text(),
                    what="the forked function to run")
-        assert (tmp_path / "ran").read_text() == str(pid)
-        with pytest.raises(CannotFork, match="cannot be sent"):
-            zygote.fork(lambda: None, (), "a lambda")  # refused before anything is sent
-        assert zygote.collect() == []
+        assert (tmp_path / "ran").read_text() == str(good.pid)
+        assert not zygote.gone
     finally:
-        zygote.close()
-        os.waitpid(zygote.pid, 0)  # it leaves when its socket closes
+        _end(zygote)
 
 
-def test_a_zygote_that_ended_is_seen_gone(tmp_path: Path) -> None:
+def test_what_the_zygote_cannot_take_is_forked_directly(tmp_path: Path) -> None:
+    """Thespian swallows whatever a start raises, so the fallback happens inside it."""
+    zygote = Zygote.start(lambda: None)
+    try:
+        lam = _forked(zygote, lambda path: Path(path).write_text("direct"), str(tmp_path / "a"))
+        assert isinstance(zygote.fallback, CannotFork) and not zygote.gone
+        assert lam.pid == lam.direct.pid  # forked here, by multiprocessing
+        wait_until(lambda: (tmp_path / "a").exists(), what="the direct fork to run")
+        os.kill(zygote.pid, signal.SIGKILL)
+        wait_until(zygote.reap, what="the zygote to end")
+        after = _forked(zygote, _touch, str(tmp_path / "b"))
+        assert isinstance(zygote.fallback, ZygoteGone) and zygote.gone
+        wait_until(lambda: (tmp_path / "b").exists(), what="the direct fork to run")
+        assert (tmp_path / "b").read_text() == str(after.pid)
+        after.direct.join(10)
+        lam.direct.join(10)
+    finally:
+        zygote.end()
+
+
+def test_a_slow_answer_never_blocks_and_is_not_taken_for_an_end(tmp_path: Path) -> None:
+    zygote = Zygote.start(lambda: None)
+    try:
+        slow = _forked(zygote, _touch_second, _Slow(), str(tmp_path / "x"))
+        started = time.monotonic()
+        assert slow.pid is None and slow.is_alive()  # starting: no answer read yet
+        assert time.monotonic() - started < 0.2, "reading a pid waited for the zygote"
+        wait_until(lambda: _answered(zygote, slow), what="the late answer")
+        assert slow.pid and not zygote.gone and not zygote.stuck()
+    finally:
+        _end(zygote)
+
+
+def test_processes_forked_later_do_not_hold_the_supervisors_end() -> None:
+    zygote = Zygote.start(lambda: None)
+    try:
+        inode = os.fstat(zygote.sock.fileno()).st_ino
+        child = os.fork()
+        if child == 0:  # (a child supervisor, another zygote, a tool)
+            held = any(os.readlink(f"/proc/self/fd/{fd}") == f"socket:[{inode}]"
+                       for fd in os.listdir("/proc/self/fd") if _readable_link(fd))
+            os._exit(3 if held else 0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the forked child kept the socket"
+        assert zygote.sock.fileno() >= 0  # (ours is still open)
+    finally:
+        _end(zygote)
+
+
+def _readable_link(fd: str) -> bool:
+    try:
+        os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    return True
+
+
+class _Slow:
+    """Its unpickling in the zygote takes 0.5 s."""
+
+    def __reduce__(self) -> Any:
+        return (time.sleep, (0.5,))
+
+
+def test_a_zygote_that_ended_is_seen_gone() -> None:
     zygote = Zygote.start(lambda: None)
     os.kill(zygote.pid, signal.SIGKILL)
-    os.waitpid(zygote.pid, 0)
-    wait_until(lambda: zygote.collect() == [] and zygote.gone, what="end-of-file read")
+    wait_until(zygote.reap, what="the zygote to end")
+    wait_until(lambda: zygote.collect() or zygote.gone, what="end-of-file read")
+    zygote.end()

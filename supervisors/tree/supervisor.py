@@ -189,8 +189,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     # Before a restart, as in OTP (an 'EXIT' comes from a dead process), the child counts
     # as ended only once its process is gone, so the new instance never overlaps the old
     # one and a caller never reaches the old one. A process that outlives its goodbye by
-    # LINGER seconds is killed (when no stop is already timing it with the child's
-    # shutdown_timeout). A child stopped for good ends at its goodbye (what is left of a
+    # LINGER seconds is killed: its actor has finished, whatever its shutdown_timeout
+    # allowed for the stop. A child stopped for good ends at its goodbye (what is left of a
     # tool's process is killed with its process group): a shutdown does not wait for
     # each process's teardown in turn.
     def child_exited(self, address: Any) -> None:
@@ -229,13 +229,11 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         if not pid_alive(pid):
             self._witnessed(child)  # (the process witness missed it)
             return
-        if not self.jobs.waiting_exit(child):
-            self.log.warning("{} {}: pid {} still runs {:g}s after its actor ended (a "
-                             "non-daemon thread?); killing it", child.kind, self._path(child),
-                             pid, LINGER)
-            self._event(child, "killed", f"its process outlived its actor by {LINGER:g}s")
-            kill_tree(pid)
-        self.ctx.after(LINGER, ("linger", pid))
+        self.log.warning("{} {}: pid {} still runs {:g}s after its actor ended (a non-daemon "
+                         "thread?); killing it", child.kind, self._path(child), pid, LINGER)
+        self._event(child, "killed", f"its process outlived its actor by {LINGER:g}s")
+        kill_tree(pid)
+        self.ctx.after(KILL_GRACE, ("linger", pid))
 
     def _watch_pid(self, child: Child) -> None:
         if child.pid and not self.ctx.watch_process(child.pid) and not self._polling:
