@@ -38,6 +38,7 @@ from supervisors.resources.usage import Sweep, Tracker, blank, sample
 from supervisors.resources.work import WorkHistory
 
 DEFAULT_CADENCE = 1.0
+ACCOUNTANT_NICE = 5       # CPU priority below the tools it samples (os.nice increment)
 RANK = {None: 0, "warning": 1, "critical": 2, "action": 3}
 REARM_BELOW = 0.75          # a metric must fall below this share of its limit to warn again
 ANOMALY_QUIET = 30          # samples between two anomaly alerts for one metric
@@ -139,6 +140,7 @@ class Accountant:
         self.cadence = float(msg.spec.get("cadence") or DEFAULT_CADENCE)
         logs.setup(msg.spec.get("log_level"))
         logs.set_title("toolvisor accountant")
+        _yield_cpu()
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid}))
         self.ctx.after(self.cadence, "sweep")
@@ -286,3 +288,13 @@ class Accountant:
         if self.parent is not None:
             self.ctx.send(self.parent, Event({"time": time.time(), "path": e.path, "event": what,
                                               "detail": detail, "state": "running"}))
+
+
+def _yield_cpu() -> None:
+    """Sampling is background work: under contention the tools, calls and spawns it
+    watches get the CPU first (its sweeps then start a little late; each sample still
+    carries its own time). ``TOOLVISOR_ACCOUNTANT_NICE`` sets the increment (0: none)."""
+    try:
+        os.nice(int(os.environ.get("TOOLVISOR_ACCOUNTANT_NICE", ACCOUNTANT_NICE)))
+    except (OSError, ValueError) as exc:
+        logger.warning("accountant: could not lower its CPU priority: {}", exc)
