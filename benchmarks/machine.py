@@ -45,6 +45,30 @@ def describe() -> dict[str, Any]:
     }
 
 
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy, steal, total) clock ticks of all CPUs since boot, from /proc/stat; steal is
+    time the hypervisor gave this VM's CPUs to someone else."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])
+    return total - idle - steal, steal, total
+
+
+def cpu_shares(before: tuple[int, int, int] | None,
+               after: tuple[int, int, int] | None) -> dict[str, float] | None:
+    """Busy and stolen shares of all CPUs between two ``cpu_ticks()``."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    total = after[2] - before[2]
+    return {"busy": round((after[0] - before[0]) / total, 3),
+            "steal": round((after[1] - before[1]) / total, 3)}
+
+
 def loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
