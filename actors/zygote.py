@@ -358,7 +358,7 @@ def _serve(ctl: socket.socket) -> None:
     ctl.setblocking(True)
     mine = (ctl, wake_r, wake_w)
     while True:
-        _reap()
+        reap_children()
         try:
             ready, _, _ = select.select([ctl, wake_r], [], [])
         except InterruptedError:
@@ -421,7 +421,8 @@ def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
     target(*args)
 
 
-def _reap() -> None:
+def reap_children() -> None:
+    """Collect the exit status of every child of this process that has ended (never waits)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)

@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import subprocess
 import sys
 import time
 
 import psutil
 
+from actors.zygote import reap_children
 from benchmarks.leftovers import live_children
 
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def main() -> int:
@@ -56,7 +46,7 @@ def main() -> int:
     died = time.monotonic()
     left: list[psutil.Process] = []
     while time.monotonic() - died < 5.0:
-        _reap()
+        reap_children()
         left = live_children()
         if not left:
             break
@@ -68,7 +58,7 @@ def main() -> int:
             p.kill()
         except psutil.Error:
             pass
-    _reap()
+    reap_children()
     print(json.dumps({"host_exit_s": round(exit_s, 3), "left": names}), flush=True)
     return 0
 

@@ -60,12 +60,17 @@ def _open_files(pid: int) -> set[str]:
     return out
 
 
-def test_a_killed_supervisor_leaves_neither_its_zygote_nor_its_tools(system: ToolSystem) -> None:
+def _three_tools(system: ToolSystem) -> tuple[Any, list[Any], set[int], int, psutil.Process]:
+    """A supervisor with three tools: (its handle, the tools, their pids, its pid, its zygote)."""
     w = system.supervise("w", policy=FAST)
     tools = [w.spawn(Counter, name=f"c{i}") for i in range(3)]
-    pids = {t.call("pid") for t in tools}
     sup = w.status().pid
     (zygote,) = _zygotes(sup)
+    return w, tools, {t.call("pid") for t in tools}, sup, zygote
+
+
+def test_a_killed_supervisor_leaves_neither_its_zygote_nor_its_tools(system: ToolSystem) -> None:
+    w, tools, pids, sup, zygote = _three_tools(system)
     os.kill(sup, signal.SIGKILL)
     wait_dead(sup, zygote.pid, *pids)
     for t in tools:  # the supervisor was restarted, and its tools with it
@@ -73,11 +78,7 @@ def test_a_killed_supervisor_leaves_neither_its_zygote_nor_its_tools(system: Too
 
 
 def test_a_killed_zygote_takes_its_tools_and_they_are_restarted(system: ToolSystem) -> None:
-    w = system.supervise("w", policy=FAST)
-    tools = [w.spawn(Counter, name=f"c{i}") for i in range(3)]
-    pids = {t.call("pid") for t in tools}
-    sup = w.status().pid
-    (zygote,) = _zygotes(sup)
+    w, tools, pids, sup, zygote = _three_tools(system)
     os.kill(zygote.pid, signal.SIGKILL)
     wait_dead(*pids)  # PR_SET_PDEATHSIG: a tool never outlives the process that forked it
     fresh = [wait_until(lambda t=t: _new_pid(t, pids), timeout=20, what="the tool back")
