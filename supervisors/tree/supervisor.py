@@ -168,7 +168,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         elif kind == "liveness":
             self._check_liveness()
         elif kind == "linger":
-            self._lingering(payload[1])
+            self._lingering(*payload[1:])
         elif kind == "watchdog":
             self._watchdog_tick()
         elif kind == "step":
@@ -221,19 +221,22 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         else:
             self._ended(child)
 
-    def _lingering(self, pid: int) -> None:
-        """LINGER seconds after a goodbye: is that process gone yet?"""
+    def _lingering(self, pid: int, killed: bool = False) -> None:
+        """LINGER seconds after a goodbye (or KILL_GRACE after our SIGKILL): is that process
+        gone yet?"""
         child = self._live(lambda c: c.pid == pid)
         if child is None:
             return  # a witness has seen it end
         if not pid_alive(pid):
             self._witnessed(child)  # (the process witness missed it)
             return
-        self.log.warning("{} {}: pid {} still runs {:g}s after its actor ended (a non-daemon "
-                         "thread?); killing it", child.kind, self._path(child), pid, LINGER)
-        self._event(child, "killed", f"its process outlived its actor by {LINGER:g}s")
-        kill_tree(pid)
-        self.ctx.after(KILL_GRACE, ("linger", pid))
+        if not killed:
+            self.log.warning("{} {}: pid {} still runs {:g}s after its actor ended (a "
+                             "non-daemon thread?); killing it", child.kind, self._path(child),
+                             pid, LINGER)
+            self._event(child, "killed", f"its process outlived its actor by {LINGER:g}s")
+            kill_tree(pid)
+        self.ctx.after(KILL_GRACE, ("linger", pid, True))  # (SIGKILLed: look again, quietly)
 
     def _watch_pid(self, child: Child) -> None:
         if child.pid and not self.ctx.watch_process(child.pid) and not self._polling:
