@@ -23,7 +23,10 @@ What follows from the tool being the zygote's child, not the supervisor's:
 - The zygote ends when its supervisor closes the socket between them.
 
 ``TOOLVISOR_ZYGOTE=off`` forks tools from the supervisor as before. A zygote that
-cannot start, or stops answering, is logged and replaced by direct forks.
+ends, or leaves a request unanswered for ``ANSWER_WITHIN`` seconds, is logged, killed
+and replaced for the next tool (its tools die with it and are restarted by their
+supervisor); after three, the supervisor forks its tools itself. A start the zygote
+cannot take is forked by the supervisor directly, inside Thespian's own start.
 """
 
 from __future__ import annotations
@@ -150,11 +153,7 @@ class Zygote:
         ``take_failed``."""
         failed = self.failed
         while not self.gone:
-            try:
-                ready, _, _ = select.select([self.sock], [], [], 0)
-            except (OSError, ValueError):
-                ready = [self.sock]  # (closed: reading says so)
-            if not ready:
+            if not _readable(self.sock):
                 break
             self._read_one(failed)
         if self.gone:
@@ -324,6 +323,16 @@ class _Process:
         return None if self.is_alive() else 0
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Is there something to read (or an end-of-file)? Never waits."""
+    try:
+        waiting = select.poll()
+        waiting.register(sock, select.POLLIN)
+        return bool(waiting.poll(0))
+    except (OSError, ValueError):  # closed: reading it says so
+        return True
+
+
 def _die_with(parent: int) -> None:
     """SIGKILL this process when ``parent`` (the process that forked it) ends."""
     try:
@@ -357,10 +366,13 @@ def _serve(ctl: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     ctl.setblocking(True)
     mine = (ctl, wake_r, wake_w)
+    waiting = select.poll()  # (not select.select: numbers over 1023 are common here)
+    waiting.register(ctl, select.POLLIN)
+    waiting.register(wake_r, select.POLLIN)
     while True:
         reap_children()
         try:
-            ready, _, _ = select.select([ctl, wake_r], [], [])
+            ready = {fd for fd, _ in waiting.poll()}
         except InterruptedError:
             continue
         if wake_r in ready:
@@ -369,7 +381,7 @@ def _serve(ctl: socket.socket) -> None:
                     pass
             except BlockingIOError:
                 pass
-        if ctl in ready:
+        if ctl.fileno() in ready:
             try:
                 request = _recv(ctl)
             except (EOFError, OSError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.process
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -218,6 +219,27 @@ class _Slow:
 
     def __reduce__(self) -> Any:
         return (time.sleep, (0.5,))
+
+
+def test_a_zygote_started_with_descriptor_numbers_over_1023_works(tmp_path: Path) -> None:
+    """A replacement zygote starts from a supervisor that holds a socket per child."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        zygote = Zygote.start(lambda: None)
+        assert zygote.sock.fileno() > 1023
+        proc = _forked(zygote, _touch, str(tmp_path / "ran"))
+        wait_until(lambda: _answered(zygote, proc), what="the answer")
+        assert proc.pid and not zygote.gone
+        wait_until(lambda: (tmp_path / "ran").exists(), what="the forked function to run")
+        _end(zygote)
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_zygote_that_ended_is_seen_gone() -> None:
