@@ -6,6 +6,8 @@ process it forks shows in /proc/<pid>/environ: the test finds leftovers by it.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 import time
 
@@ -13,6 +15,7 @@ from supervisors import ToolSystem
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # (the test asks where it hangs)
     print("starting", flush=True)
     with ToolSystem():
         print("started", flush=True)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -28,8 +30,9 @@ PR_SET_CHILD_SUBREAPER = 36
 def main() -> int:
     sig, delay_ms = int(sys.argv[1]), float(sys.argv[2])
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    errors = tempfile.TemporaryFile()
     host = subprocess.Popen([sys.executable, "-m", "tests.start_host", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=errors)
     assert host.stdout is not None
     if host.stdout.readline() != b"starting\n":
         print(json.dumps({"error": "the host did not start"}), flush=True)
@@ -37,9 +40,14 @@ def main() -> int:
     time.sleep(delay_ms / 1000)
     t0 = time.monotonic()
     host.send_signal(sig)
+    stack = ""
     try:
         host.wait(15)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # hung: where? (start_host dumps its threads on SIGUSR1)
+        host.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        errors.seek(0)
+        stack = errors.read().decode(errors="replace")[-4000:]
         host.kill()
         host.wait()
     exit_s = time.monotonic() - t0
@@ -59,7 +67,10 @@ def main() -> int:
         except psutil.Error:
             pass
     reap_children()
-    print(json.dumps({"host_exit_s": round(exit_s, 3), "left": names}), flush=True)
+    out = {"host_exit_s": round(exit_s, 3), "left": names}
+    if stack:
+        out["stack"] = stack
+    print(json.dumps(out), flush=True)
     return 0
 
 

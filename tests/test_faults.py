@@ -295,7 +295,8 @@ def test_the_host_dying_at_any_moment_of_start_leaves_nothing(sig: int) -> None:
         if found["left"]:
             problems[delay_ms] = found["left"]
         elif sig == signal.SIGINT and found["host_exit_s"] > 5.0:
-            problems[delay_ms] = f"the host took {found['host_exit_s']} s to exit after SIGINT"
+            problems[delay_ms] = (f"the host took {found['host_exit_s']} s to exit after SIGINT"
+                                  + (f"; its threads then:\n{found['stack']}" if found.get("stack") else ""))
     assert problems == {}
 
 
