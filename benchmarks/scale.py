@@ -130,12 +130,14 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
                 for j in range((n + per_supervisor - 1) // per_supervisor)]
         t0 = time.perf_counter()
         ticks = [machine.cpu_ticks()]
+        marks = [round(time.time(), 2)]
         for i in range(n):
             ts = time.perf_counter()
             sups[i // per_supervisor].spawn(TOOL, name=f"t{i:04d}")
             per_tool.append(time.perf_counter() - ts)
             if (i + 1) % 100 == 0 or i + 1 == n:
                 ticks.append(machine.cpu_ticks())
+                marks.append(round(time.time(), 2))
         total = time.perf_counter() - t0
         target = system.tool("s000/t0000")
         call = _calls(target, calls)
@@ -167,6 +169,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             # the whole machine's busy and stolen CPU shares during each hundred (a VM's
             # neighbours take "steal"; "busy" counts every process, ours and others)
             "cpu_by_hundred": [machine.cpu_shares(a, b) for a, b in zip(ticks, ticks[1:], strict=False)],
+            "hundreds_at": marks,  # wall clock at the start and after each hundred
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
             "supervisor": sup_mem, "zygote": zygote_mem, "shutdown_s": round(shutdown, 2),
