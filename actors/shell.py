@@ -220,7 +220,12 @@ class Shell(Actor):
             ended()  # (a zygote's child: our witness is the one that knows; actors.zygote)
         elif procs[at].childProc.is_alive():
             return
-        info = procs.pop(at)
+        self._tell_thespian_ended(procs.pop(at))
+
+    def _tell_thespian_ended(self, info: Any) -> None:
+        """Have Thespian's exit notice for the child ``info`` (one of its ``_child_procs``,
+        already taken out of that list) sent to this actor, as its own SIGCHLD check would."""
+        m = self._myRef
         m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
             getattr(info, "childRealAddr", info.childAddr))))
 
@@ -292,8 +297,7 @@ class Shell(Actor):
         for info in list(getattr(m, "_child_procs", None) or ()):
             if any(info.childProc is proc for proc in failed):
                 m._child_procs.remove(info)
-                m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
-                    getattr(info, "childRealAddr", info.childAddr))))
+                self._tell_thespian_ended(info)
 
     @staticmethod
     def _forked() -> None:

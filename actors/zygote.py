@@ -50,6 +50,8 @@ from typing import Any
 
 from loguru import logger
 
+from actors import logs, sharing
+
 _LEN = struct.Struct("<I")
 ANSWER_WITHIN = 10.0  # seconds the zygote has to answer a fork request
 
@@ -127,7 +129,6 @@ class Zygote:
         """Ask for ``proc``'s fork; its pid arrives later (``collect``)."""
         if self.gone:
             raise ZygoteGone(f"zygote pid {self.pid} has ended")
-        from actors import sharing
         request = (proc.target, proc.args, proc.name, sharing.preloaded_tools())
         try:
             data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
@@ -347,9 +348,7 @@ def _die_with(parent: int) -> None:
 # ----------------------------------------------------------------------- the zygote's side
 def _serve(ctl: socket.socket) -> None:
     """The zygote's loop: fork on request, reap what ends, leave when the supervisor does."""
-    from actors import logs
     logs.set_title(logs.get_title().replace("supervisor", "zygote of supervisor", 1))
-    from actors import sharing
     gc.disable()  # (a collection would write to all it holds; the tools turn theirs on)
     if sharing.enabled():
         gc.freeze()
@@ -402,7 +401,6 @@ def _serve(ctl: socket.socket) -> None:
 
 def _fork_one(target: Callable[..., Any], args: tuple[Any, ...], name: str,
               mine: tuple[Any, ...]) -> int:
-    from actors import sharing  # (the tool shares what the zygote holds, as it would ours)
     ctx = multiprocessing.get_context("fork")
     with sharing.forking():
         proc = ctx.Process(target=_child, args=(os.getpid(), mine, target, args), name=name)

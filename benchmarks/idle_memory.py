@@ -41,8 +41,6 @@ import sys
 import time
 from typing import Any
 
-import psutil
-
 TOOL = "examples.counter:Counter"
 PER_SUPERVISOR = 25
 SIZES = (25, 250)
@@ -61,7 +59,7 @@ def measure(n: int, log_level: str | None = None) -> dict[str, Any]:
     if os.environ.get("TOOLVISOR_BENCH_IMPORT_TOOL"):
         import examples.counter  # noqa: F401  (before the actor system forks)
     from benchmarks import machine
-    from benchmarks.memory import footprint
+    from benchmarks.memory import footprint, forker_footprint
     from supervisors import Backoff, Policy, ToolSystem
     from supervisors.processes.procs import session_pids
 
@@ -80,10 +78,9 @@ def measure(n: int, log_level: str | None = None) -> dict[str, Any]:
                   for i in range(0, n, step)]
         sup_pid = sups[0].status().pid
         idle_pid = system.tool(f"s000/t{last:04d}").status().pid
-        forker = psutil.Process(idle_pid).ppid()
         tree = [footprint(pid) for pid in session_pids(system.sid)] if system.sid else []
         out = {"tools": n, "supervisors": len(sups),
-               "zygote": footprint(forker) if forker != sup_pid else None,
+               "zygote": forker_footprint(idle_pid, sup_pid),
                "tree_pss_mib": round(sum(f.get("pss_mib", 0.0) for f in tree), 1),
                "tree_processes": len(tree),
                "idle_tool": footprint(system.tool(f"s000/t{last:04d}").status().pid),

@@ -23,3 +23,13 @@ def footprint(pid: int | None) -> dict[str, Any]:
     if pss is not None:
         out["pss_mib"] = round(pss / MIB, 2)
     return out
+
+
+def forker_footprint(tool_pid: int | None, supervisor_pid: int | None) -> dict[str, Any] | None:
+    """The footprint of the process that forked the tool when that is not its supervisor
+    (its zygote, actors/zygote.py); None with ``TOOLVISOR_ZYGOTE=off``."""
+    try:
+        parent = psutil.Process(tool_pid).ppid() if tool_pid else None
+    except psutil.Error:
+        return None
+    return footprint(parent) if parent and parent != supervisor_pid else None

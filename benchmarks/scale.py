@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from benchmarks import machine
-from benchmarks.memory import footprint
+from benchmarks.memory import footprint, forker_footprint
 from benchmarks.stats import summarize_ms
 from supervisors import Backoff, Policy, ToolSystem
 from supervisors.processes.procs import pid_alive
@@ -106,15 +106,6 @@ def _accountant(system: ToolSystem, seconds: float) -> dict[str, Any]:
             "cpu_fraction_at_sample_every_1": cpu}
 
 
-def _zygote(tool_pid: int | None, supervisor_pid: int | None) -> dict[str, Any] | None:
-    """The footprint of the process that forked the tool, if not its supervisor (actors/zygote.py)."""
-    try:
-        parent = psutil.Process(tool_pid).ppid() if tool_pid else None
-    except psutil.Error:
-        return None
-    return footprint(parent) if parent and parent != supervisor_pid else None
-
-
 def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
              log_level: str | None) -> dict[str, Any]:
     # The host imports the tool's module before the system starts, as an application that
@@ -153,7 +144,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
         tool_mem = footprint(tool_pid)
         sup_pid = sups[0].status().pid
         sup_mem = footprint(sup_pid)
-        zygote_mem = _zygote(tool_pid, sup_pid)
+        zygote_mem = forker_footprint(tool_pid, sup_pid)
         t_exit = time.perf_counter()
     shutdown = time.perf_counter() - t_exit
     first = statistics.fmean(per_tool[:25]) * 1000

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import psutil
 
@@ -25,6 +26,17 @@ from actors.zygote import reap_children
 from benchmarks.leftovers import live_children
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+def _dump(errors: Any, within: float) -> str:
+    """The host's stderr once faulthandler has written its threads there (or at the deadline)."""
+    deadline = time.monotonic() + within
+    while True:
+        errors.seek(0)
+        text = errors.read().decode(errors="replace")
+        if "most recent call first" in text or time.monotonic() > deadline:
+            return text[-4000:]
+        time.sleep(0.05)
 
 
 def main() -> int:
@@ -45,9 +57,7 @@ def main() -> int:
         host.wait(15)
     except subprocess.TimeoutExpired:  # hung: where? (start_host dumps its threads on SIGUSR1)
         host.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)
-        errors.seek(0)
-        stack = errors.read().decode(errors="replace")[-4000:]
+        stack = _dump(errors, within=2.0)
         host.kill()
         host.wait()
     exit_s = time.monotonic() - t0
