@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench-results.json", help="where to write the JSON")
     p.add_argument("--plot", help=f"where to draw the latency PNG (default {PLOT} on a full run, "
                                   "none on a quick run)")
-    p.add_argument("--no-plot", action="store_true", help="draw no PNG")
+    p.add_argument("--no-plot", action="store_true",
+                   help="draw no PNG (neither the latency plot nor the scale and pool plots)")
     p.add_argument("--samples", type=int, help="round-trip samples per peer (3000; quick 300)")
     p.add_argument("--tools", type=int, help="tools to spawn in the spawn section (100; quick 25)")
     p.add_argument("--restarts", type=int, help="kill/restart repetitions (30; quick 8)")
@@ -87,16 +88,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="toolvisor log level inside the benchmark (default WARNING)")
     p.add_argument("--in-process", action="store_true",
                    help="run every section in this process instead of one fresh process each")
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)  # child mode: no table
+    # child mode: no table, no latency plot (the parent draws it from every section's figures)
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
     """The options a section's child process needs (everything that shapes a section)."""
     out = ["--log-level", args.log_level]
-    for flag in ("quick", "long"):
+    for flag in ("quick", "long", "no_plot"):
         if getattr(args, flag):
-            out.append(f"--{flag}")
+            out.append(f"--{flag.replace('_', '-')}")
     for name in ("samples", "tools", "restarts", "memory_seconds", "duration", "sizes"):
         value = getattr(args, name)
         if value is not None:
@@ -109,7 +111,7 @@ def _in_child(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], list
     with tempfile.TemporaryDirectory(prefix="toolvisor-bench-") as tmp:
         out = f"{tmp}/section.json"
         cmd = [sys.executable, "-m", "benchmarks", *_forwarded(args), "--only", name, "--out", out,
-               "--in-process", "--no-plot", "--quiet"]
+               "--in-process", "--quiet"]
         try:
             done = subprocess.run(cmd, timeout=SECTION_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
@@ -155,8 +157,8 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
         "scale": lambda: _plotted(scale.run((25, 100) if q else scale.SIZES, restarts=5 if q else 10,
                                             calls=100 if q else 300, log_level=level,
                                             one_supervisor=(100,) if q else (1000,)),
-                                  scale.plot, None if q else SCALE_PLOT),
-        "pool": lambda: _plotted(pools.run(q, level), pools.plot, None if q else POOL_PLOT),
+                                  scale.plot, None if q or args.no_plot else SCALE_PLOT),
+        "pool": lambda: _plotted(pools.run(q, level), pools.plot, None if q or args.no_plot else POOL_PLOT),
         "memory": lambda: idle_memory.run(_sizes(args.sizes) or ((25,) if q else idle_memory.SIZES),
                                           log_level=level),
     }
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if stray:
         failed = True
         print(f"warning: {len(stray)} process(es) outlived their ToolSystem: {stray}", file=sys.stderr)
-    target = None if args.no_plot else args.plot or (None if args.quick else PLOT)
+    target = None if args.no_plot or args.quiet else args.plot or (None if args.quick else PLOT)
     if target:
         results["meta"]["plot"] = plot.latency_png(results, target)
     report.write_json(results, args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -45,28 +46,65 @@ def describe() -> dict[str, Any]:
     }
 
 
-def cpu_ticks() -> tuple[int, int, int] | None:
-    """(busy, steal, total) clock ticks of all CPUs since boot, from /proc/stat; steal is
-    time the hypervisor gave this VM's CPUs to someone else."""
+@dataclass(frozen=True)
+class CpuTicks:
+    """Clock ticks of all CPUs since boot (``/proc/stat``), split by who used them.
+
+    ``steal`` is time the hypervisor gave this VM's CPUs to someone else; ``system`` the
+    time spent in the kernel (system calls, interrupts, its own threads); ``kthreads`` the
+    part of it that the kernel's own threads used (``kdamond``, ``kswapd``, ``kworker``: the
+    children of ``kthreadd``), which no process of ours asked for."""
+
+    busy: int
+    steal: int
+    total: int
+    system: int
+    kthreads: int
+
+
+def cpu_ticks() -> CpuTicks | None:
+    """The CPU time used so far, machine-wide (see ``CpuTicks``); None off Linux."""
     try:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    steal = fields[7] if len(fields) > 7 else 0
+    fields += [0] * (8 - len(fields))
+    idle = fields[3] + fields[4]
+    steal = fields[7]
     total = sum(fields[:8])
-    return total - idle - steal, steal, total
+    return CpuTicks(busy=total - idle - steal, steal=steal, total=total,
+                    system=fields[2] + fields[5] + fields[6], kthreads=_kernel_thread_ticks())
 
 
-def cpu_shares(before: tuple[int, int, int] | None,
-               after: tuple[int, int, int] | None) -> dict[str, float] | None:
-    """Busy and stolen shares of all CPUs between two ``cpu_ticks()``."""
-    if before is None or after is None or after[2] <= before[2]:
+def _kernel_thread_ticks() -> int:
+    """User and system ticks of the kernel's threads (``kthreadd``'s children) so far."""
+    try:
+        with open("/proc/2/task/2/children") as f:
+            pids = f.read().split()
+    except OSError:  # no CONFIG_PROC_CHILDREN: not measured
+        return 0
+    out = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:  # ended since
+            continue
+        out += int(fields[11]) + int(fields[12])
+    return out
+
+
+def cpu_shares(before: CpuTicks | None, after: CpuTicks | None) -> dict[str, float] | None:
+    """Shares of all CPUs between two ``cpu_ticks()``: busy (anyone), stolen by the
+    hypervisor, in the kernel, and in the kernel's own threads."""
+    if before is None or after is None or after.total <= before.total:
         return None
-    total = after[2] - before[2]
-    return {"busy": round((after[0] - before[0]) / total, 3),
-            "steal": round((after[1] - before[1]) / total, 3)}
+    total = after.total - before.total
+    return {"busy": round((after.busy - before.busy) / total, 3),
+            "steal": round((after.steal - before.steal) / total, 3),
+            "system": round((after.system - before.system) / total, 3),
+            "kernel_threads": round((after.kthreads - before.kthreads) / total, 3)}
 
 
 def loadavg() -> list[float] | None:

@@ -157,8 +157,10 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
                 [round(statistics.fmean(per_tool[k:k + 100]) * 1000, 1),
                  round(statistics.median(per_tool[k:k + 100]) * 1000, 1),
                  round(max(per_tool[k:k + 100]) * 1000, 1)] for k in range(0, n, 100)],
-            # the whole machine's busy and stolen CPU shares during each hundred (a VM's
-            # neighbours take "steal"; "busy" counts every process, ours and others)
+            # the whole machine's CPU shares during each hundred: "busy" counts every process,
+            # ours and others; a VM's neighbours take "steal"; "system" is kernel time and
+            # "kernel_threads" the kernel's own threads (e.g. kdamond, which walks the reverse
+            # maps of pages shared by every forked process): a slow hundred shows which grew
             "cpu_by_hundred": [machine.cpu_shares(a, b) for a, b in zip(ticks, ticks[1:], strict=False)],
             "hundreds_at": marks,  # wall clock at the start and after each hundred
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
