@@ -35,6 +35,7 @@ import gc
 import importlib
 import multiprocessing
 import multiprocessing.process
+import multiprocessing.util as mp_util
 import os
 import pickle
 import select
@@ -42,6 +43,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -401,34 +403,67 @@ def _serve(ctl: socket.socket) -> None:
 
 def _fork_one(target: Callable[..., Any], args: tuple[Any, ...], name: str,
               mine: tuple[Any, ...]) -> int:
-    ctx = multiprocessing.get_context("fork")
+    """Fork one tool and return its pid. A plain ``os.fork``: multiprocessing's ``Process``
+    around it cost each idle tool about 0.1 MiB of private memory (its start-up code run
+    in the child; docs/scaling.md, Memory), and the zygote reaps with ``waitpid`` anyway."""
+    _flush_std_streams()  # (or the child would write the zygote's buffered output again)
     with sharing.forking():
-        proc = ctx.Process(target=_child, args=(os.getpid(), mine, target, args), name=name)
-        proc.start()
-    popen = getattr(proc, "_popen", None)
-    finalizer = getattr(popen, "finalizer", None)
-    if finalizer is not None:
-        finalizer()  # close our end of its start pipe (we reap with waitpid instead)
-    multiprocessing.process._children.discard(proc)
-    assert proc.pid is not None
-    return proc.pid
+        pid = os.fork()
+        if pid == 0:
+            _child(os.getppid(), mine, target, args, name)  # never returns
+    return pid
 
 
 def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
-           args: tuple[Any, ...]) -> None:
-    """The tool's first instant: die with the zygote, drop its descriptors and signal set-up."""
-    _die_with(zygote)
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    ctl, *pipe = mine
-    ctl.close()  # (through its object, which so never closes that number again)
-    for fd in pipe:
+           args: tuple[Any, ...], name: str) -> None:
+    """The tool's process, from its first instant to ``os._exit``: die with the zygote,
+    drop its descriptors and signal set-up, then run Thespian's start function the way
+    multiprocessing's ``Process._bootstrap`` runs a target (the parts a tool relies on)."""
+    code = 1
+    try:
+        _die_with(zygote)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        ctl, *pipe = mine
+        ctl.close()  # (through its object, which so never closes that number again)
+        for fd in pipe:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        # What Process._bootstrap does for its child: no children yet, no inherited
+        # finalizers or fork handlers of the zygote's, stdin from /dev/null, its own name.
+        multiprocessing.process._children = set()  # type: ignore[attr-defined]
+        mp_util._finalizer_registry.clear()
+        mp_util._run_after_forkers()
+        mp_util._close_stdin()
+        multiprocessing.process.current_process().name = name
+        gc.enable()
+        target(*args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - nothing above us in this process
+        import traceback
+
+        traceback.print_exc()
+    finally:
         try:
-            os.close(fd)
-        except OSError:
+            threading._shutdown()  # type: ignore[attr-defined]  # (joins non-daemon threads)
+        finally:
+            _flush_std_streams()
+            os._exit(code)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (AttributeError, ValueError, OSError):
             pass
-    gc.enable()
-    target(*args)
 
 
 def reap_children() -> None:
