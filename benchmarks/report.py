@@ -351,10 +351,18 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
              f"{_f(z['idle_tool'].get('uss_mib'))} / {_f(z['idle_tool'].get('pss_mib'))}",
              f"<= {t['tool_uss_mib_max']} (USS)",
              at_most(z["idle_tool"].get("uss_mib"), t["tool_uss_mib_max"])),
-            ("  supervisor USS / PSS MiB",
+            (f"  supervisor USS / PSS MiB (s000: spawned its tools, restarted one "
+             f"{z['restart'].get('n', '?')} times)",
              f"{_f(z['supervisor'].get('uss_mib'))} / {_f(z['supervisor'].get('pss_mib'))}",
              f"<= {t['supervisor_uss_mib_max']} (USS)",
              at_most(z["supervisor"].get("uss_mib"), t["supervisor_uss_mib_max"])),
+            ("  other supervisors, median USS / PSS MiB (spawned their tools only)",
+             f"{_f(z.get('other_supervisors', {}).get('uss_mib'))} / "
+             f"{_f(z.get('other_supervisors', {}).get('pss_mib'))} "
+             f"({z.get('other_supervisors', {}).get('sampled', 0)})",
+             f"<= {t['supervisor_uss_mib_max']} (USS)",
+             at_most(z.get("other_supervisors", {}).get("uss_mib"), t["supervisor_uss_mib_max"])
+             if z.get("other_supervisors", {}).get("sampled") else "-"),
             ("  its zygote USS / PSS MiB (one per supervisor)",
              f"{_f((z.get('zygote') or {}).get('uss_mib'))} / {_f((z.get('zygote') or {}).get('pss_mib'))}",
              "-", "ref"),

@@ -38,6 +38,11 @@ TARGETS = {"spawn_last100_over_first25_max": 1.5, "restart_p50_ratio_max": 1.5,
            "total_1000_s_max": 30.0}
 
 
+def _median(figures: list[dict[str, Any]], key: str) -> float | None:
+    values = [f[key] for f in figures if key in f]
+    return round(statistics.median(values), 2) if values else None
+
+
 def _interleaved(big: Any, alone: Any, n: int, blocks: int = 60) -> dict[str, Any]:
     """Call latency to ``big`` (a tool among many) and to ``alone`` (the only tool of a
     second system running at the same time), in alternating blocks: both see the same
@@ -144,6 +149,9 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
         tool_mem = footprint(tool_pid)
         sup_pid = sups[0].status().pid
         sup_mem = footprint(sup_pid)
+        # the others only spawned their tools (s000 also restarted one 10 times and answered
+        # the status queries of those restarts): up to 10 of them, spread over the tree
+        others = [footprint(s.status().pid) for s in sups[1::max(1, (len(sups) - 1) // 10)][:10]]
         zygote_mem = forker_footprint(tool_pid, sup_pid)
         t_exit = time.perf_counter()
     shutdown = time.perf_counter() - t_exit
@@ -165,7 +173,10 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             "hundreds_at": marks,  # wall clock at the start and after each hundred
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
-            "supervisor": sup_mem, "zygote": zygote_mem, "shutdown_s": round(shutdown, 2),
+            "supervisor": sup_mem, "zygote": zygote_mem,
+            "other_supervisors": {"uss_mib": _median(others, "uss_mib"),
+                                  "pss_mib": _median(others, "pss_mib"), "sampled": len(others)},
+            "shutdown_s": round(shutdown, 2),
             "loadavg_start": load_start, "loadavg_end": machine.loadavg()}
 
 
