@@ -407,10 +407,11 @@ def _fork_one(target: Callable[..., Any], args: tuple[Any, ...], name: str,
     around it cost each idle tool about 0.1 MiB of private memory (its start-up code run
     in the child; docs/scaling.md, Memory), and the zygote reaps with ``waitpid`` anyway."""
     _flush_std_streams()  # (or the child would write the zygote's buffered output again)
+    zygote = os.getpid()  # (read after the fork, a zygote that just died would be init's pid)
     with sharing.forking():
         pid = os.fork()
         if pid == 0:
-            _child(os.getppid(), mine, target, args, name)  # never returns
+            _child(zygote, mine, target, args, name)  # never returns
     return pid
 
 
@@ -418,7 +419,8 @@ def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
            args: tuple[Any, ...], name: str) -> None:
     """The tool's process, from its first instant to ``os._exit``: die with the zygote,
     drop its descriptors and signal set-up, then run Thespian's start function the way
-    multiprocessing's ``Process._bootstrap`` runs a target (the parts a tool relies on)."""
+    multiprocessing's ``Process._bootstrap`` runs a target: what a tool relies on of it
+    (stdin, children, finalizers, exit code, threads joined), not the cosmetics."""
     code = 1
     try:
         _die_with(zygote)
@@ -439,8 +441,11 @@ def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
         mp_util._close_stdin()
         multiprocessing.process.current_process().name = name
         gc.enable()
-        target(*args)
-        code = 0
+        try:
+            target(*args)
+            code = 0
+        finally:  # the tool's multiprocessing finalizers, its mp children joined or ended
+            mp_util._exit_function()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int | None):

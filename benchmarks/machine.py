@@ -104,7 +104,8 @@ def cpu_shares(before: CpuTicks | None, after: CpuTicks | None) -> dict[str, flo
     return {"busy": round((after.busy - before.busy) / total, 3),
             "steal": round((after.steal - before.steal) / total, 3),
             "system": round((after.system - before.system) / total, 3),
-            "kernel_threads": round((after.kthreads - before.kthreads) / total, 3)}
+            # (threads that ended in between take their ticks with them: at least 0)
+            "kernel_threads": round(max(0, after.kthreads - before.kthreads) / total, 3)}
 
 
 def loadavg() -> list[float] | None:
