@@ -328,6 +328,16 @@ def _monitoring_rows(section: dict[str, Any]) -> list[Row]:
     return rows(section)
 
 
+def _speed_rows(z: dict[str, Any]) -> list[Row]:
+    """Spawn time and machine speed per hundred, when the run recorded them (issue 10)."""
+    by = z.get("spawn_ms_by_hundred") or []
+    probe = z.get("cpu_probe_ms_by_hundred") or []
+    if len(by) < 2 or not any(probe):
+        return []
+    return [("  per hundred: spawn ms (median) | CPU probe ms (machine speed)",
+             " ".join(_f(h[1]) for h in by) + " | " + " ".join(_f(p) for p in probe), "-", "ref")]
+
+
 def _scale_rows(s: dict[str, Any]) -> list[Row]:
     t = s["target"]
     rows: list[Row] = []
@@ -339,6 +349,7 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
              f"{_f(z['spawn_first25_ms_per_tool'])} / {_f(z['spawn_last100_ms_per_tool'])} "
              f"({_f(z['spawn_last100_over_first25'])}x)", f"<= {t['spawn_last100_over_first25_max']}x",
              at_most(z["spawn_last100_over_first25"], t["spawn_last100_over_first25_max"])),
+            *_speed_rows(z),
             ("  call p50 ms / restart p50 ms", f"{_f(z['call']['p50_ms'])} / {_f(z['restart']['p50_ms'])}",
              "-", "ref"),
             ("  sweep ms per tool (wall; CPU) / accountant CPU",

@@ -26,6 +26,7 @@ import psutil
 
 from benchmarks import machine
 from benchmarks.memory import footprint, forker_footprint
+from benchmarks.speedprobe import SpeedTrace
 from benchmarks.stats import summarize_ms
 from supervisors import Backoff, Policy, ToolSystem
 from supervisors.processes.procs import pid_alive
@@ -124,17 +125,18 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
     with ToolSystem(policy=policy, log_level=log_level, sample_every=1.0, data_dir=False) as system:
         sups = [system.supervise(f"s{j:03d}", policy=policy)
                 for j in range((n + per_supervisor - 1) // per_supervisor)]
-        t0 = time.perf_counter()
-        ticks = [machine.cpu_ticks()]
-        marks = [round(time.time(), 2)]
-        for i in range(n):
-            ts = time.perf_counter()
-            sups[i // per_supervisor].spawn(TOOL, name=f"t{i:04d}")
-            per_tool.append(time.perf_counter() - ts)
-            if (i + 1) % 100 == 0 or i + 1 == n:
-                ticks.append(machine.cpu_ticks())
-                marks.append(round(time.time(), 2))
-        total = time.perf_counter() - t0
+        with SpeedTrace() as speed:  # (the probe runs through the spawns only)
+            t0 = time.perf_counter()
+            ticks = [machine.cpu_ticks()]
+            marks = [round(time.time(), 2)]
+            for i in range(n):
+                ts = time.perf_counter()
+                sups[i // per_supervisor].spawn(TOOL, name=f"t{i:04d}")
+                per_tool.append(time.perf_counter() - ts)
+                if (i + 1) % 100 == 0 or i + 1 == n:
+                    ticks.append(machine.cpu_ticks())
+                    marks.append(round(time.time(), 2))
+            total = time.perf_counter() - t0
         target = system.tool("s000/t0000")
         call = _calls(target, calls)
         with ToolSystem(log_level=log_level, data_dir=False) as other:
@@ -171,6 +173,11 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             # maps of pages shared by every forked process): a slow hundred shows which grew
             "cpu_by_hundred": [machine.cpu_shares(a, b) for a, b in zip(ticks, ticks[1:], strict=False)],
             "hundreds_at": marks,  # wall clock at the start and after each hundred
+            # the CPU time of a fixed Python loop through each hundred (median ms, from a
+            # probe process at nice 19, benchmarks/speedprobe.py): when a slow hundred's is
+            # slow too, the machine ran slower, not our spawn path
+            "cpu_probe_ms_by_hundred": [speed.median_between(a, b) for a, b in zip(marks, marks[1:],
+                                                                                   strict=False)],
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
             "supervisor": sup_mem, "zygote": zygote_mem,

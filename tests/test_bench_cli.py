@@ -1,11 +1,15 @@
-"""The benchmark runner's command line: what reaches each section's own process."""
+"""The benchmark runner: what reaches each section's own process, and its records of the machine."""
 
 from __future__ import annotations
 
+import time
+
+import psutil
 import pytest
 
 from benchmarks.__main__ import _forwarded, parse_args
 from benchmarks.machine import cpu_shares, cpu_ticks
+from benchmarks.speedprobe import SpeedTrace
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,3 +35,27 @@ def test_cpu_shares_split_the_machine_time() -> None:
     # boundaries as /proc/stat, so only the shape and the range are checked)
     assert set(shares) == {"busy", "steal", "system", "kernel_threads"}
     assert all(0.0 <= v <= 1.0 for v in shares.values())
+
+
+def test_the_speed_trace_samples_the_cpu_and_leaves_no_process() -> None:
+    with SpeedTrace(every=0.02) as trace:
+        start = time.time()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _lines(trace._path) < 5:
+            time.sleep(0.05)
+        end = time.time()
+    assert len(trace.samples) >= 5, "the probe process wrote no samples"
+    assert all(ms > 0 for _, ms in trace.samples)
+    median = trace.median_between(start, end)
+    assert median is not None and median > 0
+    assert trace.median_between(end + 60, end + 61) is None  # nothing measured then
+    assert not psutil.Process().children(), "the probe process outlived its trace"
+
+
+
+def _lines(path: str) -> int:
+    try:
+        with open(path) as f:
+            return len(f.readlines())
+    except FileNotFoundError:  # the probe process has not started writing yet
+        return 0
