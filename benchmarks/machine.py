@@ -125,6 +125,16 @@ def cpu_probe(rounds: int = 5, work: int = 20_000) -> float:
     return round(best * 1000, 3)
 
 
+def memory_used_gib() -> float | None:
+    """Memory in use on the whole machine (MemTotal - MemAvailable), in GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+        return round((info["MemTotal"] - info["MemAvailable"]) / 2**20, 2)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
 def loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]

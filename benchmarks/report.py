@@ -334,8 +334,10 @@ def _speed_rows(z: dict[str, Any]) -> list[Row]:
     probe = z.get("cpu_probe_ms_by_hundred") or []
     if len(by) < 2 or not any(probe):
         return []
-    return [("  per hundred: spawn ms (median) | CPU probe ms (machine speed)",
-             " ".join(_f(h[1]) for h in by) + " | " + " ".join(_f(p) for p in probe), "-", "ref")]
+    used = z.get("memory_used_gib") or []
+    return [("  per hundred: spawn ms (median) | CPU probe ms | machine memory in use GiB",
+             " ".join(_f(h[1]) for h in by) + " | " + " ".join(_f(p) for p in probe) + " | "
+             + " ".join(_f(u) for u in used[1:]), "-", "ref")]
 
 
 def _scale_rows(s: dict[str, Any]) -> list[Row]:

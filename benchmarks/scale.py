@@ -129,6 +129,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             t0 = time.perf_counter()
             ticks = [machine.cpu_ticks()]
             marks = [round(time.time(), 2)]
+            used = [machine.memory_used_gib()]
             for i in range(n):
                 ts = time.perf_counter()
                 sups[i // per_supervisor].spawn(TOOL, name=f"t{i:04d}")
@@ -136,6 +137,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
                 if (i + 1) % 100 == 0 or i + 1 == n:
                     ticks.append(machine.cpu_ticks())
                     marks.append(round(time.time(), 2))
+                    used.append(machine.memory_used_gib())
             total = time.perf_counter() - t0
         target = system.tool("s000/t0000")
         call = _calls(target, calls)
@@ -178,6 +180,10 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             # slow too, the machine ran slower, not our spawn path
             "cpu_probe_ms_by_hundred": [speed.median_between(a, b) for a, b in zip(marks, marks[1:],
                                                                                    strict=False)],
+            # the machine's memory in use at the start and after each hundred (GiB): on the
+            # development VM, pages written beyond about 6 GiB cost 4-6 x more to fault in
+            # (python -m benchmarks.fresh_memory), and the last hundreds of 1,000 get there
+            "memory_used_gib": used,
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
             "supervisor": sup_mem, "zygote": zygote_mem,

@@ -59,3 +59,12 @@ def _lines(path: str) -> int:
             return len(f.readlines())
     except FileNotFoundError:  # the probe process has not started writing yet
         return 0
+
+
+def test_fresh_memory_refuses_a_size_it_cannot_use(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.fresh_memory import main
+
+    assert main(["x"]) == 2
+    assert "GiB='x' is not a whole number" in capsys.readouterr().err
+    assert main(["0"]) == 2
+    assert "GiB=0 is too small" in capsys.readouterr().err
