@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -49,17 +48,13 @@ TARGETS = {"tool_uss_mib_max": 6.0, "supervisor_uss_mib_max": 6.0}
 CHILD_TIMEOUT_S = 600.0
 
 
-def _median(figures: list[dict[str, Any]], key: str) -> float | None:
-    values = [f[key] for f in figures if key in f]
-    return round(statistics.median(values), 2) if values else None
-
-
 def measure(n: int, log_level: str | None = None) -> dict[str, Any]:
     """In this process: a tree of ``n`` idle tools, and the memory of its processes."""
     if os.environ.get("TOOLVISOR_BENCH_IMPORT_TOOL"):
         import examples.counter  # noqa: F401  (before the actor system forks)
     from benchmarks import machine
     from benchmarks.memory import footprint, forker_footprint
+    from benchmarks.stats import median_of
     from supervisors import Backoff, Policy, ToolSystem
     from supervisors.processes.procs import session_pids
 
@@ -85,8 +80,8 @@ def measure(n: int, log_level: str | None = None) -> dict[str, Any]:
                "tree_processes": len(tree),
                "idle_tool": footprint(system.tool(f"s000/t{last:04d}").status().pid),
                "first_tool": footprint(system.tool("s000/t0000").status().pid),
-               "median_tool": {"uss_mib": _median(sample, "uss_mib"),
-                               "pss_mib": _median(sample, "pss_mib"), "sampled": len(sample)},
+               "median_tool": {"uss_mib": median_of(sample, "uss_mib"),
+                               "pss_mib": median_of(sample, "pss_mib"), "sampled": len(sample)},
                "supervisor": footprint(sup_pid),
                "loadavg_start": load, "loadavg_end": machine.loadavg()}
     return out

@@ -29,7 +29,7 @@ import psutil
 from benchmarks import machine
 from benchmarks.memory import footprint, forker_footprint
 from benchmarks.speedprobe import SpeedTrace
-from benchmarks.stats import summarize_ms
+from benchmarks.stats import median_of, summarize_ms
 from supervisors import Backoff, Policy, ToolSystem
 from supervisors.processes.procs import pid_alive
 
@@ -39,11 +39,6 @@ TARGETS = {"spawn_last100_over_first25_max": 1.5, "restart_p50_ratio_max": 1.5,
            "call_p50_ratio_max": 1.2, "sweep_ms_per_tool_max": 0.2, "accountant_cpu_max": 0.15,
            "shutdown_1000_s_max": 10.0, "tool_uss_mib_max": 6.0, "supervisor_uss_mib_max": 6.0,
            "total_1000_s_max": 30.0}
-
-
-def _median(figures: list[dict[str, Any]], key: str) -> float | None:
-    values = [f[key] for f in figures if key in f]
-    return round(statistics.median(values), 2) if values else None
 
 
 def _interleaved(big: Any, alone: Any, n: int, blocks: int = 60) -> dict[str, Any]:
@@ -224,8 +219,8 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
             "supervisor": sup_mem, "zygote": zygote_mem,
-            "other_supervisors": {"uss_mib": _median(others, "uss_mib"),
-                                  "pss_mib": _median(others, "pss_mib"), "sampled": len(others)},
+            "other_supervisors": {"uss_mib": median_of(others, "uss_mib"),
+                                  "pss_mib": median_of(others, "pss_mib"), "sampled": len(others)},
             "shutdown_s": round(shutdown, 2),
             "loadavg_start": load_start, "loadavg_end": machine.loadavg()}
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
+
+
+def median_of(figures: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The median of ``key`` over the figures that have it (2 decimals); None if none do."""
+    values = [f[key] for f in figures if key in f]
+    return round(statistics.median(values), 2) if values else None
 
 
 def percentile(sorted_values: Sequence[float], pct: float) -> float:
