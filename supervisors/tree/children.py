@@ -20,7 +20,8 @@ class Child:
         self.name: str = spec["name"]
         self.kind: str = spec.get("kind", "tool")
         self.sm = StateMachine(S.CREATED)
-        self.address: Any = None
+        self._address: Any = None
+        self.address_key: str | None = None  # str(address), kept with it (Supervisor._at)
         self.pid: int | None = None
         self.socket: str | None = None
         self.tmpdir: str | None = None
@@ -45,8 +46,18 @@ class Child:
         return self.sm.state
 
     @property
+    def address(self) -> Any:
+        return self._address
+
+    @address.setter
+    def address(self, value: Any) -> None:
+        # (its text, compared by Supervisor._at instead of Thespian's slower __eq__)
+        self._address = value
+        self.address_key = None if value is None else str(value)
+
+    @property
     def alive(self) -> bool:
-        return self.address is not None
+        return self._address is not None
 
     @property
     def restart_type(self) -> str:

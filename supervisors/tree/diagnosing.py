@@ -84,8 +84,8 @@ class Diagnosing:
                                               time.time() + 30.0))
 
     def _on_report(self: Supervisor, msg: ToolReport, sender: Any) -> None:
-        child = next((c for c in self.children if c.alive and c.address == sender), None)
-        if child is None:
+        child = self._at(sender)
+        if child is None or child is self.accountant:
             return
         if msg.breaker is not None:
             self._breaker_now(child, msg.breaker)

@@ -194,7 +194,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     # tool's process is killed with its process group): a shutdown does not wait for
     # each process's teardown in turn.
     def child_exited(self, address: Any) -> None:
-        child = self._live(lambda c: c.address == address)
+        child = self._at(address)
         if child is None:
             return
         if child.pid and child.stopping_to not in (S.STOPPED, S.FAILED) and pid_alive(child.pid):
@@ -206,6 +206,15 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         child = self._live(lambda c: c.pid == pid)
         if child is not None:
             self._witnessed(child)
+
+    def _at(self, address: Any) -> Child | None:
+        """The live child (or the accountant) at ``address``. Compared by its text first (a
+        string compare; Thespian's own takes 0.75 us, and with 1,000 children that was
+        0.75 ms per exit notice), then with Thespian's comparison among the children still
+        starting, whose address may still be the placeholder Thespian gave at creation."""
+        key = str(address)
+        return (self._live(lambda c: c.address_key == key)
+                or self._live(lambda c: c.pid is None and c.address == address))
 
     def _live(self, is_it: Callable[[Child], bool]) -> Child | None:
         """The live child (or the accountant) that ``is_it`` names."""
@@ -699,7 +708,9 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             child.last_error = describe(msg.error)
 
     def _on_exiting(self, msg: Exiting, sender: Any) -> None:
-        child = next((c for c in self.children if c.alive and c.address == sender), None)
+        child = self._at(sender)
+        if child is self.accountant:
+            child = None
         if child is None or child.exit_report is not None:
             return
         child.exit_report = msg
