@@ -433,8 +433,8 @@ def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
                 os.close(fd)
             except OSError:
                 pass
-        # What Process._bootstrap does for its child: no children yet, no inherited
-        # finalizers or fork handlers of the zygote's, stdin from /dev/null, its own name.
+        # What Process._bootstrap does for its child: no children yet, none of the zygote's
+        # finalizers, multiprocessing's after-fork handlers run, stdin from /dev/null, a name.
         multiprocessing.process._children = set()  # type: ignore[attr-defined]
         mp_util._finalizer_registry.clear()
         mp_util._run_after_forkers()

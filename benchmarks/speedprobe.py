@@ -38,15 +38,16 @@ class SpeedTrace:
     def __init__(self, every: float = 0.05) -> None:
         self.every = every
         self.samples: list[tuple[float, float]] = []
+        self.path = ""  # the probe's file while it runs (one "time ms" line per sample)
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> SpeedTrace:
         self._dir = tempfile.TemporaryDirectory(prefix="toolvisor-speed-")
-        self._path = os.path.join(self._dir.name, "trace")
+        self.path = os.path.join(self._dir.name, "trace")
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, self._path, str(self.every)],
+        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, self.path, str(self.every)],
                                       env=env, stdin=subprocess.DEVNULL)
         return self
 
@@ -55,7 +56,7 @@ class SpeedTrace:
             self._proc.kill()
             self._proc.wait()
         try:
-            with open(self._path) as f:
+            with open(self.path) as f:
                 for line in f:
                     t, ms = line.split()
                     self.samples.append((float(t), float(ms)))

@@ -41,7 +41,7 @@ def test_the_speed_trace_samples_the_cpu_and_leaves_no_process() -> None:
     with SpeedTrace(every=0.02) as trace:
         start = time.time()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _lines(trace._path) < 5:
+        while time.monotonic() < deadline and _lines(trace.path) < 5:
             time.sleep(0.05)
         end = time.time()
     assert len(trace.samples) >= 5, "the probe process wrote no samples"
@@ -50,7 +50,6 @@ def test_the_speed_trace_samples_the_cpu_and_leaves_no_process() -> None:
     assert median is not None and median > 0
     assert trace.median_between(end + 60, end + 61) is None  # nothing measured then
     assert not psutil.Process().children(), "the probe process outlived its trace"
-
 
 
 def _lines(path: str) -> int:
