@@ -245,10 +245,23 @@ class Transport:
             raise ToolError(f"the call is too large to send: {len(data)} bytes, over the "
                             f"{MAX_FRAME}-byte limit; pass a file path instead", type="CallTooLarge")
         pair = self._take()
+        settled = False
         try:
-            return self._exchange(pair[1], address, data, match, deadline, alive)
+            reply = self._exchange(pair[1], address, data, match, deadline, alive)
+            settled = True
+            return reply
+        except (CallTimeout, PeerGone):
+            settled = True  # raised between two of the endpoint's steps: it is in order
+            raise
         finally:
-            self._give_back(pair)  # a late reply left in it is told apart by its cid
+            if settled:
+                self._give_back(pair)  # a late reply left in it is told apart by its cid
+            else:
+                # Interrupted inside one of Thespian's steps (Ctrl-C, SystemExit, an error of
+                # its own): a send may be half done. Given back, that endpoint lost the next
+                # request sent through it, which then waited out its whole deadline (a host
+                # stopped by Ctrl-C while starting hung in its shutdown). Dropped instead.
+                _close_endpoint(pair[0])
 
     def _exchange(self, ep: Any, address: Any, data: bytes, match: Callable[[Any], bool],
                   deadline: float, alive: Callable[[], bool] | None) -> Any:
