@@ -406,7 +406,7 @@ def _fork_one(target: Callable[..., Any], args: tuple[Any, ...], name: str,
     """Fork one tool and return its pid. A plain ``os.fork``: multiprocessing's ``Process``
     around it cost each idle tool about 0.1 MiB of private memory (its start-up code run
     in the child; docs/scaling.md, Memory), and the zygote reaps with ``waitpid`` anyway."""
-    _flush_std_streams()  # (or the child would write the zygote's buffered output again)
+    mp_util._flush_std_streams()  # (or the child would write the zygote's buffered output again)
     zygote = os.getpid()  # (read after the fork, a zygote that just died would be init's pid)
     with sharing.forking():
         pid = os.fork()
@@ -458,17 +458,8 @@ def _child(zygote: int, mine: tuple[Any, ...], target: Callable[..., Any],
         try:
             threading._shutdown()  # type: ignore[attr-defined]  # (joins non-daemon threads)
         finally:
-            _flush_std_streams()
+            mp_util._flush_std_streams()
             os._exit(code)
-
-
-def _flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
 
 
 def reap_children() -> None:

@@ -84,8 +84,8 @@ class Diagnosing:
                                               time.time() + 30.0))
 
     def _on_report(self: Supervisor, msg: ToolReport, sender: Any) -> None:
-        child = self._at(sender)
-        if child is None or child is self.accountant:
+        child = self._at(sender, accountant=False)
+        if child is None:
             return
         if msg.breaker is not None:
             self._breaker_now(child, msg.breaker)
