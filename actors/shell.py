@@ -33,7 +33,7 @@ from thespian.actors import (
 from thespian.system.transport import IPBase, TransmitIntent
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import pidwatch, sharing, tcploop, wire_auth
+from actors import exits, pidwatch, sharing, tcploop, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
@@ -73,6 +73,7 @@ _listen_on_loopback_only()
 tcploop.install()  # Thespian's loop: the cost of a pass is what changed, not every socket
 wire_auth.install()  # before any actor system forks: every process checks every frame
 sharing.install()  # Thespian builds our shells without inspect.signature (memory, issue 10)
+exits.install()  # an exit notice costs what changed, not a pass over every child (issue 10)
 
 
 def _pack_address(addr: ActorAddress) -> bytes:

@@ -12,6 +12,40 @@ from supervisors.tree.specs import start_budget
 S = ToolState
 
 
+class LiveIndex:
+    """A supervisor's live children by pid and by address text, kept up to date by each
+    Child's ``pid`` and ``address`` setters. An exit notice names a pid or an address;
+    found by a scan over every child, each exit cost O(children), and the shutdown of
+    1,000 tools under one supervisor was quadratic (issue 10)."""
+
+    def __init__(self) -> None:
+        self.by_pid: dict[int, Child] = {}
+        self.by_key: dict[str, Child] = {}
+        self.starting: dict[int, Child] = {}  # id -> child: an address, no pid yet
+
+    def moved(self, child: Child, old_pid: int | None, old_key: str | None) -> None:
+        if old_pid is not None and self.by_pid.get(old_pid) is child:
+            del self.by_pid[old_pid]
+        if child.pid is not None:
+            self.by_pid[child.pid] = child
+        if old_key is not None and self.by_key.get(old_key) is child:
+            del self.by_key[old_key]
+        if child.address_key is not None:
+            self.by_key[child.address_key] = child
+        if child.alive and child.pid is None:
+            self.starting[id(child)] = child
+        else:
+            self.starting.pop(id(child), None)
+
+    def forget(self, child: Child) -> None:
+        """``child`` is no longer the supervisor's (removed)."""
+        if child.pid is not None and self.by_pid.get(child.pid) is child:
+            del self.by_pid[child.pid]
+        if child.address_key is not None and self.by_key.get(child.address_key) is child:
+            del self.by_key[child.address_key]
+        self.starting.pop(id(child), None)
+
+
 class Child:
     """The supervisor's record of one child (tool or supervisor)."""
 
@@ -20,9 +54,10 @@ class Child:
         self.name: str = spec["name"]
         self.kind: str = spec.get("kind", "tool")
         self.sm = StateMachine(S.CREATED)
+        self.index: LiveIndex | None = None  # the supervisor's, once it holds this child
         self._address: Any = None
         self.address_key: str | None = None  # str(address), kept with it (Supervisor._at)
-        self.pid: int | None = None
+        self._pid: int | None = None
         self.socket: str | None = None
         self.tmpdir: str | None = None
         self.inherited_fds: list[int] = []
@@ -52,8 +87,22 @@ class Child:
     @address.setter
     def address(self, value: Any) -> None:
         # (its text, compared by Supervisor._at instead of Thespian's slower __eq__)
+        old_key = self.address_key
         self._address = value
         self.address_key = None if value is None else str(value)
+        if self.index is not None:
+            self.index.moved(self, self._pid, old_key)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @pid.setter
+    def pid(self, value: int | None) -> None:
+        old = self._pid
+        self._pid = value
+        if self.index is not None:
+            self.index.moved(self, old, self.address_key)
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,96 @@
+"""An exit notice costs what changed (issue 10): the same answers as Thespian's scans.
+
+``actors.exits`` replaces two passes Thespian makes over every child on each exit
+notice; ``supervisors.tree.children.LiveIndex`` replaces the supervisor's own. These
+tests hold them to the answers of the code they replace, on real Thespian addresses
+(resolved, placeholders, unresolved placeholders, port 0) and real Child records.
+"""
+
+from __future__ import annotations
+
+import pytest
+from thespian.actors import ActorAddress
+from thespian.system.addressManager import ActorAddressManager
+from thespian.system.transport.IPBase import TCPv4ActorAddress
+
+from actors import exits
+from supervisors.tree.children import Child, LiveIndex
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _tcp(port: int) -> ActorAddress:
+    return ActorAddress(TCPv4ActorAddress("127.0.0.1", port))
+
+
+def _addresses() -> tuple[list[ActorAddress], list[ActorAddress]]:
+    """Children as an actor holds them: real addresses, and placeholders for them."""
+    me = _tcp(41000)
+    manager = ActorAddressManager(None, me)
+    real = [_tcp(41001 + i) for i in range(5)]
+    for r in real:
+        manager.importAddr(r)  # (what Thespian does to an address it is given)
+    placeholders = [manager.createLocalAddress() for _ in range(6)]
+    for i, r in enumerate(real):
+        manager.associateUseableAddress(me, i, r)  # placeholders[5] stays unresolved
+    return real, placeholders
+
+
+def test_the_list_of_children_loses_exactly_what_thespian_would_remove() -> None:
+    real, placeholders = _addresses()
+    zero = _tcp(0)
+    children = real + placeholders + [zero]
+    exits.port_of(real[0])  # one port kept on its address already, the others found now
+    notices = real + placeholders + [zero, _tcp(41003), _tcp(41999)]  # (a copy; a stranger)
+    for gone in notices:
+        expected = [c for c in children if c != gone]
+        got = exits.without(children, gone)
+        assert [id(c) for c in got] == [id(c) for c in expected], f"notice for {gone}"
+    # it, its placeholder, and the port-0 address (Thespian's comparison takes 0 for any port)
+    assert len(exits.without(children, _tcp(41003))) == len(children) - 3
+
+
+def test_a_port_is_kept_on_a_real_address_but_never_on_a_placeholder() -> None:
+    real, placeholders = _addresses()
+    assert exits.port_of(real[1]) == 41002
+    assert getattr(real[1], "_toolvisor_port") == 41002
+    assert exits.port_of(placeholders[1]) == 41002
+    assert not hasattr(placeholders[1], "_toolvisor_port")
+    assert exits.port_of(placeholders[5]) is None  # not started yet
+
+
+class _Info:
+    """What Thespian keeps per child process (ChildInfo), as far as _named reads it."""
+
+    def __init__(self, placeholder: ActorAddress, real: ActorAddress | None) -> None:
+        self.childAddr = placeholder
+        if real is not None:
+            self.childRealAddr = real
+
+
+def test_the_child_a_notice_names_is_found_by_its_real_address_or_its_placeholder() -> None:
+    real, placeholders = _addresses()
+    procs = [_Info(placeholders[i], real[i] if i < 3 else None) for i in range(6)]
+    assert exits._named(procs, real[2]) == 2
+    assert exits._named(procs, _tcp(41002)) == 1  # a copy of the address, as a notice carries
+    assert exits._named(procs, real[4]) == 4  # connected, but its info not told yet
+    assert exits._named(procs, placeholders[3]) == 3
+    assert exits._named(procs, _tcp(41998)) is None
+
+
+def test_the_live_index_follows_every_change_of_pid_and_address() -> None:
+    index = LiveIndex()
+    a, b = Child({"name": "a"}), Child({"name": "b"})
+    a.index = b.index = index
+    a.address = "placeholder-a"  # started, no pid yet
+    assert list(index.starting.values()) == [a]
+    a.pid, a.address = 100, "addr-a"
+    assert index.by_pid == {100: a} and index.by_key == {"addr-a": a} and not index.starting
+    a.address, a.pid = None, None  # its process ended
+    assert index.by_pid == {} and index.by_key == {}
+    b.pid, b.address = 100, "addr-b"  # the pid was used again
+    a.pid = 7
+    a.pid = None  # (a stale record letting go of a pid must not drop the new owner)
+    assert index.by_pid == {100: b}
+    index.forget(b)
+    assert index.by_pid == {} and index.by_key == {} and not index.starting
