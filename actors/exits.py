@@ -12,11 +12,12 @@ two took 38 % of that supervisor's CPU while it stopped them (issue 10, py-spy).
 - the list is filtered with a pre-check: two TCP addresses whose ports differ
   (neither 0) are different, which is what Thespian's comparison would find;
   any other pair is still compared by Thespian;
-- only the child the notice names is checked for liveness. The full pass still
-  runs when the notice names no child Thespian knows of (its own SIGCHLD
-  handling, or our process witness, took that child out of the list first),
-  but at most once every ``SWEEP_EVERY`` seconds: it is only a safety net for a
-  SIGCHLD that was missed, and the process witness is the first one.
+- only the child the notice names is checked for liveness, and none when our
+  process witness sent the notice after taking that child out of the list
+  itself (``reaped``). The full pass still runs when the notice names no child
+  Thespian knows of (its own SIGCHLD handling took it out first), but at most
+  once every ``SWEEP_EVERY`` seconds: it is only a safety net for a SIGCHLD
+  that was missed, and the process witness is the first one.
 """
 
 from __future__ import annotations
@@ -75,10 +76,20 @@ def without(children: list[Any], gone: Any) -> list[Any]:
     return kept
 
 
+def reaped(manager: Any, address: Any) -> None:
+    """The actor ``manager`` took the child at ``address`` out of its ``_child_procs``
+    itself and is sending itself the exit notice: there is nothing left to look for."""
+    port = port_of(address)
+    if port is not None:
+        manager.__dict__.setdefault("_toolvisor_reaped", set()).add(port)
+
+
 def _named(procs: list[Any], gone: Any) -> int | None:
-    """Where in Thespian's ``_child_procs`` the child at address ``gone`` is, if there."""
+    """Where in Thespian's ``_child_procs`` the child at address ``gone`` is, if there
+    (searched from the end: a tree stops its children last started first)."""
     port = port_of(gone)
-    for i, info in enumerate(procs):
+    for i in range(len(procs) - 1, -1, -1):
+        info = procs[i]
         addr = getattr(info, "childRealAddr", None) or info.childAddr  # (placeholder: not connected)
         if port is not None:
             other = getattr(addr, _PORT, None) or port_of(addr)
@@ -114,6 +125,12 @@ def install() -> None:
         return True
 
     def _childExited(self: Any, childAddr: Any) -> None:
+        mine = self.__dict__.get("_toolvisor_reaped")
+        if mine:
+            port = port_of(childAddr)
+            if port in mine:
+                mine.discard(port)
+                return
         procs = getattr(self, '_child_procs', None)
         if not procs:
             return

@@ -212,8 +212,9 @@ class Shell(Actor):
         procs = getattr(m, "_child_procs", None)
         if not procs:
             return
-        at = next((i for i, info in enumerate(procs) if getattr(info.childProc, "pid", None) == pid),
-                  None)
+        # (from the end: a tree stops its children last started first)
+        at = next((i for i in range(len(procs) - 1, -1, -1)
+                   if getattr(procs[i].childProc, "pid", None) == pid), None)
         if at is None:
             return
         ended = getattr(procs[at].childProc, "ended", None)
@@ -227,8 +228,10 @@ class Shell(Actor):
         """Have Thespian's exit notice for the child ``info`` (one of its ``_child_procs``,
         already taken out of that list) sent to this actor, as its own SIGCHLD check would."""
         m = self._myRef
+        address = getattr(info, "childRealAddr", info.childAddr)
+        exits.reaped(m, address)
         m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
-            getattr(info, "childRealAddr", info.childAddr))))
+            address)))
 
     def spawn(self, kind: str) -> Any:
         with sharing.forking():  # share what can be shared with the child (actors.sharing)

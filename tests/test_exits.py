@@ -53,7 +53,7 @@ def test_the_list_of_children_loses_exactly_what_thespian_would_remove() -> None
 def test_a_port_is_kept_on_a_real_address_but_never_on_a_placeholder() -> None:
     real, placeholders = _addresses()
     assert exits.port_of(real[1]) == 41002
-    assert getattr(real[1], "_toolvisor_port") == 41002
+    assert real[1]._toolvisor_port == 41002
     assert exits.port_of(placeholders[1]) == 41002
     assert not hasattr(placeholders[1], "_toolvisor_port")
     assert exits.port_of(placeholders[5]) is None  # not started yet
@@ -94,3 +94,45 @@ def test_the_live_index_follows_every_change_of_pid_and_address() -> None:
     assert index.by_pid == {100: b}
     index.forget(b)
     assert index.by_pid == {} and index.by_key == {} and not index.starting
+
+
+class _Proc:
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+        self.asked = 0
+
+    def is_alive(self) -> bool:
+        self.asked += 1
+        return self.alive
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+class _Manager:
+    """As much of a Thespian actor manager as its exit bookkeeping reads."""
+
+    def __init__(self, procs: list[_Info]) -> None:
+        self._child_procs = procs
+
+
+def test_an_exit_notice_checks_only_the_child_it_names_and_none_that_was_reaped() -> None:
+    from thespian.system.multiprocCommon import MultiProcReplicator
+
+    exits.install()
+    real, placeholders = _addresses()
+    infos = [_Info(placeholders[i], real[i]) for i in range(5)]
+    for i, info in enumerate(infos):
+        info.childProc = _Proc(alive=i != 2)
+    m = _Manager(list(infos))
+    m._checkChildLiveness = MultiProcReplicator._checkChildLiveness
+    MultiProcReplicator._childExited(m, _tcp(41003))  # (child 2, dead)
+    assert [i.childProc.asked for i in infos] == [0, 0, 1, 0, 0]
+    assert m._child_procs == [infos[0], infos[1], infos[3], infos[4]]
+    exits.reaped(m, real[4])  # our witness took it out and sent the notice
+    m._child_procs.remove(infos[4])
+    MultiProcReplicator._childExited(m, _tcp(41005))
+    assert [i.childProc.asked for i in infos] == [0, 0, 1, 0, 0]  # nothing asked again
+    MultiProcReplicator._childExited(m, _tcp(41777))  # names no child: one full pass
+    MultiProcReplicator._childExited(m, _tcp(41778))  # and no second within SWEEP_EVERY
+    assert [i.childProc.asked for i in infos] == [1, 1, 1, 1, 0]
