@@ -228,8 +228,7 @@ class Shell(Actor):
         """Have Thespian's exit notice for the child ``info`` (one of its ``_child_procs``,
         already taken out of that list) sent to this actor, as its own SIGCHLD check would."""
         m = self._myRef
-        address = getattr(info, "childRealAddr", info.childAddr)
-        exits.reaped(m, address)
+        address = exits.reaped(m, info)
         m.transport.scheduleTransmit(None, TransmitIntent(m.transport.myAddress, ChildActorExited(
             address)))
 

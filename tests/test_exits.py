@@ -109,30 +109,55 @@ class _Proc:
         pass
 
 
+class _Stats:
+    def inc(self, _what: str) -> None:
+        pass
+
+
+class _Transport:
+    def deadAddress(self, _manager: object, _address: object) -> None:  # noqa: N802
+        pass
+
+
 class _Manager:
     """As much of a Thespian actor manager as its exit bookkeeping reads."""
 
-    def __init__(self, procs: list[_Info]) -> None:
+    def __init__(self, procs: list[_Info], children: list[ActorAddress], manager: object) -> None:
         self._child_procs = procs
+        self._children = children
+        self._addrManager = manager
+        self._sCBStats = _Stats()
+        self.transport = _Transport()
 
 
 def test_an_exit_notice_checks_only_the_child_it_names_and_none_that_was_reaped() -> None:
     from thespian.system.multiprocCommon import MultiProcReplicator
+    from thespian.system.systemCommon import systemCommonBase
 
     exits.install()
     real, placeholders = _addresses()
+    manager = placeholders[0].addressDetails.addressManager
     infos = [_Info(placeholders[i], real[i]) for i in range(5)]
     for i, info in enumerate(infos):
         info.childProc = _Proc(alive=i != 2)
-    m = _Manager(list(infos))
+    m = _Manager(list(infos), list(real), manager)
     m._checkChildLiveness = MultiProcReplicator._checkChildLiveness
-    MultiProcReplicator._childExited(m, _tcp(41003))  # (child 2, dead)
+    m._childExited = lambda address: MultiProcReplicator._childExited(m, address)
+    notice = systemCommonBase._handleChildExited
+    assert notice(m, _tcp(41003))  # (child 2, dead: Thespian's own notice)
     assert [i.childProc.asked for i in infos] == [0, 0, 1, 0, 0]
     assert m._child_procs == [infos[0], infos[1], infos[3], infos[4]]
-    exits.reaped(m, real[4])  # our witness took it out and sent the notice
-    m._child_procs.remove(infos[4])
-    MultiProcReplicator._childExited(m, _tcp(41005))
-    assert [i.childProc.asked for i in infos] == [0, 0, 1, 0, 0]  # nothing asked again
+    assert m._children == [real[0], real[1], real[3], real[4]]
+
+    m._child_procs.remove(infos[4])  # our witness took child 4 out and sends the notice
+    assert exits.reaped(m, infos[4]) is real[4]
+    assert manager._managed[4] is real[4]
+    assert notice(m, _tcp(41005))
+    assert [i.childProc.asked for i in infos] == [0, 0, 1, 0, 0]  # nobody asked again
+    assert m._children == [real[0], real[1], real[3]]
+    assert manager._managed[4] is not real[4]  # Thespian's copy of its address let go
+    assert exits.port_of(placeholders[4]) == 1 and placeholders[4] != real[4]
+
     MultiProcReplicator._childExited(m, _tcp(41777))  # names no child: one full pass
     MultiProcReplicator._childExited(m, _tcp(41778))  # and no second within SWEEP_EVERY
     assert [i.childProc.asked for i in infos] == [1, 1, 1, 1, 0]
