@@ -13,12 +13,13 @@ two took 38 % of that supervisor's CPU while it stopped them (issue 10, py-spy).
   (neither 0) are different, which is what Thespian's comparison would find;
   any other pair is still compared by Thespian;
 - only the child the notice names is checked for liveness, and none when our
-  process witness sent the notice after taking that child out of the list
-  itself (``reaped``); such a child's real address is then let go of
-  (``_let_go``: Thespian kept every child's forever). The full pass still runs when the notice names no child
-  Thespian knows of (its own SIGCHLD handling took it out first), but at most
-  once every ``SWEEP_EVERY`` seconds: it is only a safety net for a SIGCHLD
-  that was missed, and the process witness is the first one.
+  process witness (or Thespian's SIGCHLD pass) sent the notice after taking
+  that child out of the list itself (``reaped``). The full pass still runs
+  when a notice names no child Thespian knows of, but at most once every
+  ``SWEEP_EVERY`` seconds: it is only a safety net for a missed SIGCHLD, and
+  the process witness is the first one;
+- a child found dead, whichever way, has its real address let go of
+  (``_let_go``): Thespian kept every child's address forever.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def without(children: list[Any], gone: Any) -> list[Any]:
     return kept
 
 
+def _instance(info: Any) -> int | None:
+    """The number of the placeholder Thespian gave the child ``info`` at its creation."""
+    return getattr(getattr(info.childAddr, "addressDetails", None), "addressInstanceNum", None)
+
+
 def reaped(manager: Any, info: Any) -> Any:
     """The actor ``manager`` took the child ``info`` (one of its ``_child_procs``) out of
     that list itself and is about to send itself the exit notice: when the notice comes
@@ -85,9 +91,7 @@ def reaped(manager: Any, info: Any) -> Any:
     address = getattr(info, "childRealAddr", None) or info.childAddr
     port = port_of(address)
     if port is not None:
-        instance = getattr(getattr(info.childAddr, "addressDetails", None), "addressInstanceNum",
-                           None)
-        manager.__dict__.setdefault("_toolvisor_reaped", {})[port] = instance
+        manager.__dict__.setdefault("_toolvisor_reaped", {})[port] = _instance(info)
     return address
 
 
@@ -167,13 +171,28 @@ def install() -> None:
         at = _named(procs, childAddr)
         if at is not None:
             if not self._checkChildLiveness(procs[at]):
-                del procs[at]
+                _let_go(self, _instance(procs.pop(at)))
             return
         now = time.monotonic()
         if now - getattr(self, '_toolvisor_swept', float("-inf")) >= SWEEP_EVERY:
             self._toolvisor_swept = now
             original_sweep(self, childAddr)
 
+    original_child_died = MultiProcReplicator.childDied
+
+    def childDied(self: Any) -> bool:
+        # Thespian's SIGCHLD pass: the children it finds dead get their exit notices
+        # now, and are let go of as our witness's are when those are handled.
+        before = list(getattr(self, '_child_procs', None) or ())
+        result = original_child_died(self)
+        if before:
+            left = {id(info) for info in getattr(self, '_child_procs', None) or ()}
+            for info in before:
+                if id(info) not in left:
+                    reaped(self, info)
+        return result
+
     systemCommonBase._handleChildExited = _handleChildExited  # type: ignore[method-assign]
     MultiProcReplicator._childExited = _childExited  # type: ignore[method-assign]
+    MultiProcReplicator.childDied = childDied  # type: ignore[method-assign]
     _installed = True

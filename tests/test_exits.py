@@ -94,6 +94,19 @@ def test_the_live_index_follows_every_change_of_pid_and_address() -> None:
     assert index.by_pid == {100: b}
     index.forget(b)
     assert index.by_pid == {} and index.by_key == {} and not index.starting
+    b.pid = 5  # (a removed child is no longer indexed, whatever is done to it)
+    assert index.by_pid == {}
+
+
+def test_a_child_that_ends_after_its_pid_went_to_another_stays_found() -> None:
+    index = LiveIndex()
+    a, b = Child({"name": "a"}), Child({"name": "b"})
+    a.index = b.index = index
+    a.pid, a.address = 300, "addr-a"
+    b.pid, b.address = 300, "addr-b"  # a's end not seen yet, and its pid used again
+    a.address = None  # now a's end is handled: address first, then pid
+    a.pid = None
+    assert index.by_pid == {300: b} and index.by_key == {"addr-b": b}
 
 
 class _Proc:
@@ -115,8 +128,16 @@ class _Stats:
 
 
 class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
     def deadAddress(self, _manager: object, _address: object) -> None:  # noqa: N802
         pass
+
+    def scheduleTransmit(self, _ignored: object, intent: object) -> None:  # noqa: N802
+        self.sent.append(intent)
+
+    myAddress = None  # noqa: N815
 
 
 class _Manager:
@@ -161,3 +182,27 @@ def test_an_exit_notice_checks_only_the_child_it_names_and_none_that_was_reaped(
     MultiProcReplicator._childExited(m, _tcp(41777))  # names no child: one full pass
     MultiProcReplicator._childExited(m, _tcp(41778))  # and no second within SWEEP_EVERY
     assert [i.childProc.asked for i in infos] == [1, 1, 1, 1, 0]
+    assert manager._managed[2] is not real[2]  # found dead by Thespian's own notice: let go too
+    assert manager._managed[0] is real[0]
+
+
+def test_children_thespians_sigchld_pass_finds_dead_are_let_go_of_too() -> None:
+    from thespian.system.multiprocCommon import MultiProcReplicator
+    from thespian.system.systemCommon import systemCommonBase
+
+    exits.install()
+    real, placeholders = _addresses()
+    manager = placeholders[0].addressDetails.addressManager
+    infos = [_Info(placeholders[i], real[i]) for i in range(3)]
+    for i, info in enumerate(infos):
+        info.childProc = _Proc(alive=i != 1)
+    m = _Manager(list(infos), list(real[:3]), manager)
+    m._checkChildLiveness = MultiProcReplicator._checkChildLiveness
+    m._childExited = lambda address: MultiProcReplicator._childExited(m, address)
+    assert MultiProcReplicator.childDied(m)
+    assert m._child_procs == [infos[0], infos[2]] and len(m.transport.sent) == 1
+    asked = [i.childProc.asked for i in infos]
+    assert systemCommonBase._handleChildExited(m, m.transport.sent[0].message.childAddress)
+    assert [i.childProc.asked for i in infos] == asked  # nothing looked for again
+    assert m._children == [real[0], real[2]]
+    assert manager._managed[1] is not real[1] and manager._managed[2] is real[2]

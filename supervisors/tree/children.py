@@ -24,14 +24,17 @@ class LiveIndex:
         self.starting: dict[int, Child] = {}  # id -> child: an address, no pid yet
 
     def moved(self, child: Child, old_pid: int | None, old_key: str | None) -> None:
-        if old_pid is not None and self.by_pid.get(old_pid) is child:
-            del self.by_pid[old_pid]
-        if child.pid is not None:
-            self.by_pid[child.pid] = child
-        if old_key is not None and self.by_key.get(old_key) is child:
-            del self.by_key[old_key]
-        if child.address_key is not None:
-            self.by_key[child.address_key] = child
+        """``child``'s pid was ``old_pid`` and its address text ``old_key``."""
+        if child.pid != old_pid:
+            if old_pid is not None and self.by_pid.get(old_pid) is child:
+                del self.by_pid[old_pid]  # (a pid used again since is another child's now)
+            if child.pid is not None:
+                self.by_pid[child.pid] = child
+        if child.address_key != old_key:
+            if old_key is not None and self.by_key.get(old_key) is child:
+                del self.by_key[old_key]
+            if child.address_key is not None:
+                self.by_key[child.address_key] = child
         if child.alive and child.pid is None:
             self.starting[id(child)] = child
         else:
@@ -44,6 +47,7 @@ class LiveIndex:
         if child.address_key is not None and self.by_key.get(child.address_key) is child:
             del self.by_key[child.address_key]
         self.starting.pop(id(child), None)
+        child.index = None
 
 
 class Child:
