@@ -379,6 +379,12 @@ def _scale_rows(s: dict[str, Any]) -> list[Row]:
             ("  its zygote USS / PSS MiB (one per supervisor)",
              f"{_f((z.get('zygote') or {}).get('uss_mib'))} / {_f((z.get('zygote') or {}).get('pss_mib'))}",
              "-", "ref"),
+            ("  root supervisor USS / PSS MiB (the event log; keeps the accountant)",
+             f"{_f((z.get('root_supervisor') or {}).get('uss_mib'))} / "
+             f"{_f((z.get('root_supervisor') or {}).get('pss_mib'))}",
+             f"<= {t['supervisor_uss_mib_max']} (USS)",
+             at_most((z.get("root_supervisor") or {}).get("uss_mib"), t["supervisor_uss_mib_max"])
+             if z.get("root_supervisor") else "-"),
             ("  shutdown s", _f(z["shutdown_s"]), "< 10 (1,000)" if key == "1000" else "-",
              at_most(z["shutdown_s"], t["shutdown_1000_s_max"]) if key == "1000" else "ref"),
         ]

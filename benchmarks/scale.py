@@ -189,6 +189,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
         # the status queries of those restarts): up to 10 of them, spread over the tree
         others = [footprint(s.status().pid) for s in sups[1::max(1, (len(sups) - 1) // 10)][:10]]
         zygote_mem = forker_footprint(tool_pid, sup_pid)
+        root_mem = footprint(system.root_route.pid)  # (also holds the event log, keeps the accountant)
         t_exit = time.perf_counter()
     shutdown = time.perf_counter() - t_exit
     first = statistics.fmean(per_tool[:25]) * 1000
@@ -213,12 +214,13 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             "cpu_probe_ms_by_hundred": [speed.median_between(a, b) for a, b in zip(marks, marks[1:],
                                                                                    strict=False)],
             # the machine's memory in use at the start and after each hundred (GiB): on the
-            # development VM, pages written beyond about 6 GiB cost 4-6 x more to fault in
-            # (python -m benchmarks.fresh_memory), and the last hundreds of 1,000 get there
+            # development VM, pages the guest has not used lately cost 4-6 x more to fault in
+            # (python -m benchmarks.fresh_memory): from 1.5-3 GiB in use after a fresh boot,
+            # from about 8 GiB once it has run for a while; a tool's start is mostly such faults
             "memory_used_gib": used,
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
-            "supervisor": sup_mem, "zygote": zygote_mem,
+            "supervisor": sup_mem, "zygote": zygote_mem, "root_supervisor": root_mem,
             "other_supervisors": {"uss_mib": median_of(others, "uss_mib"),
                                   "pss_mib": median_of(others, "pss_mib"), "sampled": len(others)},
             "shutdown_s": round(shutdown, 2),
