@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 from thespian.actors import ActorAddress
 from thespian.system.addressManager import ActorAddressManager
+from thespian.system.multiprocCommon import MultiProcReplicator
+from thespian.system.systemCommon import systemCommonBase
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from actors import exits
@@ -151,19 +153,23 @@ class _Manager:
         self.transport = _Transport()
 
 
-def test_an_exit_notice_checks_only_the_child_it_names_and_none_that_was_reaped() -> None:
-    from thespian.system.multiprocCommon import MultiProcReplicator
-    from thespian.system.systemCommon import systemCommonBase
-
+def _actor(n: int, dead: int) -> tuple[_Manager, list[_Info], list[ActorAddress], list[ActorAddress]]:
+    """An actor with ``n`` started children, the one at ``dead`` no longer alive."""
     exits.install()
     real, placeholders = _addresses()
     manager = placeholders[0].addressDetails.addressManager
-    infos = [_Info(placeholders[i], real[i]) for i in range(5)]
+    infos = [_Info(placeholders[i], real[i]) for i in range(n)]
     for i, info in enumerate(infos):
-        info.childProc = _Proc(alive=i != 2)
-    m = _Manager(list(infos), list(real), manager)
+        info.childProc = _Proc(alive=i != dead)
+    m = _Manager(list(infos), list(real[:n]), manager)
     m._checkChildLiveness = MultiProcReplicator._checkChildLiveness
     m._childExited = lambda address: MultiProcReplicator._childExited(m, address)
+    return m, infos, real, placeholders
+
+
+def test_an_exit_notice_checks_only_the_child_it_names_and_none_that_was_reaped() -> None:
+    m, infos, real, placeholders = _actor(5, dead=2)
+    manager = m._addrManager
     notice = systemCommonBase._handleChildExited
     assert notice(m, _tcp(41003))  # (child 2, dead: Thespian's own notice)
     assert [i.childProc.asked for i in infos] == [0, 0, 1, 0, 0]
@@ -187,18 +193,8 @@ def test_an_exit_notice_checks_only_the_child_it_names_and_none_that_was_reaped(
 
 
 def test_children_thespians_sigchld_pass_finds_dead_are_let_go_of_too() -> None:
-    from thespian.system.multiprocCommon import MultiProcReplicator
-    from thespian.system.systemCommon import systemCommonBase
-
-    exits.install()
-    real, placeholders = _addresses()
-    manager = placeholders[0].addressDetails.addressManager
-    infos = [_Info(placeholders[i], real[i]) for i in range(3)]
-    for i, info in enumerate(infos):
-        info.childProc = _Proc(alive=i != 1)
-    m = _Manager(list(infos), list(real[:3]), manager)
-    m._checkChildLiveness = MultiProcReplicator._checkChildLiveness
-    m._childExited = lambda address: MultiProcReplicator._childExited(m, address)
+    m, infos, real, _ = _actor(3, dead=1)
+    manager = m._addrManager
     assert MultiProcReplicator.childDied(m)
     assert m._child_procs == [infos[0], infos[2]] and len(m.transport.sent) == 1
     asked = [i.childProc.asked for i in infos]
