@@ -29,14 +29,14 @@ from typing import Any
 
 from thespian.actors import ActorAddress
 from thespian.system.addressManager import ActorLocalAddress
+from thespian.system.multiprocCommon import MultiProcReplicator
+from thespian.system.systemCommon import systemCommonBase
 from thespian.system.transport.IPBase import IPActorAddress, TCPv4ActorAddress
 
 SWEEP_EVERY = 1.0  # seconds between two full liveness passes on unmatched exit notices
+_PORT = "_toolvisor_port"  # an address's port, kept on it once known (it never changes)
 
 _installed = False
-
-
-_PORT = "_toolvisor_port"  # an address's port, kept on it once known (it never changes)
 
 
 def port_of(address: Any) -> int | None:
@@ -138,9 +138,6 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from thespian.system.multiprocCommon import MultiProcReplicator
-    from thespian.system.systemCommon import systemCommonBase
-
     original_sweep = MultiProcReplicator._childExited
 
     def _handleChildExited(self: Any, childAddress: Any) -> bool:
@@ -149,13 +146,12 @@ def install() -> None:
         self.transport.deadAddress(self._addrManager, childAddress)
         mine = self.__dict__.get("_toolvisor_reaped")
         port = port_of(childAddress) if mine else None
-        if port is not None and port in mine:  # (taken out of _child_procs already)
-            instance = mine.pop(port)
-            self._children = without(self._children, childAddress)
-            _let_go(self, instance)
-        else:
+        reaped_here = port is not None and port in mine
+        if not reaped_here:  # (otherwise it was taken out of _child_procs already)
             self._childExited(childAddress)
-            self._children = without(self._children, childAddress)
+        self._children = without(self._children, childAddress)
+        if reaped_here:
+            _let_go(self, mine.pop(port))
         if hasattr(self, '_exiting') and not self._children:
             if not hasattr(self, '_exitedAlready'):
                 self._exitedAlready = True
