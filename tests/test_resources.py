@@ -98,7 +98,9 @@ def test_alert_only_warns_in_steps_and_keeps_running(system: ToolSystem) -> None
         t.call("leak", mb=max(1, int(100 * target - base) - len_kept(t)))
         wait_until(lambda target=target: (t.status().usage.get("memory_mb") or 0) >= 100 * target - 2)
     wait_until(lambda: events(system, "h", "limit exceeded"), what="the alert")
-    kinds = [e["event"] for e in system.events() if e["path"] == "h" and e["event"].startswith("limit")]
+    # (memory's steps only: a slow machine may also see the leaking command's CPU cross 80 %)
+    kinds = [e["event"] for e in system.events() if e["path"] == "h"
+             and e["event"].startswith("limit") and e["detail"].startswith("memory_mb ")]
     assert kinds == ["limit warning", "limit critical", "limit exceeded"]
     assert t.status().state is ToolState.RUNNING and t.status().restarts == 0
     assert "on_limit=alert" in (t.status().last_error or "")
