@@ -9,8 +9,15 @@ says since when it has been busy.
 
 Layout: ``since`` (float64, ``time.time()``, 0 = idle), the *work counters* (below),
 ``kind`` (1 byte: ``c`` command, ``l`` lifecycle callback, ``t`` timer), ``name``
-(up to 95 bytes UTF-8, NUL-padded). The writer sets ``since`` last on entry and first
-on exit, so a reader never sees a stale name with a fresh ``since``.
+(up to 86 bytes UTF-8, NUL-padded), then the *call* (9 bytes): the correlation id of
+the call being served (int64, 0 for none) and whether every reply to a call that
+finished before it had left the process (1 byte). The writer sets ``since`` last on
+entry and first on exit, so a reader never sees a stale name with a fresh ``since``.
+
+The call is how a caller whose tool died learns that its own call certainly never
+started (``never_started``): the tool was busy with something else, and no reply was
+still waiting in the process, so a call of this caller that had finished would have
+been answered. Such a call is sent again to the next instance (issue 8, item 5).
 
 After those 128 bytes comes the *batch record*: the correlation id of the batch
 being served, how many of its items finished, and the encoded results of the
@@ -35,6 +42,7 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 SIZE = 128
@@ -44,7 +52,9 @@ _HEAD = struct.Struct("<ddQQc")   # since, busy seconds, calls, waiting, kind
 _LEAVE = struct.Struct("<ddQQ")   # the same without kind
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
+_CALL = struct.Struct("<q?")      # the call being served, every earlier reply out
 _KIND_AT = _LEAVE.size
+_CALL_AT = SIZE - _CALL.size
 _enter = struct.Struct("<d").pack_into
 _leave = _LEAVE.pack_into
 _time = time.time
@@ -63,6 +73,10 @@ class Backlog:
 
 #: The one backlog of this process (a tool process has one door and one marker).
 BACKLOG = Backlog()
+
+
+def _unknown() -> bool:
+    return False
 
 
 def marker_path(runtime_dir: str, pid: int) -> str:
@@ -86,6 +100,9 @@ class BusyMarker:
         self._command = False
         self._path = path
         self._batch_room: bool | None = None  # the batch area's pages reserved (None: not yet)
+        #: Are all replies to finished calls out of this process? (the tool's door says;
+        #: unknown counts as no, so that no caller resends on a guess)
+        self.replies_out: Callable[[], bool] = _unknown
         if not path:
             return
         try:
@@ -115,12 +132,14 @@ class BusyMarker:
                 self._batch_room = False
         return self._batch_room
 
-    def enter(self, kind: str, name: str) -> None:
+    def enter(self, kind: str, name: str, cid: int = 0) -> None:
+        """Entering a command (of call ``cid``), a lifecycle callback or a timer."""
         m = self.map
         if m is None:
             return
-        raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: SIZE - _KIND_AT]
-        m[_KIND_AT:SIZE] = raw.ljust(SIZE - _KIND_AT, b"\0")  # kind and name, then since
+        raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: _CALL_AT - _KIND_AT]
+        m[_KIND_AT:_CALL_AT] = raw.ljust(_CALL_AT - _KIND_AT, b"\0")  # kind and name,
+        _CALL.pack_into(m, _CALL_AT, cid if 0 < cid < 1 << 63 else 0, self.replies_out())  # call,
         self.entered = now = _time()
         self._command = kind == "c"
         _enter(m, 0, now)
@@ -196,8 +215,25 @@ def read_marker(path: str) -> dict[str, Any] | None:
     since, _, _, _, kind = _HEAD.unpack_from(data, 0)
     if not since:
         return None
-    name = data[_HEAD.size:SIZE].rstrip(b"\0").decode("utf-8", "replace")
+    name = data[_HEAD.size:_CALL_AT].rstrip(b"\0").decode("utf-8", "replace")
     return {"command": name, "kind": KINDS.get(kind, "command"), "since": since}
+
+
+def never_started(path: str, cid: int) -> bool:
+    """Did the tool whose marker is at ``path`` (its process ended) certainly never start
+    the call ``cid`` it did not answer? Yes only if it was busy with something else and
+    every reply to a call that finished before had left the process. Idle, unreadable,
+    serving ``cid`` itself, or a reply still inside: no (it may have run)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(SIZE)
+    except OSError:
+        return False
+    if len(data) < SIZE or not cid:
+        return False
+    since, _, _, _, kind = _HEAD.unpack_from(data, 0)
+    running, replies_out = _CALL.unpack_from(data, _CALL_AT)
+    return bool(since) and replies_out and not (kind == b"c" and running == cid)
 
 
 def read_counters(fd: int) -> tuple[float, int, int] | None:

@@ -34,6 +34,9 @@ class Context(Protocol):
         """Call the behaviour's ``process_ended(pid)`` once ``pid`` ends (a pidfd in our
         loop); False if this process cannot watch it (then poll ``pid`` instead)."""
 
+    def replies_out(self) -> bool:
+        """Has every reply queued on the door left this process?"""
+
 
 class Behaviour(Protocol):
     def receive(self, msg: Any, sender: Any) -> None: ...

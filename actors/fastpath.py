@@ -99,9 +99,11 @@ class Peer:
         if self.closed:
             return
         self.out += pack_frame(msg if isinstance(msg, bytes) else encode(msg))
+        self.server.unsent.add(self)
 
     def flush(self) -> None:
         if not self.out or self.closed:
+            self.server.unsent.discard(self)
             return
         try:
             sent = self.sock.send(self.out)
@@ -112,6 +114,8 @@ class Peer:
             return
         if sent:
             del self.out[:sent]
+            if not self.out:
+                self.server.unsent.discard(self)
         if len(self.out) > self.server.max_out:
             self.server.drop(self, f"it left {len(self.out)} bytes of replies unread")
 
@@ -130,6 +134,7 @@ class FastPathServer:
         self.max_out = max_out
         self.max_peers = max_peers
         self.peers: dict[int, Peer] = {}
+        self.unsent: set[Peer] = set()  # peers with replies not yet written out (has_output)
         self._others = 0  # ready callers after the one being read (actors.busy.BACKLOG)
         self.refused = 0
         self.refused_logged = 0.0
@@ -157,7 +162,7 @@ class FastPathServer:
 
     @property
     def has_output(self) -> bool:
-        return any(p.out for p in self.peers.values())
+        return bool(self.unsent)
 
     def on_ready(self, ready: list[int]) -> None:
         """Serve the ready sockets, then linger briefly for follow-up frames.
@@ -195,9 +200,8 @@ class FastPathServer:
                 return
 
     def flush(self) -> None:
-        for peer in list(self.peers.values()):
-            if peer.out:
-                peer.flush()
+        for peer in list(self.unsent):
+            peer.flush()
 
     def _accept(self) -> None:
         while True:
@@ -336,6 +340,7 @@ class FastPathServer:
         if why:
             logger.warning("{}: dropped a caller because {}", self.label, why)
         peer.closed = True
+        self.unsent.discard(peer)
         self.peers.pop(peer.sock.fileno(), None)
         try:
             peer.sock.close()

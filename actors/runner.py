@@ -280,6 +280,7 @@ class ToolRunner:
         self.log = logger.bind(tool=self.path)
         if spec.get("runtime_dir"):
             self.busy = BusyMarker(marker_path(spec["runtime_dir"], self.ctx.pid))
+            self.busy.replies_out = self.ctx.replies_out
         self.ctx.send(sender, Alive(msg.ref, self.ctx.pid, self.ctx.my_address))
         try:
             sandbox.own_process_group()
@@ -527,7 +528,7 @@ class ToolRunner:
                 f"tool {self.path} has no command {command!r}; its commands: {names}")
         if not isinstance(args, dict):
             return False, None, BadArguments(f"arguments of {command!r} must be a map of names")
-        self.busy.enter("c", command)
+        self.busy.enter("c", command, self.serving.cid if self.serving is not None else 0)
         try:
             return True, fn(**args), None
         except TypeError as exc:

@@ -362,6 +362,10 @@ class Shell(Actor):
             self._door = FastPathServer(self._inner.receive, self, label=label, max_peers=max_callers)
         return self._door.address
 
+    def replies_out(self) -> bool:
+        """Has every reply this actor queued on its door left the process? (actors.busy)"""
+        return self._door is None or not self._door.has_output
+
     # Mailbox (for the fast path's lingering) --------------------------------------------
     def framework_fds(self) -> list[int]:
         """Thespian's own sockets for this actor; [] if they cannot be found."""

@@ -266,6 +266,36 @@ def test_replies_of_calls_that_finished_before_a_crash_are_delivered(system: Too
     assert isinstance(results[20], ToolUnavailable)
 
 
+def test_calls_queued_behind_a_crash_run_once_on_the_next_instance(system: ToolSystem,
+                                                                   tmp_path) -> None:
+    """Calls waiting behind the call that ends the process certainly never started: they
+    are sent to the restarted instance and answered, each run exactly once."""
+    import asyncio
+
+    out = str(tmp_path / "lines.txt")
+    t = system.spawn(Appender, name="app")
+    t.call("pid")
+
+    async def main() -> list:
+        dying = asyncio.ensure_future(t.acall("die_after", seconds=0.8, timeout=30))
+        deadline = time.monotonic() + 10
+        while (t.status().busy or {}).get("command") != "die_after":  # it runs: queue behind it
+            assert time.monotonic() < deadline, "die_after never started"
+            await asyncio.sleep(0.02)
+        calls = [t.acall("append", path=out, line=f"line {i}", timeout=30) for i in range(20)]
+        calls += [asyncio.to_thread(t.call, "append", path=out, line=f"sync {i}", timeout=30)
+                  for i in range(3)]
+        return list(await asyncio.gather(dying, *calls, return_exceptions=True))
+
+    results = asyncio.run(main())
+    assert isinstance(results[0], ToolUnavailable) and "may or may not" in str(results[0])
+    assert results[1:] == [f"line {i}" for i in range(20)] + [f"sync {i}" for i in range(3)]
+    with open(out) as f:
+        written = f.read().splitlines()
+    assert sorted(written) == sorted(results[1:])  # each ran once
+    assert t.status().restarts == 1
+
+
 def test_call_many_keeps_the_results_of_items_before_a_crash(system: ToolSystem, tmp_path) -> None:
     out = str(tmp_path / "lines.txt")
     t = system.spawn(Appender, name="app")
@@ -390,6 +420,28 @@ def test_busy_marker_and_batch_record_round_trip(tmp_path) -> None:
     m.batch_item(big)                # larger than the page: counted, not recorded
     assert read_batch(path, 43) == (1, [])
     assert BusyMarker(None).map is None  # no runtime directory: a no-op marker
+
+
+def test_a_dead_tools_marker_says_which_calls_certainly_never_started(tmp_path) -> None:
+    from actors.busy import BusyMarker, never_started, read_marker
+
+    path = str(tmp_path / "busy-2")
+    m = BusyMarker(path)
+    assert not never_started(path, 7)  # idle: a reply may still have been inside
+    m.enter("c", "slow", 5)
+    assert not never_started(path, 7)  # replies of earlier calls: not known to be out
+    m.leave()
+    m.replies_out = lambda: True
+    m.enter("c", "slow" * 40, 5)       # (a long name leaves the call's bytes alone)
+    assert never_started(path, 7) and not never_started(path, 5) and not never_started(path, 0)
+    assert read_marker(path)["command"] == ("slow" * 40)[:86]
+    m.leave()
+    m.enter("t", "tick")               # a timer: no call of anyone's is running
+    assert never_started(path, 5)
+    m.replies_out = lambda: False      # a reply still waiting to go out
+    m.enter("l", "on_stop")
+    assert not never_started(path, 5)
+    assert not never_started(str(tmp_path / "none"), 5)
 
 
 def test_a_hung_callback_is_a_failure_that_counts_against_intensity() -> None:

@@ -279,6 +279,12 @@ class Appender(ToolActor):
         os._exit(3)
 
     @command
+    def die_after(self, seconds: float) -> None:
+        """Busy for ``seconds`` (calls queue up behind it), then end the process."""
+        time.sleep(seconds)
+        os._exit(3)
+
+    @command
     def pid(self) -> int:
         return os.getpid()
 

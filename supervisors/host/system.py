@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from actors import logs
-from actors.busy import marker_path, read_batch, verdict_path
+from actors.busy import marker_path, never_started, read_batch, verdict_path
 from actors.codec import unpack_value
 from actors.errors import (
     CallTimeout,
@@ -602,16 +602,17 @@ class ToolSystem:
         not_pid: int | None = None
         while True:
             route = self._route(path, deadline, not_pid)
+            fast = bool(route.socket) and self.call_path == "socket"
             try:
                 if route.kind != "tool":
                     raise ToolError(f"{path} is a supervisor; call commands on its tools")
-                if route.socket and self.call_path == "socket":
+                if fast:
                     reply = self.fast.exchange(route.socket, msg, match, deadline)
                 else:
                     reply = self.transport.exchange(route.address, msg, match, deadline,
                                                     lambda pid=route.pid: pid_alive(pid))
             except (NotDelivered, PeerGone, CallTimeout) as exc:
-                reply = self._settle(path, route, what, limit, error=exc)
+                reply = self._settle(path, route, what, limit, error=exc, cid=cid if fast else 0)
             else:
                 reply = self._settle(path, route, what, limit, reply=reply)
             if reply is not _RESEND:
@@ -647,10 +648,11 @@ class ToolSystem:
             route = self._cached_route(path, not_pid) or await self.aio.coalesce(
                 ("route", path, not_pid),
                 lambda not_pid=not_pid: asyncio.to_thread(self._route, path, deadline, not_pid))
+            fast = bool(route.socket) and self.call_path == "socket"
             try:
                 if route.kind != "tool":
                     raise ToolError(f"{path} is a supervisor; call commands on its tools")
-                if route.socket and self.call_path == "socket":
+                if fast:
                     reply = await self.aio.exchange(path, route.socket, cid, msg, deadline)
                 else:
                     reply = await asyncio.to_thread(
@@ -658,7 +660,8 @@ class ToolSystem:
                         lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
                         lambda pid=route.pid: pid_alive(pid))
             except (NotDelivered, PeerGone, CallTimeout) as exc:
-                reply = self._settle(path, route, repr(command), limit, error=exc)
+                reply = self._settle(path, route, repr(command), limit, error=exc,
+                                     cid=cid if fast else 0)
             else:
                 reply = self._settle(path, route, repr(command), limit, reply=reply)
             if reply is _RESEND:
@@ -680,17 +683,22 @@ class ToolSystem:
             deadline)
 
     def _settle(self, path: str, route: Route, what: str, limit: float, reply: Any = None,
-                error: BaseException | None = None) -> Any:
+                error: BaseException | None = None, cid: int = 0) -> Any:
         """Judge one delivery attempt: the reply, ``_RESEND``, or the error to raise.
 
         A call that certainly did not run (the instance was gone, or answered
-        'moved') goes to the next instance; one that may have run never does.
+        'moved', or died while busy with something else with no reply left inside:
+        ``cid``, a call made on the fast path, see actors.busy) goes to the next
+        instance; one that may have run never does.
         """
         if isinstance(error, NotDelivered) or (error is None and _moved(reply)):
             self._routes.pop(path, None)
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
+            if cid and self.runtime_dir and route.pid and \
+                    never_started(marker_path(self.runtime_dir, route.pid), cid):
+                return _RESEND
             why = self._verdict(route.pid)
             raise ToolUnavailable(f"{path} ended while handling {what}"
                                   + (f" ({why})" if why else "") + "; it may or may not have run",
