@@ -44,7 +44,8 @@ REFUSAL_LINGER = 0.5            # seconds a refused connection stays open after 
 MAX_REFUSING = 64               # refused connections kept open at most
 READ_CHUNK = 64 * 1024         # bytes read from one peer per turn (fairness; 256 KiB reads
                                # made malloc mmap a fresh buffer for every call)
-MAX_PENDING_OUT = 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
+MAX_PENDING_OUT = MAX_FRAME + 8 * 1024 * 1024  # unread reply bytes before a peer is dropped
+#                                                (at least one largest frame)
 #: Callers connected at once (``max_callers`` of a tool); one more is refused with an error.
 DEFAULT_MAX_CALLERS = 512
 MAX_PEERS = DEFAULT_MAX_CALLERS
@@ -135,6 +136,9 @@ class FastPathServer:
         self.max_peers = max_peers
         self.peers: dict[int, Peer] = {}
         self.unsent: set[Peer] = set()  # peers with replies not yet written out (has_output)
+        #: a peer was dropped with replies unsent: from then on this process cannot say that
+        #: every finished call's reply left it (actors.busy, ``never_started``)
+        self.replies_lost = False
         self._others = 0  # ready callers after the one being read (actors.busy.BACKLOG)
         self.refused = 0
         self.refused_logged = 0.0
@@ -323,6 +327,8 @@ class FastPathServer:
                 return
             if self.has_output:  # replies of calls that finished go out before the next
                 self.flush()        # call runs: a call that ends the process loses no others
+                if peer.closed:     # (this caller was dropped by it: run nothing more of its)
+                    return
             BACKLOG.waiting = waiting  # (for the work counters, actors.busy)
             try:
                 self.deliver(msg, peer)
@@ -340,6 +346,8 @@ class FastPathServer:
         if why:
             logger.warning("{}: dropped a caller because {}", self.label, why)
         peer.closed = True
+        if peer.out:
+            self.replies_lost = True
         self.unsent.discard(peer)
         self.peers.pop(peer.sock.fileno(), None)
         try:

@@ -364,7 +364,8 @@ class Shell(Actor):
 
     def replies_out(self) -> bool:
         """Has every reply this actor queued on its door left the process? (actors.busy)"""
-        return self._door is None or not self._door.has_output
+        door = self._door
+        return door is None or not (door.has_output or door.replies_lost)
 
     # Mailbox (for the fast path's lingering) --------------------------------------------
     def framework_fds(self) -> list[int]:

@@ -296,6 +296,84 @@ def test_calls_queued_behind_a_crash_run_once_on_the_next_instance(system: ToolS
     assert t.status().restarts == 1
 
 
+def test_a_call_whose_reply_was_still_inside_is_not_resent(system: ToolSystem, tmp_path) -> None:
+    """Held while paused, 'append' and then 'die' run back to back on resume: the reply to
+    'append' is still inside the process when 'die' starts, so 'append' may have run (it
+    did) and must not be sent again."""
+    import asyncio
+
+    out = str(tmp_path / "lines.txt")
+    t = system.spawn(Appender, name="app")
+    t.call("pid")
+    t.pause()
+
+    async def main() -> list:
+        appended = asyncio.ensure_future(t.acall("append", path=out, line="A", timeout=20))
+        await asyncio.sleep(0.3)
+        dying = asyncio.ensure_future(t.acall("die", timeout=20))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(t.resume)
+        return list(await asyncio.gather(appended, dying, return_exceptions=True))
+
+    results = asyncio.run(main())
+    with open(out) as f:
+        assert f.read().splitlines() == ["A"]  # run once
+    assert results[0] == "A" or isinstance(results[0], ToolUnavailable)
+    assert isinstance(results[1], ToolUnavailable)
+
+
+def test_a_reply_larger_than_the_old_unread_limit_arrives(system: ToolSystem) -> None:
+    """10 MiB is under the 16 MiB frame limit; the tool used to drop its caller over 8 MiB
+    of unread replies, so such a reply never arrived (and the tool ran on)."""
+    t = system.spawn(Appender, name="app")
+    assert len(t.call("blob", mb=10, timeout=30)) == 10 * 1024 * 1024
+
+
+def test_a_live_tool_that_dropped_its_caller_is_never_taken_for_a_dead_one(tmp_path) -> None:
+    """A closed connection is not a dead tool: the call may have run, and its reply gone
+    with the connection, so it is not resent however the marker reads."""
+    from actors.busy import BusyMarker
+    from supervisors.host.system import never_ran
+
+    marker = BusyMarker(str(tmp_path / f"busy-{os.getpid()}"))
+    marker.replies_out = lambda: True
+    marker.enter("c", "other", 99)  # busy with another call, every reply out
+    assert not never_ran(str(tmp_path), os.getpid(), 7)  # ...but this process is alive
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = BusyMarker(str(tmp_path / f"busy-{child.pid}"))
+    dead.replies_out = lambda: True
+    dead.enter("c", "other", 99)
+    assert never_ran(str(tmp_path), child.pid, 7) and not never_ran(str(tmp_path), child.pid, 99)
+
+
+def test_a_caller_dropped_with_replies_unsent_makes_the_tool_say_so(tmp_path) -> None:
+    import socket
+
+    from actors.fastpath import FastPathServer, Peer
+
+    class Mailbox:
+        def framework_fds(self) -> list[int]:
+            return []
+
+        def framework_busy(self) -> bool:
+            return False
+
+    server = FastPathServer(lambda msg, peer: None, Mailbox(), label="t", max_out=1 << 20)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        theirs.setblocking(False)
+        peer = Peer(theirs, server)
+        server.peers[theirs.fileno()] = peer
+        peer.send(b"x" * (4 << 20))  # more than the socket takes, and the caller never reads
+        assert server.has_output and not server.replies_lost
+        server.flush()
+        assert peer.closed and server.replies_lost and not server.has_output
+    finally:
+        ours.close()
+        server.close()
+
+
 def test_call_many_keeps_the_results_of_items_before_a_crash(system: ToolSystem, tmp_path) -> None:
     out = str(tmp_path / "lines.txt")
     t = system.spawn(Appender, name="app")

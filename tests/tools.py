@@ -279,6 +279,10 @@ class Appender(ToolActor):
         os._exit(3)
 
     @command
+    def blob(self, mb: float) -> bytes:
+        return b"x" * int(mb * 1024 * 1024)
+
+    @command
     def die_after(self, seconds: float) -> None:
         """Busy for ``seconds`` (calls queue up behind it), then end the process."""
         time.sleep(seconds)

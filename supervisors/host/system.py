@@ -52,6 +52,7 @@ from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
 
 CALL_PATHS = ("socket", "thespian")
+DEATH_WAIT = 0.05  # seconds a caller that lost its connection waits to see the tool process end
 
 
 @dataclass(frozen=True)
@@ -696,8 +697,7 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
-            if cid and self.runtime_dir and route.pid and \
-                    never_started(marker_path(self.runtime_dir, route.pid), cid):
+            if cid and self.runtime_dir and never_ran(self.runtime_dir, route.pid, cid):
                 return _RESEND
             why = self._verdict(route.pid)
             raise ToolUnavailable(f"{path} ended while handling {what}"
@@ -845,6 +845,23 @@ def _raise_first_async(first: list[ToolError]) -> Any:
             raise error
         return fail()
     return None
+
+
+def never_ran(runtime_dir: str, pid: int | None, cid: int) -> bool:
+    """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: did
+    that call certainly never start? Only if the process has ended (a tool that is alive
+    may have dropped this caller, and with it a reply) and its busy marker says it was
+    busy with something else with every earlier reply out (``actors.busy.never_started``).
+    The connection closes a little before the process is seen to end: it is looked for
+    during ``DEATH_WAIT`` seconds at most."""
+    if not pid:
+        return False
+    give_up = time.monotonic() + DEATH_WAIT
+    while pid_alive(pid):
+        if time.monotonic() >= give_up:
+            return False
+        time.sleep(0.001)
+    return never_started(marker_path(runtime_dir, pid), cid)
 
 
 def _moved(reply: Any) -> bool:
