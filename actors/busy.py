@@ -137,9 +137,10 @@ class BusyMarker:
         m = self.map
         if m is None:
             return
+        # kind and name, then the call, then since (last: see the module's docstring)
         raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: _CALL_AT - _KIND_AT]
-        m[_KIND_AT:_CALL_AT] = raw.ljust(_CALL_AT - _KIND_AT, b"\0")  # kind and name,
-        _CALL.pack_into(m, _CALL_AT, cid if 0 < cid < 1 << 63 else 0, self.replies_out())  # call,
+        m[_KIND_AT:_CALL_AT] = raw.ljust(_CALL_AT - _KIND_AT, b"\0")
+        _CALL.pack_into(m, _CALL_AT, cid if 0 < cid < 1 << 63 else 0, self.replies_out())
         self.entered = now = _time()
         self._command = kind == "c"
         _enter(m, 0, now)
