@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -254,3 +256,39 @@ def test_memory_of_the_tools_children_counts_against_its_limit(system: ToolSyste
     wait_until(lambda: t.status().restarts == 1, timeout=20, what="restart for the child's memory")
     assert "memory_mb" in (t.status().last_error or "")
     wait_dead(kid)  # and the child went with it
+
+
+def test_the_process_table_reads_only_new_processes_and_all_now_and_then() -> None:
+    from supervisors.resources import usage
+
+    table = usage.ProcessTable()
+    reads: list[int] = []
+    real = usage._parent
+
+    def counting(pid: int) -> int | None:
+        reads.append(pid)
+        return real(pid)
+
+    usage._parent = counting  # type: ignore[assignment]
+    try:
+        first = table.children()  # a full read
+        assert os.getpid() in first.get(os.getppid(), [])
+        everyone = len(reads)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            reads.clear()
+            second = table.children()
+            assert child.pid in second.get(os.getpid(), [])
+            assert child.pid in reads and len(reads) < everyone  # the new ones only
+        finally:
+            child.kill()
+            child.wait()
+        assert child.pid not in table.children().get(os.getpid(), [])  # gone, and forgotten
+        most = 0
+        for _ in range(table.FULL_EVERY):
+            reads.clear()
+            table.children()
+            most = max(most, len(reads))
+        assert most >= everyone - 5  # one full read again (give or take processes that ended)
+    finally:
+        usage._parent = real  # type: ignore[assignment]

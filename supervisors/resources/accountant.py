@@ -34,7 +34,7 @@ from actors.shell import SHELLS, Shell
 from supervisors.processes.procs import pid_alive
 from supervisors.resources.adaptive import ANOMALY_MIN_SAMPLES, ANOMALY_Z, History, adapt
 from supervisors.resources.quotas import CRITICAL_AT, LIMIT_NAMES, WARNING_AT
-from supervisors.resources.usage import Sweep, Tracker, blank, sample
+from supervisors.resources.usage import ProcessTable, Sweep, Tracker, blank, sample
 from supervisors.resources.work import WorkHistory
 
 DEFAULT_CADENCE = 1.0
@@ -100,6 +100,7 @@ class Accountant:
         # (wall ms, tools, CPU ms) per sweep: the wall time includes waiting for a core on a
         # busy machine; the CPU time is what the sweep itself costs
         self.sweeps: deque[tuple[float, int, float]] = deque(maxlen=120)
+        self.processes = ProcessTable()  # the process tree, kept between sweeps
         self.log = logger
 
     # ------------------------------------------------------------------ Behaviour
@@ -211,7 +212,7 @@ class Accountant:
     # ------------------------------------------------------------------ sampling
     def sweep(self) -> None:
         started, cpu = time.perf_counter(), time.thread_time()
-        shared = Sweep()
+        shared = Sweep(self.processes)
         for path, entry in list(self.entries.items()):
             figures = sample(entry.tracker, shared)
             if figures is None:  # the process ended between two samples: a normal event

@@ -7,7 +7,9 @@ is used. USS (memory only this process holds; forked pages are shared) is
 exact every ``USS_EVERY`` samples, and whenever RSS moved by ``USS_DRIFT`` since the
 last exact reading (a leak shows at once); in between it is carried forward by the
 change in RSS, because reading ``smaps_rollup`` costs ~0.2 ms per process (at 1,000
-tools, every 10th sample, it was half of the accountant's sweep).
+tools, every 10th sample, it was half of the accountant's sweep; every 30th, still a
+fifth at 500 tools on a slow day: it is every 120th now, two minutes at the default
+cadence, while any move of 1 MiB in RSS still calls for an exact reading at once).
 
 ``open_files`` counts the descriptors the tool opened itself: those it
 inherited from its supervisor when it was forked are left out, and so are the
@@ -33,7 +35,7 @@ from supervisors.resources.work import WORK_FIGURES
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MB = 1024 * 1024
-USS_EVERY = 30
+USS_EVERY = 120
 USS_DRIFT = 1024 * 1024  # bytes of RSS change that call for an exact USS reading
 LIST_EVERY = 10  # samples between full listings of a tool's descriptors (sockets, callers)
 LINUX = os.path.isdir("/proc/self/fd")
@@ -66,19 +68,70 @@ class Tracker:
     kids_cpu: dict[int, tuple[float, float]] = field(default_factory=dict)  # child pid -> (cpu, t)
 
 
+class ProcessTable:
+    """Every process's parent, kept from one sweep to the next.
+
+    A sweep needs to know who is whose child. Reading ``/proc/PID/stat`` of every
+    process on the machine at each sweep was a quarter of the accountant's CPU with
+    500 tools (py-spy). A process's parent changes only when that parent ends, and
+    then the process leaves the subtree of every tool anyway; so a sweep lists
+    ``/proc`` and reads only the processes it has not seen before. Every
+    ``FULL_EVERY`` sweeps it reads them all again (a pid used again between two
+    sweeps would otherwise keep its old parent; pids are handed out in turn, so
+    that needs a whole turn of the pid space within one sweep).
+    """
+
+    FULL_EVERY = 10
+
+    def __init__(self) -> None:
+        self.parents: dict[int, int] = {}
+        self.scans = 0
+
+    def children(self) -> dict[int, list[int]]:
+        """parent pid -> its children's pids, as of now."""
+        full = self.scans % self.FULL_EVERY == 0
+        self.scans += 1
+        known, parents = ({} if full else self.parents), {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            parent = known.get(pid)
+            if parent is None:
+                parent = _parent(pid)
+                if parent is None:
+                    continue
+            parents[pid] = parent
+        self.parents = parents
+        out: dict[int, list[int]] = {}
+        for pid, parent in parents.items():
+            out.setdefault(parent, []).append(pid)
+        return out
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[1])
+
+
 class Sweep:
     """Facts shared by every sample of one sweep: who is whose child, which sockets are inet.
 
     The socket tables are read only if some tool holds a socket not classified
-    before (reading them costs ~15 ms with a few hundred actors).
+    before (reading them costs ~15 ms with a few hundred actors). ``table`` keeps
+    the process tree from one sweep to the next (a fresh one reads it all).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, table: ProcessTable | None = None) -> None:
         self.children: dict[int, list[int]] = {}
         self._inet: set[str] | None = None
         self._callers: set[str] | None = None
         if LINUX:
-            self._scan_processes()
+            self.children = (table or ProcessTable()).children()
 
     @property
     def inet_inodes(self) -> set[str]:
@@ -108,20 +161,6 @@ class Sweep:
         if inode in self.caller_inodes:
             return "caller"
         return "inet" if inode in self.inet_inodes else ""
-
-    def _scan_processes(self) -> None:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if fields[0] in (b"Z", b"X"):
-                continue
-            self.children.setdefault(int(fields[1]), []).append(int(entry))
 
     def _scan_sockets(self) -> None:
         for table in ("tcp", "tcp6", "udp", "udp6"):
@@ -192,19 +231,19 @@ def _sample_proc(t: Tracker, sweep: Sweep) -> dict[str, Any] | None:
                 write_bytes = int(line.split()[1])
     except PermissionError:
         pass
-    kids = sweep.descendants(pid)
-    kids_rss, kids_cpu = _children(t, kids, now)
+    kids, kids_rss, kids_cpu = _children(t, sweep.descendants(pid), now)
     return {"memory_mb": round(uss / MB, 2), "rss_mb": round(rss / MB, 2),
             "cpu_percent": round(cpu_percent, 1), "cpu_seconds": round(cpu, 2),
             "open_files": fds, "callers": callers, "threads": int(fields[17]),
             "connections": sockets,
-            "children": len(kids), "children_memory_mb": round(kids_rss / MB, 2),
+            "children": kids, "children_memory_mb": round(kids_rss / MB, 2),
             "children_cpu_percent": round(kids_cpu, 1), "io_read_bytes": read_bytes,
             "io_write_bytes": write_bytes, "sampled_at": now}
 
 
-def _children(t: Tracker, kids: list[int], now: float) -> tuple[float, float]:
-    """RSS (bytes) and CPU percent of the processes the tool started."""
+def _children(t: Tracker, kids: list[int], now: float) -> tuple[int, float, float]:
+    """How many processes the tool started are running (zombies left out), their RSS
+    (bytes) and their CPU percent."""
     rss = cpu_percent = 0.0
     seen: dict[int, tuple[float, float]] = {}
     for kid in kids:
@@ -213,6 +252,8 @@ def _children(t: Tracker, kids: list[int], now: float) -> tuple[float, float]:
         except OSError:
             continue
         f = stat[stat.rindex(b")") + 2:].split()
+        if f[0] in (b"Z", b"X"):
+            continue
         rss += int(f[21]) * PAGE
         cpu = (int(f[11]) + int(f[12])) / TICKS
         seen[kid] = (cpu, now)
@@ -220,7 +261,7 @@ def _children(t: Tracker, kids: list[int], now: float) -> tuple[float, float]:
         if before is not None and now > before[1]:
             cpu_percent += max(0.0, 100.0 * (cpu - before[0]) / (now - before[1]))
     t.kids_cpu = seen
-    return rss, cpu_percent
+    return len(seen), rss, cpu_percent
 
 
 def _descriptors(t: Tracker, sweep: Sweep) -> tuple[int, int, int]:
