@@ -74,10 +74,11 @@ class ProcessTable:
     A sweep needs to know who is whose child. Reading ``/proc/PID/stat`` of every
     process on the machine at each sweep was a quarter of the accountant's CPU with
     500 tools (py-spy). A process's parent changes only when that parent ends, and
-    then the process leaves the subtree of every tool anyway; so a sweep lists
-    ``/proc`` and reads only the processes it has not seen before. Every
-    ``FULL_EVERY`` sweeps it reads them all again (a pid used again between two
-    sweeps would otherwise keep its old parent; pids are handed out in turn, so
+    then the process goes to init or to the nearest subreaper, outside every tool's
+    subtree unless a tool runs a subreaper of its own; so a sweep lists ``/proc`` and
+    reads only the processes it has not seen before. Every ``FULL_EVERY`` sweeps it
+    reads them all again: that catches a process adopted by a subreaper inside a
+    tool, and a pid used again between two sweeps (pids are handed out in turn, so
     that needs a whole turn of the pid space within one sweep).
     """
 
