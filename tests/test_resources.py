@@ -263,13 +263,13 @@ def test_the_process_table_reads_only_new_processes_and_all_now_and_then() -> No
 
     table = usage.ProcessTable()
     reads: list[int] = []
-    real = usage._parent
+    real = usage.parent_pid
 
     def counting(pid: int) -> int | None:
         reads.append(pid)
         return real(pid)
 
-    usage._parent = counting  # type: ignore[assignment]
+    usage.parent_pid = counting  # type: ignore[assignment]
     try:
         first = table.children()  # a full read
         assert os.getpid() in first.get(os.getppid(), [])
@@ -291,4 +291,4 @@ def test_the_process_table_reads_only_new_processes_and_all_now_and_then() -> No
             most = max(most, len(reads))
         assert most >= everyone - 5  # one full read again (give or take processes that ended)
     finally:
-        usage._parent = real  # type: ignore[assignment]
+        usage.parent_pid = real  # type: ignore[assignment]

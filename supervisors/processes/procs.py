@@ -24,6 +24,12 @@ def _fields(stat: bytes) -> list[bytes]:
     return stat[stat.rindex(b")") + 2:].split()
 
 
+def parent_pid(pid: int | str) -> int | None:
+    """The parent of ``pid`` (from /proc), or None if it cannot be read."""
+    stat = _stat(pid)
+    return None if stat is None else int(_fields(stat)[1])
+
+
 def pid_alive(pid: int | None) -> bool:
     """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as dead."""
     if not pid:

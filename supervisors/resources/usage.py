@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisors.processes.procs import parent_pid
 from supervisors.resources.work import WORK_FIGURES
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -99,7 +100,7 @@ class ProcessTable:
             pid = int(entry)
             parent = known.get(pid)
             if parent is None:
-                parent = _parent(pid)
+                parent = parent_pid(pid)
                 if parent is None:
                     continue
             parents[pid] = parent
@@ -108,15 +109,6 @@ class ProcessTable:
         for pid, parent in parents.items():
             out.setdefault(parent, []).append(pid)
         return out
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(b")") + 2:].split()[1])
 
 
 class Sweep:
