@@ -204,8 +204,9 @@ def read_batch(path: str, cid: int) -> tuple[int, list[bytes]] | None:
     return done, out
 
 
-def read_marker(path: str) -> dict[str, Any] | None:
-    """``{"command": name, "kind": ..., "since": t}`` while busy; None when idle or unknown."""
+def _busy_head(path: str) -> tuple[bytes, float, bytes] | None:
+    """The marker's first ``SIZE`` bytes, its ``since`` and ``kind``, while the tool is busy;
+    None when idle, unreadable or too short."""
     try:
         with open(path, "rb") as f:
             data = f.read(SIZE)
@@ -214,8 +215,15 @@ def read_marker(path: str) -> dict[str, Any] | None:
     if len(data) < SIZE:
         return None
     since, _, _, _, kind = _HEAD.unpack_from(data, 0)
-    if not since:
+    return (data, since, kind) if since else None
+
+
+def read_marker(path: str) -> dict[str, Any] | None:
+    """``{"command": name, "kind": ..., "since": t}`` while busy; None when idle or unknown."""
+    head = _busy_head(path)
+    if head is None:
         return None
+    data, since, kind = head
     name = data[_HEAD.size:_CALL_AT].rstrip(b"\0").decode("utf-8", "replace")
     return {"command": name, "kind": KINDS.get(kind, "command"), "since": since}
 
@@ -225,16 +233,12 @@ def never_started(path: str, cid: int) -> bool:
     the call ``cid`` it did not answer? Yes only if it was busy with something else and
     every reply to a call that finished before had left the process. Idle, unreadable,
     serving ``cid`` itself, or a reply still inside: no (it may have run)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(SIZE)
-    except OSError:
+    head = _busy_head(path) if cid else None
+    if head is None:
         return False
-    if len(data) < SIZE or not cid:
-        return False
-    since, _, _, _, kind = _HEAD.unpack_from(data, 0)
+    data, _, kind = head
     running, replies_out = _CALL.unpack_from(data, _CALL_AT)
-    return bool(since) and replies_out and not (kind == b"c" and running == cid)
+    return replies_out and not (kind == b"c" and running == cid)
 
 
 def read_counters(fd: int) -> tuple[float, int, int] | None:
