@@ -11,6 +11,10 @@ event (the host's reputation counts it) and, unless the context's audit mode is
 ``PermissionDenied`` reaches the calling tool. Calls to the audit writer and to
 the context store are toolvisor's own and skip the rule (a restricted tool still
 checkpoints and gets its context back).
+
+A tool with a security context is also held to its ``net`` and ``exec`` permissions
+(``actors.reach``: an audit hook in its process); those refusals are reported the
+same way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from actors import peers
+from actors import peers, reach
 from actors.errors import PermissionDenied
 from actors.messages import Event
 from actors.permissions import (
@@ -46,21 +50,28 @@ def install(runner: ToolRunner, spec: dict[str, Any]) -> None:
             check_tool_call(caller, context, callee.path, callee.level,
                             restricted=is_restricted(runner.runtime_dir, caller))
         except PermissionDenied as exc:
-            _report(runner, context, callee.path, exc)
+            _report(runner, context, "call", f"tool:{callee.path}", exc)
             raise
 
     peers.set_permission_check(check)
+    if reach.enforced(spec):
+        runner.guard = reach.install(
+            runner.path, context,
+            lambda exc: _report(runner, context, exc.action, exc.resource, exc))  # type: ignore[attr-defined]
 
 
-def _report(runner: ToolRunner, context: SecurityContext, target: str, exc: PermissionDenied) -> None:
+def _report(runner: ToolRunner, context: SecurityContext, operation: str, resource: str,
+            exc: PermissionDenied) -> None:
     if runner.supervisor is not None:
         runner.ctx.send(runner.supervisor, Event({
             "time": time.time(), "path": runner.path, "event": DENIED_EVENT,
             "detail": str(exc), "state": runner.sm.state.value}))
     if context.audit == "off":
         return
-    entry = audit_entry(f"tool:{runner.path}", "call", f"tool:{target}", "denied", context.level,
-                        reason=str(exc))
+    more = getattr(exc, "unreported", 0)  # (reach: refusals past its rate, not sent one by one)
+    extra = {"unreported_before": more} if more else {}
+    entry = audit_entry(f"tool:{runner.path}", operation, resource, "denied", context.level,
+                        reason=str(exc), **extra)
     try:
         runner.peer(AUDIT_TOOL).send("append", entries=[entry])
     except Exception as err:  # no audit log configured, or its writer is restarting

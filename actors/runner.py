@@ -17,7 +17,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors import isolation, logs, sandbox, waits
+from actors import isolation, logs, reach, sandbox, waits
 from actors.breaker import HALF_OPEN, Breaker, Breakers
 from actors.busy import BusyMarker, marker_path
 from actors.codec import encode, pack_value
@@ -91,6 +91,7 @@ class ToolRunner:
         self.level = "standard"
         self.serving: Call | Batch | None = None   # the call being served now
         self.peers: Peers | None = None            # connections to other tools (actors.peers)
+        self.guard: reach.Guard | None = None      # net and exec permissions (actors.reach)
         self.breakers: Breakers | None = None      # circuit breaker(s), if the policy has one
         self.idempotent: set[str] = set()
         self.transient: tuple[str, ...] = ()
@@ -243,11 +244,16 @@ class ToolRunner:
         return (self.serving.deadline or None) if self.serving is not None else None
 
     def watch_fds(self) -> list[int]:
-        """End of a turn (asked by the shell): send queued messages; fds to watch for answers."""
-        return self.peers.fds() if self.peers is not None else []
+        """End of a turn (asked by the shell): send queued messages; fds to watch for answers
+        (and the bell of denials met in the tool's other threads)."""
+        fds = self.peers.fds() if self.peers is not None else []
+        return fds + [self.guard.bell_r] if self.guard is not None else fds
 
     def on_ready(self, fds: list[int]) -> None:
-        if self.peers is not None:
+        if self.guard is not None and self.guard.bell_r in fds:
+            self.guard.flush()
+            fds = [fd for fd in fds if fd != self.guard.bell_r]
+        if self.peers is not None and fds:
             self.peers.on_ready(fds)
 
     def _abandoned(self, call: Call, sender: Any) -> bool:
@@ -293,7 +299,7 @@ class ToolRunner:
             sandbox.apply_hard_limits(limits, bool(spec.get("hard_memory")), self.inherited,
                                       callers=self.max_callers)
             sandbox.apply_security(spec.get("security"))  # env, workdir, umask (security issue)
-            isolation.install(self, spec)                  # level isolation on tool-to-tool calls
+            isolation.install(self, spec)   # level isolation on tool-to-tool calls; net and exec
             if spec.get("hard_memory"):
                 self.spare_memory = sandbox.SpareMemory()
                 self.memory_limit = limits.get("memory_mb")

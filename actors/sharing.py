@@ -32,10 +32,10 @@ module in its supervisor before the fork (gunicorn's ``--preload``), so every in
 shares it. Off by default because the module's import-time code then runs in the
 supervisor: it blocks the supervisor for as long as the import takes, and what the
 import starts (threads, a GPU context, open files) lives in the supervisor and is
-forked into every tool. Tools whose class is in ``__main__`` and tools whose security
-context changes the environment, working directory or umask (their module must see
-those) are never preloaded. A module the host imported before ``with ToolSystem()``
-is shared without it.
+forked into every tool. Tools whose class is in ``__main__`` and tools with a security
+context (their module must see its environment, working directory and umask, and is
+held to its net and exec permissions as it is imported) are never preloaded. A module
+the host imported before ``with ToolSystem()`` is shared without it.
 """
 
 from __future__ import annotations
@@ -90,9 +90,8 @@ def preload_tool(spec: dict[str, Any]) -> bool:
                                                                                       "true"):
         return False
     module = str(spec.get("actor") or "").partition(":")[0]
-    security = spec.get("security") or {}
     if not module or module == "__main__" or spec.get("main") or module in _refused or \
-            any(security.get(k) is not None for k in ("env", "workdir", "umask")):
+            spec.get("security") is not None:  # (see the docstring)
         return False
     if module not in sys.modules:
         try:

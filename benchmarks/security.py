@@ -11,7 +11,8 @@
   hierarchy, cached and uncached (after a change). Target: < 20 us.
 - ``audit_verify``: ``verify`` over a 1-million-line audit chain. Target: < 10 s.
 - ``checked_call``: the fast-path call round trip through ``system.as_principal``
-  with an audit log (audit mode ``all``) vs the plain handle. Target: < 10 %.
+  with an audit log (audit mode ``all``) vs the plain handle. Target: < 10 %. Also a
+  plain call to a tool held to its net and exec permissions (``actors.reach``'s audit hook).
 
 Run: ``python -m benchmarks --only security`` or ``python -m benchmarks.security``.
 """
@@ -148,7 +149,9 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                ("audit_verify_1m_s", "audit verify, 1M lines", "< 10 s", 10),
                ("checked_call_overhead_percent", "checks on fast call (audit denials), %", "< 10 %", 10),
                ("checked_call_added_us", "host time a check adds to a call (us)", "-", None),
-               ("audited_call_overhead_percent", "checks+audit all on fast call", "-", None))
+               ("audited_call_overhead_percent", "checks+audit all on fast call", "-", None),
+               ("guarded_call_overhead_percent", "net/exec guard in the tool, on fast call, %",
+                "-", None))
     for key, label, target, limit in figures:
         if key in section:
             v = section[key]

@@ -151,3 +151,14 @@ def test_pool_worker_example_balances_and_scales() -> None:
     assert "on 4 instances" in out and "a batch of 8 ran on 4 instances" in out, out
     assert "one instance: True" in out
     assert "scaled to 2: fetch#1, fetch#2" in out and "4 -> 2: by scale()" in out
+
+
+@pytest.mark.timeout(60)
+def test_reach_example_lets_through_one_server_and_refuses_the_rest() -> None:
+    out = run_example("reach.py")
+    assert "allowed: hello from the allowed server" in out
+    assert re.search(r"other port: refused: tool 'web' may not connect to or bind 127\.0\.0\.1 port \d+", out)
+    assert "run ls: tool 'web' may not start the program 'ls'" in out and "'exec:ls:exec'" in out
+    assert "still: running" in out
+    assert re.search(r"audit: tool:web net net:127\.0\.0\.1:\d+ -> denied", out)
+    assert "audit: tool:web exec exec:ls -> denied" in out

@@ -124,6 +124,8 @@ def test_preload_tools_skips_what_must_not_run_in_a_supervisor(monkeypatch: pyte
     assert not sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"env": {"A": "1"}}})
     assert not sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"workdir": "/tmp"}})
     assert not sharing.preload_tool({"actor": "no_such_module_anywhere:Tool"})  # never raises
-    assert sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"permissions": []}})
+    # a security context holds the import to the tool's net and exec permissions (actors.reach)
+    assert not sharing.preload_tool({"actor": "json:JSONDecoder", "security": {"permissions": []}})
+    assert sharing.preload_tool({"actor": "json:JSONDecoder"})
     monkeypatch.setenv("TOOLVISOR_PRELOAD_TOOLS", "")
     assert not sharing.preload_tool({"actor": "json:JSONDecoder"})

@@ -73,7 +73,8 @@ def audit_verify(lines: int = 1_000_000) -> dict[str, float]:
 
 
 def checked_call(n: int = 2000, rounds: int = 3) -> dict[str, Any]:
-    """Fast-path call round trip: plain handle vs principal view (audit 'denials') vs audit 'all'."""
+    """Fast-path call round trip: plain handle vs principal view (audit 'denials') vs audit 'all';
+    and a plain handle to a tool held to its net and exec permissions (``actors.reach``)."""
     from examples.counter import Counter
     from supervisors import ToolSystem
 
@@ -81,10 +82,11 @@ def checked_call(n: int = 2000, rounds: int = 3) -> dict[str, Any]:
             ToolSystem(audit_log=os.path.join(tmp, "audit.log"), log_level="WARNING") as system:
         system.spawn(Counter, name="c")
         system.spawn(Counter, name="a", security={"audit": "all"})
+        system.spawn(Counter, name="g", security={})
         system.security.add_principal("op", roles=["operator"])
         view = system.as_principal("op")
         peers = {"plain": system.tool("c").call, "checked": view.tool("c").call,
-                 "audited": view.tool("a").call}
+                 "audited": view.tool("a").call, "guarded": system.tool("g").call}
         for fn in peers.values():
             for _ in range(200):
                 fn("get")
@@ -100,7 +102,9 @@ def checked_call(n: int = 2000, rounds: int = 3) -> dict[str, Any]:
     return {"plain_call_us": round(med["plain"], 1), "checked_call_us": round(med["checked"], 1),
             "audited_call_us": round(med["audited"], 1),
             "checked_call_overhead_percent": round((med["checked"] / med["plain"] - 1) * 100, 1),
-            "audited_call_overhead_percent": round((med["audited"] / med["plain"] - 1) * 100, 1)}
+            "audited_call_overhead_percent": round((med["audited"] / med["plain"] - 1) * 100, 1),
+            "guarded_call_us": round(med["guarded"], 1),
+            "guarded_call_overhead_percent": round((med["guarded"] / med["plain"] - 1) * 100, 1)}
 
 
 def check_lane(n: int = 100_000) -> dict[str, float]:
