@@ -95,3 +95,4 @@ class Counters:
         self.asked = 0
         self.answered = 0
         self.failed = 0
+        self.timed_out = 0  # asks whose timeout passed first (their late answers are dropped)

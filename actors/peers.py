@@ -23,6 +23,7 @@ caller's right to call a callee is decided (the security subsystem hooks in ther
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from actors.errors import (
     CallTimeout,
     DeadlockError,
     NotFound,
+    SpecError,
     ToolError,
     ToolOverloaded,
     ToolUnavailable,
@@ -525,15 +527,28 @@ class ToolRef:
         """Deliver a call and forget its result (a failure is logged and counted)."""
         self._peers.post(self.path, "send", command, args)
 
-    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None, **args: Any) -> None:
+    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None,
+            timeout: float | None = None, **args: Any) -> None:
         """Deliver a call; ``on_reply(result)`` runs later in this tool, as a message.
 
         ``result`` is the command's value, or the exception (a ``ToolError``) if it
-        failed or the callee went away.
+        failed or the callee went away. With ``timeout`` (seconds), ``on_reply`` gets
+        ``CallTimeout`` if no answer came by then, and a later answer is dropped (the
+        callee may still run the command, as with a call that timed out). Without it,
+        the answer is awaited for as long as the callee lives.
         """
         if not callable(on_reply):
             raise TypeError(f"ask({command!r}) needs on_reply=<a function taking the result>, "
                             f"got {on_reply!r}")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+                    not math.isfinite(timeout) or timeout <= 0:
+                raise SpecError.invalid("timeout", timeout, f"ask({command!r}) needs a number of "
+                                        "seconds above 0, or None to wait as long as the callee lives")
+            timer = _AskTimer(self._peers, self.path, command, on_reply)
+            self._peers.post(self.path, "ask", command, args, timer)
+            timer.start(float(timeout))  # (not before: an ask that could not be posted raised)
+            return
         self._peers.post(self.path, "ask", command, args, on_reply)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -543,11 +558,11 @@ class ToolRef:
 
     def stats(self) -> dict[str, int]:
         """Sends and asks to this tool: ``sent``, ``asked``, ``answered``, ``failed``,
-        ``outstanding``."""
+        ``timed_out`` (asks whose timeout passed first), ``outstanding``."""
         c = self._peers._count(self.path)
         conn = self._peers.conns.get(self.path)
         return {"sent": c.sent, "asked": c.asked, "answered": c.answered, "failed": c.failed,
-                "outstanding": conn.outstanding if conn is not None else 0}
+                "timed_out": c.timed_out, "outstanding": conn.outstanding if conn is not None else 0}
 
     def __repr__(self) -> str:
         return f"<ToolRef {self.path}>"
@@ -572,8 +587,9 @@ class PoolRef:
     def send(self, command: str, /, **args: Any) -> None:
         self._one().send(command, **args)
 
-    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None, **args: Any) -> None:
-        self._one().ask(command, on_reply=on_reply, **args)
+    def ask(self, command: str, /, on_reply: Callable[[Any], Any] | None = None,
+            timeout: float | None = None, **args: Any) -> None:
+        self._one().ask(command, on_reply=on_reply, timeout=timeout, **args)
 
     def flush(self, timeout: float = 10.0) -> bool:
         return all([ToolRef(self._peers, e.path).flush(timeout)
@@ -581,3 +597,36 @@ class PoolRef:
 
     def __repr__(self) -> str:
         return f"<PoolRef {self.path}>"
+
+
+class _AskTimer:
+    """An ask's ``on_reply`` that runs once: with the answer, or with ``CallTimeout`` when its
+    timeout passes first (a timer of the asking tool); whichever comes second is dropped."""
+
+    def __init__(self, peers: Peers, path: str, command: str, on_reply: Callable[[Any], Any]) -> None:
+        self.on_reply: Callable[[Any], Any] | None = on_reply
+        self.peers = peers
+        self.path = path
+        self.command = command
+        self.timer: int | None = None
+
+    def start(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.timer = self.peers.runner.schedule(timeout, self._expired)
+
+    def __call__(self, result: Any) -> Any:
+        fn, self.on_reply = self.on_reply, None
+        if fn is None:  # it timed out: the answer came too late
+            return None
+        if self.timer is not None:
+            self.peers.runner.cancel(self.timer)
+        return fn(result)
+
+    def _expired(self) -> None:
+        fn, self.on_reply = self.on_reply, None
+        if fn is None:
+            return
+        self.peers._count(self.path).timed_out += 1
+        fn(CallTimeout(f"ask of {self.command!r} to {self.path} had no answer within "
+                       f"{self.timeout:g} s (the callee may still run it; a late answer is "
+                       "dropped)", tool=self.path))

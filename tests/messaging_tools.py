@@ -72,6 +72,15 @@ class Relay(ToolActor):
             ref.ask(cmd, on_reply=self._got, **{**(args or {}), **({"i": i} if n > 1 else {})})
         return n
 
+    @command
+    def ask_within(self, path: str, cmd: str, within: Any, args: dict[str, Any] | None = None) -> str:
+        """An ask with ``timeout=within``; a bad timeout comes back as text."""
+        try:
+            self.tool(path).ask(cmd, on_reply=self._got, timeout=within, **(args or {}))
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "asked"
+
     def _got(self, result: Any) -> None:
         if isinstance(result, Exception):
             self.replies.append({"error": type(result).__name__, "message": str(result)})

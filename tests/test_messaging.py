@@ -317,3 +317,31 @@ def test_tool_calls_on_the_thespian_path_say_they_need_the_socket_path() -> None
         system.spawn(RELAY, name="b")
         err = a.call("call_error", path="b", cmd="get")
         assert err["type"] == "ToolUnavailable" and "socket call path" in err["message"]
+
+
+@pytest.mark.timeout(60)
+def test_an_ask_with_a_timeout_gets_call_timeout_once_and_drops_the_late_answer(trio) -> None:
+    system, a, b, c = trio
+    assert a.call("ask_within", path="workers/b", cmd="slow", within=0.3,
+                  args={"seconds": 1.2}) == "asked"
+    got = wait_until(lambda: a.call("got"), timeout=10, what="the ask's timeout")
+    assert got[0]["error"] == "CallTimeout"
+    assert "ask of 'slow' to workers/b had no answer within 0.3 s" in got[0]["message"]
+    wait_until(lambda: a.call("stats", path="workers/b")["outstanding"] == 0, timeout=10,
+               what="b's late answer")
+    assert a.call("got") == got                      # the late answer ran nothing
+    stats = a.call("stats", path="workers/b")
+    assert stats["timed_out"] == 1 and stats["answered"] == 1
+    assert a.call("ask_within", path="workers/b", cmd="get", within=5) == "asked"
+    wait_until(lambda: len(a.call("got")) == 2, timeout=10, what="an answer within the timeout")
+    assert a.call("got")[1] == "workers/b"
+    assert a.call("stats", path="workers/b")["timed_out"] == 1   # its timer did not fire later
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "5"])
+def test_an_ask_timeout_must_be_a_positive_number(trio, bad) -> None:
+    system, a, b, c = trio
+    out = a.call("ask_within", path="workers/b", cmd="get", within=bad)
+    assert out.startswith("SpecError: timeout=") and "needs a number of seconds above 0" in out
+    assert a.call("got") == []
