@@ -10,9 +10,11 @@ says since when it has been busy.
 Layout: ``since`` (float64, ``time.time()``, 0 = idle), the *work counters* (below),
 ``kind`` (1 byte: ``c`` command, ``l`` lifecycle callback, ``t`` timer), ``name``
 (up to 86 bytes UTF-8, NUL-padded), then the *call* (9 bytes): the correlation id of
-the call being served (int64, 0 for none) and whether every reply to a call that
-finished before it had left the process (1 byte). The writer sets ``since`` last on
-entry and first on exit, so a reader never sees a stale name with a fresh ``since``.
+the call being served (int64, 0 for none) and a byte of flags: 1, every reply to a call
+that finished before it had left the process; 2, the command may run again if the
+process dies in it (it is idempotent and its policy retries a crash: ``may_rerun``).
+The writer sets ``since`` last on entry and first on exit, so a reader never sees a
+stale name with a fresh ``since``.
 
 The call is how a caller whose tool died learns that its own call certainly never
 started (``never_started``): the tool was busy with something else, and no reply was
@@ -45,6 +47,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.waits import _alive
+
 SIZE = 128
 BATCH_AREA = 65536
 TOTAL = SIZE + BATCH_AREA
@@ -52,7 +56,9 @@ _HEAD = struct.Struct("<ddQQc")   # since, busy seconds, calls, waiting, kind
 _LEAVE = struct.Struct("<ddQQ")   # the same without kind
 _BATCH = struct.Struct("<qII")   # cid, items done, bytes of results recorded
 _ITEM = struct.Struct("<I")
-_CALL = struct.Struct("<q?")      # the call being served, every earlier reply out
+_CALL = struct.Struct("<qB")      # the call being served, flags (below)
+REPLIES_OUT = 1                   # every reply to an earlier call had left the process
+RERUN = 2                         # the command may run again if the process dies in it
 _KIND_AT = _LEAVE.size
 _CALL_AT = SIZE - _CALL.size
 _enter = struct.Struct("<d").pack_into
@@ -132,15 +138,17 @@ class BusyMarker:
                 self._batch_room = False
         return self._batch_room
 
-    def enter(self, kind: str, name: str, cid: int = 0) -> None:
-        """Entering a command (of call ``cid``), a lifecycle callback or a timer."""
+    def enter(self, kind: str, name: str, cid: int = 0, rerun: bool = False) -> None:
+        """Entering a command (of call ``cid``; ``rerun``: it may run again should this process
+        die in it), a lifecycle callback or a timer."""
         m = self.map
         if m is None:
             return
         # kind and name, then the call, then since (last: see the module's docstring)
         raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: _CALL_AT - _KIND_AT]
         m[_KIND_AT:_CALL_AT] = raw.ljust(_CALL_AT - _KIND_AT, b"\0")
-        _CALL.pack_into(m, _CALL_AT, cid if 0 < cid < 1 << 63 else 0, self.replies_out())
+        _CALL.pack_into(m, _CALL_AT, cid if 0 < cid < 1 << 63 else 0,
+                        (REPLIES_OUT if self.replies_out() else 0) | (RERUN if rerun else 0))
         self.entered = now = _time()
         self._command = kind == "c"
         _enter(m, 0, now)
@@ -237,8 +245,33 @@ def never_started(path: str, cid: int) -> bool:
     if head is None:
         return False
     data, _, kind = head
-    running, replies_out = _CALL.unpack_from(data, _CALL_AT)
-    return replies_out and not (kind == b"c" and running == cid)
+    running, flags = _CALL.unpack_from(data, _CALL_AT)
+    return bool(flags & REPLIES_OUT) and not (kind == b"c" and running == cid)
+
+
+def ended(pid: int | None, within: float = 0.05) -> bool:
+    """Has process ``pid`` ended? A caller's connection closes a little before the process
+    is seen to end: it is looked for during ``within`` seconds at most."""
+    if not pid:
+        return False
+    give_up = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() >= give_up:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def may_rerun(path: str, cid: int) -> bool:
+    """Did the tool whose marker is at ``path`` (its process ended) die while running call
+    ``cid``, a command it marked as safe to run again (idempotent, and its policy retries a
+    crash)? Then its caller may send the call to the next instance (``actors.retry``)."""
+    head = _busy_head(path) if cid else None
+    if head is None:
+        return False
+    data, _, kind = head
+    running, flags = _CALL.unpack_from(data, _CALL_AT)
+    return kind == b"c" and running == cid and bool(flags & RERUN)
 
 
 def read_counters(fd: int) -> tuple[float, int, int] | None:

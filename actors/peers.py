@@ -34,6 +34,7 @@ import msgpack
 from loguru import logger
 
 from actors import routes, waits
+from actors.busy import ended, marker_path, may_rerun
 from actors.codec import decode, encode, pack_value
 from actors.errors import (
     CallTimeout,
@@ -405,8 +406,13 @@ class Peers:
                                if wait > 0 else 0.0001)
                 except Gone as gone:
                     self._lost(path, conn, str(gone))
-                    raise ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
-                                          f"({gone}); it may or may not have run", tool=path) from None
+                    lost = ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
+                                           f"({gone}); it may or may not have run", tool=path)
+                    route = conn.route
+                    if route.retry and self.runtime_dir and ended(route.pid) and \
+                            may_rerun(marker_path(self.runtime_dir, int(route.pid or 0)), cid):
+                        lost.retry = route.retry  # an idempotent command: run it again
+                    raise lost from None
         finally:
             conn.awaiting = 0
             conn.answers.clear()

@@ -8,6 +8,13 @@ asyncio front, or a tool calling a tool) then sends the call again after
 ``initial * multiplier**n`` seconds (at most ``maximum``, plus up to ``jitter``
 of that at random), up to ``attempts`` more times, and never past the call's
 deadline. A command that is not idempotent is never retried.
+
+A tool that dies while running a call is a ``ToolUnavailable`` to its caller. When the
+policy lists that class (or a base of it: ``ToolError``, ``Exception``) as transient,
+an idempotent command in flight when its tool died is retried too, on the next
+instance: the tool marks such a call in its busy marker as it starts it
+(``actors.busy.may_rerun``), and its route carries the ``Retry`` settings
+(``rerun_settings``), since the tool can no longer mark the error.
 """
 
 from __future__ import annotations
@@ -18,9 +25,22 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from actors.errors import ToolError
+from actors.errors import ToolError, ToolUnavailable
 
 T = TypeVar("T")
+_CRASH_NAMES = frozenset(k.__name__ for k in ToolUnavailable.__mro__)
+
+
+def reruns_after_crash(transient: Any) -> bool:
+    """Does a policy with these transient error names retry a call whose tool died in it?"""
+    return bool(_CRASH_NAMES.intersection(transient or ()))
+
+
+def rerun_settings(transient: Any, retry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``Retry`` settings a caller uses for a call whose tool died in it, or None."""
+    if not retry or not int(retry.get("attempts", 0)) or not reruns_after_crash(transient):
+        return None
+    return retry
 
 
 def delay(settings: dict[str, Any], attempt: int, rand: float | None = None) -> float:

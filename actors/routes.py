@@ -1,7 +1,8 @@
 """The route directory: where the tool at a path is serving now, for tools that call tools.
 
 Each supervisor writes one small file per child under ``<runtime dir>/routes/``
-(kind, state, pid, socket, security level) whenever that child's state changes,
+(kind, state, pid, socket, security level, the settings for rerunning an idempotent
+call it dies in) whenever that child's state changes,
 and removes it when the child is removed. So every entry has exactly one writer,
 its supervisor; writes are atomic (write a temporary file, then rename), so a
 reader sees the old entry or the new one, never half of one. Tools read entries
@@ -35,6 +36,7 @@ class RouteEntry:
     socket: str | None         # the tool's fast-path socket, if it has one
     level: str = "standard"    # its security level
     generation: int = 0
+    retry: dict[str, Any] | None = None  # rerun an idempotent call it dies in (actors.retry)
 
     @property
     def serving(self) -> bool:
@@ -49,7 +51,7 @@ def publish(runtime_dir: str, entry: RouteEntry) -> None:
     with open(tmp, "w") as f:
         json.dump({"path": entry.path, "kind": entry.kind, "state": entry.state, "pid": entry.pid,
                    "socket": entry.socket, "level": entry.level,
-                   "generation": entry.generation}, f)
+                   "generation": entry.generation, "retry": entry.retry}, f)
     os.replace(tmp, target)
 
 
@@ -72,7 +74,8 @@ def lookup(runtime_dir: str, path: str) -> RouteEntry | None:
         return None
     return RouteEntry(str(data["path"]), str(data["kind"]), str(data["state"]), data.get("pid"),
                       data.get("socket"), str(data.get("level") or "standard"),
-                      int(data.get("generation") or 0))
+                      int(data.get("generation") or 0),
+                      data.get("retry") if isinstance(data.get("retry"), dict) else None)
 
 
 def members(runtime_dir: str, pool: str) -> list[RouteEntry]:

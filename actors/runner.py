@@ -51,6 +51,7 @@ from actors.messages import (
     ToolReport,
 )
 from actors.peers import Peers, ToolRef
+from actors.retry import rerun_settings
 from actors.state import StateMachine, ToolState
 from actors.timings import TIMINGS_COMMAND, CommandTimings
 from actors.tool import ToolActor
@@ -96,6 +97,7 @@ class ToolRunner:
         self.idempotent: set[str] = set()
         self.transient: tuple[str, ...] = ()
         self.retry: dict[str, Any] | None = None
+        self.rerun: set[str] = set()               # commands a caller may rerun if this process dies
         self.store: str | None = None              # path of the context store tool
         self.report_window = (0.0, 0)              # (second, records sent in it)
         self.suppressed = 0
@@ -318,6 +320,8 @@ class ToolRunner:
             self.tool = tool
             self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
             self.idempotent = idempotent_commands(cls)
+            if rerun_settings(self.transient, self.retry):
+                self.rerun = set(self.idempotent)
             breaker = Breaker.from_dict(spec.get("breaker"))
             if breaker is not None:
                 self.breakers = Breakers(breaker, self.path, spec.get("breaker_state"))
@@ -534,7 +538,9 @@ class ToolRunner:
                 f"tool {self.path} has no command {command!r}; its commands: {names}")
         if not isinstance(args, dict):
             return False, None, BadArguments(f"arguments of {command!r} must be a map of names")
-        self.busy.enter("c", command, self.serving.cid if self.serving is not None else 0)
+        serving = self.serving
+        self.busy.enter("c", command, serving.cid if serving is not None else 0,
+                        type(serving) is Call and command in self.rerun)  # (not a batch's item)
         try:
             return True, fn(**args), None
         except TypeError as exc:

@@ -46,6 +46,23 @@ class Flaky(ToolActor):
             raise ConnectionError(f"flaky network (attempt {n})")
         return n
 
+    @command(idempotent=True)
+    def die_in_lookup(self, mark: str, deaths: int = 1) -> int:
+        """Idempotent: its process dies in the first ``deaths`` runs (counted in the file
+        ``mark``, which outlives the process); then it returns how many runs there were."""
+        runs = _bump(mark)
+        if runs <= deaths:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return runs
+
+    @command
+    def die_in_charge(self, mark: str) -> int:
+        """Not idempotent: its process dies in the first run. Must never run twice."""
+        runs = _bump(mark)
+        if runs <= 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return runs
+
     @command
     def ran_count(self, name: str) -> int:
         return self.ran.get(name, 0)
@@ -62,6 +79,17 @@ class Flaky(ToolActor):
     @command
     def crash(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _bump(mark: str) -> int:
+    try:
+        with open(mark) as f:
+            runs = int(f.read() or 0) + 1
+    except FileNotFoundError:
+        runs = 1
+    with open(mark, "w") as f:
+        f.write(str(runs))
+    return runs
 
 
 class Relay(ToolActor):

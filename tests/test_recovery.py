@@ -216,6 +216,49 @@ def test_retries_on_the_asyncio_path_and_between_tools(tmp_path) -> None:
         assert got == {"ok": True, "value": 5}  # runs 3 and 4 failed, run 5 answered
 
 
+CRASH_RETRY = Policy(max_restarts=20, period=5.0, backoff=NOW, transient=("ToolUnavailable",),
+                    retry=Retry(attempts=3, initial=0.01, maximum=0.05, jitter=0.5))
+
+
+def runs(mark) -> int:
+    return int(mark.read_text())
+
+
+def test_an_idempotent_call_its_tool_died_in_runs_again_on_the_next_instance(tmp_path) -> None:
+    """With ToolUnavailable transient: the host's call and acall, and a tool's call, each get
+    the answer of the restarted instance; a command that is not idempotent never runs twice."""
+    with ToolSystem(data_dir=tmp_path / "data") as system:
+        w = system.supervise("w", CRASH_RETRY)
+        t = w.spawn(Flaky, name="f")
+        relay = w.spawn(Relay, name="r")
+        mark = tmp_path / "lookup"
+        assert t.call("die_in_lookup", mark=str(mark), timeout=20) == 2
+        assert t.status().restarts == 1
+        mark2 = tmp_path / "lookup-async"
+        assert asyncio.run(t.acall("die_in_lookup", mark=str(mark2), deaths=2, timeout=20)) == 3
+        mark3 = tmp_path / "lookup-relay"
+        got = relay.call("relay", path="w/f", cmd="die_in_lookup", args={"mark": str(mark3)})
+        assert got == {"ok": True, "value": 2}
+        charge = tmp_path / "charge"
+        with pytest.raises(ToolUnavailable, match="may or may not have run"):
+            t.call("die_in_charge", mark=str(charge), timeout=20)
+        wait_until(lambda: running(t), 20, what="the restart after die_in_charge")
+        assert runs(charge) == 1
+        gone = tmp_path / "always"     # every run dies: 1 try + 3 retries, then the error
+        with pytest.raises(ToolUnavailable, match="may or may not have run"):
+            t.call("die_in_lookup", mark=str(gone), deaths=99, timeout=30)
+        assert runs(gone) == 4
+
+
+def test_a_call_its_tool_died_in_is_not_run_again_unless_the_policy_says_so(tmp_path) -> None:
+    with ToolSystem(data_dir=tmp_path / "data") as system:
+        t = system.supervise("w", RETRY).spawn(Flaky, name="f")  # ConnectionError only
+        mark = tmp_path / "lookup"
+        with pytest.raises(ToolUnavailable, match="may or may not have run"):
+            t.call("die_in_lookup", mark=str(mark), timeout=20)
+        assert runs(mark) == 1
+
+
 # ------------------------------------------------------------------ diagnostics
 def test_every_failure_becomes_a_record(tmp_path) -> None:
     marker = tmp_path / "marker"

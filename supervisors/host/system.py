@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from actors import logs
-from actors.busy import marker_path, never_started, read_batch, verdict_path
+from actors.busy import ended, marker_path, may_rerun, never_started, read_batch, verdict_path
 from actors.codec import unpack_value
 from actors.errors import (
     CallTimeout,
@@ -64,6 +64,7 @@ class Route:
     generation: int
     kind: str
     socket: str | None = None
+    retry: dict[str, Any] | None = None  # for an idempotent call it dies in (actors.retry)
 
 
 class ToolSystem:
@@ -661,8 +662,13 @@ class ToolSystem:
                         lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
                         lambda pid=route.pid: pid_alive(pid))
             except (NotDelivered, PeerGone, CallTimeout) as exc:
-                reply = self._settle(path, route, repr(command), limit, error=exc,
-                                     cid=cid if fast else 0)
+                try:
+                    reply = self._settle(path, route, repr(command), limit, error=exc,
+                                         cid=cid if fast else 0)
+                except ToolError as lost:  # its tool died in an idempotent command
+                    if not lost.retry or retried:
+                        raise
+                    return await self._aretry(path, command, args, deadline, lost)
             else:
                 reply = self._settle(path, route, repr(command), limit, reply=reply)
             if reply is _RESEND:
@@ -700,9 +706,13 @@ class ToolSystem:
             if cid and self.runtime_dir and never_ran(self.runtime_dir, route.pid, cid):
                 return _RESEND
             why = self._verdict(route.pid)
-            raise ToolUnavailable(f"{path} ended while handling {what}"
-                                  + (f" ({why})" if why else "") + "; it may or may not have run",
-                                  tool=path)
+            lost = ToolUnavailable(f"{path} ended while handling {what}"
+                                   + (f" ({why})" if why else "") + "; it may or may not have run",
+                                   tool=path)
+            if cid and route.retry and self.runtime_dir and \
+                    may_rerun_after(self.runtime_dir, route.pid, cid):
+                lost.retry = route.retry  # an idempotent command: the caller runs it again
+            raise lost
         if isinstance(error, CallTimeout):
             raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
         return reply
@@ -765,7 +775,7 @@ class ToolSystem:
             raise CallTimeout(f"{path} was not serving before the deadline (it is starting or "
                               "restarting, or its supervisor is busy)", tool=path)
         route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"],
-                      info.get("socket"))
+                      info.get("socket"), info.get("retry"))
         self._routes[path] = route
         self._gone.pop(path, None)
         return route
@@ -851,17 +861,15 @@ def never_ran(runtime_dir: str, pid: int | None, cid: int) -> bool:
     """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: did
     that call certainly never start? Only if the process has ended (a tool that is alive
     may have dropped this caller, and with it a reply) and its busy marker says it was
-    busy with something else with every earlier reply out (``actors.busy.never_started``).
-    The connection closes a little before the process is seen to end: it is looked for
-    during ``DEATH_WAIT`` seconds at most."""
-    if not pid:
-        return False
-    give_up = time.monotonic() + DEATH_WAIT
-    while pid_alive(pid):
-        if time.monotonic() >= give_up:
-            return False
-        time.sleep(0.001)
-    return never_started(marker_path(runtime_dir, pid), cid)
+    busy with something else with every earlier reply out (``actors.busy.never_started``)."""
+    return ended(pid, DEATH_WAIT) and never_started(marker_path(runtime_dir, pid), cid)
+
+
+def may_rerun_after(runtime_dir: str, pid: int | None, cid: int) -> bool:
+    """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: may it
+    run again on the next instance? Only if the process has ended while running it, a
+    command it had marked as safe to rerun (``actors.busy.may_rerun``)."""
+    return ended(pid, DEATH_WAIT) and may_rerun(marker_path(runtime_dir, pid), cid)
 
 
 def _moved(reply: Any) -> bool:

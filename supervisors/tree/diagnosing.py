@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from actors.breaker import Breakers, summary
 from actors.messages import Call, FailureNote, Reply, Request, ToolReport
 from actors.permissions import SYSTEM_TOOLS
+from actors.retry import rerun_settings
 from supervisors.tree.children import Child
 
 if TYPE_CHECKING:
@@ -140,6 +141,13 @@ class Diagnosing:
             return None
         return summary(child.breaker) or {"state": "closed", "retry_at": 0.0, "failures": 0,
                                           "opens": 0}
+
+    def _rerun_settings(self: Supervisor, child: Child) -> dict[str, Any] | None:
+        """The ``Retry`` settings its callers use for an idempotent call a tool died in (its
+        route carries them: the dead tool cannot mark the error), or None."""
+        if child.kind != "tool" or self._system_tool(child):
+            return None
+        return rerun_settings(self.policy.transient, asdict(self.policy.retry))
 
     def _system_tool(self: Supervisor, child: Child) -> bool:
         """The context store or the audit writer: tools of the system itself; no hooks, no

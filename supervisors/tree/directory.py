@@ -14,8 +14,10 @@ from loguru import logger
 from actors import routes
 
 
-def publish_child(runtime_dir: str | None, path: str, child: Any, present: bool) -> None:
-    """Describe ``child`` at ``path`` (or withdraw it when it is no longer ``present``)."""
+def publish_child(runtime_dir: str | None, path: str, child: Any, present: bool,
+                  retry: dict[str, Any] | None = None) -> None:
+    """Describe ``child`` at ``path`` (or withdraw it when it is no longer ``present``);
+    ``retry``: the settings for rerunning an idempotent call it dies in (``actors.retry``)."""
     if not runtime_dir or child.kind not in ("tool", "supervisor"):
         return
     try:
@@ -26,6 +28,6 @@ def publish_child(runtime_dir: str | None, path: str, child: Any, present: bool)
             path=path, kind=child.kind, state=child.state.value, pid=child.pid,
             socket=child.socket if child.kind == "tool" else None,
             level=str(child.spec.get("security_level", "standard")),
-            generation=child.generation))
+            generation=child.generation, retry=retry))
     except OSError as exc:  # the runtime directory is going away (shutdown)
         logger.debug("route directory: could not write {}: {}", path, exc)

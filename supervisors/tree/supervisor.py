@@ -564,7 +564,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         state = child.state
         if child.alive and state in (S.RUNNING, S.PAUSED) and child.pid != not_pid:
             return {"address": child.address, "pid": child.pid, "generation": child.generation,
-                    "kind": child.kind, "state": state.value, "socket": child.socket}
+                    "kind": child.kind, "state": state.value, "socket": child.socket,
+                    "retry": self._rerun_settings(child)}
         if child.operator_stopped or state in (S.STOPPED, S.FAILED):
             why = f": {child.last_error}" if child.last_error and state is S.FAILED else ""
             return ToolUnavailable(f"{self._path(child)} is {state.value}{why}")
@@ -572,7 +573,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _notify(self, child: Child) -> None:
         """Answer parked resolves once the child is serving or settled down."""
-        publish_child(self.spec.get("runtime_dir"), self._path(child), child, child in self.children)
+        publish_child(self.spec.get("runtime_dir"), self._path(child), child, child in self.children,
+                      self._rerun_settings(child))
         keep = []
         for cid, sender, not_pid in child.waiters:
             answer = self._route(child, not_pid) if child in self.children else \
@@ -900,7 +902,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         child.sm.force(S.INITIALIZING)
         child.generation += 1
         child.exit_report = None
-        publish_child(self.spec.get("runtime_dir"), path, child, child in self.children)
+        publish_child(self.spec.get("runtime_dir"), path, child, child in self.children,
+                      self._rerun_settings(child))
         child.snapshot = None
         ref = self._ref(child)
         if child.kind == "tool":
