@@ -35,7 +35,7 @@ from actors.errors import PermissionDenied, SpecError
 #: The actions toolvisor checks (``*`` covers them all).
 ACTIONS = ("read", "call", "pause", "resume", "stop", "start", "restart", "spawn", "policy",
            "admin", "net", "exec", "ack")  # ack: acknowledge an alert (alert:ID)
-_RESOURCE_RE = re.compile(r"^[A-Za-z0-9_*.#/:\-]+$")
+_RESOURCE_RE = re.compile(r"^[A-Za-z0-9_*.#/:\-\[\]@]+$")  # ([::1], @: net rules)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Permission:
         resource, _, action = text.rpartition(":")
         if not resource or not _RESOURCE_RE.match(resource):
             raise SpecError(f"permission {text!r} is malformed: the resource {resource!r} may hold "
-                            "letters, digits and _ * . # / : - only, and must not be empty")
+                            "letters, digits and _ * . # / : - [ ] @ only, and must not be empty")
         if action != "*" and action not in ACTIONS:
             raise SpecError(f"permission {text!r} is malformed: unknown action {action!r}; use one "
                             f"of {', '.join(ACTIONS)} or *")

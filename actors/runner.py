@@ -336,6 +336,10 @@ class ToolRunner:
             # (its supervisor logs the failure: one line per event)
             self.log.debug("tool {} failed to start: {}: {}", self.path, type(exc).__name__, exc)
             self._bounce_held()
+            if self.guard is not None:  # a refusal that failed the start is reported too
+                self.guard.flush()
+                if self.peers is not None:
+                    self.peers.flush()
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return
         door = self.ctx.open_door(self.max_callers, f"tool {self.path}") \
@@ -440,6 +444,8 @@ class ToolRunner:
                 self.request_exit(False, error)
         finally:
             self.serving = outer
+            if self.guard is not None and self.guard.pending:
+                self.guard.flush()  # refusals the command met (actors.reach), reported first
             if self.peers is not None:
                 self.peers.flush()  # what the command sent leaves now, ahead of its reply's effects
 
@@ -542,7 +548,7 @@ class ToolRunner:
         self.busy.enter("c", command, serving.cid if serving is not None else 0,
                         type(serving) is Call and command in self.rerun)  # (not a batch's item)
         try:
-            return True, fn(**args), None
+            return True, reach.tool_code(fn, **args), None
         except TypeError as exc:
             try:  # a bad call, or a TypeError raised inside the command?
                 bind(fn, command, args)
@@ -558,7 +564,7 @@ class ToolRunner:
         """Run a lifecycle callback of the tool, marked busy while it runs."""
         self.busy.enter("l", name)
         try:
-            getattr(self.tool, name)(*args)
+            reach.tool_code(getattr(self.tool, name), *args)
         finally:
             self.busy.leave()
 
@@ -620,7 +626,7 @@ class ToolRunner:
     def _run_timer(self, fn: Callable[[], Any]) -> None:
         self.busy.enter("t", getattr(fn, "__name__", "timer"))
         try:
-            fn()
+            reach.tool_code(fn)
             if self.peers is not None:
                 self.peers.flush()
         except Exception as exc:

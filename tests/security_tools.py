@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing.util
 import os
 import socket
@@ -106,3 +107,16 @@ class Reacher(ToolActor):
     @command
     def call(self, path: str) -> str:
         return self.tool(path).call("ping")
+
+    @command
+    def later(self, argv: list[str]) -> bool:
+        """A timer that is a standard-library function: still this tool's code."""
+        self.after(0, functools.partial(subprocess.run, argv, check=False))
+        return True
+
+    @command
+    def listen_unbound(self) -> int:
+        """listen() on a socket never bound: the kernel picks a port on every interface."""
+        with socket.socket() as s:
+            s.listen()
+            return s.getsockname()[1]

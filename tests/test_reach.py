@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -27,9 +28,11 @@ def reach(*permissions: str) -> Reach:
 
 # -- the rules, in this process ------------------------------------------------------------
 def test_net_rules_match_address_and_port() -> None:
-    r = reach("net:10.0.0.*:443:net", "net:127.0.0.1:*:net")
+    r = reach("net:10.0.0.*:443:net", "net:127.0.0.1:*:net", "net:192.0.2.9:net")
     r.check_net("10.0.0.7", 443)
     r.check_net("127.0.0.1", 9)
+    r.check_net("192.0.2.9", 5432)                       # no port: any port
+    r.check_net("::ffff:127.0.0.1", 9)                   # IPv4-mapped IPv6 is that IPv4 address
     with pytest.raises(ActionDenied) as info:
         r.check_net("10.0.0.7", 80)
     exc = info.value
@@ -41,27 +44,59 @@ def test_net_rules_match_address_and_port() -> None:
         reach().check_net("127.0.0.1", 9)
     reach("net:*:net").check_net("::1", 8080)
     reach("*:*").check_net("192.0.2.1", 1)
-    reach("net:::1:8080:net").check_net("::1", 8080)
+
+
+def test_ipv6_rules_are_canonical_and_take_a_port_in_brackets() -> None:
+    reach("net:[::1]:8080:net").check_net("0:0::1", 8080)
+    with pytest.raises(ActionDenied):
+        reach("net:[::1]:8080:net").check_net("::1", 8081)
+    reach("net:::1:net").check_net("::1", 8081)          # no brackets: any port
+    reach("net:2001:db8::1:net").check_net("2001:DB8::1", 443)
+    reach("net:fd00::*:net").check_net("fd00::1:dead:beef", 22)
+    with pytest.raises(ActionDenied):                    # the port is not part of the address
+        reach("net:[fd00::1]:*:net").check_net("fd00::1:dead:beef", 22)
+
+
+def test_a_wildcard_matches_addresses_never_names() -> None:
+    r = reach("net:10.0.*:net", "net:127.*:net")
+    with pytest.raises(ActionDenied, match="10.0.evil.example"):
+        r.check_net("10.0.evil.example", 443)
+    with pytest.raises(ActionDenied):
+        r.check_net("127.0.0.1.nip.io", 9)
 
 
 def test_a_host_name_in_a_rule_allows_the_addresses_it_resolves_to() -> None:
     r = reach("net:localhost:8080:net")
     r.check_net("127.0.0.1", 8080)
+    r.check_net("localhost", 8080)
     with pytest.raises(ActionDenied):
         r.check_net("127.0.0.1", 8081)
     with pytest.raises(ActionDenied):
         r.check_net("192.0.2.1", 8080)
     reach("net:localhost:net").check_net("127.0.0.1", 1)  # no port: any port
+    # a name no rule names: allowed when every address it resolves to is
+    reach("net:127.0.0.1:80:net", "net:::1:net").check_net("localhost", 80)
+    with pytest.raises(ActionDenied):
+        reach("net:10.0.0.1:80:net").check_net("localhost", 80)
 
 
 def test_unix_sockets_and_programs() -> None:
     r = reach("net:unix:/run/app/*:net", "exec:true:exec", "exec:/usr/bin/e*:exec")
     r.check_unix("/run/app/sock")
+    r.check_unix(bytearray(b"/run/app/sock"))
     with pytest.raises(ActionDenied, match="Unix socket /var/run/docker.sock"):
         r.check_unix("/var/run/docker.sock")
-    r.check_exec("true")              # as written
-    r.check_exec("/bin/true")         # its file name
+    with pytest.raises(ActionDenied, match="Unix socket /var/run/docker.sock"):
+        r.check_unix("/run/app/../../var/run/docker.sock")  # normalised first
+    with pytest.raises(ActionDenied):
+        reach("net:*:net").check_unix("/var/run/docker.sock")  # IP rules are not Unix rules
+    r.check_exec("true")              # as written, found on PATH
+    r.check_exec(shutil.which("true"))  # the very file PATH finds by that name
     r.check_exec("env")               # its full path on PATH (/usr/bin/env)
+    with pytest.raises(ActionDenied, match="/tmp/x/true"):
+        r.check_exec("/tmp/x/true")   # another file of that name
+    with pytest.raises(ActionDenied, match="/tmp/evil"):
+        r.check_exec("/usr/bin/../../tmp/evil")
     with pytest.raises(ActionDenied, match=r"start the program 'sh'.*'exec:sh:exec'"):
         r.check_exec("sh")
     with pytest.raises(ActionDenied, match="fork itself"):
@@ -148,8 +183,9 @@ def test_a_tool_with_a_context_reaches_only_what_it_may(server: int, tmp_path) -
             (e["operation"], e["resource"]) for e in audit_lines(log)
             if e["principal"] == "tool:w/boxed" and e["result"] == "denied"},
             what="the refusals in the audit log")
-        events = [e for e in system.events() if e.get("event") == "denied" and e["path"] == "w/boxed"]
-        assert any("exec:fork:exec" in e["detail"] for e in events)
+        wait_until(lambda: any(e.get("event") == "denied" and e["path"] == "w/boxed"
+                               and "exec:fork:exec" in e["detail"] for e in system.events()),
+                   what="the refusal as an event")
         wait_until(lambda: boxed.status().reputation < 100, what="refusals to cost reputation")
 
 
@@ -191,3 +227,44 @@ def test_unix_sockets_are_held_to_net_permissions(tmp_path) -> None:
             assert ok.call("unix", path=path) == "connected"
     finally:
         srv.close()
+
+
+def test_a_library_function_run_as_a_timer_is_still_the_tools_code(tmp_path) -> None:
+    """The runtime runs the timer, but the function is the tool's: refused, reported, and
+    (as any exception escaping a timer) a failure of the tool."""
+    made = tmp_path / "made"
+    with ToolSystem(policy=FAST) as system:
+        t = system.supervise("w", policy=FAST).spawn(REACHER, name="t", security={})
+        assert t.call("later", argv=["touch", str(made)]) is True
+        wait_until(lambda: any(e.get("event") == "denied" and "exec:touch:exec" in e["detail"]
+                               for e in system.events()), what="the timer's refusal")
+        wait_until(lambda: t.status().restarts >= 1 and t.status().state.value == "running", 20,
+                   what="the restart after the failed timer")
+        assert not made.exists()
+
+
+def test_listen_on_a_socket_never_bound_is_a_bind_to_every_interface() -> None:
+    with ToolSystem(policy=FAST) as system:
+        w = system.supervise("w", policy=FAST)
+        with pytest.raises(PermissionDenied, match="net:0.0.0.0:0:net"):
+            w.spawn(REACHER, name="boxed", security={}).call("listen_unbound")
+        assert w.spawn(REACHER, name="free").call("listen_unbound") > 0
+        assert w.spawn(REACHER, name="ok", security={"permissions": ["net:0.0.0.0:net"]}) \
+            .call("listen_unbound") > 0
+
+
+def test_the_hook_copes_with_what_odd_callers_hand_it() -> None:
+    """Events from built-ins called straight from C, programs given as a descriptor."""
+    from actors.reach import Guard, _caller
+
+    assert _caller(10_000) is None
+    g = Guard(reach("exec:*:exec"), lambda exc: None)
+    try:
+        with open(shutil.which("true"), "rb") as f:
+            g._exec("os.exec", (f.fileno(), ["true"], {}))  # execve(fd, ...): its file
+            with pytest.raises(ActionDenied, match="true"):
+                g.reach = reach()
+                g._exec("os.exec", (f.fileno(), [], {}))
+    finally:
+        os.close(g.bell_r)
+        os.close(g.bell_w)

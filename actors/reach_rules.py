@@ -1,0 +1,224 @@
+"""The net and exec rules of one tool: may it reach this address, start this program?
+
+Pure decisions over a ``SecurityContext`` (``actors.reach`` asks them from its audit
+hook). A net permission's resource is ``net:HOST:PORT`` (``net:HOST`` for any port; an
+IPv6 address with a port goes in brackets: ``net:[::1]:8080``, while ``net:::1`` is
+that address on any port) or ``net:unix:PATH``; its host is an address, an address
+pattern (``10.0.*``, ``fd00::*``), ``*``, or a host name:
+
+- addresses are compared in their canonical form (``2001:DB8::1`` is ``2001:db8::1``;
+  an IPv4-mapped ``::ffff:10.0.0.5`` is also ``10.0.0.5``); a pattern matches the
+  address only, never a name;
+- a name allows the addresses it resolves to (looked up when a connection is
+  checked, kept ``RESOLVE_FOR`` seconds), and a connection to that very name;
+- a connection to a name that no rule names is allowed only if every address the
+  name resolves to is;
+- ``net:*`` is every IP address and port; Unix sockets need ``net:unix:...`` rules
+  (paths are normalised first: ``/run/app/../x`` is ``/run/x``).
+
+An exec permission's resource is ``exec:PROGRAM``: a program given by name is
+matched as written and as found on PATH; one given by path is matched by its
+normalised path, and by its bare name only when that name on PATH is the same
+file (``exec:git:exec`` allows ``git`` and ``/usr/bin/git``, not ``/tmp/x/git``).
+``exec:fork`` is a fork of the tool itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from typing import Any
+
+from actors.errors import PermissionDenied
+from actors.permissions import SecurityContext
+
+FORK = "fork"           # the program name a fork of the tool itself is checked as
+RESOLVE_FOR = 30.0      # seconds a rule's host name stays resolved
+
+
+class ActionDenied(PermissionDenied, PermissionError):
+    """A tool's own code tried to reach the network or start a program its security
+    context does not allow (also a ``PermissionError``, errno EACCES)."""
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.errno = errno.EACCES
+
+
+@dataclass(frozen=True)
+class NetRule:
+    host: str        # "*", a canonical address, an address pattern, or a lower-case name
+    kind: str        # "any", "address", "pattern" or "name"
+    port: str        # a port pattern
+
+
+@lru_cache(maxsize=1024)
+def canonical(host: str) -> str | None:
+    """The canonical text of an IP address (None: not an address)."""
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _forms(address: str) -> frozenset[str]:
+    """An address's canonical text, and the IPv4 address an IPv4-mapped IPv6 one carries."""
+    out = {address}
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        out.add(str(ip.ipv4_mapped))
+    return frozenset(out)
+
+
+def _net_rule(rest: str) -> NetRule:
+    """``HOST``, ``HOST:PORT``, ``[IPV6]:PORT``; an IPv6 host without brackets takes any port."""
+    if rest == "*":
+        return NetRule("*", "any", "*")
+    if rest.startswith("[") and "]" in rest:
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") and tail[1:] else "*"
+    elif rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+    else:
+        host, port = rest, "*"
+    if host == "*":
+        return NetRule("*", "any", port)
+    address = canonical(host)
+    if address is not None:
+        return NetRule(address, "address", port)
+    if "*" in host:
+        return NetRule(host.lower(), "pattern", port)
+    return NetRule(host.lower().rstrip("."), "name", port)
+
+
+class Reach:
+    """The decisions for one tool."""
+
+    def __init__(self, tool: str, context: SecurityContext) -> None:
+        self.tool = tool
+        self.context = context
+        self.ip: list[NetRule] = []
+        self.unix: list[str] = []
+        self.other: list[Any] = []  # net permissions written some other way (fnmatch on the text)
+        for perm in context.permissions:
+            if perm.action not in ("net", "*"):
+                continue
+            resource = perm.resource
+            if resource == "*":
+                self.ip.append(NetRule("*", "any", "*"))
+                self.unix.append("*")
+            elif resource.startswith("net:unix:"):
+                pattern = resource[len("net:unix:"):]
+                self.unix.append(pattern if pattern.startswith("@") else os.path.normpath(pattern))
+            elif resource.startswith("net:"):
+                self.ip.append(_net_rule(resource[4:]))
+            else:
+                self.other.append(perm)
+        self._names: dict[str, tuple[float, frozenset[str]]] = {}  # name -> (until, addresses)
+
+    # -- the network -------------------------------------------------------------------
+    def check_net(self, host: str, port: int | str) -> None:
+        """A connect, bind, sendto or listen on an IP socket to/at ``host`` (an address or a
+        name) and ``port``."""
+        port = str(port)
+        address = canonical(host)
+        if address is not None:
+            if self._allows(_forms(address), port):
+                return
+            shown = address
+        else:
+            name = host.lower().rstrip(".")
+            if any(r.port == "*" or fnmatchcase(port, r.port) for r in self.ip
+                   if r.kind == "any" or (r.kind == "name" and r.host == name)):
+                return
+            found = self._lookup(name)
+            if found and all(self._allows(_forms(a), port) for a in found):
+                return
+            shown = name
+        resource = f"net:{shown}:{port}"
+        if any(p.allows("net", resource) for p in self.other):
+            return
+        raise self._refusal("net", resource, f"connect to or bind {shown} port {port}")
+
+    def _allows(self, forms: frozenset[str], port: str) -> bool:
+        for rule in self.ip:
+            if not fnmatchcase(port, rule.port):
+                continue
+            if rule.kind == "any" or (rule.kind == "address" and rule.host in forms):
+                return True
+            if rule.kind == "pattern" and any(fnmatchcase(a, rule.host) for a in forms):
+                return True
+            if rule.kind == "name" and forms & self._lookup(rule.host):
+                return True
+        return False
+
+    def _lookup(self, name: str) -> frozenset[str]:
+        now = time.monotonic()
+        until, addresses = self._names.get(name, (0.0, frozenset()))
+        if now < until:
+            return addresses
+        try:
+            found = frozenset(a for info in socket.getaddrinfo(name, None)
+                              if (a := canonical(str(info[4][0]))) is not None)
+        except (OSError, UnicodeError):
+            found = frozenset()
+        self._names[name] = (now + RESOLVE_FOR, found)
+        return found
+
+    def check_unix(self, address: Any) -> None:
+        """A connect, bind or sendto on a Unix socket."""
+        if isinstance(address, (bytes, bytearray)):
+            path = bytes(address).decode(errors="replace")
+        else:
+            path = os.fspath(address) if isinstance(address, (str, os.PathLike)) else str(address)
+        path = "@" + path[1:] if path.startswith("\0") else (os.path.normpath(path) if path else path)
+        if any(fnmatchcase(path, pattern) for pattern in self.unix):
+            return
+        resource = f"net:unix:{path}"
+        if any(p.allows("net", resource) for p in self.other):
+            return
+        raise self._refusal("net", resource, f"use the Unix socket {path}")
+
+    def check_family(self, family: Any) -> None:
+        """A socket of another family (netlink, packet, ...): only a rule for everything."""
+        name = str(getattr(family, "name", family))
+        if any(r.kind == "any" and r.port == "*" for r in self.ip):
+            return
+        raise self._refusal("net", f"net:{name}", f"use a {name} socket")
+
+    # -- programs ------------------------------------------------------------------------
+    def check_exec(self, program: str) -> None:
+        if program == FORK:
+            names = {FORK}
+        elif os.sep not in program:
+            found = shutil.which(program)
+            names = {program} | ({os.path.normpath(found)} if found else set())
+        else:
+            program = os.path.normpath(program)
+            names = {program}
+            base = os.path.basename(program)
+            found = shutil.which(base)
+            if found and os.path.realpath(found) == os.path.realpath(program):
+                names.add(base)  # (the very file PATH finds by that name)
+        if any(self.context.allows("exec", f"exec:{name}") for name in names):
+            return
+        what = "fork itself" if program == FORK else f"start the program {program!r}"
+        raise self._refusal("exec", f"exec:{program}", what)
+
+    def _refusal(self, action: str, resource: str, what: str) -> ActionDenied:
+        exc = ActionDenied(
+            f"tool {self.tool!r} may not {what}: its security context does not allow "
+            f"'{resource}:{action}'; add it (or a wider pattern) to security.permissions")
+        exc.principal = f"tool:{self.tool}"  # type: ignore[attr-defined]
+        exc.permission = f"{resource}:{action}"  # type: ignore[attr-defined]
+        exc.resource = resource  # type: ignore[attr-defined]
+        exc.action = action  # type: ignore[attr-defined]
+        return exc
