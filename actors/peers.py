@@ -14,6 +14,8 @@ everything one tool sends to another arrives in the order it was sent.
   loop: a failed ``send`` is logged and counted, an ``ask``'s result (or error)
   runs its ``on_reply`` like a timer, one message at a time. At most ``window``
   of them may be unanswered per callee; beyond that they raise ``ToolOverloaded``.
+  A send or ask to a callee that is restarting is held (in order, ahead of what
+  follows) until it serves again, for ``HOLD_FOR`` seconds at most.
 
 Where a callee lives is read from the route directory (``actors.routes``) and
 cached until a connection to it fails. ``check_permission`` is the one place a
@@ -59,6 +61,8 @@ DEFAULT_WINDOW = 4096    # unanswered sends and asks per callee
 BATCH_MAX = 256          # queued sends/asks that make a batch go out at once
 RESOLVE_EVERY = 0.005    # seconds between looks at the directory while a callee restarts
 POOL_FRESH = 0.5         # seconds a listing of a pool's instances is reused
+HOLD_FOR = 30.0          # seconds a send or ask waits for a restarting callee to serve again
+HOLD_RECHECK = 0.02      # seconds between looks at a restarting callee's route
 RECV_BYTES = 65536
 _PACK_HEADER = msgpack.Packer()
 
@@ -97,6 +101,8 @@ class Peers:
         self._board: waits.WaitBoard | None = None
         self.pools: dict[str, tuple[float, list[routes.RouteEntry]]] = {}  # pool -> (listed, entries)
         self.lost: dict[str, int] = {}  # pool instance -> the pid whose connection broke
+        #: sends and asks to a callee that was restarting: (item, kind, on_reply, give up at)
+        self.held: dict[str, list[tuple[bytes, str, Any, float]]] = {}
 
     def ref(self, path: str) -> ToolRef:
         if not isinstance(path, str) or not path.strip("/"):
@@ -344,6 +350,8 @@ class Peers:
         while True:
             route = self.resolve(path, deadline, not_pid)
             check_permission(self.me, self.level, route)
+            if path in self.held:  # sends and asks that waited for it go first
+                self._release_held(path)
             try:
                 conn = self._conn(path, route, deadline)
                 if conn.queued:
@@ -436,12 +444,14 @@ class Peers:
             raise ToolError(f"a {kind} of {len(item)} bytes is over the {MAX_FRAME}-byte message "
                             "limit; pass a file path instead", type="CallTooLarge", tool=path)
         now = time.time()
+        if path in self.held:  # behind what waits for the callee already (order is kept)
+            self._hold(path, item, kind, on_reply, now)
+            return
         try:
             route = self.resolve(path, now)
-        except CallTimeout:
-            raise ToolUnavailable(f"{path} is not serving right now (starting or restarting); a "
-                                  f"{kind} is never held: try again later, or use call(), which "
-                                  "waits for it", tool=path) from None
+        except CallTimeout:  # restarting: held until it serves again (HOLD_FOR at most)
+            self._hold(path, item, kind, on_reply, now)
+            return
         check_permission(self.me, self.level, route)
         try:
             conn = self._conn(path, route, now + 1.0)
@@ -474,9 +484,64 @@ class Peers:
         if len(conn.queued) >= BATCH_MAX:
             self.flush()
 
+    # -- sends and asks to a restarting callee ------------------------------------------------
+    def _hold(self, path: str, item: bytes, kind: str, on_reply: Any, now: float) -> None:
+        held = self.held.get(path)
+        if held is None:
+            held = self.held[path] = []
+            self.runner.schedule(HOLD_RECHECK, partial(self._release_held, path))
+        if len(held) >= self.window:
+            raise ToolOverloaded(f"{path} is restarting and {len(held)} sends/asks from {self.me} "
+                                 f"already wait for it (the window is {self.window}); slow down",
+                                 tool=path)
+        held.append((item, kind, on_reply, now + HOLD_FOR))
+        c = self._count(path)
+        if kind == "ask":
+            c.asked += 1
+        else:
+            c.sent += 1
+
+    def _release_held(self, path: str, deadline: float | None = None) -> Link | None:
+        """Send what was held for ``path`` if it serves now (waiting until ``deadline`` if
+        given); fail what waited too long; look again later while some still wait."""
+        held = self.held.get(path)
+        if not held:
+            self.held.pop(path, None)
+            return None
+        now = time.time()
+        try:
+            route = self.resolve(path, now if deadline is None else deadline)
+            check_permission(self.me, self.level, route)
+            conn = self._conn(path, route, now + 1.0)
+        except (CallTimeout, Gone):
+            self.routes.pop(path, None)
+            while held and held[0][3] <= now:
+                _, kind, fn, _ = held.pop(0)
+                self._answered(path, kind, fn, ToolUnavailable(
+                    f"{path} did not serve again within {HOLD_FOR:g} s of this {kind}", tool=path))
+            if held:
+                self.runner.schedule(HOLD_RECHECK, partial(self._release_held, path))
+            else:
+                del self.held[path]
+            return None
+        except ToolError as exc:  # stopped, failed, removed, or refused: every one gets it
+            del self.held[path]
+            for _, kind, fn, _ in held:
+                self._answered(path, kind, fn, exc)
+            return None
+        del self.held[path]
+        conn.queued.extend((item, kind, fn) for item, kind, fn, _ in held)
+        conn.outstanding += len(held)
+        self.flush()
+        return conn
+
     def drain(self, path: str, timeout: float) -> bool:
         """Send what is queued for ``path`` and wait until all of it is answered."""
         deadline = time.time() + timeout
+        if path in self.held:
+            self._release_held(path, deadline)
+            if path in self.held:
+                return False
         self.flush()
         conn = self.conns.get(path)
         while conn is not None and not conn.closed and conn.outstanding > 0:
@@ -564,11 +629,14 @@ class ToolRef:
 
     def stats(self) -> dict[str, int]:
         """Sends and asks to this tool: ``sent``, ``asked``, ``answered``, ``failed``,
-        ``timed_out`` (asks whose timeout passed first), ``outstanding``."""
+        ``timed_out`` (asks whose timeout passed first), ``outstanding`` (including those
+        held while the callee restarts)."""
         c = self._peers._count(self.path)
         conn = self._peers.conns.get(self.path)
         return {"sent": c.sent, "asked": c.asked, "answered": c.answered, "failed": c.failed,
-                "timed_out": c.timed_out, "outstanding": conn.outstanding if conn is not None else 0}
+                "timed_out": c.timed_out,
+                "outstanding": (conn.outstanding if conn is not None else 0)
+                + len(self._peers.held.get(self.path, ()))}
 
     def __repr__(self) -> str:
         return f"<ToolRef {self.path}>"

@@ -345,3 +345,66 @@ def test_an_ask_timeout_must_be_a_positive_number(trio, bad) -> None:
     out = a.call("ask_within", path="workers/b", cmd="get", within=bad)
     assert out.startswith("SpecError: timeout=") and "needs a number of seconds above 0" in out
     assert a.call("got") == []
+
+
+@pytest.mark.timeout(60)
+def test_sends_and_asks_to_a_restarting_tool_wait_for_it_in_order() -> None:
+    """Nothing is refused or lost while the callee restarts: held, then delivered in order,
+    ahead of a call made after them."""
+    from supervisors import Backoff, Policy
+    from tests.helpers import wait_dead
+
+    slow = Policy(max_restarts=20, period=5.0, backoff=Backoff(initial=0.6, maximum=0.6, jitter=0.0))
+    with ToolSystem(policy=slow) as system:
+        w = system.supervise("w", policy=slow)
+        a = w.spawn(RELAY, name="a")
+        b = w.spawn(RELAY, name="b")
+        pid = b.call("pid")
+        os.kill(pid, signal.SIGKILL)
+        wait_dead(pid)
+        assert a.call("send", path="w/b", cmd="record", n=3) == 3   # not refused
+        assert a.call("ask", path="w/b", cmd="get") == 1
+        assert a.call("stats", path="w/b")["outstanding"] == 4       # held
+        assert a.call("call", path="w/b", cmd="seen_items", within=20) == [0, 1, 2]
+        wait_until(lambda: a.call("got") == ["w/b"], what="the held ask's answer")
+        stats = a.call("stats", path="w/b")
+        assert (stats["sent"], stats["asked"], stats["failed"], stats["outstanding"]) == (3, 1, 0, 0)
+        assert b.status().restarts == 1
+
+
+@pytest.mark.timeout(60)
+def test_sends_and_asks_to_a_stopped_tool_still_fail_at_once(trio) -> None:
+    system, a, b, c = trio
+    b.stop()
+    err = a.call("send_error", path="workers/b", cmd="record")
+    assert err["type"] == "ToolUnavailable" and "stopped" in err["message"]
+
+
+@pytest.mark.timeout(30)
+def test_what_waited_too_long_for_a_restarting_tool_fails_with_the_reason(tmp_path) -> None:
+    """Held sends and asks give up after HOLD_FOR: an ask's on_reply gets ToolUnavailable."""
+    from actors import peers as peers_mod
+    from actors import routes
+
+    class Runner:
+        path, runtime_dir, level = "w/a", str(tmp_path), "standard"
+        timers: list[Any] = []
+
+        def schedule(self, delay: float, fn: Any) -> int:
+            self.timers.append(fn)
+            return len(self.timers)
+
+    routes.publish(str(tmp_path), routes.RouteEntry("w/b", "tool", "restarting", None, None))
+    runner = Runner()
+    p = peers_mod.Peers(runner)  # type: ignore[arg-type]
+    got: list[Any] = []
+    p.post("w/b", "send", "record", {})
+    p.post("w/b", "ask", "get", {}, got.append)
+    assert [kind for _, kind, _, _ in p.held["w/b"]] == ["send", "ask"]
+    p.held["w/b"] = [(item, kind, fn, 0.0) for item, kind, fn, _ in p.held["w/b"]]  # expired
+    runner.timers.pop(0)()           # the recheck: still restarting
+    assert "w/b" not in p.held
+    for fn in runner.timers:         # the ask's on_reply, as the tool's loop would run it
+        fn()
+    assert isinstance(got[0], ToolUnavailable) and "did not serve again within 30 s" in str(got[0])
+    assert p._count("w/b").failed == 2
