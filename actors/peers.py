@@ -51,6 +51,7 @@ from actors.errors import (
 from actors.frames import MAX_FRAME, FrameError, pack_frame
 from actors.links import Counters, Gone, Link, Within, ready
 from actors.messages import Batch, BatchReply, Call, Reply
+from actors.reach import tool_code
 from actors.retry import with_retries
 
 if TYPE_CHECKING:
@@ -694,13 +695,13 @@ class _AskTimer:
             return None
         if self.timer is not None:
             self.peers.runner.cancel(self.timer)
-        return fn(result)
+        return tool_code(fn, result)
 
     def _expired(self) -> None:
         fn, self.on_reply = self.on_reply, None
         if fn is None:
             return
         self.peers._count(self.path).timed_out += 1
-        fn(CallTimeout(f"ask of {self.command!r} to {self.path} had no answer within "
+        tool_code(fn, CallTimeout(f"ask of {self.command!r} to {self.path} had no answer within "
                        f"{self.timeout:g} s (the callee may still run it; a late answer is "
                        "dropped)", tool=self.path))

@@ -123,7 +123,10 @@ def check_security(security: Any) -> dict[str, Any]:
     perms = security.get("permissions", [])
     if isinstance(perms, str) or not isinstance(perms, (list, tuple)):
         raise SpecError(f"security.permissions={perms!r} is invalid: give a list of 'RESOURCE:ACTION'")
-    out["permissions"] = [str(Permission.parse(p)) for p in perms]
+    parsed = [Permission.parse(p) for p in perms]
+    for perm in parsed:
+        _check_reach(perm)
+    out["permissions"] = [str(p) for p in parsed]
     audit = security.get("audit", "denials")
     if audit not in AUDIT_MODES:
         raise SpecError(f"security.audit={audit!r} is invalid: use one of {', '.join(AUDIT_MODES)}")
@@ -145,6 +148,65 @@ def check_security(security: Any) -> dict[str, Any]:
             raise SpecError(f"security.umask={umask!r} is invalid: give an integer 0..0o777 (e.g. 0o077)")
         out["umask"] = umask
     return out
+
+
+_PORT_RE = re.compile(r"^[0-9*]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
+_PATTERN_RE = re.compile(r"^[0-9A-Fa-f.:*]+$")
+
+
+def parse_net(rest: str) -> tuple[str, str, str]:
+    """``(host, kind, port)`` of a net permission's resource after ``net:``: ``HOST``,
+    ``HOST:PORT`` or ``[IPV6]:PORT``; an IPv6 address without brackets takes any port, an
+    IPv6 pattern is always in brackets. ``kind``
+    is ``any``, ``address`` (canonical text), ``pattern`` (with ``*``) or ``name`` (lower
+    case). A malformed one raises ``SpecError`` naming it."""
+    import ipaddress
+
+    def bad(why: str) -> SpecError:
+        return SpecError(f"permission 'net:{rest}:net' is malformed: {why}; write net:HOST:PORT, "
+                         "net:HOST, net:[IPV6]:PORT or net:unix:PATH (HOST an address, a pattern "
+                         "such as 10.0.* or a host name; PORT a number or *)")
+
+    if rest == "*":
+        return "*", "any", "*"
+    if rest.startswith("["):
+        host, close, tail = rest[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")) or tail == ":":
+            raise bad("after [IPV6] comes nothing or :PORT")
+        port = tail[1:] or "*"
+        if "*" not in host and ":" not in host:
+            raise bad(f"{host!r} in brackets is not an IPv6 address")
+    elif rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+    else:
+        host, port = rest, "*"
+        if "*" in host and ":" in host:  # fd00::*:443 could be either: brackets say which
+            raise bad(f"an IPv6 pattern goes in brackets: net:[{host}] (any port) or net:[...]:PORT")
+    if not host:
+        raise bad("the host is empty")
+    if not _PORT_RE.match(port) or (port.isdigit() and int(port) > 65535):
+        raise bad(f"the port {port!r} is not a number up to 65535 or a pattern of digits and *")
+    if host == "*":
+        return "*", "any", port
+    try:
+        return str(ipaddress.ip_address(host)), "address", port
+    except ValueError:
+        pass
+    if "*" in host:
+        if not _PATTERN_RE.match(host):
+            raise bad(f"the pattern {host!r} matches addresses only: digits, hex, '.', ':' and *")
+        return host.lower(), "pattern", port
+    if ":" in host or not _NAME_RE.match(host):
+        raise bad(f"{host!r} is neither an address nor a host name")
+    return host.lower().rstrip("."), "name", port
+
+
+def _check_reach(perm: Permission) -> None:
+    """A net permission's resource must parse (see ``parse_net``); others are free-form."""
+    if perm.action in ("net", "*") and perm.resource.startswith("net:") and \
+            not perm.resource.startswith("net:unix:"):
+        parse_net(perm.resource[4:])
 
 
 def check_tool_call(caller: str, caller_ctx: SecurityContext, target: str, target_level: str,

@@ -15,7 +15,8 @@ allow (issue 12, "what the tool itself may do"); the rules are in
 The check is a Python audit hook (PEP 578) in the tool's own process, installed
 before the tool's module is imported, so import-time code is held to it too; two
 things raise no audit event and are wrapped instead: ``_posixsubprocess.fork_exec``
-(multiprocessing starts programs with it) and ``socket.listen`` on a socket that was
+(``subprocess`` and multiprocessing start programs with it; its check sees the file
+that will run) and ``socket.listen`` on a socket that was
 never bound (the kernel binds it to every interface).
 
 Whose code asks decides: the innermost frame outside the standard library. The tool's
@@ -173,25 +174,38 @@ class Guard:
             return
         family = getattr(sock, "family", None)
         if family in _IP and isinstance(address, tuple) and len(address) >= 2:
-            self.reach.check_net(str(address[0]), address[1])
+            host = os.fsdecode(address[0]) if isinstance(address[0], bytes) else str(address[0])
+            if host == "":  # every interface, as the kernel reads it
+                host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            elif host == "<broadcast>":
+                host = "255.255.255.255"
+            self.reach.check_net(host, address[1])
         elif family == socket.AF_UNIX:
             self.reach.check_unix(address)
         else:
             self.reach.check_family(family)
 
     def _exec(self, event: str, args: tuple[Any, ...]) -> None:
+        cwd: Any = None
+        path: Any = None
         if event in ("os.fork", "os.forkpty"):
             program: Any = FORK
         elif event == "os.system":
             program = "/bin/sh"
         elif event == "fork_exec":  # (see _checking_fork_exec): the first candidate that exists
-            programs, argv = list(args[1] or ()), args[0]
-            found = [p for p in programs if os.access(p, os.X_OK)]
-            program = (found or programs or [argv[0] if argv else "?"])[0]
-        elif event == "subprocess.Popen":
-            executable, argv = args[0], args[1]
+            cwd = os.fsdecode(args[4]) if len(args) > 4 and args[4] else os.getcwd()
+            argv = args[0] or ["?"]
+            candidates = [os.path.join(cwd, os.fsdecode(p)) for p in (args[1] or ())] or \
+                [os.path.join(cwd, os.fsdecode(argv[0]))]
+            program = next((p for p in candidates if os.access(p, os.X_OK)), candidates[0])
+        elif event == "subprocess.Popen":  # (executable, args, cwd, env)
+            executable, argv, cwd, env = args[0], args[1], args[2], args[3]
             program = executable if executable is not None else \
                 (argv if isinstance(argv, (str, bytes, os.PathLike)) else list(argv)[0])
+            if env is not None:
+                path = env.get("PATH", env.get(b"PATH", os.defpath))
+            cwd = os.fsdecode(cwd) if cwd is not None else None
+            path = os.fsdecode(path) if path is not None else None
         elif event == "os.spawn":
             program = args[1]
         else:  # os.exec, os.posix_spawn: (path, argv, env)
@@ -201,7 +215,7 @@ class Guard:
                 program = os.readlink(f"/proc/self/fd/{program}")
             except OSError:
                 program = f"/proc/self/fd/{program}"
-        self.reach.check_exec(os.fsdecode(program))
+        self.reach.check_exec(os.fsdecode(program), cwd, path)
 
     def check_listen(self, sock: socket.socket) -> None:
         """``listen`` on a socket never bound: the kernel binds it to every interface."""
@@ -267,7 +281,11 @@ def install(tool: str, context: Any, report: Callable[[ActionDenied], None]) -> 
     guard = Guard(Reach(tool, context), report)
     if _installed is None:
         sys.addaudithook(_hook)
-        _posixsubprocess.fork_exec = _checking_fork_exec(_posixsubprocess.fork_exec)
+        checking = _checking_fork_exec(_posixsubprocess.fork_exec)
+        _posixsubprocess.fork_exec = checking
+        import subprocess  # (it keeps its own name for fork_exec, bound when it was imported)
+        if getattr(subprocess, "_fork_exec", None) is not None:
+            subprocess._fork_exec = checking  # type: ignore[attr-defined]
         socket.socket.listen = _checking_listen(socket.socket.listen)  # type: ignore[method-assign]
     else:
         os.close(_installed.bell_r)

@@ -1,26 +1,30 @@
 """The net and exec rules of one tool: may it reach this address, start this program?
 
 Pure decisions over a ``SecurityContext`` (``actors.reach`` asks them from its audit
-hook). A net permission's resource is ``net:HOST:PORT`` (``net:HOST`` for any port; an
-IPv6 address with a port goes in brackets: ``net:[::1]:8080``, while ``net:::1`` is
-that address on any port) or ``net:unix:PATH``; its host is an address, an address
-pattern (``10.0.*``, ``fd00::*``), ``*``, or a host name:
+hook). A net permission's resource is parsed by ``actors.permissions.parse_net``:
+``net:HOST:PORT``, ``net:HOST`` (any port), ``net:[IPV6]:PORT`` (an IPv6 address
+without brackets takes any port; an IPv6 pattern is always in brackets) or
+``net:unix:PATH``. HOST is an address, an address pattern (``10.0.*``,
+``[fd00::*]``), ``*`` or a host name:
 
 - addresses are compared in their canonical form (``2001:DB8::1`` is ``2001:db8::1``;
-  an IPv4-mapped ``::ffff:10.0.0.5`` is also ``10.0.0.5``); a pattern matches the
-  address only, never a name;
-- a name allows the addresses it resolves to (looked up when a connection is
-  checked, kept ``RESOLVE_FOR`` seconds), and a connection to that very name;
-- a connection to a name that no rule names is allowed only if every address the
-  name resolves to is;
-- ``net:*`` is every IP address and port; Unix sockets need ``net:unix:...`` rules
-  (paths are normalised first: ``/run/app/../x`` is ``/run/x``).
+  an IPv4-mapped ``::ffff:10.0.0.5`` is also ``10.0.0.5``; an IPv6 pattern matches the
+  compressed text); a pattern matches addresses only, never a name;
+- a name allows the addresses it resolves to (looked up with the C resolver when a
+  connection is checked, kept ``RESOLVE_FOR`` seconds), and a connection to that very
+  name; a connection to a name that no rule names is refused (its address is not
+  known for sure: the name could resolve differently for the check and the connect);
+- ``net:*`` is every IP address and port; Unix sockets need ``net:unix:...`` rules,
+  matched against the socket's real path (symbolic links followed, ``..`` removed);
+  other families (netlink, packet) need ``*:net``.
 
-An exec permission's resource is ``exec:PROGRAM``: a program given by name is
-matched as written and as found on PATH; one given by path is matched by its
-normalised path, and by its bare name only when that name on PATH is the same
-file (``exec:git:exec`` allows ``git`` and ``/usr/bin/git``, not ``/tmp/x/git``).
-``exec:fork`` is a fork of the tool itself.
+An exec permission's resource is ``exec:PROGRAM``. A program given with a ``/``
+(``/usr/bin/git``, ``./git``) is that file, made absolute against the working
+directory it is started in; one given by bare name is the file PATH finds (the PATH
+it is started with). The file is matched by its normalised path, and by its bare name
+only when PATH finds that very file by that name (``exec:git:exec`` allows ``git``
+and ``/usr/bin/git``, not ``/tmp/x/git``). ``exec:fork`` is a fork of the tool
+itself, never a program called ``fork``.
 """
 
 from __future__ import annotations
@@ -29,15 +33,15 @@ import errno
 import ipaddress
 import os
 import shutil
-import socket
 import time
+from _socket import getaddrinfo as _getaddrinfo
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
 from actors.errors import PermissionDenied
-from actors.permissions import SecurityContext
+from actors.permissions import SecurityContext, parse_net
 
 FORK = "fork"           # the program name a fork of the tool itself is checked as
 RESOLVE_FOR = 30.0      # seconds a rule's host name stays resolved
@@ -79,24 +83,8 @@ def _forms(address: str) -> frozenset[str]:
 
 
 def _net_rule(rest: str) -> NetRule:
-    """``HOST``, ``HOST:PORT``, ``[IPV6]:PORT``; an IPv6 host without brackets takes any port."""
-    if rest == "*":
-        return NetRule("*", "any", "*")
-    if rest.startswith("[") and "]" in rest:
-        host, _, tail = rest[1:].partition("]")
-        port = tail[1:] if tail.startswith(":") and tail[1:] else "*"
-    elif rest.count(":") == 1:
-        host, _, port = rest.partition(":")
-    else:
-        host, port = rest, "*"
-    if host == "*":
-        return NetRule("*", "any", port)
-    address = canonical(host)
-    if address is not None:
-        return NetRule(address, "address", port)
-    if "*" in host:
-        return NetRule(host.lower(), "pattern", port)
-    return NetRule(host.lower().rstrip("."), "name", port)
+    host, kind, port = parse_net(rest)
+    return NetRule(host, kind, port)
 
 
 class Reach:
@@ -108,6 +96,7 @@ class Reach:
         self.ip: list[NetRule] = []
         self.unix: list[str] = []
         self.other: list[Any] = []  # net permissions written some other way (fnmatch on the text)
+        self.everything = False     # *:net or *:* (other socket families too)
         for perm in context.permissions:
             if perm.action not in ("net", "*"):
                 continue
@@ -115,6 +104,7 @@ class Reach:
             if resource == "*":
                 self.ip.append(NetRule("*", "any", "*"))
                 self.unix.append("*")
+                self.everything = True
             elif resource.startswith("net:unix:"):
                 pattern = resource[len("net:unix:"):]
                 self.unix.append(pattern if pattern.startswith("@") else os.path.normpath(pattern))
@@ -136,11 +126,8 @@ class Reach:
             shown = address
         else:
             name = host.lower().rstrip(".")
-            if any(r.port == "*" or fnmatchcase(port, r.port) for r in self.ip
+            if any(fnmatchcase(port, r.port) for r in self.ip
                    if r.kind == "any" or (r.kind == "name" and r.host == name)):
-                return
-            found = self._lookup(name)
-            if found and all(self._allows(_forms(a), port) for a in found):
                 return
             shown = name
         resource = f"net:{shown}:{port}"
@@ -165,8 +152,8 @@ class Reach:
         until, addresses = self._names.get(name, (0.0, frozenset()))
         if now < until:
             return addresses
-        try:
-            found = frozenset(a for info in socket.getaddrinfo(name, None)
+        try:  # (the C resolver: a resolver the tool patched in would be checked in turn)
+            found = frozenset(a for info in _getaddrinfo(name, None)
                               if (a := canonical(str(info[4][0]))) is not None)
         except (OSError, UnicodeError):
             found = frozenset()
@@ -179,7 +166,7 @@ class Reach:
             path = bytes(address).decode(errors="replace")
         else:
             path = os.fspath(address) if isinstance(address, (str, os.PathLike)) else str(address)
-        path = "@" + path[1:] if path.startswith("\0") else (os.path.normpath(path) if path else path)
+        path = "@" + path[1:] if path.startswith("\0") else (os.path.realpath(path) if path else path)
         if any(fnmatchcase(path, pattern) for pattern in self.unix):
             return
         resource = f"net:unix:{path}"
@@ -188,35 +175,42 @@ class Reach:
         raise self._refusal("net", resource, f"use the Unix socket {path}")
 
     def check_family(self, family: Any) -> None:
-        """A socket of another family (netlink, packet, ...): only a rule for everything."""
+        """A socket of another family (netlink, packet, ...): only ``*:net`` (or ``*:*``)."""
         name = str(getattr(family, "name", family))
-        if any(r.kind == "any" and r.port == "*" for r in self.ip):
+        if self.everything:
             return
         raise self._refusal("net", f"net:{name}", f"use a {name} socket")
 
     # -- programs ------------------------------------------------------------------------
-    def check_exec(self, program: str) -> None:
+    def check_exec(self, program: str, cwd: str | None = None, path: str | None = None) -> None:
+        """Starting ``program`` (as given to exec, spawn or Popen), in working directory
+        ``cwd`` with ``PATH`` ``path`` (None: this process's)."""
         if program == FORK:
             names = {FORK}
-        elif os.sep not in program:
-            found = shutil.which(program)
-            names = {program} | ({os.path.normpath(found)} if found else set())
         else:
-            program = os.path.normpath(program)
-            names = {program}
-            base = os.path.basename(program)
-            found = shutil.which(base)
-            if found and os.path.realpath(found) == os.path.realpath(program):
-                names.add(base)  # (the very file PATH finds by that name)
+            if os.sep in program:
+                file = os.path.normpath(os.path.join(cwd or os.getcwd(), program))
+            else:
+                found = shutil.which(program, path=path)
+                file = os.path.normpath(os.path.abspath(found)) if found else program
+            names = {file}
+            base = os.path.basename(file)
+            on_path = shutil.which(base)  # the bare name, only for the file PATH finds by it
+            if on_path and os.path.realpath(on_path) == os.path.realpath(file):
+                names.add(base)
+            names.discard(FORK)
+            program = file
         if any(self.context.allows("exec", f"exec:{name}") for name in names):
             return
         what = "fork itself" if program == FORK else f"start the program {program!r}"
-        raise self._refusal("exec", f"exec:{program}", what)
+        base = os.path.basename(program)
+        also = f", 'exec:{base}:exec' (the {base} on PATH)" if base != program and base in names else ""
+        raise self._refusal("exec", f"exec:{program}", what, also)
 
-    def _refusal(self, action: str, resource: str, what: str) -> ActionDenied:
+    def _refusal(self, action: str, resource: str, what: str, also: str = "") -> ActionDenied:
         exc = ActionDenied(
             f"tool {self.tool!r} may not {what}: its security context does not allow "
-            f"'{resource}:{action}'; add it (or a wider pattern) to security.permissions")
+            f"'{resource}:{action}'; add it{also} or a wider pattern to security.permissions")
         exc.principal = f"tool:{self.tool}"  # type: ignore[attr-defined]
         exc.permission = f"{resource}:{action}"  # type: ignore[attr-defined]
         exc.resource = resource  # type: ignore[attr-defined]

@@ -120,3 +120,19 @@ class Reacher(ToolActor):
         with socket.socket() as s:
             s.listen()
             return s.getsockname()[1]
+
+    @command
+    def run_with_path(self, argv: list[str], path: str) -> int:
+        return subprocess.run(argv, env={"PATH": path}, check=False).returncode
+
+    @command
+    def ask_into_system(self, path: str) -> bool:
+        """An ask whose on_reply is a library function: the tool's code when it runs."""
+        self.tool(path).ask("ping", on_reply=os.system, timeout=5)
+        return True
+
+    @command
+    def bind_any(self) -> int:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]

@@ -20,6 +20,7 @@ from tests.helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 FAST = Policy(max_restarts=20, period=5.0, backoff=Backoff.none())
 REACHER = "tests.security_tools:Reacher"
+TRUE = os.path.normpath(shutil.which("true") or "/bin/true")
 
 
 def reach(*permissions: str) -> Reach:
@@ -52,7 +53,7 @@ def test_ipv6_rules_are_canonical_and_take_a_port_in_brackets() -> None:
         reach("net:[::1]:8080:net").check_net("::1", 8081)
     reach("net:::1:net").check_net("::1", 8081)          # no brackets: any port
     reach("net:2001:db8::1:net").check_net("2001:DB8::1", 443)
-    reach("net:fd00::*:net").check_net("fd00::1:dead:beef", 22)
+    reach("net:[fd00::*]:net").check_net("fd00::1:dead:beef", 22)
     with pytest.raises(ActionDenied):                    # the port is not part of the address
         reach("net:[fd00::1]:*:net").check_net("fd00::1:dead:beef", 22)
 
@@ -74,19 +75,25 @@ def test_a_host_name_in_a_rule_allows_the_addresses_it_resolves_to() -> None:
     with pytest.raises(ActionDenied):
         r.check_net("192.0.2.1", 8080)
     reach("net:localhost:net").check_net("127.0.0.1", 1)  # no port: any port
-    # a name no rule names: allowed when every address it resolves to is
-    reach("net:127.0.0.1:80:net", "net:::1:net").check_net("localhost", 80)
-    with pytest.raises(ActionDenied):
-        reach("net:10.0.0.1:80:net").check_net("localhost", 80)
+    # a name no rule names is refused, whatever it resolves to (it could resolve differently
+    # for the connect than for the check)
+    with pytest.raises(ActionDenied, match="net:localhost:80:net"):
+        reach("net:127.0.0.1:80:net", "net:::1:net").check_net("localhost", 80)
+    reach("net:*:80:net").check_net("localhost", 80)
 
 
-def test_unix_sockets_and_programs() -> None:
+def test_unix_sockets_and_programs(tmp_path) -> None:
     r = reach("net:unix:/run/app/*:net", "exec:true:exec", "exec:/usr/bin/e*:exec")
     r.check_unix("/run/app/sock")
     r.check_unix(bytearray(b"/run/app/sock"))
-    with pytest.raises(ActionDenied, match="Unix socket /var/run/docker.sock"):
+    link = tmp_path / "app-link"          # a symbolic link is followed to the real socket
+    os.symlink("/var/run/docker.sock", link)
+    with pytest.raises(ActionDenied, match="docker.sock"):
+        reach(f"net:unix:{tmp_path}/*:net").check_unix(str(link))
+    docker = os.path.realpath("/var/run/docker.sock")
+    with pytest.raises(ActionDenied, match=f"Unix socket {docker}"):
         r.check_unix("/var/run/docker.sock")
-    with pytest.raises(ActionDenied, match="Unix socket /var/run/docker.sock"):
+    with pytest.raises(ActionDenied, match=f"Unix socket {docker}"):
         r.check_unix("/run/app/../../var/run/docker.sock")  # normalised first
     with pytest.raises(ActionDenied):
         reach("net:*:net").check_unix("/var/run/docker.sock")  # IP rules are not Unix rules
@@ -97,8 +104,16 @@ def test_unix_sockets_and_programs() -> None:
         r.check_exec("/tmp/x/true")   # another file of that name
     with pytest.raises(ActionDenied, match="/tmp/evil"):
         r.check_exec("/usr/bin/../../tmp/evil")
-    with pytest.raises(ActionDenied, match=r"start the program 'sh'.*'exec:sh:exec'"):
+    sh = os.path.normpath(shutil.which("sh"))
+    with pytest.raises(ActionDenied, match=rf"start the program '{sh}'.*'exec:{sh}:exec'; add it, "
+                       r"'exec:sh:exec' \(the sh on PATH\) or a wider pattern"):
         r.check_exec("sh")
+    fake = tmp_path / "true"  # another file called true
+    shutil.copy(shutil.which("true"), fake)
+    with pytest.raises(ActionDenied, match=str(fake)):
+        r.check_exec("./true", cwd=str(tmp_path))       # a path, made absolute
+    with pytest.raises(ActionDenied, match=str(fake)):
+        r.check_exec("true", path=f"{tmp_path}:/nowhere")  # PATH as the program is started with
     with pytest.raises(ActionDenied, match="fork itself"):
         r.check_exec("fork")
     reach("exec:fork:exec").check_exec("fork")
@@ -165,7 +180,7 @@ def test_a_tool_with_a_context_reaches_only_what_it_may(server: int, tmp_path) -
         peer = w.spawn(REACHER, name="peer")
         for command, args, permission in [
                 ("connect", {"host": "127.0.0.1", "port": server}, f"net:127.0.0.1:{server}:net"),
-                ("run", {"argv": ["true"]}, "exec:true:exec"),
+                ("run", {"argv": ["true"]}, f"exec:{TRUE}:exec"),
                 ("system", {"line": "true"}, "exec:/bin/sh:exec"),
                 ("fork", {}, "exec:fork:exec"),
                 ("spawn_python", {}, f"exec:{sys.executable}:exec"),
@@ -178,7 +193,7 @@ def test_a_tool_with_a_context_reaches_only_what_it_may(server: int, tmp_path) -
         assert boxed.call("call", path="w/peer") == "pong"   # toolvisor's own connections pass
         assert peer.call("call", path="w/boxed") == "pong"
         assert boxed.status().state.value == "running"       # a refusal is not a crash
-        wait_until(lambda: {("net", f"net:127.0.0.1:{server}"), ("exec", "exec:true"),
+        wait_until(lambda: {("net", f"net:127.0.0.1:{server}"), ("exec", f"exec:{TRUE}"),
                             ("exec", "exec:fork")} <= {
             (e["operation"], e["resource"]) for e in audit_lines(log)
             if e["principal"] == "tool:w/boxed" and e["result"] == "denied"},
@@ -268,3 +283,48 @@ def test_the_hook_copes_with_what_odd_callers_hand_it() -> None:
     finally:
         os.close(g.bell_r)
         os.close(g.bell_w)
+
+
+def test_a_program_is_the_file_that_would_run(tmp_path) -> None:
+    """exec:true allows the true PATH finds, not a file called true on a PATH the tool passes."""
+    fake = tmp_path / "true"
+    shutil.copy(TRUE, fake)
+    with ToolSystem(policy=FAST) as system:
+        t = system.supervise("w", policy=FAST).spawn(REACHER, name="t", security={
+            "permissions": ["exec:true:exec"]})
+        assert t.call("run", argv=["true"]) == 0
+        with pytest.raises(PermissionDenied, match=str(fake)):
+            t.call("run_with_path", argv=["true"], path=str(tmp_path))
+        with pytest.raises(PermissionDenied, match=str(fake)):
+            t.call("run", argv=[str(fake)])
+
+
+def test_an_ask_callback_with_a_timeout_is_the_tools_code() -> None:
+    with ToolSystem(policy=FAST) as system:
+        w = system.supervise("w", policy=FAST)
+        w.spawn(REACHER, name="echo")
+        t = w.spawn(REACHER, name="t", security={})
+        assert t.call("ask_into_system", path="w/echo") is True
+        wait_until(lambda: any(e.get("event") == "denied" and e["path"] == "w/t"
+                               and "exec:/bin/sh:exec" in e["detail"] for e in system.events()),
+                   what="the callback's refusal")
+
+
+def test_bind_to_every_interface_written_as_an_empty_host() -> None:
+    with ToolSystem(policy=FAST) as system:
+        w = system.supervise("w", policy=FAST)
+        assert w.spawn(REACHER, name="ok", security={"permissions": ["net:0.0.0.0:net"]}) \
+            .call("bind_any") > 0
+        with pytest.raises(PermissionDenied, match="net:0.0.0.0:0:net"):
+            w.spawn(REACHER, name="no", security={}).call("bind_any")
+
+
+def test_malformed_net_rules_are_refused_when_the_tool_is_spawned() -> None:
+    from supervisors import SpecError
+
+    with ToolSystem(policy=FAST) as system:
+        w = system.supervise("w", policy=FAST)
+        for rule, why in [("net:[::1]x:net", r"after \[IPV6\]"), ("net:1.2.3.4:80:90:net", "neither"),
+                          ("net:fd00::*:443:net", "in brackets"), ("net:x:99999:net", "port")]:
+            with pytest.raises(SpecError, match=why):
+                w.spawn(REACHER, name="t", security={"permissions": [rule]})
