@@ -157,8 +157,8 @@ _PATTERN_RE = re.compile(r"^[0-9A-Fa-f.:*]+$")
 
 def parse_net(rest: str) -> tuple[str, str, str]:
     """``(host, kind, port)`` of a net permission's resource after ``net:``: ``HOST``,
-    ``HOST:PORT`` or ``[IPV6]:PORT``; an IPv6 address without brackets takes any port, an
-    IPv6 pattern is always in brackets. ``kind``
+    ``HOST:PORT``, ``[IPV6]`` or ``[IPV6]:PORT`` (an IPv6 address or pattern is always in
+    brackets). ``kind``
     is ``any``, ``address`` (canonical text), ``pattern`` (with ``*``) or ``name`` (lower
     case). A malformed one raises ``SpecError`` naming it."""
     import ipaddress
@@ -177,12 +177,13 @@ def parse_net(rest: str) -> tuple[str, str, str]:
         port = tail[1:] or "*"
         if "*" not in host and ":" not in host:
             raise bad(f"{host!r} in brackets is not an IPv6 address")
+    elif ":" not in rest:
+        host, port = rest, "*"
     elif rest.count(":") == 1:
         host, _, port = rest.partition(":")
-    else:
-        host, port = rest, "*"
-        if "*" in host and ":" in host:  # fd00::*:443 could be either: brackets say which
-            raise bad(f"an IPv6 pattern goes in brackets: net:[{host}] (any port) or net:[...]:PORT")
+    else:  # ::1:8080 could be either an address or one with a port: brackets say which
+        raise bad(f"an IPv6 address or pattern goes in brackets: net:[{rest}] (any port) or "
+                  "net:[ADDRESS]:PORT")
     if not host:
         raise bad("the host is empty")
     if not _PORT_RE.match(port) or (port.isdigit() and int(port) > 65535):

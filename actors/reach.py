@@ -47,6 +47,7 @@ import socket
 import sys
 import sysconfig
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +71,10 @@ def tool_code(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
-_BOUNDARY = tool_code.__code__
+#: Frames that hand over to the tool's code: below them, a standard-library function is the
+#: tool's (``weakref.finalize`` runs the tool's clean-ups whenever a collection happens to
+#: come, under toolvisor's frames as often as under the tool's).
+_BOUNDARIES = frozenset({tool_code.__code__, weakref.finalize.__call__.__code__})
 
 
 # -- whose code is asking ------------------------------------------------------------------
@@ -112,11 +116,12 @@ class Origins:
 
     def tool_is_asking(self, frame: Any) -> bool:
         """True unless the innermost frame outside the standard library is toolvisor's own
-        (and not ``tool_code``). A stack of standard-library frames only (a thread or an
-        ``atexit`` function the tool started on a library function) is the tool's."""
+        (and not a hand-over: ``tool_code``, ``weakref.finalize``). A stack of standard-library
+        frames only (a thread or an ``atexit`` function the tool started on a library
+        function) is the tool's."""
         while frame is not None:
             code = frame.f_code
-            if code is _BOUNDARY:
+            if code in _BOUNDARIES:
                 return True
             kind = self.kind(code.co_filename)
             if kind != "stdlib":
@@ -174,7 +179,8 @@ class Guard:
             return
         family = getattr(sock, "family", None)
         if family in _IP and isinstance(address, tuple) and len(address) >= 2:
-            host = os.fsdecode(address[0]) if isinstance(address[0], bytes) else str(address[0])
+            raw = address[0]
+            host = os.fsdecode(bytes(raw)) if isinstance(raw, (bytes, bytearray)) else str(raw)
             if host == "":  # every interface, as the kernel reads it
                 host = "::" if family == socket.AF_INET6 else "0.0.0.0"
             elif host == "<broadcast>":

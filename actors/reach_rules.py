@@ -2,10 +2,9 @@
 
 Pure decisions over a ``SecurityContext`` (``actors.reach`` asks them from its audit
 hook). A net permission's resource is parsed by ``actors.permissions.parse_net``:
-``net:HOST:PORT``, ``net:HOST`` (any port), ``net:[IPV6]:PORT`` (an IPv6 address
-without brackets takes any port; an IPv6 pattern is always in brackets) or
-``net:unix:PATH``. HOST is an address, an address pattern (``10.0.*``,
-``[fd00::*]``), ``*`` or a host name:
+``net:HOST:PORT``, ``net:HOST`` (any port), ``net:[IPV6]:PORT``, ``net:[IPV6]`` (an
+IPv6 address or pattern is always in brackets) or ``net:unix:PATH``. HOST is an
+address, an address pattern (``10.0.*``, ``[fd00::*]``), ``*`` or a host name:
 
 - addresses are compared in their canonical form (``2001:DB8::1`` is ``2001:db8::1``;
   an IPv4-mapped ``::ffff:10.0.0.5`` is also ``10.0.0.5``; an IPv6 pattern matches the
@@ -21,10 +20,12 @@ without brackets takes any port; an IPv6 pattern is always in brackets) or
 An exec permission's resource is ``exec:PROGRAM``. A program given with a ``/``
 (``/usr/bin/git``, ``./git``) is that file, made absolute against the working
 directory it is started in; one given by bare name is the file PATH finds (the PATH
-it is started with). The file is matched by its normalised path, and by its bare name
-only when PATH finds that very file by that name (``exec:git:exec`` allows ``git``
-and ``/usr/bin/git``, not ``/tmp/x/git``). ``exec:fork`` is a fork of the tool
-itself, never a program called ``fork``.
+it is started with). A rule with a ``/`` matches the file's normalised path or its
+real one (links followed; a path whose ``..`` follows a link is judged by its real
+path only). A bare-name rule matches the file the tool's PATH *as the tool started*
+finds by that name, and only that file (``exec:git:exec`` allows ``git`` and
+``/usr/bin/git``; not ``/tmp/x/git``, even after the tool puts ``/tmp/x`` on its
+PATH). ``exec:fork`` is a fork of the tool itself, never a program called ``fork``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ActionDenied(PermissionDenied, PermissionError):
     def __init__(self, message: str, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.errno = errno.EACCES
+        self.strerror = message  # (libraries quote it: asyncio's create_server, say)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,14 @@ def _net_rule(rest: str) -> NetRule:
     return NetRule(host, kind, port)
 
 
+def _real(path: str) -> str:
+    """The file a path leads to, as the kernel would resolve it (links followed)."""
+    try:
+        return os.path.realpath(path)
+    except ValueError:  # a NUL byte: no file has that name (the kernel refuses it too)
+        return os.path.normpath(path)
+
+
 class Reach:
     """The decisions for one tool."""
 
@@ -113,6 +123,9 @@ class Reach:
             else:
                 self.other.append(perm)
         self._names: dict[str, tuple[float, frozenset[str]]] = {}  # name -> (until, addresses)
+        self.exec = [p for p in context.permissions if p.action in ("exec", "*")]
+        self.path = os.environ.get("PATH", os.defpath)  # as the tool started
+        self._programs: dict[str, str | None] = {}     # bare name -> its file on that PATH
 
     # -- the network -------------------------------------------------------------------
     def check_net(self, host: str, port: int | str) -> None:
@@ -130,7 +143,7 @@ class Reach:
                    if r.kind == "any" or (r.kind == "name" and r.host == name)):
                 return
             shown = name
-        resource = f"net:{shown}:{port}"
+        resource = f"net:[{shown}]:{port}" if ":" in shown else f"net:{shown}:{port}"
         if any(p.allows("net", resource) for p in self.other):
             return
         raise self._refusal("net", resource, f"connect to or bind {shown} port {port}")
@@ -166,7 +179,7 @@ class Reach:
             path = bytes(address).decode(errors="replace")
         else:
             path = os.fspath(address) if isinstance(address, (str, os.PathLike)) else str(address)
-        path = "@" + path[1:] if path.startswith("\0") else (os.path.realpath(path) if path else path)
+        path = "@" + path[1:] if path.startswith("\0") else (_real(path) if path else path)
         if any(fnmatchcase(path, pattern) for pattern in self.unix):
             return
         resource = f"net:unix:{path}"
@@ -186,26 +199,41 @@ class Reach:
         """Starting ``program`` (as given to exec, spawn or Popen), in working directory
         ``cwd`` with ``PATH`` ``path`` (None: this process's)."""
         if program == FORK:
-            names = {FORK}
+            if self.context.allows("exec", f"exec:{FORK}"):
+                return
+            raise self._refusal("exec", f"exec:{FORK}", "fork itself")
+        if os.sep in program:
+            file = os.path.join(cwd or os.getcwd(), program)
         else:
-            if os.sep in program:
-                file = os.path.normpath(os.path.join(cwd or os.getcwd(), program))
-            else:
-                found = shutil.which(program, path=path)
-                file = os.path.normpath(os.path.abspath(found)) if found else program
-            names = {file}
-            base = os.path.basename(file)
-            on_path = shutil.which(base)  # the bare name, only for the file PATH finds by it
-            if on_path and os.path.realpath(on_path) == os.path.realpath(file):
-                names.add(base)
-            names.discard(FORK)
-            program = file
-        if any(self.context.allows("exec", f"exec:{name}") for name in names):
-            return
-        what = "fork itself" if program == FORK else f"start the program {program!r}"
-        base = os.path.basename(program)
-        also = f", 'exec:{base}:exec' (the {base} on PATH)" if base != program and base in names else ""
-        raise self._refusal("exec", f"exec:{program}", what, also)
+            found = shutil.which(program, path=path)
+            file = os.path.abspath(found) if found else program
+        shown, real = os.path.normpath(file), _real(file)
+        if _real(shown) != real:  # a link before '..': what runs is not what the text says
+            shown = real
+        for perm in self.exec:
+            pattern = perm.resource[len("exec:"):] if perm.resource.startswith("exec:") else None
+            if perm.resource == "*" or pattern == "*":
+                return
+            if pattern is None:
+                if perm.allows("exec", f"exec:{shown}"):
+                    return
+            elif os.sep in pattern:
+                if fnmatchcase(shown, pattern) or fnmatchcase(real, pattern):
+                    return
+            elif pattern != FORK and fnmatchcase(os.path.basename(shown), pattern) and \
+                    self._on_path(os.path.basename(shown)) == real:
+                return
+        name = os.path.basename(shown)
+        also = f", 'exec:{name}:exec' (the {name} on PATH)" if self._on_path(name) == real else ""
+        raise self._refusal("exec", f"exec:{shown}", f"start the program {shown!r}", also)
+
+    def _on_path(self, name: str) -> str | None:
+        """The real path of the program ``name`` on the PATH this tool started with (a PATH it
+        sets for itself later does not change what a bare-name rule allows)."""
+        if name not in self._programs:
+            found = shutil.which(name, path=self.path)
+            self._programs[name] = _real(found) if found else None
+        return self._programs[name]
 
     def _refusal(self, action: str, resource: str, what: str, also: str = "") -> ActionDenied:
         exc = ActionDenied(

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -51,8 +52,12 @@ def test_ipv6_rules_are_canonical_and_take_a_port_in_brackets() -> None:
     reach("net:[::1]:8080:net").check_net("0:0::1", 8080)
     with pytest.raises(ActionDenied):
         reach("net:[::1]:8080:net").check_net("::1", 8081)
-    reach("net:::1:net").check_net("::1", 8081)          # no brackets: any port
-    reach("net:2001:db8::1:net").check_net("2001:DB8::1", 443)
+    reach("net:[::1]:net").check_net("::1", 8081)        # no port: any port
+    reach("net:[2001:db8::1]:443:net").check_net("2001:DB8::1", 443)
+    with pytest.raises(ActionDenied) as info:            # a refusal names the rule to add
+        reach().check_net("2001:db8::1", 443)
+    assert info.value.permission == "net:[2001:db8::1]:443:net"
+    reach(info.value.permission).check_net("2001:db8::1", 443)
     reach("net:[fd00::*]:net").check_net("fd00::1:dead:beef", 22)
     with pytest.raises(ActionDenied):                    # the port is not part of the address
         reach("net:[fd00::1]:*:net").check_net("fd00::1:dead:beef", 22)
@@ -78,7 +83,7 @@ def test_a_host_name_in_a_rule_allows_the_addresses_it_resolves_to() -> None:
     # a name no rule names is refused, whatever it resolves to (it could resolve differently
     # for the connect than for the check)
     with pytest.raises(ActionDenied, match="net:localhost:80:net"):
-        reach("net:127.0.0.1:80:net", "net:::1:net").check_net("localhost", 80)
+        reach("net:127.0.0.1:80:net", "net:[::1]:net").check_net("localhost", 80)
     reach("net:*:80:net").check_net("localhost", 80)
 
 
@@ -324,7 +329,52 @@ def test_malformed_net_rules_are_refused_when_the_tool_is_spawned() -> None:
 
     with ToolSystem(policy=FAST) as system:
         w = system.supervise("w", policy=FAST)
-        for rule, why in [("net:[::1]x:net", r"after \[IPV6\]"), ("net:1.2.3.4:80:90:net", "neither"),
+        for rule, why in [("net:[::1]x:net", r"after \[IPV6\]"), ("net:1.2.3.4:80:90:net", "brackets"),
+                          ("net:a_b@c:net", "neither"), ("net:::1:8080:net", "brackets"),
                           ("net:fd00::*:443:net", "in brackets"), ("net:x:99999:net", "port")]:
             with pytest.raises(SpecError, match=why):
                 w.spawn(REACHER, name="t", security={"permissions": [rule]})
+
+
+def test_a_bare_program_name_means_the_file_the_tools_first_path_finds(tmp_path, monkeypatch) -> None:
+    fake = tmp_path / "true"
+    shutil.copy(TRUE, fake)
+    r = reach("exec:true:exec")
+    r.check_exec("true")
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")  # the tool moves PATH
+    with pytest.raises(ActionDenied, match=str(fake)):
+        r.check_exec("true")
+    if os.path.realpath("/bin") == "/usr/bin":  # a link: the same file either way
+        reach("exec:/usr/bin/true:exec").check_exec("/bin/true")
+
+
+def test_a_refusal_reads_as_an_os_error_to_libraries(tmp_path) -> None:
+    """strerror is the message (asyncio quotes it); a finalizer the garbage collector runs
+    under toolvisor's frames is still the tool's code. In a process of its own: a hook
+    cannot be removed."""
+    script = tmp_path / "probe.py"
+    script.write_text(f"""
+import asyncio, gc, subprocess, weakref
+from actors import reach
+from actors.permissions import SecurityContext
+from actors.retry import with_retries
+reach.install("t", SecurityContext.from_spec({{}}), lambda exc: None)
+try:
+    asyncio.run(asyncio.start_server(lambda r, w: None, "127.0.0.1", 0))
+except PermissionError as exc:
+    print("server:", type(exc).__name__, exc.errno, exc.strerror)
+class Cycle:
+    pass
+c = Cycle()
+c.me = c
+weakref.finalize(c, subprocess.run, ["touch", {str(tmp_path / "made")!r}])
+del c
+with_retries(gc.collect, 0)   # a collection under toolvisor's frames
+print("made:", {str(tmp_path / "made")!r} and __import__("os").path.exists({str(tmp_path / "made")!r}))
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "server: PermissionError 13 error while attempting to bind" in out.stdout, \
+        out.stdout + out.stderr
+    assert "tool 't' may not connect to or bind 127.0.0.1 port 0" in out.stdout
+    assert "made: False" in out.stdout, out.stdout + out.stderr
