@@ -319,3 +319,12 @@ def test_a_change_deep_in_the_hierarchy_reaches_the_principal_and_no_one_else() 
     sec.add_role("base", permissions=["tool:b:call"])
     assert sec.allowed("p", "call", "tool:b") and not sec.allowed("p", "call", "tool:a")
     assert sec.decided("q", "call", "tool:o") is True  # q holds nothing that changed: cache kept
+
+
+@pytest.mark.timeout(30)
+def test_the_security_benchmarks_host_lane_runs() -> None:
+    """benchmarks --only security measures the check against a stub system; the stub must
+    keep up with what a checked call touches (it lacked the pools once, and the section broke)."""
+    from supervisors.security.bench import check_lane
+
+    assert check_lane(200)["checked_call_added_us"] < 1000

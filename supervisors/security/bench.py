@@ -112,7 +112,13 @@ def check_lane(n: int = 100_000) -> dict[str, float]:
     from supervisors.security.guard import SystemSecurity
     from supervisors.security.view import PrincipalView
 
+    class NoPools:
+        def is_pool(self, path: str) -> bool:
+            return False
+
     class Stub:
+        pools = NoPools()
+
         def _call(self, path: str, command: str, args: dict, timeout: Any) -> int:
             return 1
 
