@@ -1,10 +1,11 @@
-"""Specs kept compactly below a supervisor's children (supervisors.tree.kept): what is read
-back is exactly what was kept."""
+"""Specs kept compactly below a supervisor's children (supervisors.tree.kept) and the root's
+compact event log (supervisors.tree.eventlog): what is read back is exactly what was kept."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from actors.codec import pack_value, unpack_value
 from supervisors import Backoff, Policy, ToolState, ToolSystem
+from supervisors.tree.eventlog import EventLog
 from supervisors.tree.kept import (
     KeptChildren,
     compact,
@@ -124,6 +126,23 @@ def test_changes_deep_in_a_kept_spec_match_those_in_a_plain_one(form: str) -> No
     whole = full_spec(spec)
     assert [c["name"] for c in whole["children"]] == ["inner", "t2"]
     assert same(whole["children"][0]["children"], [a2, wire(tool_spec(TOOL, "b")), c])
+
+
+def test_the_event_log_gives_back_each_event_exactly_and_keeps_the_last() -> None:
+    log = EventLog(3)
+    t = time.time()
+    events = [{"time": t + i, "path": "s/t", "event": "started", "detail": f"pid {i}",
+               "state": "running"} for i in range(4)]
+    odd = {"time": t + 9, "path": "s/t", "event": "x", "detail": None, "state": "running"}
+    for e in events + [odd]:
+        log.append(e)
+    assert len(log) == 3
+    assert log.since(0.0) == events[2:] + [odd]
+    assert [list(e) for e in log] == [list(events[0])] * 3  # same keys, same order
+    assert log.since(t + 2) == [events[3], odd]
+    reordered = {"path": "p", "time": t + 10, "event": "e", "detail": "", "state": "s"}
+    log.append(reordered)
+    assert list(log.since(t + 9.5)[0]) == list(reordered)
 
 
 def test_the_root_restarts_a_supervisor_with_every_child_as_it_was_spawned(system: ToolSystem) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Generator
 from typing import Any
 
@@ -68,6 +67,7 @@ from supervisors.resources import accountant as _accountant  # noqa: F401  (regi
 from supervisors.tree.children import Child, LiveIndex, describe
 from supervisors.tree.diagnosing import Diagnosing
 from supervisors.tree.directory import publish_child
+from supervisors.tree.eventlog import EventLog
 from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
 from supervisors.tree.kept import KeptChildren, full_spec
@@ -114,7 +114,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.next_ref = 0
         self._polling = False
         self.steps: dict[int, tuple[Child, int, str, int | None, Any]] = {}  # pending pause/resume
-        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.events = EventLog(EVENTS_KEPT)  # root only: the whole tree's recent events
         self.log = logger
         self.usage_wanted: dict[int, dict[str, Any]] = {}  # diagnosing: cid -> record
 
@@ -679,7 +679,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _op_events(self, req: Request, sender: Any) -> Any:
         since = float(req.args.get("since", 0.0))
-        return [e for e in self.events if e["time"] > since]
+        return self.events.since(since)
 
     def _op_set_policy(self, req: Request, sender: Any) -> Any:
         policy = Policy.from_dict(req.args["policy"])
