@@ -141,8 +141,11 @@ def test_the_event_log_gives_back_each_event_exactly_and_keeps_the_last() -> Non
     assert [list(e) for e in log] == [list(events[0])] * 3  # same keys, same order
     assert log.since(t + 2) == [events[3], odd]
     reordered = {"path": "p", "time": t + 10, "event": "e", "detail": "", "state": "s"}
+    surrogate = {"time": t + 11, "path": "p", "event": "e", "detail": "bad \udcff", "state": "s"}
     log.append(reordered)
-    assert list(log.since(t + 9.5)[0]) == list(reordered)
+    log.append(surrogate)
+    assert [list(e) for e in log.since(t + 9.5)] == [list(reordered), list(surrogate)]
+    assert log.since(t + 9.5) == [reordered, surrogate]
 
 
 def test_the_root_restarts_a_supervisor_with_every_child_as_it_was_spawned(system: ToolSystem) -> None:
