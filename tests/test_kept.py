@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from actors.codec import pack_value, unpack_value
 from supervisors import Backoff, Policy, ToolState, ToolSystem
-from supervisors.tree.eventlog import EventLog
+from supervisors.tree.eventlog import EventLog, unpack_events
 from supervisors.tree.kept import (
     KeptChildren,
     compact,
@@ -146,6 +146,7 @@ def test_the_event_log_gives_back_each_event_exactly_and_keeps_the_last() -> Non
     log.append(surrogate)
     assert [list(e) for e in log.since(t + 9.5)] == [list(reordered), list(surrogate)]
     assert log.since(t + 9.5) == [reordered, surrogate]
+    assert unpack_events(log.packed_since(0.0)) == log.since(0.0)  # (what the host reads)
 
 
 def test_the_root_restarts_a_supervisor_with_every_child_as_it_was_spawned(system: ToolSystem) -> None:
@@ -183,3 +184,14 @@ def test_the_root_restarts_a_supervisor_with_every_child_as_it_was_spawned(syste
     again = system.tool("s/odd").status()
     assert (again.restart, again.security_level, again.hang_timeout) == \
         (st.restart, st.security_level, st.hang_timeout)
+
+
+def test_events_read_through_the_host_are_the_root_s_events_as_dicts(system: ToolSystem) -> None:
+    system.supervise("s").spawn(Counter, name="c")
+    system._request("s", "note_event", {"name": "c", "event": "noted", "detail": "x"}, 5)
+    wait_until(lambda: any(e["event"] == "noted" for e in system.events()), what="the event")
+    events = system.events()
+    assert events == system._request("", "events", {}, 5)  # (the op that answers dicts)
+    assert all(list(e) == ["time", "path", "event", "detail", "state"] for e in events)
+    assert [e for e in events if e["event"] == "noted"][0]["path"] == "s/c"
+    assert system.events(since=events[-1]["time"]) == []

@@ -47,6 +47,7 @@ from supervisors.recovery import DB_FILE, STORE_NAME
 from supervisors.recovery.store import STORE_LIMITS, ContextStore
 from supervisors.resources.usage import blank
 from supervisors.security import PrincipalView, SystemSecurity
+from supervisors.tree.eventlog import unpack_events
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
@@ -518,7 +519,7 @@ class ToolSystem:
 
         Each is a dict with ``time``, ``path``, ``event``, ``detail`` and ``state``.
         """
-        return list(self._request("", "events", {"since": since}, timeout))
+        return unpack_events(self._request("", "events_packed", {"since": since}, timeout))
 
     # ------------------------------------------------------------------ the call path
     def _deadline(self, timeout: float | None, default: float) -> float:
@@ -803,7 +804,7 @@ class ToolSystem:
                     lambda pid=route.pid: pid_alive(pid))
             except PeerGone:
                 self._routes.pop(path, None)
-                if op in ("resolve", "inspect", "status", "events", "ping"):
+                if op in ("resolve", "inspect", "status", "events", "events_packed", "ping"):
                     continue  # harmless to ask the next instance
                 raise ToolUnavailable(f"supervisor {path} ended during {op!r}", tool=path or None)
             except CallTimeout:

@@ -35,11 +35,22 @@ class EventLog:
         """The events later than ``since`` (seconds since the epoch), as dicts."""
         return [_unpack(e) for e in self._events if _time(e) > since]
 
+    def packed_since(self, since: float) -> list[bytes | dict[str, Any]]:
+        """The events later than ``since`` as they are kept (``unpack_events`` reads them):
+        answering with all 2,000 as dicts made the root build them all at once (about
+        0.8 MiB of its memory that stayed, as allocators keep what they freed)."""
+        return [e for e in self._events if _time(e) > since]
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (_unpack(e) for e in self._events)
 
     def __len__(self) -> int:
         return len(self._events)
+
+
+def unpack_events(items: list[bytes | dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events ``EventLog.packed_since`` gave, as dicts."""
+    return [_unpack(e) for e in items]
 
 
 def _pack(event: dict[str, Any]) -> bytes | dict[str, Any]:

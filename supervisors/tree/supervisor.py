@@ -681,6 +681,10 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         since = float(req.args.get("since", 0.0))
         return self.events.since(since)
 
+    def _op_events_packed(self, req: Request, sender: Any) -> Any:
+        """``events`` as they are kept: the host unpacks them (``eventlog.unpack_events``)."""
+        return self.events.packed_since(float(req.args.get("since", 0.0)))
+
     def _op_set_policy(self, req: Request, sender: Any) -> Any:
         policy = Policy.from_dict(req.args["policy"])
         self.policy = policy
