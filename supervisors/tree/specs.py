@@ -147,8 +147,9 @@ def apply_spec_change(spec: dict[str, Any], path: list[str], child: dict[str, An
     if isinstance(children, KeptChildren):
         if gone:
             children.drop(path[-1])
+        elif child is None:
+            return False  # (a change with no spec: nothing to keep)
         else:
-            assert child is not None
             children.put(child)
         return True
     at = next((i for i, c in enumerate(children) if c.get("name") == path[-1]), None)
