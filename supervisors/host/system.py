@@ -47,6 +47,7 @@ from supervisors.recovery import DB_FILE, STORE_NAME
 from supervisors.recovery.store import STORE_LIMITS, ContextStore
 from supervisors.resources.usage import blank
 from supervisors.security import PrincipalView, SystemSecurity
+from supervisors.tree import kept
 from supervisors.tree.eventlog import unpack_events
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import Policy, check_count, check_seconds
@@ -188,6 +189,7 @@ class ToolSystem:
             return self
         logs.setup(self.log_level)
         started = time.monotonic()
+        kept.warm()  # before the fork: what every supervisor keeps specs against, shared
         self.runtime_dir = runtime_dirs.make()  # in RAM; the tools' temp dirs on disk
         self.fast = SocketCalls()  # (a system started again after shutdown starts with new pools)
         # The reaper comes first: if this process dies at any moment from here on, it ends

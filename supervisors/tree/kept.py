@@ -42,6 +42,17 @@ def _template(level: str) -> bytes | None:
         return None
 
 
+def warm() -> None:
+    """Build every security level's template now. The host calls this before the actor
+    system starts, so every supervisor inherits them: built in the root as it kept its
+    first spec, they left it about 0.2 MiB larger (the pages it copied running
+    ``tool_spec`` for the first time; 25 tools under one supervisor: 6.0 MiB against 5.8)."""
+    from supervisors.tree.policy import SECURITY_LEVELS
+
+    for level in SECURITY_LEVELS:
+        _defaults(level)
+
+
 @lru_cache(maxsize=8)
 def _defaults(level: str) -> dict[str, Any] | None:
     """``_template(level)`` unpacked once, to compare with (never handed out)."""
