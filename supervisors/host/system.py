@@ -47,6 +47,8 @@ from supervisors.recovery import DB_FILE, STORE_NAME
 from supervisors.recovery.store import STORE_LIMITS, ContextStore
 from supervisors.resources.usage import blank
 from supervisors.security import PrincipalView, SystemSecurity
+from supervisors.tree import kept
+from supervisors.tree.eventlog import unpack_events
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
 from supervisors.tree.policy import Policy, check_count, check_seconds
 from supervisors.tree.supervisor import SupervisorShell
@@ -188,6 +190,7 @@ class ToolSystem:
             return self
         logs.setup(self.log_level)
         started = time.monotonic()
+        kept.warm()  # before the fork: what every supervisor keeps specs against, shared
         self.runtime_dir = runtime_dirs.make()  # in RAM; the tools' temp dirs on disk
         self.fast = SocketCalls()  # (a system started again after shutdown starts with new pools)
         # The reaper comes first: if this process dies at any moment from here on, it ends
@@ -519,7 +522,7 @@ class ToolSystem:
 
         Each is a dict with ``time``, ``path``, ``event``, ``detail`` and ``state``.
         """
-        return list(self._request("", "events", {"since": since}, timeout))
+        return unpack_events(self._request("", "events_packed", {"since": since}, timeout))
 
     # ------------------------------------------------------------------ the call path
     def _deadline(self, timeout: float | None, default: float) -> float:
@@ -813,7 +816,7 @@ class ToolSystem:
                     lambda pid=route.pid: pid_alive(pid))
             except PeerGone:
                 self._routes.pop(path, None)
-                if op in ("resolve", "inspect", "status", "events", "ping"):
+                if op in ("resolve", "inspect", "status", "events", "events_packed", "ping"):
                     continue  # harmless to ask the next instance
                 raise ToolUnavailable(f"supervisor {path} ended during {op!r}", tool=path or None)
             except CallTimeout:

@@ -6,6 +6,7 @@ from typing import Any
 
 from actors.messages import Exiting
 from actors.state import StateMachine, ToolState
+from supervisors.tree.kept import compact
 from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, BackoffState
 from supervisors.tree.specs import start_budget
 
@@ -54,6 +55,7 @@ class Child:
     """The supervisor's record of one child (tool or supervisor)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        self._spec: dict[str, Any] = {}
         self.spec = spec
         self.name: str = spec["name"]
         self.kind: str = spec.get("kind", "tool")
@@ -79,6 +81,16 @@ class Child:
         self.hung: dict[str, Any] | None = None  # watchdog: why it killed this instance
         self.records: list[dict[str, Any]] = []     # failure records (supervisors/tree/diagnosing)
         self.breaker: dict[str, Any] | None = None  # the tool's last breaker snapshot
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The spec this child is started from. A child supervisor's own children are kept
+        compactly (``supervisors.tree.kept``); ``full_spec`` gives it whole for the wire."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: dict[str, Any]) -> None:
+        self._spec = compact(value)
 
     @property
     def state(self) -> ToolState:

@@ -18,6 +18,7 @@ from actors.permissions import check_security
 from actors.tool import ToolActor
 from supervisors.resources.quotas import check_on_limit, effective_limits
 from supervisors.tree.hooks import LifecycleHook, pack_hooks
+from supervisors.tree.kept import KeptChildren
 from supervisors.tree.policy import (
     DEFAULT_HANG_TIMEOUT,
     Policy,
@@ -135,13 +136,22 @@ def apply_spec_change(spec: dict[str, Any], path: list[str], child: dict[str, An
                       gone: bool) -> bool:
     """Apply one change deep in a supervisor's kept spec: the child at ``path`` (names below
     ``spec``) now has spec ``child`` (replaced in place, or added last), or is ``gone``.
-    False if a supervisor on the way is not in ``spec`` (the change does not fit)."""
+    False if a supervisor on the way is not in ``spec`` (the change does not fit).
+    ``spec``'s children may be a list or kept compactly (``supervisors.tree.kept``)."""
     node = spec
     for name in path[:-1]:
-        node = next((c for c in node.get("children") or [] if c.get("name") == name), None)  # type: ignore[assignment]
+        node = _below(node.get("children") or [], name)  # type: ignore[assignment]
         if node is None:
             return False
     children = node.setdefault("children", [])
+    if isinstance(children, KeptChildren):
+        if gone:
+            children.drop(path[-1])
+        elif child is None:
+            return False  # (a change with no spec: nothing to keep)
+        else:
+            children.put(child)
+        return True
     at = next((i for i, c in enumerate(children) if c.get("name") == path[-1]), None)
     if gone:
         if at is not None:
@@ -151,3 +161,9 @@ def apply_spec_change(spec: dict[str, Any], path: list[str], child: dict[str, An
     else:
         children[at] = child
     return True
+
+
+def _below(children: list[dict[str, Any]] | KeptChildren, name: str) -> dict[str, Any] | None:
+    if isinstance(children, KeptChildren):
+        return children.node(name)
+    return next((c for c in children if c.get("name") == name), None)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Generator
 from typing import Any
 
@@ -68,8 +67,10 @@ from supervisors.resources import accountant as _accountant  # noqa: F401  (regi
 from supervisors.tree.children import Child, LiveIndex, describe
 from supervisors.tree.diagnosing import Diagnosing
 from supervisors.tree.directory import publish_child
+from supervisors.tree.eventlog import EventLog
 from supervisors.tree.hooks import run_hooks, unpack_hooks
 from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
+from supervisors.tree.kept import KeptChildren, full_spec
 from supervisors.tree.policing import Policing
 from supervisors.tree.policy import Intensity, Policy, should_restart
 from supervisors.tree.specs import apply_spec_change
@@ -113,7 +114,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.next_ref = 0
         self._polling = False
         self.steps: dict[int, tuple[Child, int, str, int | None, Any]] = {}  # pending pause/resume
-        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.events = EventLog(EVENTS_KEPT)  # root only: the whole tree's recent events
         self.log = logger
         self.usage_wanted: dict[int, dict[str, Any]] = {}  # diagnosing: cid -> record
 
@@ -423,7 +424,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self.children.remove(child)
             self.live.forget(child)
             raise error_from_wire(error, tool=self._path(child))
-        self._spec_changed([child.name], child.spec)
+        self._spec_changed([child.name], full_spec(child.spec))
         return self._info(child)
 
     def _op_remove(self, req: Request, sender: Any) -> Job:
@@ -669,7 +670,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _op_child_spec(self, req: Request, sender: Any) -> Any:
         """The spec a child was started from (a pool copies it to start more instances)."""
-        return dict(self._child(req.args["name"]).spec)
+        return full_spec(self._child(req.args["name"]).spec)
 
     def _op_note_event(self, req: Request, sender: Any) -> Any:
         """Record an event about a path under this supervisor (e.g. a pool was scaled)."""
@@ -680,7 +681,11 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _op_events(self, req: Request, sender: Any) -> Any:
         since = float(req.args.get("since", 0.0))
-        return [e for e in self.events if e["time"] > since]
+        return self.events.since(since)
+
+    def _op_events_packed(self, req: Request, sender: Any) -> Any:
+        """``events`` as they are kept: the host unpacks them (``eventlog.unpack_events``)."""
+        return self.events.packed_since(float(req.args.get("since", 0.0)))
 
     def _op_set_policy(self, req: Request, sender: Any) -> Any:
         policy = Policy.from_dict(req.args["policy"])
@@ -989,7 +994,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self._notify(child)
 
     def _start_spec(self, child: Child) -> dict[str, Any]:
-        spec = dict(child.spec)
+        spec = full_spec(child.spec)
         spec["path"] = self._path(child)
         spec.setdefault("log_level", self.spec.get("log_level"))
         spec["call_path"] = self.spec.get("call_path", "thespian")
@@ -1064,8 +1069,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 "busy": self._busy(child),
                 "hang_timeout": child.hang_timeout,
                 "breaker": self._breaker_info(child),
-                "children": [{"name": c["name"], "kind": c.get("kind", "tool")}
-                             for c in child.spec.get("children", [])]}
+                "children": _kinds(child.spec.get("children", []))}
 
     def _event(self, child: Child, what: str, detail: str = "") -> None:
         self._publish({"time": time.time(), "path": self._path(child), "event": what,
@@ -1093,7 +1097,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         if path is not None:
             self.ctx.send(self.parent, SpecChanged(self.name, {}, path, child, gone))
             return
-        spec = {**self.spec, "children": [c.spec for c in self.children]}
+        spec = {**self.spec, "children": [full_spec(c.spec) for c in self.children]}
         for key in ("path", "inherited_hooks", "log_level", "call_path", "runtime_dir", "accountant",
                     "context_store"):
             spec.pop(key, None)
@@ -1124,6 +1128,13 @@ class _Deferred:
 
 
 _DEFERRED = _Deferred()
+
+
+def _kinds(children: list[dict[str, Any]] | KeptChildren) -> list[dict[str, Any]]:
+    """Name and kind of each child in a spec's ``children``."""
+    if isinstance(children, KeptChildren):
+        return [{"name": name, "kind": kind} for name, kind in children.kinds()]
+    return [{"name": c["name"], "kind": c.get("kind", "tool")} for c in children]
 
 
 def _merge_hooks(a: bytes | None, b: bytes | None) -> bytes | None:
