@@ -40,11 +40,12 @@ The work in progress is ``since``: a reader adds ``time.time() - since`` itself.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from actors.waits import _alive
@@ -83,6 +84,12 @@ BACKLOG = Backlog()
 
 def _unknown() -> bool:
     return False
+
+
+def call_ids() -> Iterator[int]:
+    """Correlation ids for the calls one process makes: ``pid << 32`` plus a count, so no two
+    callers of a tool share one (a busy marker names the call it runs by its id alone)."""
+    return itertools.count((os.getpid() << 32) + 1)
 
 
 def marker_path(runtime_dir: str, pid: int) -> str:

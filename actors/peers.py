@@ -24,7 +24,6 @@ caller's right to call a callee is decided (the security subsystem hooks in ther
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import time
@@ -36,7 +35,7 @@ import msgpack
 from loguru import logger
 
 from actors import routes, waits
-from actors.busy import ended, marker_path, may_rerun
+from actors.busy import call_ids, ended, marker_path, may_rerun
 from actors.codec import decode, encode, pack_value
 from actors.errors import (
     CallTimeout,
@@ -52,7 +51,7 @@ from actors.frames import MAX_FRAME, FrameError, pack_frame
 from actors.links import Counters, Gone, Link, Within, ready
 from actors.messages import Batch, BatchReply, Call, Reply
 from actors.reach import tool_code
-from actors.retry import with_retries
+from actors.retry import crash_retry, with_retries
 
 if TYPE_CHECKING:
     from actors.runner import ToolRunner
@@ -95,7 +94,7 @@ class Peers:
         self.routes: dict[str, routes.RouteEntry] = {}
         self.conns: dict[str, Link] = {}
         self.counters: dict[str, Counters] = {}
-        self.cids = itertools.count(1)
+        self.cids = call_ids()  # (unique across processes: busy markers name calls by id)
         self.pid = os.getpid()
         self.window = DEFAULT_WINDOW
         self.flush_armed = False
@@ -104,6 +103,7 @@ class Peers:
         self.lost: dict[str, int] = {}  # pool instance -> the pid whose connection broke
         #: sends and asks to a callee that was restarting: (item, kind, on_reply, give up at)
         self.held: dict[str, list[tuple[bytes, str, Any, float]]] = {}
+        self.rechecks: set[str] = set()  # callees whose held items have a re-check timer set
 
     def ref(self, path: str) -> ToolRef:
         if not isinstance(path, str) or not path.strip("/"):
@@ -420,7 +420,7 @@ class Peers:
                     route = conn.route
                     if route.retry and self.runtime_dir and ended(route.pid) and \
                             may_rerun(marker_path(self.runtime_dir, int(route.pid or 0)), cid):
-                        lost.retry = route.retry  # an idempotent command: run it again
+                        lost.retry = crash_retry(route.retry)  # idempotent: run it once more
                     raise lost from None
         finally:
             conn.awaiting = 0
@@ -448,21 +448,28 @@ class Peers:
         if path in self.held:  # behind what waits for the callee already (order is kept)
             self._hold(path, item, kind, on_reply, now)
             return
+        known = self.conns.get(path)
+        if known is not None and not known.queued and not known.closed and \
+                not waits._alive(int(known.route.pid or 0)):
+            # (first of this turn: the instance it talked to died since; what is already
+            # out there may have run, what this posts waits for the next instance)
+            self._lost(path, known, "it ended")
         try:
             route = self.resolve(path, now)
+            check_permission(self.me, self.level, route)
+            try:
+                conn = self._conn(path, route, now + 1.0)
+            except Gone:
+                self.routes.pop(path, None)
+                route = self.resolve(path, now, route.pid)  # a newer instance, if one is serving
+                check_permission(self.me, self.level, route)
+                try:
+                    conn = self._conn(path, route, now + 1.0)
+                except Gone as gone:
+                    raise ToolUnavailable(f"{path} is not reachable: {gone}", tool=path) from None
         except CallTimeout:  # restarting: held until it serves again (HOLD_FOR at most)
             self._hold(path, item, kind, on_reply, now)
             return
-        check_permission(self.me, self.level, route)
-        try:
-            conn = self._conn(path, route, now + 1.0)
-        except Gone:
-            self.routes.pop(path, None)
-            route = self.resolve(path, now, route.pid)  # a newer instance, if one is serving
-            try:
-                conn = self._conn(path, route, now + 1.0)
-            except Gone as gone:
-                raise ToolUnavailable(f"{path} is not reachable: {gone}", tool=path) from None
         if conn.outstanding >= self.window:
             self.flush()
             try:
@@ -490,7 +497,8 @@ class Peers:
         held = self.held.get(path)
         if held is None:
             held = self.held[path] = []
-            self.runner.schedule(HOLD_RECHECK, partial(self._release_held, path))
+        if path not in self.rechecks:
+            self._recheck(path)
         if len(held) >= self.window:
             raise ToolOverloaded(f"{path} is restarting and {len(held)} sends/asks from {self.me} "
                                  f"already wait for it (the window is {self.window}); slow down",
@@ -502,9 +510,18 @@ class Peers:
         else:
             c.sent += 1
 
-    def _release_held(self, path: str, deadline: float | None = None) -> Link | None:
+    def _recheck(self, path: str) -> None:
+        self.rechecks.add(path)
+        self.runner.schedule(HOLD_RECHECK, partial(self._release_held, path, timer=True))
+
+    def _release_held(self, path: str, deadline: float | None = None,
+                      timer: bool = False) -> Link | None:
         """Send what was held for ``path`` if it serves now (waiting until ``deadline`` if
-        given); fail what waited too long; look again later while some still wait."""
+        given); fail what waited too long. The re-check timer (``timer``) looks again later
+        while some still wait; a call or a drain that found it still restarting leaves that
+        to the timer already set."""
+        if timer:
+            self.rechecks.discard(path)
         held = self.held.get(path)
         if not held:
             self.held.pop(path, None)
@@ -520,10 +537,10 @@ class Peers:
                 _, kind, fn, _ = held.pop(0)
                 self._answered(path, kind, fn, ToolUnavailable(
                     f"{path} did not serve again within {HOLD_FOR:g} s of this {kind}", tool=path))
-            if held:
-                self.runner.schedule(HOLD_RECHECK, partial(self._release_held, path))
-            else:
+            if not held:
                 del self.held[path]
+            elif timer:
+                self._recheck(path)
             return None
         except ToolError as exc:  # stopped, failed, removed, or refused: every one gets it
             del self.held[path]

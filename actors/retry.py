@@ -10,10 +10,10 @@ of that at random), up to ``attempts`` more times, and never past the call's
 deadline. A command that is not idempotent is never retried.
 
 A tool that dies while running a call is a ``ToolUnavailable`` to its caller. When the
-policy lists that class (or a base of it: ``ToolError``, ``Exception``) as transient,
-an idempotent command in flight when its tool died is retried too, on the next
-instance: the tool marks such a call in its busy marker as it starts it
-(``actors.busy.may_rerun``), and its route carries the ``Retry`` settings
+policy names that class as transient, an idempotent command in flight when its tool
+died is run once more, on the next instance: the tool marks such a call in its busy
+marker as it starts it (``actors.busy.may_rerun``; call ids are unique across
+processes, ``actors.busy.call_ids``), and its route carries the ``Retry`` settings
 (``rerun_settings``), since the tool can no longer mark the error.
 """
 
@@ -28,12 +28,21 @@ from typing import Any, TypeVar
 from actors.errors import ToolError, ToolUnavailable
 
 T = TypeVar("T")
-_CRASH_NAMES = frozenset(k.__name__ for k in ToolUnavailable.__mro__)
+CRASH = ToolUnavailable.__name__  # named in a policy's transient: rerun after a crash
 
 
 def reruns_after_crash(transient: Any) -> bool:
-    """Does a policy with these transient error names retry a call whose tool died in it?"""
-    return bool(_CRASH_NAMES.intersection(transient or ()))
+    """Does a policy with these transient error names retry a call whose tool died in it?
+    Only if it names ``ToolUnavailable`` itself (a base such as ``Exception`` does not turn
+    it on: a rerun is a second run of a command, asked for by name)."""
+    return CRASH in (transient or ())
+
+
+def crash_retry(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings for rerunning a call whose tool died in it: one more run at most (a
+    command that kills its tool twice is not having a transient problem, and every death
+    is a restart that counts against the supervisor's intensity)."""
+    return {**settings, "attempts": min(1, int(settings.get("attempts", 0)))}
 
 
 def rerun_settings(transient: Any, retry: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -359,6 +359,7 @@ def test_sends_and_asks_to_a_restarting_tool_wait_for_it_in_order() -> None:
         w = system.supervise("w", policy=slow)
         a = w.spawn(RELAY, name="a")
         b = w.spawn(RELAY, name="b")
+        assert a.call("call", path="w/b", cmd="get") == "w/b"      # a knows where b was
         pid = b.call("pid")
         os.kill(pid, signal.SIGKILL)
         wait_dead(pid)

@@ -235,7 +235,7 @@ def test_an_idempotent_call_its_tool_died_in_runs_again_on_the_next_instance(tmp
         assert t.call("die_in_lookup", mark=str(mark), timeout=20) == 2
         assert t.status().restarts == 1
         mark2 = tmp_path / "lookup-async"
-        assert asyncio.run(t.acall("die_in_lookup", mark=str(mark2), deaths=2, timeout=20)) == 3
+        assert asyncio.run(t.acall("die_in_lookup", mark=str(mark2), timeout=20)) == 2
         mark3 = tmp_path / "lookup-relay"
         got = relay.call("relay", path="w/f", cmd="die_in_lookup", args={"mark": str(mark3)})
         assert got == {"ok": True, "value": 2}
@@ -244,19 +244,37 @@ def test_an_idempotent_call_its_tool_died_in_runs_again_on_the_next_instance(tmp
             t.call("die_in_charge", mark=str(charge), timeout=20)
         wait_until(lambda: running(t), 20, what="the restart after die_in_charge")
         assert runs(charge) == 1
-        gone = tmp_path / "always"     # every run dies: 1 try + 3 retries, then the error
+        gone = tmp_path / "always"     # every run dies: run once more, then the error
         with pytest.raises(ToolUnavailable, match="may or may not have run"):
             t.call("die_in_lookup", mark=str(gone), deaths=99, timeout=30)
-        assert runs(gone) == 4
+        assert runs(gone) == 2
 
 
 def test_a_call_its_tool_died_in_is_not_run_again_unless_the_policy_says_so(tmp_path) -> None:
+    """Only a policy naming ToolUnavailable reruns: not ConnectionError alone, and not a base
+    class such as Exception (a rerun is asked for by name)."""
+    broad = Policy(max_restarts=20, period=5.0, backoff=NOW, transient=("Exception",),
+                   retry=Retry(attempts=3, initial=0.01, maximum=0.05, jitter=0.5))
     with ToolSystem(data_dir=tmp_path / "data") as system:
-        t = system.supervise("w", RETRY).spawn(Flaky, name="f")  # ConnectionError only
-        mark = tmp_path / "lookup"
-        with pytest.raises(ToolUnavailable, match="may or may not have run"):
-            t.call("die_in_lookup", mark=str(mark), timeout=20)
-        assert runs(mark) == 1
+        for policy, name in ((RETRY, "w"), (broad, "b")):
+            t = system.supervise(name, policy).spawn(Flaky, name="f")
+            mark = tmp_path / f"lookup-{name}"
+            with pytest.raises(ToolUnavailable, match="may or may not have run"):
+                t.call("die_in_lookup", mark=str(mark), timeout=20)
+            assert runs(mark) == 1
+
+
+def test_call_ids_differ_between_processes() -> None:
+    """A busy marker names the call it runs by id alone: two callers must never share one."""
+    from actors.busy import call_ids
+
+    first = next(call_ids())
+    assert first >> 32 == os.getpid() and first & 0xFFFFFFFF == 1
+    child = subprocess.run([sys.executable, "-c", "from actors.busy import call_ids; "
+                            "import os; print(next(call_ids()) >> 32 == os.getpid())"],
+                           capture_output=True, text=True, timeout=30,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert child.stdout.strip() == "True", child.stderr
 
 
 # ------------------------------------------------------------------ diagnostics

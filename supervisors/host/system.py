@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import os
 import signal
 import threading
@@ -24,7 +23,15 @@ from typing import Any
 from loguru import logger
 
 from actors import logs
-from actors.busy import ended, marker_path, may_rerun, never_started, read_batch, verdict_path
+from actors.busy import (
+    call_ids,
+    ended,
+    marker_path,
+    may_rerun,
+    never_started,
+    read_batch,
+    verdict_path,
+)
 from actors.codec import unpack_value
 from actors.errors import (
     CallTimeout,
@@ -34,7 +41,7 @@ from actors.errors import (
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
 from actors.permissions import SYSTEM_TOOLS
-from actors.retry import with_retries, with_retries_async
+from actors.retry import crash_retry, with_retries, with_retries_async
 from actors.timings import TIMINGS_COMMAND
 from supervisors.host.aio import AsyncCalls
 from supervisors.host.fastclient import NotDelivered, SocketCalls
@@ -128,7 +135,7 @@ class ToolSystem:
             os.environ.get("TOOLVISOR_DATA_DIR") or os.path.join(os.getcwd(), ".toolvisor"))
         #: Why the context store cannot be used (corrupted or locked file), or None.
         self.store_error: str | None = None
-        self._cids = itertools.count(1)
+        self._cids = call_ids()  # (unique across processes: busy markers name calls by id)
         self._reaper: Any = None
         self._old_sigterm: Any = None
         self._running = False
@@ -706,15 +713,16 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
-            if cid and self.runtime_dir and never_ran(self.runtime_dir, route.pid, cid):
+            marker = marker_path(self.runtime_dir, route.pid) \
+                if cid and self.runtime_dir and ended(route.pid, DEATH_WAIT) else None
+            if marker is not None and never_started(marker, cid):
                 return _RESEND
             why = self._verdict(route.pid)
             lost = ToolUnavailable(f"{path} ended while handling {what}"
                                    + (f" ({why})" if why else "") + "; it may or may not have run",
                                    tool=path)
-            if cid and route.retry and self.runtime_dir and \
-                    may_rerun_after(self.runtime_dir, route.pid, cid):
-                lost.retry = route.retry  # an idempotent command: the caller runs it again
+            if marker is not None and route.retry and may_rerun(marker, cid):
+                lost.retry = crash_retry(route.retry)  # an idempotent command: run it once more
             raise lost
         if isinstance(error, CallTimeout):
             raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)
@@ -864,15 +872,9 @@ def never_ran(runtime_dir: str, pid: int | None, cid: int) -> bool:
     """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: did
     that call certainly never start? Only if the process has ended (a tool that is alive
     may have dropped this caller, and with it a reply) and its busy marker says it was
-    busy with something else with every earlier reply out (``actors.busy.never_started``)."""
+    busy with something else with every earlier reply out (``actors.busy.never_started``).
+    (``_settle`` makes the same two checks, sharing the wait for the process's end.)"""
     return ended(pid, DEATH_WAIT) and never_started(marker_path(runtime_dir, pid), cid)
-
-
-def may_rerun_after(runtime_dir: str, pid: int | None, cid: int) -> bool:
-    """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: may it
-    run again on the next instance? Only if the process has ended while running it, a
-    command it had marked as safe to rerun (``actors.busy.may_rerun``)."""
-    return ended(pid, DEATH_WAIT) and may_rerun(marker_path(runtime_dir, pid), cid)
 
 
 def _moved(reply: Any) -> bool:
