@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from actors.waits import _alive
+from actors.waits import alive
 
 SIZE = 128
 BATCH_AREA = 65536
@@ -262,7 +262,7 @@ def ended(pid: int | None, within: float = 0.05) -> bool:
     if not pid:
         return False
     give_up = time.monotonic() + within
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() >= give_up:
             return False
         time.sleep(0.001)

@@ -155,7 +155,7 @@ class Peers:
             if entry.kind != "tool":
                 raise ToolError(f"{path} is a supervisor, not a tool; call commands on one of "
                                 f"its tools ('{path}/<name>')", type="NotATool")
-            if entry.serving and entry.pid != not_pid and waits._alive(int(entry.pid or 0)):
+            if entry.serving and entry.pid != not_pid and waits.alive(int(entry.pid or 0)):
                 if not entry.socket:
                     raise ToolUnavailable(f"{path} has no call socket: tool-to-tool calls need "
                                           "the socket call path (ToolSystem(call_path='socket') "
@@ -450,7 +450,7 @@ class Peers:
             return
         known = self.conns.get(path)
         if known is not None and not known.queued and not known.closed and \
-                not waits._alive(int(known.route.pid or 0)):
+                not waits.alive(int(known.route.pid or 0)):
             # (first of this turn: the instance it talked to died since; what is already
             # out there may have run, what this posts waits for the next instance)
             self._lost(path, known, "it ended")
@@ -701,6 +701,7 @@ class _AskTimer:
         self.path = path
         self.command = command
         self.timer: int | None = None
+        self.timeout = 0.0
 
     def start(self, timeout: float) -> None:
         self.timeout = timeout

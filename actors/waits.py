@@ -37,7 +37,7 @@ CONFIRM = 0.0005         # ... and before the second walk that confirms a cycle
 MAX_HOPS = 256
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie, dead but not yet reaped by its parent, is not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -91,7 +91,7 @@ class WaitBoard:
                 target, since, pid, _cid = json.load(f)
         except (OSError, ValueError, TypeError):
             return None
-        if not _alive(int(pid)):  # left behind by a tool that died while waiting
+        if not alive(int(pid)):  # left behind by a tool that died while waiting
             return None
         return str(target), float(since)
 
@@ -135,9 +135,9 @@ def abandoned(runtime_dir: str, caller: int, cid: int, sock: socket.socket | Non
             behind = None   # connection open, nothing behind the call: the caller waits
         except OSError:
             return True
-        if behind == b"" or (behind and caller and not _alive(caller)):
+        if behind == b"" or (behind and caller and not alive(caller)):
             return True     # hung up (or more bytes behind it, e.g. a long frame: ask the pid)
-    elif caller and not _alive(caller):
+    elif caller and not alive(caller):
         return True
     marker = os.path.join(runtime_dir, WAITS, f"abandoned-{caller}-{cid}")
     try:

@@ -713,8 +713,7 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
-            marker = marker_path(self.runtime_dir, route.pid) \
-                if cid and self.runtime_dir and ended(route.pid, DEATH_WAIT) else None
+            marker = ended_marker(self.runtime_dir, route.pid) if cid and self.runtime_dir else None
             if marker is not None and never_started(marker, cid):
                 return _RESEND
             why = self._verdict(route.pid)
@@ -868,13 +867,21 @@ def _raise_first_async(first: list[ToolError]) -> Any:
     return None
 
 
+def ended_marker(runtime_dir: str, pid: int | None) -> str | None:
+    """The busy marker of instance ``pid`` once its process has ended (looked for during
+    ``DEATH_WAIT``: the connection closes a little before); None while it is alive (a tool
+    that is alive may have dropped this caller, and a reply with it: its marker says
+    nothing about this caller's call)."""
+    return marker_path(runtime_dir, pid) if pid and ended(pid, DEATH_WAIT) else None
+
+
 def never_ran(runtime_dir: str, pid: int | None, cid: int) -> bool:
     """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: did
-    that call certainly never start? Only if the process has ended (a tool that is alive
-    may have dropped this caller, and with it a reply) and its busy marker says it was
-    busy with something else with every earlier reply out (``actors.busy.never_started``).
-    (``_settle`` makes the same two checks, sharing the wait for the process's end.)"""
-    return ended(pid, DEATH_WAIT) and never_started(marker_path(runtime_dir, pid), cid)
+    that call certainly never start? Only if the process has ended and its busy marker says
+    it was busy with something else with every earlier reply out
+    (``actors.busy.never_started``)."""
+    marker = ended_marker(runtime_dir, pid)
+    return marker is not None and never_started(marker, cid)
 
 
 def _moved(reply: Any) -> bool:
