@@ -484,11 +484,7 @@ class Peers:
                     f"self.tool({path!r}).flush()", tool=path)
         conn.queued.append((item, kind, on_reply))
         conn.outstanding += 1
-        c = self._count(path)
-        if kind == "ask":
-            c.asked += 1
-        else:
-            c.sent += 1
+        self._posted(path, kind)
         if len(conn.queued) >= BATCH_MAX:
             self.flush()
 
@@ -504,6 +500,9 @@ class Peers:
                                  f"already wait for it (the window is {self.window}); slow down",
                                  tool=path)
         held.append((item, kind, on_reply, now + HOLD_FOR))
+        self._posted(path, kind)
+
+    def _posted(self, path: str, kind: str) -> None:
         c = self._count(path)
         if kind == "ask":
             c.asked += 1
