@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= examples/demo.toml
 DURATION ?=
 
-.PHONY: run test lint bench chaos clean
+.PHONY: run test lint bench chaos hotcode clean
 
 $(STAMP): pyproject.toml setup.cfg examples/plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 # SIGKILL random tools under load and report recovery (DURATION seconds, default 60)
 chaos: $(STAMP)
 	$(BIN)/python -m benchmarks --only chaos $(if $(DURATION),--duration $(DURATION))
+
+# record which functions actor processes run (actors/hotcode.txt, see actors/hotcode.py)
+hotcode: $(STAMP)
+	$(BIN)/python -m benchmarks.hotcode
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache bench-results.json

@@ -5,7 +5,7 @@ tools from their supervisor, supervisors from theirs. The child shares its
 parent's pages copy-on-write until one of them writes to a page, and CPython
 writes to every object it touches (reference counts, the cyclic GC's links),
 so whatever a child does after the fork turns shared pages into its own. This
-module does three things about it (issue 10, "share what can be shared before
+module does four things about it (issue 10, "share what can be shared before
 forking"; see docs/scaling.md):
 
 - ``preload()`` imports, in the parent, every module a tool's process imports
@@ -13,6 +13,9 @@ forking"; see docs/scaling.md):
   instead, their code objects, functions and dicts were new private pages in
   every tool (about 3 MiB each). The host calls it before it starts the
   actor system, so every process of the tree shares one copy.
+- ``preload()`` then copies the code objects of the functions the actor
+  processes run next to each other (``actors.hotcode``), so each process copies a
+  few dense pages of them instead of one page per function.
 - ``forking()`` wraps the call that forks a child actor: the parent's GC is
   off across the fork (no collection rewrites object links between the fork
   and the child's first instruction), and the child freezes everything it
@@ -24,7 +27,7 @@ forking"; see docs/scaling.md):
   class at start (it only decides which keyword arguments to pass, and our
   shells take none), which touched a few hundred KiB of inherited objects.
 
-``TOOLVISOR_SHARING=off`` turns all three off (to measure the difference:
+``TOOLVISOR_SHARING=off`` turns all of it off (to measure the difference:
 ``python -m benchmarks --only memory``).
 
 Opt-in, ``TOOLVISOR_PRELOAD_TOOLS=1``: ``preload_tool(spec)`` imports the tool's own
@@ -47,6 +50,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from actors import hotcode
 
 #: Modules a tool's process needs after its fork (``actors.shell`` loads the runner by name).
 TOOL_MODULES = ("actors.runner", "actors.peers", "actors.links", "actors.isolation",
@@ -71,6 +76,7 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError:  # pragma: no cover - e.g. no ``resource`` off POSIX
             pass
+    hotcode.relocate()
     _preloaded = True
 
 

@@ -19,6 +19,9 @@ Variants (each its own process, so no import of one run helps the next):
   config file) before ``with ToolSystem()``;
 - ``on_preload``: the default plus ``TOOLVISOR_PRELOAD_TOOLS=1`` (opt-in: each
   supervisor imports the tool's module before it forks the tool);
+- ``imported_no_hotcode``: ``on_imported`` with ``TOOLVISOR_HOTCODE=off``: the
+  functions the actor processes run left where their modules' import put them
+  (actors/hotcode.py);
 - ``imported_no_zygote``: ``on_imported`` with ``TOOLVISOR_ZYGOTE=off``: each tool
   forked by its supervisor itself, not by the supervisor's zygote (actors/zygote.py).
 
@@ -43,7 +46,8 @@ from typing import Any
 TOOL = "examples.counter:Counter"
 PER_SUPERVISOR = 25
 SIZES = (25, 250)
-VARIANTS = ("off", "on", "on_imported", "on_preload", "imported_no_zygote")
+VARIANTS = ("off", "on", "on_imported", "on_preload", "imported_no_hotcode",
+            "imported_no_zygote")
 TARGETS = {"tool_uss_mib_max": 6.0, "supervisor_uss_mib_max": 6.0}
 CHILD_TIMEOUT_S = 600.0
 
@@ -93,7 +97,8 @@ def _child(n: int, variant: str, log_level: str | None) -> dict[str, Any]:
     env.pop("TOOLVISOR_BENCH_IMPORT_TOOL", None)
     env["TOOLVISOR_PRELOAD_TOOLS"] = "1" if variant == "on_preload" else ""
     env["TOOLVISOR_ZYGOTE"] = "off" if variant == "imported_no_zygote" else "on"
-    if variant in ("on_imported", "imported_no_zygote"):
+    env["TOOLVISOR_HOTCODE"] = "off" if variant == "imported_no_hotcode" else "on"
+    if variant in ("on_imported", "imported_no_hotcode", "imported_no_zygote"):
         env["TOOLVISOR_BENCH_IMPORT_TOOL"] = "1"
     cmd = [sys.executable, "-m", "benchmarks.idle_memory", str(n), log_level or "WARNING"]
     try:
