@@ -171,6 +171,16 @@ class Event:
     event: dict[str, Any]
 
 
+@message(18)
+class LogLine:
+    """A supervisor's routine log line travelling up to the root, which writes it: the
+    first line a process formats through loguru copies about 0.3 MiB of pages it shared
+    (docs/scaling.md, Memory), and a tool's crash is the line every supervisor meets."""
+    TAG: ClassVar[int]
+    level: str
+    text: str
+
+
 # -- accounting -----------------------------------------------------------------------
 
 @message(20)

@@ -250,6 +250,18 @@ def test_tools_temp_dirs_live_on_disk_and_go_with_the_system() -> None:
     assert not os.path.exists(runtime) and not os.path.exists(root)
 
 
+def test_a_crashed_tools_temp_dir_goes_whether_it_is_empty_or_not(system: ToolSystem) -> None:
+    for write in (False, True):
+        t = system.spawn(Hog, name=f"h{int(write)}")
+        tmp = t.call("tmp", write=write)
+        assert os.path.isdir(tmp) and bool(os.listdir(tmp)) is write
+        pid = t.call("pid")
+        os.kill(pid, 9)
+        wait_dead(pid)
+        wait_until(lambda: not os.path.exists(tmp), timeout=10, what=f"{tmp} removed")
+        assert t.call("tmp", write=False) != tmp  # the new process has its own
+
+
 def test_memory_of_the_tools_children_counts_against_its_limit(system: ToolSystem) -> None:
     t = system.spawn(Hog, name="h", limits={"memory_mb": 60}, on_limit="restart")
     kid = t.call("hungry_child", mb=100)

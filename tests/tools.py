@@ -235,9 +235,10 @@ class Hog(ToolActor):
             self.after(0, self._slice)
 
     @command
-    def tmp(self) -> str:
-        with open(os.path.join(self.tmpdir, "scratch.txt"), "w") as f:
-            f.write("data")
+    def tmp(self, write: bool = True) -> str:
+        if write:
+            with open(os.path.join(self.tmpdir, "scratch.txt"), "w") as f:
+                f.write("data")
         return self.tmpdir
 
     @command

@@ -50,7 +50,7 @@ class Policing:
         except (ProcessLookupError, PermissionError):
             pass
         if child.tmpdir:
-            shutil.rmtree(child.tmpdir, ignore_errors=True)
+            _remove_dir(child.tmpdir)
             child.tmpdir = None
         runtime_dir = self.spec.get("runtime_dir")
         if runtime_dir:  # later: a caller may still read its batch record (actors.busy)
@@ -117,3 +117,14 @@ class Policing:
                 self.ctx.send(child.address, AccountantMoved(address))
             elif child.alive:
                 self._track(child)
+
+
+def _remove_dir(path: str) -> None:
+    """Remove a tool's temp dir. Most are empty: ``os.rmdir`` spares the supervisor
+    running ``shutil.rmtree``'s code (its first run copies pages: docs/scaling.md)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)

@@ -52,6 +52,7 @@ from actors.messages import (
     Exiting,
     FailureNote,
     Lifecycle,
+    LogLine,
     Reply,
     Request,
     SpecChanged,
@@ -136,6 +137,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self._on_spec_changed(msg, sender)
         elif isinstance(msg, Event):
             self._publish(msg.event)
+        elif isinstance(msg, LogLine):
+            self._log_up(msg.level, msg.text)
         elif isinstance(msg, Breach):
             self._on_breach(msg)
         elif isinstance(msg, AccountantMoved):
@@ -281,7 +284,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         error = child.hung or {"code": "error", "type": "ProcessExited",
                                "message": f"process {pid} ended unexpectedly (killed or crashed)",
                                "traceback": None}
-        self.log.warning("{} {} crashed: {}", child.kind, self._path(child), error["message"])
+        self._log_up("WARNING", f"{child.kind} {self._path(child)} crashed: {error['message']}")
         if self._will_restart(child, normal=False):
             child.sm.force(S.RESTARTING)
         self.jobs.add(self._failure(child, child.generation, error, normal=False))
@@ -1081,6 +1084,13 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self.events.append(event)
         else:
             self.ctx.send(self.parent, Event(event))
+
+    def _log_up(self, level: str, text: str) -> None:
+        """Have the root write this line (``LogLine``); the root writes its own."""
+        if self.is_root or self.parent is None:
+            self.log.log(level, "{}", text)
+        else:
+            self.ctx.send(self.parent, LogLine(level, text))
 
     def _hooks(self, event: str, child: Child, *args: Any) -> None:
         if self._system_tool(child):
