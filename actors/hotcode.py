@@ -4,8 +4,10 @@ CPython 3.11 writes to every code object it runs (its reference count, then its
 quickened bytecode), so the first time a forked process runs a function, the whole
 page holding that function's code object becomes the process's own. Imported code
 objects lie in import order, each next to its module's cold functions, strings and
-tuples: the 340 functions an idle tool runs sat on about 300 pages (1.2 MiB of its
-5.2 MiB), the supervisors' on as many again (issue 10; docs/scaling.md, Memory).
+tuples: the 340 code objects an idle tool runs lay on about 300 of its 1,400
+private pages, and a supervisor's likewise (issue 10; docs/scaling.md, Memory).
+Copied together they lie on about 150 (the copies still fill holes in the
+allocator's pools), and an idle tool is 0.5 MiB smaller, a supervisor 0.6-0.8.
 
 ``relocate()`` runs once in the host, before the actor system forks its first
 process: it gives each function named in ``hotcode.txt`` a fresh copy of its code
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import types
 from pathlib import Path
+from typing import Any
 
 LIST = Path(__file__).with_name("hotcode.txt")
 
@@ -74,13 +78,10 @@ def move(keys: list[tuple[str, str]]) -> int:
         return 0
     modules = {module for module, _ in rank}
     found: list[tuple[int, types.FunctionType]] = []
-    for obj in gc.get_objects():
-        if type(obj) is types.FunctionType:
-            module = obj.__globals__.get("__name__")
-            if module in modules:
-                best = _best_rank(module, obj.__code__, rank, set())
-                if best is not None:
-                    found.append((best, obj))
+    for function in _functions(modules):
+        best = _best_rank(function.__globals__["__name__"], function.__code__, rank, set())
+        if best is not None:
+            found.append((best, function))
     found.sort(key=lambda pair: pair[0])
     copies: dict[int, types.CodeType] = {}
     moved = 0
@@ -97,10 +98,52 @@ def unknown(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The names in ``keys`` that no loaded function's code (or code nested in it) has:
     what a stale list holds."""
     have: set[tuple[str, str]] = set()
-    for obj in gc.get_objects():
-        if type(obj) is types.FunctionType:
-            _names(obj.__globals__.get("__name__"), obj.__code__, have)
+    for function in _functions({module for module, _ in keys}):
+        _names(function.__globals__["__name__"], function.__code__, have)
     return [key for key in keys if key not in have]
+
+
+def _functions(modules: set[str]) -> list[types.FunctionType]:
+    """The loaded functions of ``modules``: those the cyclic GC lists, and those reached
+    from the modules themselves (functions, methods, properties, wrapped functions),
+    which covers a host that froze its objects (``gc.freeze()`` hides them from
+    ``gc.get_objects``). Each once."""
+    out: dict[int, types.FunctionType] = {}
+
+    def take(obj: object) -> None:
+        if type(obj) is types.FunctionType and id(obj) not in out and \
+                obj.__globals__.get("__name__") in modules:
+            out[id(obj)] = obj
+            take(getattr(obj, "__wrapped__", None))
+
+    for obj in gc.get_objects():
+        take(obj)
+    classes: set[int] = set()
+    for name in modules:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for value in list(vars(module).values()):
+            take(value)
+            if isinstance(value, type) and value.__module__ == name:
+                _from_class(value, take, classes)
+    return list(out.values())
+
+
+def _from_class(cls: type, take: Any, seen: set[int]) -> None:
+    if id(cls) in seen:
+        return
+    seen.add(id(cls))
+    for value in list(vars(cls).values()):
+        if isinstance(value, (staticmethod, classmethod)):
+            take(value.__func__)
+        elif isinstance(value, property):
+            for part in (value.fget, value.fset, value.fdel):
+                take(part)
+        elif isinstance(value, type) and value.__module__ == cls.__module__:
+            _from_class(value, take, seen)
+        else:
+            take(value)
 
 
 def _names(module: str | None, code: types.CodeType, out: set[tuple[str, str]]) -> None:

@@ -175,7 +175,9 @@ class Event:
 class LogLine:
     """A supervisor's routine log line travelling up to the root, which writes it: the
     first line a process formats through loguru copies about 0.3 MiB of pages it shared
-    (docs/scaling.md, Memory), and a tool's crash is the line every supervisor meets."""
+    (docs/scaling.md, Memory), and a tool's crash is the line every supervisor meets.
+    The line travels as messages do: a supervisor on the way that dies before passing it
+    on loses it (the crash itself is in the failure records and the event log)."""
     TAG: ClassVar[int]
     level: str
     text: str

@@ -51,6 +51,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from loguru import logger
+
 from actors import hotcode
 
 #: Modules a tool's process needs after its fork (``actors.shell`` loads the runner by name).
@@ -76,7 +78,11 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError:  # pragma: no cover - e.g. no ``resource`` off POSIX
             pass
-    hotcode.relocate()
+    try:
+        hotcode.relocate()
+    except Exception as exc:  # (only memory is at stake: say so and go on)
+        logger.warning("hot code not relocated ({}: {}); each actor process will own a few "
+                       "hundred KiB more", type(exc).__name__, exc)
     _preloaded = True
 
 

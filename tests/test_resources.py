@@ -258,7 +258,7 @@ def test_a_crashed_tools_temp_dir_goes_whether_it_is_empty_or_not(system: ToolSy
         pid = t.call("pid")
         os.kill(pid, 9)
         wait_dead(pid)
-        wait_until(lambda: not os.path.exists(tmp), timeout=10, what=f"{tmp} removed")
+        wait_until(lambda tmp=tmp: not os.path.exists(tmp), timeout=10, what=f"{tmp} removed")
         assert t.call("tmp", write=False) != tmp  # the new process has its own
 
 

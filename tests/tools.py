@@ -327,3 +327,17 @@ class HangingPause(ToolActor):
     @command
     def pid(self) -> int:
         return os.getpid()
+
+
+class HotCode(ToolActor):
+    """Tells what the host's hot-code relocation left in this process (actors/hotcode.py)."""
+
+    @command
+    def relocated(self) -> dict[str, Any]:
+        from actors import hotcode
+        from actors.runner import ToolRunner
+
+        start = ToolRunner._on_start.__code__
+        return {"in_use": hotcode.in_use(),
+                "runs_a_copy": any(start is not code and start == code
+                                   for code in hotcode._originals)}
