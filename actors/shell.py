@@ -114,6 +114,7 @@ class Shell(Actor):
     _toolvisor_shell: ClassVar[bool] = True  # (actors.sharing: built without inspect.signature)
 
     def __init__(self, *args: Any, **kw: Any) -> None:
+        sharing.freeze_inherited()  # (the root's fork did not: actors.sharing)
         super().__init__(*args, **kw)
         self._forked()
         self._zygote: Zygote | None = None  # forks our tools (actors.zygote); started lazily

@@ -177,7 +177,9 @@ class Transport:
             try:
                 before = _children()
                 sharing.preload()  # every actor process shares one copy of the tools' modules
-                with _default_signals():  # actor processes must not inherit the host's handlers
+                # actor processes must not inherit the host's handlers; the admin freezes
+                # what it inherits (actors.sharing), as the actors do
+                with _default_signals(), sharing.forking():
                     self._asys = ActorSystem(self.base, {"Admin Port": self.port},
                                              transientUnique=True)
                 _reap(_children() - before)

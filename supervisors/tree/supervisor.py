@@ -24,6 +24,7 @@ kills tools that hang or are stopped for longer than their ``hang_timeout``.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -407,6 +408,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         ready = acc is not None and acc.alive and acc.state is S.RUNNING
         return {"pid": self.ctx.pid, "pgid": os.getpgrp(), "sid": os.getsid(0),
                 "state": self.sm.state.value,
+                "gc_frozen": gc.get_freeze_count(),  # (inherited objects set aside: actors.sharing)
                 "accountant": acc.address if ready else None,  # type: ignore[union-attr]
                 "accountant_pid": acc.pid if ready else None}  # type: ignore[union-attr]
 
