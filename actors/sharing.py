@@ -5,7 +5,7 @@ tools from their supervisor, supervisors from theirs. The child shares its
 parent's pages copy-on-write until one of them writes to a page, and CPython
 writes to every object it touches (reference counts, the cyclic GC's links),
 so whatever a child does after the fork turns shared pages into its own. This
-module does four things about it (issue 10, "share what can be shared before
+module does these things about it (issue 10, "share what can be shared before
 forking"; see docs/scaling.md):
 
 - ``preload()`` imports, in the parent, every module a tool's process imports
@@ -23,6 +23,9 @@ forking"; see docs/scaling.md):
   collections never walk (and so never copy) the parent's objects. Those
   objects stay alive in the child anyway: the forking call's frames hold them
   until the process ends. The parent's GC is left as it was.
+- ``freeze_inherited()``, called first by every shell, freezes what a process
+  inherited when its fork was not wrapped in ``forking()`` (the root: Thespian's
+  admin forks it).
 - ``install()`` spares the child Thespian's ``inspect.signature`` of the actor
   class at start (it only decides which keyword arguments to pass, and our
   shells take none), which touched a few hundred KiB of inherited objects.
@@ -126,12 +129,18 @@ class _Fork:
 def _in_child() -> None:
     """Runs in every forked child before any Python code of its own (os.register_at_fork)."""
     if not _Fork.active:
+        _Fork.frozen_in = 0  # (its parent's pid, freed soon, could be this process's later)
         return
     _Fork.active = False
     gc.freeze()
     _Fork.frozen_in = os.getpid()
     if _Fork.gc_was_on:
         gc.enable()
+
+
+def frozen_here() -> bool:
+    """Whether this process froze what it inherited (at its fork or at its shell's start)."""
+    return _Fork.frozen_in == os.getpid()
 
 
 def freeze_inherited() -> None:

@@ -39,6 +39,29 @@ def test_the_root_and_every_supervisor_freeze_what_they_inherited() -> None:
         root = system._request("", "ping", {}, 10)
         below = system._request("mem", "ping", {}, 10)
     assert root["gc_frozen"] > 1000 and below["gc_frozen"] > 1000
+    # each froze in its own process (the root at its shell's start, a supervisor at its
+    # fork), not only inherited a parent's frozen set
+    assert root["frozen_here"] is True and below["frozen_here"] is True
+
+
+def test_the_admin_is_forked_inside_forking(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisors.host import transport
+
+    seen: list[tuple[bool, bool]] = []
+
+    class Refused(Exception):
+        pass
+
+    def fake_actor_system(*args: object, **kw: object) -> None:
+        seen.append((gc.isenabled(), sharing._Fork.active))
+        raise Refused("no admin here")
+
+    monkeypatch.setattr(transport, "ActorSystem", fake_actor_system)
+    was = gc.isenabled()
+    with pytest.raises(RuntimeError, match="could not start the actor system"):
+        ToolSystem(data_dir=False).__enter__()
+    assert seen and all(s == (False, True) for s in seen)  # GC off, the child will freeze
+    assert gc.isenabled() is was and sharing._Fork.active is False
 
 
 def test_sharing_off_leaves_the_gc_alone(monkeypatch: pytest.MonkeyPatch) -> None:

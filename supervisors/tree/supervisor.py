@@ -409,6 +409,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         return {"pid": self.ctx.pid, "pgid": os.getpgrp(), "sid": os.getsid(0),
                 "state": self.sm.state.value,
                 "gc_frozen": gc.get_freeze_count(),  # (inherited objects set aside: actors.sharing)
+                "frozen_here": sharing.frozen_here(),
                 "accountant": acc.address if ready else None,  # type: ignore[union-attr]
                 "accountant_pid": acc.pid if ready else None}  # type: ignore[union-attr]
 
