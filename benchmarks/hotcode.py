@@ -7,7 +7,8 @@ records the list: it starts a ToolSystem with a profiler that every actor proces
 inherits through its fork (``sys.setprofile``), spawns a supervisor of tools, calls
 them, restarts one, pauses, resumes and stops some, and writes the functions each
 kind of process ran, the tools' first (every tool runs them), then the
-supervisors', then the zygotes' and the root's.
+supervisors', then the zygotes' and the root's. It also asks what a program asks of
+a running tree (a tool by path, the tree, the events, the usage, a status).
 
     python -m benchmarks.hotcode [--out actors/hotcode.txt]
 
@@ -96,6 +97,12 @@ def _exercise(directory: str, tools: int, restarts: int) -> dict[str, set[int]]:
                 while psutil.pid_exists(pid) and time.monotonic() < deadline:
                     time.sleep(0.01)
                 first.call("get", timeout=60)
+            # what a program asks of a running tree (each a path through the supervisors)
+            system.tool("s000/t001").call("get")
+            system.tree()
+            system.events()
+            system.usage()
+            sup.status()
             handles[1].pause()
             handles[1].resume()
             handles[1].call("get")
