@@ -51,7 +51,7 @@ from actors.frames import MAX_FRAME, FrameError, pack_frame
 from actors.links import Counters, Gone, Link, Within, ready
 from actors.messages import Batch, BatchReply, Call, Reply
 from actors.reach import tool_code
-from actors.retry import crash_retry, with_retries
+from actors.retry import with_retries
 
 if TYPE_CHECKING:
     from actors.runner import ToolRunner
@@ -420,7 +420,7 @@ class Peers:
                     route = conn.route
                     if route.retry and self.runtime_dir and ended(route.pid) and \
                             may_rerun(marker_path(self.runtime_dir, int(route.pid or 0)), cid):
-                        lost.retry = crash_retry(route.retry)  # idempotent: run it once more
+                        lost.retry = route.retry  # idempotent: run it once more
                     raise lost from None
         finally:
             conn.awaiting = 0
@@ -490,9 +490,7 @@ class Peers:
 
     # -- sends and asks to a restarting callee ------------------------------------------------
     def _hold(self, path: str, item: bytes, kind: str, on_reply: Any, now: float) -> None:
-        held = self.held.get(path)
-        if held is None:
-            held = self.held[path] = []
+        held = self.held.setdefault(path, [])
         if path not in self.rechecks:
             self._recheck(path)
         if len(held) >= self.window:
@@ -514,7 +512,7 @@ class Peers:
         self.runner.schedule(HOLD_RECHECK, partial(self._release_held, path, timer=True))
 
     def _release_held(self, path: str, deadline: float | None = None,
-                      timer: bool = False) -> Link | None:
+                      timer: bool = False) -> None:
         """Send what was held for ``path`` if it serves now (waiting until ``deadline`` if
         given); fail what waited too long. The re-check timer (``timer``) looks again later
         while some still wait; a call or a drain that found it still restarting leaves that
@@ -524,7 +522,7 @@ class Peers:
         held = self.held.get(path)
         if not held:
             self.held.pop(path, None)
-            return None
+            return
         now = time.time()
         try:
             route = self.resolve(path, now if deadline is None else deadline)
@@ -540,17 +538,16 @@ class Peers:
                 del self.held[path]
             elif timer:
                 self._recheck(path)
-            return None
+            return
         except ToolError as exc:  # stopped, failed, removed, or refused: every one gets it
             del self.held[path]
             for _, kind, fn, _ in held:
                 self._answered(path, kind, fn, exc)
-            return None
+            return
         del self.held[path]
         conn.queued.extend((item, kind, fn) for item, kind, fn, _ in held)
         conn.outstanding += len(held)
         self.flush()
-        return conn
 
     def drain(self, path: str, timeout: float) -> bool:
         """Send what is queued for ``path`` and wait until all of it is answered."""

@@ -233,10 +233,17 @@ def check_tool_call(caller: str, caller_ctx: SecurityContext, target: str, targe
 
 
 def _refusal(caller: str, resource: str, why: str) -> PermissionDenied:
-    exc = PermissionDenied(f"tool {caller!r} may not call {resource!r}: {why}")
-    exc.principal = f"tool:{caller}"  # type: ignore[attr-defined]
-    exc.permission = f"{resource}:call"  # type: ignore[attr-defined]
-    exc.resource = resource  # type: ignore[attr-defined]
+    return stamp(PermissionDenied(f"tool {caller!r} may not call {resource!r}: {why}"),
+                 f"tool:{caller}", "call", resource)
+
+
+def stamp(exc: Any, principal: str, action: str, resource: str) -> Any:
+    """``exc`` naming who was refused what (its principal, permission, resource, action:
+    what the audit log and the denied event read)."""
+    exc.principal = principal
+    exc.permission = f"{resource}:{action}"
+    exc.resource = resource
+    exc.action = action
     return exc
 
 

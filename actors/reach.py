@@ -133,12 +133,10 @@ class Origins:
 def _caller(depth: int) -> Any:
     """The frame ``depth`` levels above the one calling this (0: that one), or None when the
     stack is shallower (an event raised by a built-in function called straight from C)."""
-    frame = sys._getframe(1)
-    for _ in range(depth):
-        if frame is None:
-            return None
-        frame = frame.f_back
-    return frame
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None
 
 
 # -- the hook ------------------------------------------------------------------------------
@@ -165,10 +163,9 @@ class Guard:
         if self.origins.tool_is_asking(_caller(2)):  # (above this and _hook)
             self.checked(check, event, args)
 
-    def checked(self, check: Callable[[str, tuple[Any, ...]], None], event: str,
-                args: tuple[Any, ...]) -> None:
+    def checked(self, check: Callable[..., None], *args: Any) -> None:
         try:
-            check(event, args)
+            check(*args)
         except ActionDenied as exc:
             self._denied(exc)
             raise
@@ -226,8 +223,8 @@ class Guard:
     def check_listen(self, sock: socket.socket) -> None:
         """``listen`` on a socket never bound: the kernel binds it to every interface."""
         if sock.family in _IP and sock.getsockname()[1] == 0:
-            self.checked(lambda _e, _a: self.reach.check_net(
-                "::" if sock.family == socket.AF_INET6 else "0.0.0.0", 0), "listen", ())
+            self.checked(self.reach.check_net,
+                         "::" if sock.family == socket.AF_INET6 else "0.0.0.0", 0)
 
     # -- reporting ---------------------------------------------------------------------
     def _denied(self, exc: ActionDenied) -> None:

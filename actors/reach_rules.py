@@ -42,7 +42,7 @@ from functools import lru_cache
 from typing import Any
 
 from actors.errors import PermissionDenied
-from actors.permissions import SecurityContext, parse_net
+from actors.permissions import SecurityContext, parse_net, stamp
 
 FORK = "fork"           # the program name a fork of the tool itself is checked as
 RESOLVE_FOR = 30.0      # seconds a rule's host name stays resolved
@@ -84,11 +84,6 @@ def _forms(address: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _net_rule(rest: str) -> NetRule:
-    host, kind, port = parse_net(rest)
-    return NetRule(host, kind, port)
-
-
 def _real(path: str) -> str:
     """The file a path leads to, as the kernel would resolve it (links followed)."""
     try:
@@ -119,7 +114,7 @@ class Reach:
                 pattern = resource[len("net:unix:"):]
                 self.unix.append(pattern if pattern.startswith("@") else os.path.normpath(pattern))
             elif resource.startswith("net:"):
-                self.ip.append(_net_rule(resource[4:]))
+                self.ip.append(NetRule(*parse_net(resource[4:])))
             else:
                 self.other.append(perm)
         self._names: dict[str, tuple[float, frozenset[str]]] = {}  # name -> (until, addresses)
@@ -236,11 +231,7 @@ class Reach:
         return self._programs[name]
 
     def _refusal(self, action: str, resource: str, what: str, also: str = "") -> ActionDenied:
-        exc = ActionDenied(
+        return stamp(ActionDenied(
             f"tool {self.tool!r} may not {what}: its security context does not allow "
-            f"'{resource}:{action}'; add it{also} or a wider pattern to security.permissions")
-        exc.principal = f"tool:{self.tool}"  # type: ignore[attr-defined]
-        exc.permission = f"{resource}:{action}"  # type: ignore[attr-defined]
-        exc.resource = resource  # type: ignore[attr-defined]
-        exc.action = action  # type: ignore[attr-defined]
-        return exc
+            f"'{resource}:{action}'; add it{also} or a wider pattern to security.permissions"),
+            f"tool:{self.tool}", action, resource)

@@ -31,25 +31,17 @@ T = TypeVar("T")
 CRASH = ToolUnavailable.__name__  # named in a policy's transient: rerun after a crash
 
 
-def reruns_after_crash(transient: Any) -> bool:
-    """Does a policy with these transient error names retry a call whose tool died in it?
-    Only if it names ``ToolUnavailable`` itself (a base such as ``Exception`` does not turn
-    it on: a rerun is a second run of a command, asked for by name)."""
-    return CRASH in (transient or ())
-
-
-def crash_retry(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings for rerunning a call whose tool died in it: one more run at most (a
-    command that kills its tool twice is not having a transient problem, and every death
-    is a restart that counts against the supervisor's intensity)."""
-    return {**settings, "attempts": min(1, int(settings.get("attempts", 0)))}
-
-
 def rerun_settings(transient: Any, retry: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``Retry`` settings a caller uses for a call whose tool died in it, or None."""
-    if not retry or not int(retry.get("attempts", 0)) or not reruns_after_crash(transient):
+    """The ``Retry`` settings a caller uses for a call whose tool died in it, or None.
+
+    Only a policy whose ``transient`` names ``ToolUnavailable`` itself reruns (a base such
+    as ``Exception`` does not turn it on: a rerun is a second run of a command, asked for
+    by name), and one more run at most (a command that kills its tool twice is not having
+    a transient problem, and every death is a restart that counts against the
+    supervisor's intensity)."""
+    if not retry or not int(retry.get("attempts", 0)) or CRASH not in (transient or ()):
         return None
-    return retry
+    return {**retry, "attempts": 1}
 
 
 def delay(settings: dict[str, Any], attempt: int, rand: float | None = None) -> float:

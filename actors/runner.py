@@ -254,8 +254,7 @@ class ToolRunner:
     def on_ready(self, fds: list[int]) -> None:
         if self.guard is not None and self.guard.bell_r in fds:
             self.guard.flush()
-            fds = [fd for fd in fds if fd != self.guard.bell_r]
-        if self.peers is not None and fds:
+        if self.peers is not None:  # (it reads only its own connections)
             self.peers.on_ready(fds)
 
     def _abandoned(self, call: Call, sender: Any) -> bool:
@@ -321,7 +320,7 @@ class ToolRunner:
             self.commands = {c: getattr(tool, m) for c, m in command_table(cls).items()}
             self.idempotent = idempotent_commands(cls)
             if rerun_settings(self.transient, self.retry):
-                self.rerun = set(self.idempotent)
+                self.rerun = self.idempotent
             breaker = Breaker.from_dict(spec.get("breaker"))
             if breaker is not None:
                 self.breakers = Breakers(breaker, self.path, spec.get("breaker_state"))

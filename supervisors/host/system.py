@@ -41,7 +41,7 @@ from actors.errors import (
 )
 from actors.messages import Ack, Batch, BatchReply, Call, Reply, Request, Start
 from actors.permissions import SYSTEM_TOOLS
-from actors.retry import crash_retry, with_retries, with_retries_async
+from actors.retry import with_retries, with_retries_async
 from actors.timings import TIMINGS_COMMAND
 from supervisors.host.aio import AsyncCalls
 from supervisors.host.fastclient import NotDelivered, SocketCalls
@@ -721,7 +721,7 @@ class ToolSystem:
                                    + (f" ({why})" if why else "") + "; it may or may not have run",
                                    tool=path)
             if marker is not None and route.retry and may_rerun(marker, cid):
-                lost.retry = crash_retry(route.retry)  # an idempotent command: run it once more
+                lost.retry = route.retry  # an idempotent command: run it once more
             raise lost
         if isinstance(error, CallTimeout):
             raise CallTimeout(f"no answer from {path} to {what} within {limit:g}s", tool=path)

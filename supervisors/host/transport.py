@@ -176,9 +176,9 @@ class Transport:
             self.port = free_port(self.ip, kind)
             try:
                 before = _children()
-                sharing.preload()  # every actor process shares one copy of the tools' modules
-                # actor processes must not inherit the host's handlers; the admin freezes
-                # what it inherits (actors.sharing), as the actors do
+                # actor processes must not inherit the host's handlers; forking() preloads
+                # what every actor process shares and has the admin freeze what it
+                # inherits (actors.sharing), as the actors do
                 with _default_signals(), sharing.forking():
                     self._asys = ActorSystem(self.base, {"Admin Port": self.port},
                                              transientUnique=True)

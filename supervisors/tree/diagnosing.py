@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from actors.breaker import Breakers, summary
 from actors.messages import Call, FailureNote, Reply, Request, ToolReport
 from actors.permissions import SYSTEM_TOOLS
-from actors.retry import rerun_settings
+from actors.retry import CRASH, rerun_settings
 from supervisors.tree.children import Child
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class Diagnosing:
     def _rerun_settings(self: Supervisor, child: Child) -> dict[str, Any] | None:
         """The ``Retry`` settings its callers use for an idempotent call a tool died in (its
         route carries them: the dead tool cannot mark the error), or None."""
-        if child.kind != "tool" or self._system_tool(child):
+        if child.kind != "tool" or self._system_tool(child) or CRASH not in self.policy.transient:
             return None
         return rerun_settings(self.policy.transient, asdict(self.policy.retry))
 
