@@ -8,11 +8,12 @@ call in flight.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 from typing import Any
 
-from actors import routes
+from actors import routes, waits
 from actors.frames import FrameReader
 from actors.wire_auth import door_token
 
@@ -63,9 +64,24 @@ class Link:
         self.answers: dict[int, Any] = {}           # the reply to the blocking call, by cid
         self.awaiting = 0                           # cid of the blocking call (0: none)
         self.closed = False
+        self._exit: select.poll | None = None       # readable once the callee has ended
+        self._pidfd = -1
+        try:
+            self._pidfd = os.pidfd_open(int(route.pid or 0))
+            self._exit = select.poll()
+            self._exit.register(self._pidfd, select.POLLIN)
+        except (AttributeError, OSError, ValueError):  # no pidfds here, or it has ended
+            pass
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def callee_alive(self) -> bool:
+        """Whether the instance this link talks to still runs (an ended one not yet reaped
+        is not): a poll of its pidfd, about 0.5 us, where reading ``/proc`` took 13."""
+        if self._exit is None:
+            return waits.alive(int(self.route.pid or 0))
+        return not self._exit.poll(0)
 
     def close(self) -> None:
         if not self.closed:
@@ -74,6 +90,9 @@ class Link:
                 self.sock.close()
             except OSError:
                 pass
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd, self._exit = -1, None
 
 
 class Within:

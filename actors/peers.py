@@ -450,7 +450,7 @@ class Peers:
             return
         known = self.conns.get(path)
         if known is not None and not known.queued and not known.closed and \
-                not waits.alive(int(known.route.pid or 0)):
+                not known.callee_alive():
             # (first of this turn: the instance it talked to died since; what is already
             # out there may have run, what this posts waits for the next instance)
             self._lost(path, known, "it ended")
