@@ -653,6 +653,15 @@ class ToolSystem:
         self._require_running()
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
+        try:
+            return await self._acall_attempt(path, command, args, deadline, limit)
+        except ToolError as exc:  # a transient error, or its tool died in an idempotent command
+            if not exc.retry or retried:
+                raise
+            return await self._aretry(path, command, args, deadline, exc)
+
+    async def _acall_attempt(self, path: str, command: str, args: dict[str, Any],
+                             deadline: float, limit: float) -> Any:
         cid = next(self._cids)
         msg = Call(cid, command, args, deadline)
         not_pid: int | None = None
@@ -672,13 +681,8 @@ class ToolSystem:
                         lambda m: isinstance(m, Reply) and m.cid == cid, deadline,
                         lambda pid=route.pid: pid_alive(pid))
             except (NotDelivered, PeerGone, CallTimeout) as exc:
-                try:
-                    reply = self._settle(path, route, repr(command), limit, error=exc,
-                                         cid=cid if fast else 0)
-                except ToolError as lost:  # its tool died in an idempotent command
-                    if not lost.retry or retried:
-                        raise
-                    return await self._aretry(path, command, args, deadline, lost)
+                reply = self._settle(path, route, repr(command), limit, error=exc,
+                                     cid=cid if fast else 0)
             else:
                 reply = self._settle(path, route, repr(command), limit, reply=reply)
             if reply is _RESEND:
@@ -686,10 +690,7 @@ class ToolSystem:
                 continue
             if reply.ok:
                 return reply.value
-            error = error_from_wire(reply.error or {}, tool=path)
-            if not error.retry or retried:
-                raise error
-            return await self._aretry(path, command, args, deadline, error)
+            raise error_from_wire(reply.error or {}, tool=path)
 
     async def _aretry(self, path: str, command: str, args: dict[str, Any], deadline: float,
                       error: ToolError) -> Any:
