@@ -44,6 +44,7 @@ def describe() -> dict[str, Any]:
         "ray": _version("ray"),
         "matplotlib": _version("matplotlib"),
         "loadavg_at_start": loadavg(),
+        "free_page_reporting": page_reporting(),
     }
 
 
@@ -133,6 +134,47 @@ def memory_used_gib() -> float | None:
         return round((info["MemTotal"] - info["MemAvailable"]) / 2**20, 2)
     except (OSError, KeyError, ValueError, IndexError):
         return None
+
+
+_REPORTING = "/sys/module/page_reporting/parameters"
+
+
+def page_reporting() -> dict[str, Any] | None:
+    """Whether this (virtual) machine hands its free memory back to its host, and how much
+    it has handed back since boot; None where the kernel has no free page reporting.
+
+    A guest with virtio-balloon free page reporting tells its host which free blocks of
+    ``2**order`` pages it has not used for ``min_free_ms``; the host drops them, and the
+    guest's next first write to each of their pages is a fault the host serves again (9-12
+    us a page on the development VM, against about 3 us for a page it still backs: python
+    -m benchmarks.fresh_memory). ``active`` is False when ``order`` is above the largest
+    block the kernel keeps (the columns of /proc/buddyinfo): then nothing is reported."""
+    try:
+        values = {name: open(os.path.join(_REPORTING, name)).read().strip()
+                  for name in ("page_reporting_order", "min_free_ms", "max_waiting_mib",
+                               "reported_kib")}
+    except OSError:
+        return None
+    try:
+        with open("/proc/buddyinfo") as f:
+            orders = max(len(line.split()) - 4 for line in f)
+    except (OSError, ValueError):
+        orders = 11
+    try:
+        order = int(values["page_reporting_order"])
+        return {"active": order < orders, "order": order,
+                "min_free_ms": int(values["min_free_ms"]),
+                "max_waiting_mib": int(values["max_waiting_mib"]),
+                "reported_gib": round(int(values["reported_kib"]) / 2**20, 2)}
+    except ValueError:
+        return None
+
+
+def reported_gib() -> float | None:
+    """GiB of free memory this machine has handed back to its host since boot (see
+    ``page_reporting``); None where it does not."""
+    state = page_reporting()
+    return state["reported_gib"] if state else None
 
 
 def loadavg() -> list[float] | None:

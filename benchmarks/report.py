@@ -337,7 +337,18 @@ def _speed_rows(z: dict[str, Any]) -> list[Row]:
     used = z.get("memory_used_gib") or []
     return [("  per hundred: spawn ms (median) | CPU probe ms | machine memory in use GiB",
              " ".join(_f(h[1]) for h in by) + " | " + " ".join(_f(p) for p in probe) + " | "
-             + " ".join(_f(u) for u in used[1:]), "-", "ref")]
+             + " ".join(_f(u) for u in used[1:]), "-", "ref"),
+            *_handed_back_rows(z)]
+
+
+def _handed_back_rows(z: dict[str, Any]) -> list[Row]:
+    """How much free memory the VM handed back to its host while the tools started: each
+    page of it costs 3-4 x more to write again (docs/scaling.md, "Not met")."""
+    back = z.get("handed_back_gib")
+    if not back:
+        return []
+    return [("  free memory the VM handed back to its host during the spawns, GiB so far",
+             " ".join(_f(b) for b in back), "-", "ref")]
 
 
 def _scale_rows(s: dict[str, Any]) -> list[Row]:
@@ -468,6 +479,12 @@ def table(results: dict[str, Any]) -> str:
     if load and m.get("nproc") and load[0] > 0.5 * m["nproc"]:
         head += (f"\nnote: load average {load[0]} at start on {m['nproc']} CPUs: other work was "
                  "running, figures are noisier than usual")
+    reporting = m.get("free_page_reporting") or {}
+    if reporting.get("active") and "scale" in results:
+        head += (f"\nnote: this VM hands free memory back to its host (free page reporting, blocks "
+                 f"of 2^{reporting['order']} pages unused for {reporting['min_free_ms']} ms): a page "
+                 "written again there costs 3-4 x more, so spawn times step up once the tree "
+                 "outgrows the memory the host still backs (docs/scaling.md, \"Not met\")")
     return "\n".join([head, *lines])
 
 

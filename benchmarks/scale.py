@@ -160,6 +160,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             ticks = [machine.cpu_ticks()]
             marks = [round(time.time(), 2)]
             used = [machine.memory_used_gib()]
+            reported = [machine.reported_gib()]
             for i in range(n):
                 ts = time.perf_counter()
                 sups[i // per_supervisor].spawn(TOOL, name=f"t{i:04d}")
@@ -168,6 +169,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
                     ticks.append(machine.cpu_ticks())
                     marks.append(round(time.time(), 2))
                     used.append(machine.memory_used_gib())
+                    reported.append(machine.reported_gib())
             total = time.perf_counter() - t0
         target = system.tool("s000/t0000")
         call = _calls(target, calls)
@@ -218,6 +220,10 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
             # (python -m benchmarks.fresh_memory): from 1.5-3 GiB in use after a fresh boot,
             # from about 8 GiB once it has run for a while; a tool's start is mostly such faults
             "memory_used_gib": used,
+            # and how much free memory the VM handed back to its host so far (GiB since the
+            # first spawn; None off such a VM): it will pay again for every page of it
+            "handed_back_gib": ([round(r - reported[0], 2) for r in reported[1:]]
+                                if None not in reported else None),
             "call": call, "call_vs_one_interleaved": call_vs_one, "restart": restart,
             "accountant": acc, "idle_tool": tool_mem,
             "supervisor": sup_mem, "zygote": zygote_mem, "root_supervisor": root_mem,

@@ -67,3 +67,31 @@ def test_fresh_memory_refuses_a_size_it_cannot_use(capsys: pytest.CaptureFixture
     assert "GiB='x' is not a whole number" in capsys.readouterr().err
     assert main(["0"]) == 2
     assert "GiB=0 is too small" in capsys.readouterr().err
+
+
+def test_the_machine_record_says_whether_the_vm_hands_memory_back() -> None:
+    from benchmarks.machine import describe, page_reporting
+
+    state = page_reporting()
+    recorded = describe()["free_page_reporting"]
+    assert (recorded is None) == (state is None)
+    if state is not None:
+        assert {k: v for k, v in recorded.items() if k != "reported_gib"} == \
+            {k: v for k, v in state.items() if k != "reported_gib"}  # (the count moves)
+        assert set(state) == {"active", "order", "min_free_ms", "max_waiting_mib", "reported_gib"}
+        assert isinstance(state["active"], bool) and state["order"] >= 0
+        assert state["reported_gib"] >= 0
+
+
+def test_the_table_names_the_vm_that_hands_memory_back() -> None:
+    from benchmarks.report import _handed_back_rows, table
+
+    meta = {"quick": False, "machine": {"nproc": 2, "python": "3.11", "thespian": "4.0.1",
+                                        "free_page_reporting": {"active": True, "order": 9,
+                                                                "min_free_ms": 0}}}
+    text = table({"meta": meta, "scale": {"error": "not run"}})
+    assert "hands free memory back to its host" in text and "2^9 pages" in text
+    meta["machine"]["free_page_reporting"]["active"] = False
+    assert "hands free memory back" not in table({"meta": meta, "scale": {"error": "not run"}})
+    assert _handed_back_rows({"handed_back_gib": None}) == []
+    assert _handed_back_rows({"handed_back_gib": [0.0, 1.5]})[0][1] == "0 1.5"
