@@ -124,3 +124,13 @@ def test_command_table_and_argument_binding() -> None:
         bind(t.a, "a", {"z": 1})
     with pytest.raises(RuntimeError, match="not running under toolvisor"):
         t.exit()
+
+
+def test_state_history_keeps_the_last_moves_only() -> None:
+    sm = StateMachine(S.RUNNING, history=3)
+    for _ in range(3):
+        sm.go(S.PAUSED)
+        sm.go(S.RUNNING)
+    sm.force(S.FAILED)
+    assert [h[1:] for h in sm.history] == [("running", "paused"), ("paused", "running"),
+                                            ("running", "failed")]
