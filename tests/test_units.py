@@ -134,3 +134,38 @@ def test_state_history_keeps_the_last_moves_only() -> None:
     sm.force(S.FAILED)
     assert [h[1:] for h in sm.history] == [("running", "paused"), ("paused", "running"),
                                             ("running", "failed")]
+
+
+def test_child_record_keeps_a_tools_spec_packed_and_gives_it_back_whole() -> None:
+    from actors.codec import pack_value, unpack_value
+    from supervisors.tree.children import Child
+    from supervisors.tree.specs import supervisor_spec, tool_spec
+
+    spec = unpack_value(pack_value(tool_spec("examples.counter:Counter", "c", config={"start": 2},
+                                             hang_timeout=7, limits={"memory_mb": 64})))  # (as from the wire)
+    child = Child(spec)
+    assert isinstance(child._spec, bytes)
+    assert child.spec == spec and list(child.spec) == list(spec)
+    assert child.spec is not child.spec  # a new dict each time: changing it changes nothing kept
+    child.spec["restart"] = "temporary"
+    child.spec["limits"]["memory_mb"] = 1
+    assert child.spec == spec and child.restart_type == "permanent"
+    assert child.hang_timeout == 7.0 and child.name == "c" and child.kind == "tool"
+    child.spec = {**spec, "hang_timeout": None, "restart": "transient"}
+    assert child.hang_timeout is None and child.restart_type == "transient"
+    sup = Child(supervisor_spec("w", children=[spec]))
+    assert isinstance(sup._spec, dict) and sup.hang_timeout is None
+    assert sup.spec is sup.spec  # a supervisor's is changed in place below it
+    assert [c["name"] for c in sup.spec["children"]] == ["c"]
+
+
+def test_child_record_keeps_inherited_descriptors_as_runs() -> None:
+    from supervisors.tree.children import Child
+
+    child = Child({"name": "x"})
+    assert child.inherited_fds == [] and child.waiters == () and child.records == ()
+    child.inherited_fds = [*range(29), 251, 40, 41]
+    assert child._inherited_fds == (0, 29, 40, 42, 251, 252)
+    assert child.inherited_fds == [*range(29), 40, 41, 251]
+    child.inherited_fds = []
+    assert child.inherited_fds == []

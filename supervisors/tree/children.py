@@ -6,7 +6,7 @@ from typing import Any
 
 from actors.messages import Exiting
 from actors.state import StateMachine, ToolState
-from supervisors.tree.kept import compact
+from supervisors.tree.kept import compact, keep, unpack_spec
 from supervisors.tree.policy import DEFAULT_HANG_TIMEOUT, BackoffState
 from supervisors.tree.specs import start_budget
 
@@ -52,13 +52,24 @@ class LiveIndex:
 
 
 class Child:
-    """The supervisor's record of one child (tool or supervisor)."""
+    """The supervisor's record of one child (tool or supervisor).
+
+    A supervisor of 1,000 tools keeps 1,000 of these, so a record is small (issue 10): it
+    has slots; a tool's spec is kept packed (``supervisors.tree.kept``: about 60 bytes
+    against 1.3 KiB as a dict) and read back whole, as a new dict, by ``spec``; the
+    descriptors the tool inherited are kept as runs; no waiter or failure record is a
+    list of its own until there is one."""
+
+    __slots__ = ("_spec", "_hang_timeout", "name", "kind", "sm", "index", "_address",
+                 "address_key", "_pid", "socket", "tmpdir", "_inherited_fds", "generation",
+                 "restarts", "last_error", "operator_stopped", "backoff", "started_at",
+                 "exit_report", "stopping_to", "waiters", "snapshot", "stopped_since", "hung",
+                 "records", "breaker")
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self._spec: dict[str, Any] = {}
+        self.kind: str = spec.get("kind", "tool")
         self.spec = spec
         self.name: str = spec["name"]
-        self.kind: str = spec.get("kind", "tool")
         self.sm = StateMachine(S.CREATED)
         self.index: LiveIndex | None = None  # the supervisor's, once it holds this child
         self._address: Any = None
@@ -66,7 +77,7 @@ class Child:
         self._pid: int | None = None
         self.socket: str | None = None
         self.tmpdir: str | None = None
-        self.inherited_fds: list[int] = []
+        self._inherited_fds: tuple[int, ...] = ()
         self.generation = 0
         self.restarts = 0
         self.last_error: str | None = None
@@ -75,22 +86,42 @@ class Child:
         self.started_at: float | None = None
         self.exit_report: Exiting | None = None
         self.stopping_to: ToolState | None = None  # while a stop runs: the state it ends in
-        self.waiters: list[tuple[int, Any, int | None]] = []
+        # parked resolves (cid, sender, not_pid); () until the first one
+        self.waiters: list[tuple[int, Any, int | None]] | tuple[()] = ()
         self.snapshot: list[dict[str, Any]] | None = None  # a dead supervisor's children, last seen
         self.stopped_since: float | None = None  # watchdog: when its process was first seen stopped
         self.hung: dict[str, Any] | None = None  # watchdog: why it killed this instance
-        self.records: list[dict[str, Any]] = []     # failure records (supervisors/tree/diagnosing)
+        # failure records (supervisors/tree/diagnosing); () until the first one
+        self.records: list[dict[str, Any]] | tuple[()] = ()
         self.breaker: dict[str, Any] | None = None  # the tool's last breaker snapshot
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The spec this child is started from. A child supervisor's own children are kept
-        compactly (``supervisors.tree.kept``); ``full_spec`` gives it whole for the wire."""
-        return self._spec
+        """The spec this child is started from. A tool's is kept packed and given back as a
+        new dict (changing it changes nothing kept); a child supervisor's is kept as a dict,
+        its own children kept compactly (``supervisors.tree.kept``): ``full_spec`` gives it
+        whole for the wire."""
+        kept = self._spec
+        return kept if isinstance(kept, dict) else unpack_spec(kept)
 
     @spec.setter
     def spec(self, value: dict[str, Any]) -> None:
-        self._spec = compact(value)
+        # (a supervisor's stays a dict: its parent applies changes below it in place)
+        self._spec = compact(value) if self.kind == "supervisor" else keep(value)
+        self._hang_timeout = _hang_timeout(self.kind, value)  # (the watchdog reads it often)
+
+    @property
+    def inherited_fds(self) -> list[int]:
+        """The descriptors the tool's process inherited (not counted as its own files)."""
+        out: list[int] = []
+        runs = self._inherited_fds
+        for i in range(0, len(runs), 2):
+            out.extend(range(runs[i], runs[i + 1]))
+        return out
+
+    @inherited_fds.setter
+    def inherited_fds(self, fds: list[int]) -> None:
+        self._inherited_fds = _runs(fds)
 
     @property
     def state(self) -> ToolState:
@@ -126,7 +157,7 @@ class Child:
 
     @property
     def restart_type(self) -> str:
-        return self.spec.get("restart", "permanent")
+        return restart_type(self.spec)
 
     @property
     def shutdown_timeout(self) -> float | None:
@@ -140,14 +171,34 @@ class Child:
 
     @property
     def hang_timeout(self) -> float | None:
-        if self.kind != "tool":
-            return None
-        value = self.spec.get("hang_timeout", DEFAULT_HANG_TIMEOUT)
-        return None if value is None else float(value)
+        return self._hang_timeout
 
     @property
     def start_timeout(self) -> float:
         return start_budget(self.spec)
+
+
+def restart_type(spec: dict[str, Any]) -> str:
+    return spec.get("restart", "permanent")
+
+
+def _hang_timeout(kind: str, spec: dict[str, Any]) -> float | None:
+    if kind != "tool":
+        return None
+    value = spec.get("hang_timeout", DEFAULT_HANG_TIMEOUT)
+    return None if value is None else float(value)
+
+
+def _runs(fds: list[int]) -> tuple[int, ...]:
+    """``fds`` as (start, stop) pairs of consecutive numbers, flat: [0, 1, 2, 7] -> (0, 3, 7,
+    8). A tool inherits about 30, mostly 0 to 28: a tuple of four against a list of 30."""
+    out: list[int] = []
+    for fd in sorted(set(fds)):
+        if out and out[-1] == fd:
+            out[-1] = fd + 1
+        else:
+            out += (fd, fd + 1)
+    return tuple(out)
 
 
 def describe(error: dict[str, Any] | None) -> str:

@@ -68,9 +68,11 @@ class Diagnosing:
 
     def _keep(self: Supervisor, child: Child, record: dict[str, Any]) -> None:
         record["restarts"] = child.restarts
-        child.records.append(record)
-        if len(child.records) > RECORDS_KEPT:
-            del child.records[: len(child.records) - RECORDS_KEPT]
+        records = child.records if isinstance(child.records, list) else []  # (() until the first)
+        records.append(record)
+        if len(records) > RECORDS_KEPT:
+            del records[: len(records) - RECORDS_KEPT]
+        child.records = records
         self._pass_up(record)
 
     def _pass_up(self: Supervisor, record: dict[str, Any]) -> None:

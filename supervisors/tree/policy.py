@@ -183,6 +183,8 @@ class Policy:
 class BackoffState:
     """One child's position in its backoff sequence."""
 
+    __slots__ = ("attempt",)  # (one per child of a supervisor)
+
     def __init__(self) -> None:
         self.attempt = 0
 

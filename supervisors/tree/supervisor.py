@@ -66,7 +66,7 @@ from actors.shell import SHELLS, Shell
 from actors.state import StateMachine, ToolState, check
 from supervisors.processes.procs import kill_tree, pid_alive, session_pids
 from supervisors.resources import accountant as _accountant  # noqa: F401  (registers its shell)
-from supervisors.tree.children import Child, LiveIndex, describe
+from supervisors.tree.children import Child, LiveIndex, describe, restart_type
 from supervisors.tree.diagnosing import Diagnosing
 from supervisors.tree.directory import publish_child
 from supervisors.tree.eventlog import EventLog
@@ -559,6 +559,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             return answer
         if not req.args.get("wait"):
             raise ToolUnavailable(f"{self._path(child)} is {child.state.value}")
+        if not isinstance(child.waiters, list):
+            child.waiters = []  # (() until the first)
         child.waiters.append((req.cid, sender, not_pid))
         self.ctx.after(max(0.0, req.deadline - time.time()), ("resolve", req.cid))
         return _DEFERRED
@@ -592,7 +594,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 self._reply(sender, cid, error=answer)
             else:
                 self._reply(sender, cid, value=answer)
-        child.waiters = keep
+        child.waiters = keep or ()
 
     def _notify_all(self) -> None:
         for child in self.children:
@@ -1064,18 +1066,19 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         return self._join(child.name)
 
     def _info(self, child: Child) -> dict[str, Any]:
+        spec = child.spec  # (a tool's is unpacked: once here)
         return {"name": child.name, "path": self._path(child), "kind": child.kind,
                 "state": child.state.value, "pid": child.pid if child.alive else None,
                 "restarts": child.restarts, "last_error": child.last_error,
-                "generation": child.generation, "restart": child.restart_type,
-                "security_level": child.spec.get("security_level"),
-                "actor": child.spec.get("actor"),
-                "pool": child.spec.get("pool"),  # the pool it is an instance of, if any
+                "generation": child.generation, "restart": restart_type(spec),
+                "security_level": spec.get("security_level"),
+                "actor": spec.get("actor"),
+                "pool": spec.get("pool"),  # the pool it is an instance of, if any
                 "since": child.sm.since,
                 "busy": self._busy(child),
                 "hang_timeout": child.hang_timeout,
                 "breaker": self._breaker_info(child),
-                "children": _kinds(child.spec.get("children", []))}
+                "children": _kinds(spec.get("children", []))}
 
     def _event(self, child: Child, what: str, detail: str = "") -> None:
         self._publish({"time": time.time(), "path": self._path(child), "event": what,
