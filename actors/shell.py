@@ -33,7 +33,7 @@ from thespian.actors import (
 from thespian.system.transport import IPBase, TransmitIntent
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import exits, pidwatch, sharing, tcploop, wire_auth
+from actors import addresses, exits, pidwatch, sharing, tcploop, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
@@ -74,6 +74,7 @@ tcploop.install()  # Thespian's loop: the cost of a pass is what changed, not ev
 wire_auth.install()  # before any actor system forks: every process checks every frame
 sharing.install()  # Thespian builds our shells without inspect.signature (memory, issue 10)
 exits.install()  # an exit notice costs what changed, not a pass over every child (issue 10)
+addresses.install()  # one TCPv4ActorAddress per actor in a process, however many copies arrive
 
 
 def _pack_address(addr: ActorAddress) -> bytes:
@@ -87,6 +88,10 @@ def _pack_address(addr: ActorAddress) -> bytes:
 
 def _unpack_address(data: bytes) -> ActorAddress:
     kind, ip, port = msgpack.unpackb(data)
+    if kind != "U":
+        shared = addresses.known(ip, port)  # (the copy Thespian holds: actors.addresses)
+        if shared is not None:
+            return ActorAddress(shared)
     cls = UDPv4ActorAddress if kind == "U" else TCPv4ActorAddress
     return ActorAddress(cls(ip, port, external=True))
 
