@@ -259,6 +259,10 @@ class _Process:
     """
 
     exitcode = None
+    # (a supervisor keeps one per child for as long as it runs: slots, and no name, target or
+    # arguments once it is started; issue 10)
+    __slots__ = ("zygote", "real", "target", "args", "name", "_pid", "_ended", "failed", "direct",
+                 "asked_at")
 
     def __init__(self, zygote: Zygote, real: Any, target: Callable[..., Any],
                  args: tuple[Any, ...], name: str) -> None:
@@ -278,7 +282,7 @@ class _Process:
             direct.start()
             multiprocessing.process._children.discard(direct)  # (never joined at our exit)
             self.direct, self._pid = direct, direct.pid
-        self.target = self.args = None  # type: ignore[assignment]
+        self.target = self.args = self.name = None  # type: ignore[assignment]
         multiprocessing.process._children.add(self)  # Thespian's detach_child removes it
 
     @property
