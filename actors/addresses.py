@@ -16,14 +16,25 @@ TCPv4ActorAddress with exactly Thespian's fields is pickled that way; any other 
 routed and admin subclasses, one with other attributes) pickles as before. Both ends of
 every frame are toolvisor processes (``actors.wire_auth``), so every reader has this
 module. ``known`` gives the shared one for a msgpack address (``actors.shell``).
+
+Thespian's address manager also gave every address it handles two bound methods of its
+own (``eqOverride`` and ``__getstate__``, 64 bytes each, and a reference cycle): a
+supervisor keeps three such addresses per child (Thespian's local one, the child's real
+one, the idle connection's), and every message's sender was given two more. ``install()``
+has it change the address's class instead (``_Imported``, ``_Local``: the same two
+methods, on the class, reading the manager from one attribute); pickled or copied, such an
+address is a plain ``ActorAddress`` with the state Thespian's ``__getstate__`` gives.
 """
 
 from __future__ import annotations
 
+import copyreg
 import sys
 import weakref
 from typing import Any
 
+from thespian.actors import ActorAddress
+from thespian.system import addressManager
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 _FIELDS = ("af", "socktype", "proto", "sockname", "bindname")
@@ -76,6 +87,57 @@ def known(ip: str, port: int) -> TCPv4ActorAddress | None:
         return None
 
 
+class _Managed(ActorAddress):
+    """An address Thespian's manager ``_am`` has seen (not made directly: see install)."""
+
+    _am: Any
+    _state: Any  # Thespian's __getstate__ for it
+
+    def eqOverride(self, other: Any) -> bool:  # noqa: N802 - Thespian's name
+        return bool(self._am.compareAddressEq(self, other))
+
+    def __getstate__(self) -> Any:  # type: ignore[override]
+        state = type(self)._state(self)
+        if isinstance(state, dict) and "_am" in state:
+            state = {k: v for k, v in state.items() if k != "_am"}
+        return state
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # (a plain ActorAddress on the other end)
+        return copyreg._reconstructor, (ActorAddress, object, None), self.__getstate__()
+
+
+class _Imported(_Managed):
+    """A directly useable address (Thespian's ``importAddr``)."""
+
+    _state = staticmethod(addressManager._pickle_clean)
+
+
+class _Local(_Managed):
+    """An address of a child still being created (Thespian's ``getLocalAddress``)."""
+
+    _state = staticmethod(addressManager._pickle_if_translation)
+
+
+def _import_addr(self: Any, addr: Any) -> None:
+    if type(addr) is ActorAddress or isinstance(addr, _Managed):
+        addr.__class__ = _Imported
+        addr._am = self
+    else:  # (a subclass of Thespian's or another's: as Thespian does it)
+        _thespian_import(self, addr)
+        return
+    if addr in self._deadAddrs:
+        del self._deadAddrs[self._deadAddrs.index(addr)]
+
+
+def _get_local_address(self: Any, instance: int) -> Any:
+    addr = _Local(addressManager.ActorLocalAddress(self._thisActorAddr, instance, self))
+    addr._am = self
+    return addr
+
+
+_thespian_import = addressManager.ActorAddressManager.importAddr
+
+
 def install() -> None:
     """Pickle a TCPv4ActorAddress as its fields, rebuilt as this process's shared one.
     Call before the actor system forks anything (every process then has it)."""
@@ -83,4 +145,6 @@ def install() -> None:
     if _installed:
         return
     TCPv4ActorAddress.__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
+    addressManager.ActorAddressManager.importAddr = _import_addr  # type: ignore[method-assign]
+    addressManager.ActorAddressManager.getLocalAddress = _get_local_address  # type: ignore[method-assign]
     _installed = True

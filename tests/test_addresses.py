@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import pickle
 
+import pytest
 from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import RoutedTCPv4ActorAddress, TCPv4ActorAddress
 
@@ -44,3 +46,24 @@ def test_addresses_thespian_pickles_otherwise_are_left_as_they_were() -> None:
                                 TCPv4ActorAddress("127.0.0.1", 40_005), True)
     s = pickle.loads(pickle.dumps(r))
     assert type(s) is RoutedTCPv4ActorAddress and vars(s).keys() == vars(r).keys()
+
+
+def test_managed_addresses_compare_and_pickle_as_thespians_did() -> None:
+    from thespian.system.addressManager import ActorAddressManager, CannotPickleAddress
+
+    addresses.install()
+    me = ActorAddress(TCPv4ActorAddress("127.0.0.1", 40_010))
+    am = ActorAddressManager(None, me)
+    local = am.createLocalAddress()
+    with pytest.raises(CannotPickleAddress):  # (no real address for it yet)
+        pickle.dumps(local)
+    real = ActorAddress(TCPv4ActorAddress("127.0.0.1", 40_011))
+    real._toolvisor_port = 40_011  # (actors.exits keeps it on the address)
+    am.associateUseableAddress(me, 0, real)
+    assert "eqOverride" not in vars(real) and "__getstate__" not in vars(local)  # no bound methods
+    assert local == real and real == local and local != me and real != me
+    for sent in (pickle.loads(pickle.dumps(local)), pickle.loads(pickle.dumps(real)),
+                 copy.copy(real)):
+        assert type(sent) is ActorAddress and vars(sent) == {"_aaddr": real.addressDetails,
+                                                             "_toolvisor_port": 40_011}
+        assert sent == real and real == sent and local == sent
