@@ -240,3 +240,27 @@ def test_a_childs_first_word_finds_its_record_without_a_pass_over_the_others() -
     assert ready[-1] == (5000, "stranger")
     assert not any(getattr(p, "childRealAddr", None) == "stranger" for p in procs)
 
+
+class _NoPass(list):  # type: ignore[type-arg]
+    """A supervisor's children that fail a test when anything walks them."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a pass over every child")
+
+    def __contains__(self, _item: object) -> bool:
+        raise AssertionError("a search through every child")
+
+
+def test_a_supervisor_finds_a_child_by_name_and_knows_its_own_without_a_pass() -> None:
+    from supervisors.tree.supervisor import Supervisor
+
+    sup = Supervisor(None)  # type: ignore[arg-type]
+    kids = [sup._held(Child({"name": f"t{i:04d}"})) for i in range(1000)]
+    sup.children = _NoPass(kids)
+    sup.named = {c.name: c for c in kids}
+    assert sup._find("t0999") is kids[999] and sup._find("t1000") is None
+    assert sup._has(kids[10])
+    assert not sup._has(Child({"name": "t0010"}))  # the same name, another record
+    sup._drop(kids[10])
+    assert sup._find("t0010") is None and not sup._has(kids[10])
+    assert list.__len__(sup.children) == 999
