@@ -378,7 +378,7 @@ def _serve(ctl: socket.socket) -> None:
     while True:
         # Only after a SIGCHLD (its handler wrote to wake_w): a waitpid(-1) has the kernel
         # look at every child of the zygote, and one per request made each spawn cost
-        # O(tools) (``wait_consider_task``: about 0.2 ms per spawn at 1,000 tools, perf).
+        # O(tools) (``wait_consider_task``: about 0.15 ms per spawn at 1,000 tools, perf).
         # A child that ends after the reap below wakes the poll; one that ends during it
         # too (its byte is still in the pipe).
         if reap:
