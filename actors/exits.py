@@ -20,10 +20,18 @@ two took 38 % of that supervisor's CPU while it stopped them (issue 10, py-spy).
   the process witness is the first one;
 - a child found dead, whichever way, has its real address let go of
   (``_let_go``): Thespian kept every child's address forever.
+
+It also replaces the search on a child's first word (``EndpointConnected``): Thespian
+looked for the child's record from the oldest child on, reading the message's
+``childInstance`` through two properties at each, so the N-th spawn of one supervisor
+cost N steps (about 0.1 us each: 0.1 ms per spawn at 1,000 children; cProfile, issue
+10). The child that connects is almost always the newest, so the search now starts
+from the end (``_connected``); the answer is the same record.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -32,6 +40,7 @@ from thespian.system.addressManager import ActorLocalAddress
 from thespian.system.multiprocCommon import MultiProcReplicator
 from thespian.system.systemCommon import systemCommonBase
 from thespian.system.transport.IPBase import IPActorAddress, TCPv4ActorAddress
+from thespian.system.utilis import thesplog
 
 SWEEP_EVERY = 1.0  # seconds between two full liveness passes on unmatched exit notices
 _PORT = "_toolvisor_port"  # an address's port, kept on it once known (it never changes)
@@ -133,6 +142,15 @@ def _named(procs: list[Any], gone: Any) -> int | None:
     return None
 
 
+def _connected(procs: list[Any], instance: Any) -> Any:
+    """The record in Thespian's ``_child_procs`` of the child whose ``childNum`` is
+    ``instance``, or None; searched from the end (the newest child connects first)."""
+    for i in range(len(procs) - 1, -1, -1):
+        if procs[i].childNum == instance:
+            return procs[i]
+    return None
+
+
 def install() -> None:
     """Patch Thespian's exit handling (once per process; inherited by forked actors)."""
     global _installed
@@ -188,7 +206,20 @@ def install() -> None:
                     reaped(self, info)
         return result
 
+    def h_EndpointConnected(self: Any, envelope: Any) -> bool:  # noqa: N802 - Thespian's name
+        # Thespian 4.0.1's MultiProcReplicator.h_EndpointConnected, with ``_connected``.
+        instance = envelope.message.childInstance
+        info = _connected(getattr(self, '_child_procs', None) or [], instance)
+        if info is not None:
+            info.childRealAddr = envelope.sender
+        else:
+            thesplog('Unknown child process endpoint connected: %s', envelope,
+                     level=logging.WARNING)
+        self._pendingActorReady(instance, envelope.sender)
+        return True
+
     systemCommonBase._handleChildExited = _handleChildExited  # type: ignore[method-assign]
     MultiProcReplicator._childExited = _childExited  # type: ignore[method-assign]
     MultiProcReplicator.childDied = childDied  # type: ignore[method-assign]
+    MultiProcReplicator.h_EndpointConnected = h_EndpointConnected  # type: ignore[method-assign]
     _installed = True

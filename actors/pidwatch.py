@@ -37,6 +37,7 @@ class PidWatch:
 
     def __init__(self) -> None:
         self.pids: dict[int, int] = {}  # pidfd -> pid
+        self.fds: dict[int, int] = {}   # pid -> pidfd (a look-up, not a pass over ``pids``)
         self._set: select.epoll | None = None
 
     @staticmethod
@@ -50,7 +51,7 @@ class PidWatch:
 
     def watch(self, pid: int) -> bool | None:
         """Watch ``pid``: True; None if it has ended (and was reaped) already; False if it cannot."""
-        if pid in self.pids.values():
+        if pid in self.fds:
             return True
         try:
             fd = os.pidfd_open(pid)
@@ -63,6 +64,7 @@ class PidWatch:
             _SETS.append(self._set)
         self._set.register(fd, select.EPOLLIN)
         self.pids[fd] = pid
+        self.fds[pid] = fd
         _OURS.add(fd)
         return True
 
@@ -73,6 +75,8 @@ class PidWatch:
         out = []
         for fd, _events in self._set.poll(0):
             pid = self.pids.pop(fd, None)
+            if pid is not None and self.fds.get(pid) == fd:
+                del self.fds[pid]
             try:
                 self._set.unregister(fd)
             except OSError:

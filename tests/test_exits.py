@@ -202,3 +202,65 @@ def test_children_thespians_sigchld_pass_finds_dead_are_let_go_of_too() -> None:
     assert [i.childProc.asked for i in infos] == asked  # nothing looked for again
     assert m._children == [real[0], real[2]]
     assert manager._managed[1] is not real[1] and manager._managed[2] is real[2]
+
+
+class _Counted:
+    """A ChildInfo whose ``childNum`` counts how often it is read."""
+
+    reads = 0
+
+    def __init__(self, num: int) -> None:
+        self._num = num
+
+    @property
+    def childNum(self) -> int:  # noqa: N802 - Thespian's name
+        _Counted.reads += 1
+        return self._num
+
+
+class _Connected:
+    def __init__(self, instance: int, sender: object) -> None:
+        self.message = type("EndpointConnected", (), {"childInstance": instance})()
+        self.sender = sender
+
+
+def test_a_childs_first_word_finds_its_record_without_a_pass_over_the_others() -> None:
+    exits.install()
+    procs = [_Counted(i) for i in range(1000)]
+    ready: list[tuple[int, object]] = []
+    m = _Manager(procs, [], None)  # type: ignore[arg-type]
+    m._pendingActorReady = lambda instance, sender: ready.append((instance, sender))  # type: ignore[attr-defined]
+    _Counted.reads = 0
+    assert MultiProcReplicator.h_EndpointConnected(m, _Connected(999, "real-999"))
+    assert procs[999].childRealAddr == "real-999" and ready == [(999, "real-999")]
+    assert _Counted.reads == 1  # the newest child: one look, not a thousand
+    assert MultiProcReplicator.h_EndpointConnected(m, _Connected(3, "real-3"))
+    assert procs[3].childRealAddr == "real-3" and not hasattr(procs[4], "childRealAddr")
+    assert MultiProcReplicator.h_EndpointConnected(m, _Connected(5000, "stranger"))  # unknown: logged
+    assert ready[-1] == (5000, "stranger")
+    assert not any(getattr(p, "childRealAddr", None) == "stranger" for p in procs)
+
+
+class _NoPass(list):  # type: ignore[type-arg]
+    """A supervisor's children that fail a test when anything walks them."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a pass over every child")
+
+    def __contains__(self, _item: object) -> bool:
+        raise AssertionError("a search through every child")
+
+
+def test_a_supervisor_finds_a_child_by_name_and_knows_its_own_without_a_pass() -> None:
+    from supervisors.tree.supervisor import Supervisor
+
+    sup = Supervisor(None)  # type: ignore[arg-type]
+    kids = [sup._held(Child({"name": f"t{i:04d}"})) for i in range(1000)]
+    sup.children = _NoPass(kids)
+    sup.named = {c.name: c for c in kids}
+    assert sup._find("t0999") is kids[999] and sup._find("t1000") is None
+    assert sup._has(kids[10])
+    assert not sup._has(Child({"name": "t0010"}))  # the same name, another record
+    sup._drop(kids[10])
+    assert sup._find("t0010") is None and not sup._has(kids[10])
+    assert list.__len__(sup.children) == 999

@@ -39,6 +39,7 @@ def test_one_descriptor_names_the_process_that_ended() -> None:
             ended = w.ended()
         assert ended == [procs[1].pid]
         assert sorted(w.pids.values()) == sorted([procs[0].pid, procs[2].pid])
+        assert w.fds == {pid: fd for fd, pid in w.pids.items()}
         assert not _wait_ready(fd, 0.05)                  # the ended one is out of the set
     finally:
         for p in procs:
@@ -49,7 +50,27 @@ def test_one_descriptor_names_the_process_that_ended() -> None:
     while len(rest) < 2 and time.monotonic() < deadline:
         rest += w.ended()
     assert sorted(rest) == sorted([procs[0].pid, procs[2].pid])
-    assert w.fd() is None
+    assert w.fd() is None and w.fds == {}
+
+
+class _NoPass(dict):  # type: ignore[type-arg]
+    def values(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a pass over every watched pid")
+
+
+def test_watching_one_more_pid_looks_at_none_of_the_others() -> None:
+    w = PidWatch()
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        w.pids = _NoPass()
+        for p in procs:
+            assert w.watch(p.pid) is True
+        assert w.watch(procs[1].pid) is True  # twice is once, found by its pid
+        assert len(w.pids) == 3 and sorted(w.fds) == sorted(p.pid for p in procs)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def test_a_process_already_reaped_is_reported_gone() -> None:

@@ -288,3 +288,48 @@ def test_a_zygote_that_ended_is_seen_gone() -> None:
     wait_until(zygote.reap, what="the zygote to end")
     wait_until(lambda: zygote.collect() or zygote.gone, what="end-of-file read")
     zygote.end()
+
+
+def _count_waits(path: str) -> None:
+    """In the zygote (before it serves): note each os.waitpid(-1, ...) in ``path``."""
+    real = os.waitpid
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        if pid == -1:
+            with open(path, "a") as f:
+                f.write("w")
+        return real(pid, options)
+
+    os.waitpid = waitpid  # type: ignore[assignment]  # (the zygote's own os module)
+
+
+def _sleep_long() -> None:
+    time.sleep(60)
+
+
+def test_the_zygote_asks_the_kernel_for_ended_children_only_after_a_sigchld(tmp_path: Path) -> None:
+    """A waitpid(-1) walks every child of the zygote in the kernel; one per request made
+    each spawn cost O(tools) (issue 10). Forks alone reap nothing; an end is still reaped."""
+    waits = tmp_path / "waits"
+    zygote = Zygote.start(lambda: _count_waits(str(waits)))
+    procs: list[_Process] = []
+    try:
+        for _ in range(6):
+            procs.append(_forked(zygote, _sleep_long))
+            wait_until(lambda: _answered(zygote, procs[-1]), what="the fork's answer")
+        before = len(waits.read_text()) if waits.exists() else 0
+        assert before <= 2, f"{before} waitpid(-1) calls for 6 forks and no end"
+        os.kill(procs[2].pid, signal.SIGKILL)  # type: ignore[arg-type]
+        wait_until(lambda: not psutil.pid_exists(procs[2].pid), what="the ended tool reaped")
+        assert len(waits.read_text()) > before
+        procs.append(_forked(zygote, _sleep_long))  # and it still serves
+        wait_until(lambda: _answered(zygote, procs[-1]), what="the next fork's answer")
+        assert procs[-1].pid
+    finally:
+        for proc in procs:
+            if proc.pid:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        _end(zygote)

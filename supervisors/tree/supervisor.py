@@ -104,6 +104,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.intensity = Intensity(3, 5.0)
         self.hooks: list[Any] = []
         self.children: list[Child] = []
+        self.named: dict[str, Child] = {}  # the same children by name (``_find``, ``_has``)
         self.live = LiveIndex()  # live children (and the accountant) by pid and address
         self.sm = StateMachine(S.CREATED)
         self.last_error: str | None = None
@@ -313,6 +314,9 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self.ctx.after(WATCH_HOST_EVERY, "host")
         self.accountant_address = spec.get("accountant")
         self.children = [self._held(Child(c)) for c in spec.get("children", [])]
+        self.named = {}
+        for c in self.children:
+            self.named.setdefault(c.name, c)  # (the first of a name, as a search found it)
         self.sm.go(S.INITIALIZING)
         if self.is_root:
             self.accountant = self._held(Child({
@@ -425,10 +429,10 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                             "or stop and remove the existing one", type="DuplicateName")
         child = self._held(Child(spec))
         self.children.append(child)
+        self.named[child.name] = child
         error = yield from self._start(child)
         if error is not None:
-            self.children.remove(child)
-            self.live.forget(child)
+            self._drop(child)
             raise error_from_wire(error, tool=self._path(child))
         self._spec_changed([child.name], full_spec(child.spec))
         return self._info(child)
@@ -438,8 +442,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         if child.alive:
             child.operator_stopped = True
             yield from self._stop_process(child, S.STOPPED)
-        self.children.remove(child)
-        self.live.forget(child)
+        self._drop(child)
         self._notify(child)
         self._spec_changed([child.name], gone=True)
         return {"removed": child.name}
@@ -487,7 +490,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             return
         child, gen, op, cid, reply_to = step
         path = self._path(child)
-        same = child.generation == gen and child.alive and child in self.children
+        same = child.generation == gen and child.alive and self._has(child)
         error: BaseException | None = None
         if r is TIMEOUT or (isinstance(r, Ack) and (r.error or {}).get("code") == "timeout"):
             error = CallTimeout(f"{path} did not {op} before the deadline: it is busy in a "
@@ -582,11 +585,11 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _notify(self, child: Child) -> None:
         """Answer parked resolves once the child is serving or settled down."""
-        publish_child(self.spec.get("runtime_dir"), self._path(child), child, child in self.children,
+        publish_child(self.spec.get("runtime_dir"), self._path(child), child, self._has(child),
                       self._rerun_settings(child))
         keep = []
         for cid, sender, not_pid in child.waiters:
-            answer = self._route(child, not_pid) if child in self.children else \
+            answer = self._route(child, not_pid) if self._has(child) else \
                 NotFound(f"{self._path(child)} was removed")
             if answer is None:
                 keep.append((cid, sender, not_pid))
@@ -754,7 +757,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     # ================================================================= failure handling
     def _failure(self, child: Child, generation: int, error: dict[str, Any] | None,
                  normal: bool, escalation: bool = False) -> Job:
-        if child.generation != generation or child not in self.children:
+        if child.generation != generation or not self._has(child):
             return  # a restart already replaced that instance
         if child.alive:
             if escalation and self.is_root:
@@ -841,10 +844,10 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _restart_group(self, failed: Child, group: list[Child]) -> Job:
         for i, sib in enumerate(group):
-            if sib in self.children and sib.operator_stopped and self.policy.strategy == "rest_for_one":
+            if self._has(sib) and sib.operator_stopped and self.policy.strategy == "rest_for_one":
                 self._leave_down(group[i + 1:], sib)
                 return
-            if sib not in self.children or sib.alive or not self._restartable_in_group(sib, failed):
+            if not self._has(sib) or sib.alive or not self._restartable_in_group(sib, failed):
                 continue  # removed, or an operator started or stopped it meanwhile
             sib.restarts += 1
             err = yield from self._start(sib, fail_state=S.RESTARTING)
@@ -860,7 +863,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     def _leave_down(self, later: list[Child], stopped: Child) -> None:
         """rest_for_one: the children after one an operator stopped depend on it; they stay down."""
         for sib in later:
-            if sib in self.children and not sib.alive and sib.state is S.RESTARTING:
+            if self._has(sib) and not sib.alive and sib.state is S.RESTARTING:
                 sib.sm.force(S.STOPPED)
                 self._event(sib, "left down", f"{stopped.name} before it was stopped by an operator")
                 self._notify(sib)
@@ -898,7 +901,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.last_error = reason
         for child in reversed(self.children):
             yield from self._stop_process(child, S.STOPPED)
-        if failed in self.children:
+        if self._has(failed):
             failed.sm.force(S.FAILED)  # the one that made us give up, as its status shows
             failed.last_error = describe(error)
         self._notify_all()
@@ -915,7 +918,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         child.sm.force(S.INITIALIZING)
         child.generation += 1
         child.exit_report = None
-        publish_child(self.spec.get("runtime_dir"), path, child, child in self.children,
+        publish_child(self.spec.get("runtime_dir"), path, child, self._has(child),
                       self._rerun_settings(child))
         child.snapshot = None
         ref = self._ref(child)
@@ -1049,7 +1052,17 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         return token
 
     def _find(self, name: str) -> Child | None:
-        return next((c for c in self.children if c.name == name), None)
+        return self.named.get(name)
+
+    def _has(self, child: Child) -> bool:
+        """``child in self.children``, without a pass over them (names are unique)."""
+        return self.named.get(child.name) is child
+
+    def _drop(self, child: Child) -> None:
+        self.children.remove(child)
+        if self.named.get(child.name) is child:
+            del self.named[child.name]
+        self.live.forget(child)
 
     def _child(self, name: str) -> Child:
         child = self._find(name)
