@@ -6,8 +6,9 @@ import time
 
 import psutil
 import pytest
+from loguru import logger
 
-from actors import ToolActor, command
+from actors import ToolActor, command, logs
 from supervisors import ToolError, ToolSystem
 from tests.helpers import wait_until
 from tests.tools import FailingInit
@@ -71,3 +72,19 @@ def test_the_host_keeps_no_defunct_child() -> None:
         wait_until(lambda: not zombies(), 5, what="no <defunct> children of the host")
         time.sleep(0.3)
         assert zombies() == []
+
+
+def test_the_log_set_up_writes_nothing_of_its_own_and_the_lines_after_it_go_out(capfd) -> None:
+    """setup() runs each format through loguru once before any actor process forks (so
+    they share what that builds, actors.logs._warm), into nowhere."""
+    before = logs._configured
+    logs._configured = None  # (a set-up as a fresh host does it)
+    try:
+        logs.setup("DEBUG")
+        logger.warning("a line after the set-up")
+        err = capfd.readouterr().err
+    finally:
+        logs._configured = None
+        logs.setup(before)
+    assert "warm" not in err and "a line after the set-up" in err, err
+    assert not getattr(logs._muted, "on", False)
