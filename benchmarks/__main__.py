@@ -16,6 +16,7 @@ still run, and the exit status is 1. ``--quick`` runs short versions of everythi
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -26,30 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from benchmarks import (
-    accounting,
-    callers,
-    chaos,
-    faults,
-    frames,
-    idle_memory,
-    leftovers,
-    lifecycle,
-    machine,
-    mcp,
-    messaging,
-    monitoring,
-    plot,
-    pools,
-    report,
-    restart,
-    roundtrip,
-    scale,
-    security,
-    spawning,
-    stackdepth,
-    throughput,
-)
+from benchmarks import leftovers, machine, plot, report
 
 UNITS = {"_ms": "milliseconds", "_s": "seconds", "_mib / _mb": "MiB (2**20 bytes)",
          "_bytes": "bytes", "calls_per_s": "calls per second",
@@ -123,44 +101,71 @@ def _in_child(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], list
     return data.get(name, {"error": "no figures"}), data["meta"].get("stray_processes_killed", [])
 
 
+def _section(module: str) -> Any:
+    """A section's module, imported only when its section runs: a section's process then
+    holds only the modules that section needs, so the tools and supervisors it forks do not
+    inherit (and pay for) the others' (aiohttp and prometheus_client alone add 0.15-0.3 MiB
+    to every process of a tree; docs/benchmarks.md, scale, eighth pass)."""
+    return importlib.import_module(f"benchmarks.{module}")
+
+
 def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]]]:
     q = args.quick
     samples = args.samples or (300 if q else 3000)
-    rt = roundtrip.RoundTripSettings(samples=samples, warmup=50 if q else 200, block=min(50, samples))
     level = args.log_level
     memory_s = args.memory_seconds or (LONG_MEMORY_S if args.long else 5.0 if q else 90.0)
     cadence = 1.0 if args.long else 0.05  # long: the default cadence; else fill the history ring quickly
     depths = [0, 40, 80] if q else list(range(0, 200, 10))  # ~1 KiB of frame stack per 10 frames
+
+    def roundtrip() -> dict[str, Any]:
+        mod = _section("roundtrip")
+        return mod.run(mod.RoundTripSettings(samples=samples, warmup=50 if q else 200,
+                                             block=min(50, samples)), level)
+
+    def scale() -> dict[str, Any]:
+        mod = _section("scale")
+        return _plotted(mod.run((25, 100) if q else mod.SIZES, restarts=5 if q else 10,
+                                calls=100 if q else 300, log_level=level,
+                                one_supervisor=(100,) if q else (1000,)),
+                        mod.plot, None if q or args.no_plot else SCALE_PLOT)
+
+    def pool() -> dict[str, Any]:
+        mod = _section("pools")
+        return _plotted(mod.run(q, level), mod.plot, None if q or args.no_plot else POOL_PLOT)
+
+    def memory() -> dict[str, Any]:
+        mod = _section("idle_memory")
+        return mod.run(_sizes(args.sizes) or ((25,) if q else mod.SIZES), log_level=level)
+
     return {
-        "roundtrip": lambda: roundtrip.run(rt, level),
-        "stackdepth": lambda: stackdepth.run(depths, 100 if q else 200, level),
-        "throughput": lambda: throughput.run(1000, 10 if q else 100, 256, 20 if q else 200, 20_000, level),
-        "frames": frames.run,
-        "spawn": lambda: spawning.run(args.tools or (25 if q else 100), level),
-        "restart": lambda: restart.run(args.restarts or (8 if q else 30), level),
-        "lifecycle": lambda: lifecycle.run(2 if q else 5, level),
-        "faults": lambda: faults.run(tries=args.restarts or (50 if q else 1000),
-                                     hang_repeats=1 if q else 3, queries=150 if q else 600,
-                                     sweep_step_ms=50 if q else 10, log_level=level),
-        "accounting": lambda: accounting.run(tools=100, sweeps=5 if q else 30, duration=memory_s,
-                                             cadence=cadence, periods=[0.25] if q else [0.25, 1.0],
-                                             repeats=3 if q else 6, log_level=level),
-        "messaging": lambda: messaging.run(samples=samples, block=min(100, samples),
-                                           sends=20_000 if q else 200_000, cycles=5 if q else 30,
-                                           log_level=level),
-        "callers": lambda: callers.run(500 if q else 10_000, 200 if q else 2_000, 200 if q else 1_000,
-                                       200 if q else 2_000, level),
-        "security": lambda: security.run(q),
-        "chaos": lambda: chaos.run(duration=args.duration or (15.0 if q else 60.0), log_level=level),
-        "mcp": lambda: mcp.run(q),
-        "monitoring": lambda: monitoring.run(q),
-        "scale": lambda: _plotted(scale.run((25, 100) if q else scale.SIZES, restarts=5 if q else 10,
-                                            calls=100 if q else 300, log_level=level,
-                                            one_supervisor=(100,) if q else (1000,)),
-                                  scale.plot, None if q or args.no_plot else SCALE_PLOT),
-        "pool": lambda: _plotted(pools.run(q, level), pools.plot, None if q or args.no_plot else POOL_PLOT),
-        "memory": lambda: idle_memory.run(_sizes(args.sizes) or ((25,) if q else idle_memory.SIZES),
-                                          log_level=level),
+        "roundtrip": roundtrip,
+        "stackdepth": lambda: _section("stackdepth").run(depths, 100 if q else 200, level),
+        "throughput": lambda: _section("throughput").run(1000, 10 if q else 100, 256, 20 if q else 200,
+                                                         20_000, level),
+        "frames": lambda: _section("frames").run(),
+        "spawn": lambda: _section("spawning").run(args.tools or (25 if q else 100), level),
+        "restart": lambda: _section("restart").run(args.restarts or (8 if q else 30), level),
+        "lifecycle": lambda: _section("lifecycle").run(2 if q else 5, level),
+        "faults": lambda: _section("faults").run(tries=args.restarts or (50 if q else 1000),
+                                                 hang_repeats=1 if q else 3, queries=150 if q else 600,
+                                                 sweep_step_ms=50 if q else 10, log_level=level),
+        "accounting": lambda: _section("accounting").run(tools=100, sweeps=5 if q else 30,
+                                                         duration=memory_s, cadence=cadence,
+                                                         periods=[0.25] if q else [0.25, 1.0],
+                                                         repeats=3 if q else 6, log_level=level),
+        "messaging": lambda: _section("messaging").run(samples=samples, block=min(100, samples),
+                                                       sends=20_000 if q else 200_000,
+                                                       cycles=5 if q else 30, log_level=level),
+        "callers": lambda: _section("callers").run(500 if q else 10_000, 200 if q else 2_000,
+                                                   200 if q else 1_000, 200 if q else 2_000, level),
+        "security": lambda: _section("security").run(q),
+        "chaos": lambda: _section("chaos").run(duration=args.duration or (15.0 if q else 60.0),
+                                               log_level=level),
+        "mcp": lambda: _section("mcp").run(q),
+        "monitoring": lambda: _section("monitoring").run(q),
+        "scale": scale,
+        "pool": pool,
+        "memory": memory,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import psutil
@@ -20,6 +22,21 @@ def test_no_plot_reaches_every_section_process() -> None:
     assert "--no-plot" in _forwarded(parse_args(["--no-plot", "--only", "scale"]))
     assert "--no-plot" not in _forwarded(parse_args(["--only", "scale"]))
     assert "--quick" in _forwarded(parse_args(["--quick", "--no-plot"]))
+
+
+def test_a_section_process_imports_only_its_own_section() -> None:
+    # A section's process forks the trees it measures: every module it imported is in
+    # every tool and supervisor (aiohttp and prometheus_client, which only the monitoring
+    # and MCP sections need, made each 0.15-0.3 MiB larger in the scale section).
+    code = ("import sys, benchmarks.__main__ as m; m._section('scale'); "
+            "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in "
+            "('aiohttp', 'prometheus_client', 'benchmarks'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25,
+                          check=True)
+    loaded = done.stdout.split()
+    assert "benchmarks.scale" in loaded
+    assert not [n for n in loaded if n.startswith(("aiohttp", "prometheus_client"))], loaded
+    assert "benchmarks.monitoring" not in loaded and "benchmarks.mcp" not in loaded
 
 
 def test_cpu_shares_split_the_machine_time() -> None:
