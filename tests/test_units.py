@@ -60,6 +60,33 @@ def test_codec_names_an_unsendable_value() -> None:
         encode(Call(1, "x", {"v": object()}, 0))
 
 
+def test_a_lazy_list_is_packed_one_item_at_a_time_and_arrives_as_a_list() -> None:
+    # A supervisor's status of 1,000 children made every item at once; the allocator kept
+    # what they took. Packed lazily, no more than one item is alive at a time.
+    from actors.codec import LazyList
+
+    live = {"now": 0, "most": 0}
+
+    class Item(dict):
+        def __init__(self, n: int) -> None:
+            super().__init__(name=f"t{n:04d}", kind="tool")
+            live["now"] += 1
+            live["most"] = max(live["most"], live["now"])
+
+        def __del__(self) -> None:
+            live["now"] -= 1
+
+    names = LazyList(range(500), Item)
+    reply = decode(encode(Reply(7, True, {"children": names, "inner": LazyList([1, 2], str)})))
+    assert live["most"] == 1 and live["now"] == 0
+    assert reply.value["children"] == [{"name": f"t{n:04d}", "kind": "tool"} for n in range(500)]
+    assert type(reply.value["children"]) is list and reply.value["inner"] == ["1", "2"]
+    # read in its own process, it is a sequence like any other
+    assert len(names) == 500 and names[3] == {"name": "t0003", "kind": "tool"}
+    assert names[1:3] == [{"name": "t0001", "kind": "tool"}, {"name": "t0002", "kind": "tool"}]
+    assert LazyList([], str) == [] and list(LazyList("ab", str.upper)) == ["A", "B"]
+
+
 def test_errors_round_trip_through_the_wire() -> None:
     err = error_from_wire(error_to_wire(CallTimeout("slow")), tool="a/b")
     assert isinstance(err, CallTimeout) and isinstance(err, ToolUnavailable)

@@ -28,12 +28,13 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from loguru import logger
 
 from actors import logs, sharing
+from actors.codec import LazyList
 from actors.context import Context
 from actors.errors import (
     CallTimeout,
@@ -617,17 +618,18 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 "state": self.sm.state.value, "last_error": self.last_error,
                 "policy": self.policy.to_dict(), "root": self.is_root,
                 "busy": self.jobs.busy, "queued_jobs": self.jobs.queued,
-                "children": [self._info(c) for c in self.children]}
+                "children": LazyList(self.children, self._info)}
 
-    def _snapshot(self) -> list[dict[str, Any]]:
-        """Our children as we last saw them, for our parent to answer for them once we are gone."""
-        out = []
-        for c in self.children:
+    def _snapshot(self) -> LazyList:
+        """Our children as we last saw them, for our parent to answer for them once we are gone
+        (made one by one as the message is packed)."""
+        def seen(c: Child) -> dict[str, Any]:
             info = self._info(c)
             if c.kind == "supervisor":
                 info["snapshot"] = c.snapshot
-            out.append(info)
-        return out
+            return info
+
+        return LazyList(self.children, seen)
 
     def _op_status_below(self, req: Request, sender: Any) -> Any:
         """Status of ``rest`` (a path) under our child supervisor ``name`` that is not running.
@@ -1159,10 +1161,10 @@ class _Deferred:
 _DEFERRED = _Deferred()
 
 
-def _kinds(children: list[dict[str, Any]] | KeptChildren) -> list[dict[str, Any]]:
+def _kinds(children: list[dict[str, Any]] | KeptChildren) -> Sequence[dict[str, Any]]:
     """Name and kind of each child in a spec's ``children``."""
-    if isinstance(children, KeptChildren):
-        return [{"name": name, "kind": kind} for name, kind in children.kinds()]
+    if isinstance(children, KeptChildren):  # (made as packed: a supervisor may have 1,000)
+        return LazyList(children.kinds(), lambda pair: {"name": pair[0], "kind": pair[1]})
     return [{"name": c["name"], "kind": c.get("kind", "tool")} for c in children]
 
 
