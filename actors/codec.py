@@ -39,7 +39,7 @@ class LazyList(Sequence[Any]):
 
     A supervisor answers a status with the name and kind of each of a child supervisor's
     children, and ``inspect`` with the status of each of its own: as a list of dicts made
-    at once, 1,000 children took the root 0.3 MiB (and their supervisor about 1 MiB) that
+    at once, 1,000 children took the root 0.4 MiB (and their supervisor about 1 MiB) that
     the allocator then kept, its pools pinned by the objects made in between (issue 10,
     docs/benchmarks.md, scale, eighth pass). Read in the same process, it is a sequence like
     any other (the items made again on each use)."""
@@ -110,8 +110,6 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if unpack is None:
         return msgpack.ExtType(code, data)
     return unpack(data)
-
-
 
 
 def _packer() -> msgpack.Packer:
