@@ -1109,7 +1109,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
     def _log_up(self, level: str, text: str) -> None:
         """Have the root write this line (``LogLine``); the root writes its own."""
         if self.is_root or self.parent is None:
-            self.log.log(level, "{}", text)
+            logs.relayed(level, text)
         else:
             self.ctx.send(self.parent, LogLine(level, text))
 
