@@ -50,15 +50,14 @@ _muted = threading.local()
 
 
 def _warm(level: str) -> None:
-    """Log a line of each format at ``level`` and at WARNING and ERROR (those it lets
-    through) into nowhere. What loguru builds and caches the first time a handler writes
+    """Log a line of each format at ``level`` and at WARNING and ERROR (those ``setup``'s
+    threshold lets through) into nowhere. What loguru builds and caches the first time a handler writes
     (the format parsed and memoized, the time's format compiled) is then built before
     this process forks its actor system, and shared. The root supervisor's first line (a
     tool's crash) copied 0.33 MiB of pages it shared, 0.2 since (issue 10: ten restarts
     at 1,000 tools left the root 0.42-0.46 MiB larger before, 0.25-0.28 after).
     ``logger.remove()`` came first: no sink but ours sees these lines."""
-    threshold = logger.level(level).no
-    levels = dict.fromkeys(lv for lv in (level, "WARNING", "ERROR") if logger.level(lv).no >= threshold)
+    levels = dict.fromkeys(lv for lv in (level, "WARNING", "ERROR") if logger.level(lv).no >= _threshold)
     _muted.on = True
     try:
         for lv in levels:
