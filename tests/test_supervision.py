@@ -297,3 +297,51 @@ def test_backoff_keeps_growing_while_restarts_fail(system: ToolSystem, tmp_path)
     delays = [e["detail"] for e in system.events() if e["event"] == "backoff"]
     assert delays == ["0.050s before restart", "0.100s before restart", "0.200s before restart",
                       "0.400s before restart"]
+
+
+def test_tree_lists_the_children_of_a_stopped_supervisor(system: ToolSystem) -> None:
+    outer = system.supervise("outer")
+    inner = outer.supervise("inner")
+    inner.spawn(Counter, name="b")
+    inner.spawn(Counter, name="c")
+    assert inner.stop().state is ToolState.STOPPED
+    node = find(system.tree(), "outer/inner")
+    assert node["state"] == "stopped"
+    assert [(c["name"], c["state"], c["pid"]) for c in node["children"]] == [
+        ("b", "stopped", None), ("c", "stopped", None)]
+
+
+def test_tree_lists_the_children_of_a_supervisor_that_went_down_while_it_was_read(
+        system: ToolSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root said outer/inner runs, then inner could not answer (it died in between):
+    the tree still lists inner's children, from the spec its parent keeps."""
+    outer = system.supervise("outer")
+    inner = outer.supervise("inner")
+    inner.spawn(Counter, name="b")
+    wait_until(lambda: [c["name"] for c in system._request("outer", "status", {"name": "inner"}, 5)
+                        ["children"]] == ["b"], what="outer to learn inner's children")
+    real = system._request
+
+    def inner_gone(path, op, args, timeout):
+        if path == "outer/inner" and op == "inspect":
+            raise ToolUnavailable("outer/inner is not running")
+        return real(path, op, args, timeout)
+
+    monkeypatch.setattr(system, "_request", inner_gone)
+    node = find(system.tree(), "outer/inner")
+    assert [(c["name"], c["state"]) for c in node["children"]] == [("b", "stopped")]
+
+
+def test_a_supervisors_status_lists_its_children_only_when_asked(system: ToolSystem) -> None:
+    """A status (``handle.status()``) does not need the names of a supervisor's children:
+    its parent leaves them out unless asked (with 1,000 children that list cost the root
+    0.3 MiB, issue 10)."""
+    w = system.supervise("w")
+    w.spawn(Counter, name="a")
+    wait_until(lambda: [c["name"] for c in system._request("", "status", {"name": "w"}, 5)
+                        ["children"]] == ["a"], what="the root to learn w's children")
+    brief = system._request("", "status", {"name": "w", "children": False}, 5)
+    assert "children" not in brief and brief["state"] == "running"
+    assert w.status().state is ToolState.RUNNING
+    running = [c for c in system._request("", "inspect", {}, 5)["children"] if c["name"] == "w"]
+    assert running and "children" not in running[0]  # the host asks w itself

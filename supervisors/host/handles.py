@@ -116,7 +116,8 @@ class _Node:
                               last_error=info.get("last_error"))
         parent, name = _split(self.path)
         try:
-            info = self.system._request(parent, "status", {"name": name}, timeout)
+            info = self.system._request(parent, "status", {"name": name, "children": False},
+                                        timeout)
         except CallTimeout:
             raise
         except ToolUnavailable:  # its supervisor is down: ask the nearest one that runs

@@ -431,6 +431,18 @@ class ToolSystem:
         tree["children"] = [c for c in tree["children"] if c["name"] not in SYSTEM_TOOLS]
         return tree
 
+    def _kinds_kept(self, path: str, info: dict[str, Any],
+                    timeout: float | None) -> list[dict[str, Any]]:
+        """The name and kind of each child of the supervisor at ``path``, as its parent keeps
+        them: ``info`` has them unless the parent listed it running (then it is asked)."""
+        if "children" in info:
+            return list(info["children"])
+        parent, _, name = path.rpartition("/")
+        try:
+            return list(self._request(parent, "status", {"name": name}, timeout)["children"])
+        except ToolError:  # its parent went down too: what it had is gone with it
+            return []
+
     def _subtree(self, path: str, info: dict[str, Any] | None,
                  timeout: float | None) -> dict[str, Any]:
         try:
@@ -442,7 +454,7 @@ class ToolSystem:
             node["children"] = [{"name": c["name"], "path": f"{path}/{c['name']}",
                                  "kind": c["kind"], "state": "stopped", "pid": None,
                                  "restarts": 0, "last_error": None, "children": []}
-                                for c in info.get("children", [])]
+                                for c in self._kinds_kept(path, info, timeout)]
             return node
         node = {**(info or {}), "name": data["name"] or "root", "path": path,
                 "kind": "supervisor", "state": data["state"], "pid": data["pid"],
