@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from actors import heap
 from actors.errors import MalformedMessage
 from actors.messages import REGISTRY, shape_problem
 
@@ -30,6 +31,14 @@ def register_ext(kind: type, code: int, pack: Callable[[Any], bytes],
 
 
 _local = threading.local()
+#: A reused packer's first buffer. msgpack's default is 256 KiB, which the process then kept
+#: in every thread that packed (one buffer for messages, one for ``LazyList`` items), up to
+#: the largest message it ever packed: a 1,000-child supervisor's ``inspect`` (about 200 KB)
+#: left it 0.6 MiB larger, for good (issue 10). The buffer grows as a message needs.
+PACKER_BUFFER = 16 * 1024
+#: A packer that has packed a larger message than this is dropped instead of reused, so the
+#: memory its buffer grew to goes back to the allocator (a new packer costs about 1 us).
+PACKER_KEPT_UP_TO = heap.LARGE
 LAZY_LIST_EXT = 2  # (1 is an actor address, actors.shell)
 
 
@@ -78,15 +87,19 @@ def _pack_lazy(value: LazyList) -> bytes:
     if spare is None:
         spare = _local.lazy = []
     packer = spare.pop() if spare else msgpack.Packer(default=_default, use_bin_type=True,
-                                                       autoreset=False)
+                                                       autoreset=False, buf_size=PACKER_BUFFER)
+    data = b""
     try:
         packer.pack_array_header(len(source))
         for x in source:
             packer.pack(value._make(x))
-        return packer.bytes()
+        data = packer.bytes()
+        heap.note(len(data))
+        return data
     finally:
         packer.reset()
-        spare.append(packer)
+        if len(data) <= PACKER_KEPT_UP_TO:
+            spare.append(packer)
 
 
 def _default(obj: Any) -> Any:
@@ -115,17 +128,23 @@ def _ext_hook(code: int, data: bytes) -> Any:
 def _packer() -> msgpack.Packer:
     packer = getattr(_local, "packer", None)
     if packer is None:  # one per thread: a Packer is not safe to share
-        packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True)
+        packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True,
+                                                buf_size=PACKER_BUFFER)
     return packer
 
 
 def pack_value(value: Any) -> bytes:
     packer = _packer()
     try:
-        return packer.pack(value)
+        data = packer.pack(value)
     except BaseException:
         packer.reset()  # drop whatever a failed pack left in its buffer
         raise
+    if len(data) >= heap.LARGE:
+        heap.note(len(data))
+        if len(data) > PACKER_KEPT_UP_TO:
+            _local.packer = None  # (its buffer grew: let it go)
+    return data
 
 
 def unpack_value(data: bytes) -> Any:
@@ -143,6 +162,8 @@ def decode(data: Any) -> Any:
     """Unpack bytes into a message; raises ``MalformedMessage`` saying why not."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedMessage(f"expected msgpack bytes, got {type(data).__name__}")
+    if len(data) >= heap.LARGE:
+        heap.note(len(data))
     try:
         items = unpack_value(data)
     except Exception as exc:  # msgpack raises several unrelated types

@@ -33,7 +33,7 @@ from thespian.actors import (
 from thespian.system.transport import IPBase, TransmitIntent
 from thespian.system.transport.IPBase import TCPv4ActorAddress, UDPv4ActorAddress
 
-from actors import addresses, exits, pidwatch, sharing, tcploop, wire_auth
+from actors import addresses, exits, heap, pidwatch, sharing, tcploop, wire_auth
 from actors.codec import decode, encode, register_ext
 from actors.errors import MalformedMessage, error_to_wire
 from actors.fastpath import DEFAULT_MAX_CALLERS, FastPathServer, Peer
@@ -47,6 +47,7 @@ ADDRESS_EXT = 1
 #: The Thespian bases our shells run on (multiprocQueueBase does not report killed children).
 BASES = ("multiprocTCPBase", "multiprocUDPBase")
 FLUSH_EVERY = 0.005  # seconds between retries of replies a slow reader has not taken yet
+TRIM = "__trim__"  # the wakeup after which the heap is trimmed (actors.heap)
 
 
 def _listen_on_loopback_only() -> None:
@@ -130,6 +131,7 @@ class Shell(Actor):
         self._inner: Any = None
         self._door: FastPathServer | None = None
         self._flush_armed = False
+        self._trim_armed = False  # a heap trim is due after a large message (actors.heap)
         self._due: list[Any] = []          # timer payloads ready to run
         self._timers = Timers()            # timer payloads waiting for their time
         self._bell: tuple[int, int] | None = None  # self-pipe that wakes our own loop
@@ -421,6 +423,9 @@ class Shell(Actor):
                     self._flush_armed = False
                     if self._door is not None:
                         self._door.flush()
+                elif payload == TRIM:
+                    self._trim_armed = False
+                    heap.trim()
                 elif payload == WAKEUP:
                     due, arm = self._timers.rang()
                     if arm is not None:
@@ -454,6 +459,10 @@ class Shell(Actor):
         except Exception as exc:  # never let Thespian retry or poison a message
             logger.opt(exception=exc).error("actor {} failed handling {}: {}", self.pid,
                                             type(msg).__name__, error_to_wire(exc)["message"])
+        heap.handled()
+        if not self._trim_armed and heap.take():  # (its copies are gone by then)
+            self._trim_armed = True
+            self.wakeupAfter(timedelta(seconds=heap.TRIM_AFTER), TRIM)
         return self._watch()
 
     def _run_due(self, inner: Any) -> None:
