@@ -1,7 +1,8 @@
 """Cost against tree size (issue 10): spawn, restart, call, accountant sweep, memory, shutdown.
 
 First the call latency with a single tool running (the baseline of the call
-ratio). Then, for each size N (25, 250, 1,000 by default) a fresh ToolSystem spawns N Counter
+ratio). Then, for each size N (25, 250, 1,000 by default), in a fresh Python process of its
+own (``in_fresh_host``), a ToolSystem spawns N Counter
 tools under supervisors of 25 each (``per_supervisor``; ``one_supervisor`` sizes
 are run again with all N under one supervisor), then measures on that
 tree: the call latency to one tool, SIGKILL-to-serving restarts of one tool,
@@ -16,9 +17,13 @@ machine is shared.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -225,6 +230,7 @@ def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
     first = statistics.fmean(per_tool[:25]) * 1000
     last = statistics.fmean(per_tool[-100:]) * 1000
     return {"tools": n, "supervisors": len(sups), "spawn_total_s": round(total, 2),
+            "host_pid": os.getpid(),
             "system_start_s": round(t0 - t_enter, 2),
             "spawn_first25_ms_per_tool": round(first, 2), "spawn_last100_ms_per_tool": round(last, 2),
             "spawn_last100_over_first25": round(last / first, 2) if first else None,
@@ -268,10 +274,11 @@ def run(sizes: tuple[int, ...] = SIZES, per_supervisor: int = 25, restarts: int 
     """``one_supervisor``: sizes also run with every tool under a single supervisor."""
     out: dict[str, Any] = {"sizes": {}, "per_supervisor": per_supervisor, "target": dict(TARGETS)}
     out["one_tool"] = one_tool(calls, log_level)
+    out["host"] = "a fresh process for each tree"
     for n in sizes:
-        out["sizes"][str(n)] = one_size(n, per_supervisor, restarts, calls, log_level)
+        out["sizes"][str(n)] = in_fresh_host(n, per_supervisor, restarts, calls, log_level)
     if one_supervisor:
-        out["one_supervisor"] = {str(n): one_size(n, n, restarts, calls, log_level)
+        out["one_supervisor"] = {str(n): in_fresh_host(n, n, restarts, calls, log_level)
                                  for n in one_supervisor}
     small, big = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
     out["ratio_restart_p50_big_over_small"] = round(big["restart"]["p50_ms"] / small["restart"]["p50_ms"], 2)
@@ -280,6 +287,33 @@ def run(sizes: tuple[int, ...] = SIZES, per_supervisor: int = 25, restarts: int 
     out["ratio_call_p50_big_over_one_interleaved"] = big["call_vs_one_interleaved"]["ratio_p50"]
     out["ratio_restart_p50_big_over_25_interleaved"] = big["restart_vs_25_interleaved"]["ratio_p50"]
     return out
+
+
+def in_fresh_host(n: int, per_supervisor: int, restarts: int, calls: int,
+                  log_level: str | None) -> dict[str, Any]:
+    """``one_size`` in a new Python process, as an application that starts one system.
+
+    The root is forked from the host, so it inherits the host's small-object pools: in a
+    host that had run the three trees before, they were full of holes, the root's new
+    objects landed on inherited pages, and it was 0.25-0.45 MiB larger (6.09-6.26 MiB at
+    1,000 tools under one supervisor against 5.61-5.86 started in a fresh host; docs/
+    benchmarks.md, scale, ninth pass). One tree's figures should not depend on which
+    trees the benchmark ran before it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory(prefix="toolvisor-scale-") as tmp:
+        out = os.path.join(tmp, "size.json")
+        code = ("import json, sys; from benchmarks.scale import one_size; "
+                "json.dump(one_size(*json.loads(sys.argv[1])), open(sys.argv[2], 'w'))")
+        args = json.dumps([n, per_supervisor, restarts, calls, log_level])
+        done = subprocess.run([sys.executable, "-c", code, args, out], cwd=root,
+                              stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the tree of {n} tools ({per_supervisor} per supervisor) failed "
+                               f"in its process (exit {done.returncode}): "
+                               f"{done.stderr.strip()[-2000:]}")
+        sys.stderr.write(done.stderr)
+        with open(out) as f:
+            return json.load(f)
 
 
 def one_tool(calls: int, log_level: str | None) -> dict[str, Any]:

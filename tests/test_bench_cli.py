@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -112,3 +113,18 @@ def test_the_table_names_the_vm_that_hands_memory_back() -> None:
     assert "hands free memory back" not in table({"meta": meta, "scale": {"error": "not run"}})
     assert _handed_back_rows({"handed_back_gib": None}) == []
     assert _handed_back_rows({"handed_back_gib": [0.0, 1.5]})[0][1] == "0 1.5"
+
+
+@pytest.mark.timeout(120)
+def test_each_scale_tree_runs_in_a_fresh_host_of_its_own() -> None:
+    # The root inherits its host's memory: a host that ran trees before gave it 0.25-0.45
+    # MiB more, so each tree gets a new Python process (benchmarks.scale.in_fresh_host).
+    from benchmarks import scale
+
+    first = scale.in_fresh_host(3, 2, 1, 10, "WARNING")
+    second = scale.in_fresh_host(2, 2, 1, 10, "WARNING")
+    assert (first["tools"], first["supervisors"], second["tools"]) == (3, 2, 2)
+    assert len({first["host_pid"], second["host_pid"], os.getpid()}) == 3
+    assert first["root_supervisor"]["uss_mib"] > 0
+    with pytest.raises(RuntimeError, match=r"tree of 0 tools \(2 per supervisor\) failed"):
+        scale.in_fresh_host(0, 2, 1, 10, "WARNING")
