@@ -33,11 +33,13 @@ def register_ext(kind: type, code: int, pack: Callable[[Any], bytes],
 _local = threading.local()
 #: A reused packer's first buffer. msgpack's default is 256 KiB, which the process then kept
 #: in every thread that packed (one buffer for messages, one for ``LazyList`` items), up to
-#: the largest message it ever packed: a 1,000-child supervisor's ``inspect`` (about 200 KB)
-#: left it 0.6 MiB larger, for good (issue 10). The buffer grows as a message needs.
+#: the largest message it ever packed: a 1,000-child supervisor's ``inspect`` (240 KB)
+#: left it 0.25 MiB larger, for good (issue 10). The buffer grows as a message needs.
 PACKER_BUFFER = 16 * 1024
 #: A packer that has packed a larger message than this is dropped instead of reused, so the
-#: memory its buffer grew to goes back to the allocator (a new packer costs about 1 us).
+#: memory its buffer grew to goes back to the allocator (a new packer costs about 1 us). One
+#: kept may still hold up to about twice this (msgpack doubles a buffer it grows), and one
+#: whose pack failed is kept whatever it grew to.
 PACKER_KEPT_UP_TO = heap.LARGE
 LAZY_LIST_EXT = 2  # (1 is an actor address, actors.shell)
 

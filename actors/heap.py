@@ -10,24 +10,27 @@ pass).
 
 So every actor notes the large messages it packs or reads (``note``, from
 ``actors.codec``) and, ``TRIM_AFTER`` seconds after one (when the copies are gone), trims
-its heap once (``trim``: about 0.1 ms at 12 MiB). Every ``BUSY`` messages it handles count
-as one large one: the same supervisor kept another 0.2-0.3 MiB from spawning its tools.
-Nothing happens where there is no glibc.
+its heap once (``trim``: about 0.1 ms at 10 MiB; 30 ms the first time for 400 MB of freed
+blocks, 1 ms after). A copy still waiting for a slow reader then is not given back until
+a later trim. Every ``BUSY`` deliveries of the actor's loop (messages, timers, socket
+events) count as one large message: the same supervisor kept another 0.2-0.3 MiB from
+spawning its tools. Nothing happens where there is no glibc.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 LARGE = 64 * 1024   # bytes: a message this large or larger is followed by a trim
 TRIM_AFTER = 0.5    # seconds from the first large message to the trim
-BUSY = 1000         # messages handled: as many as one large message
+BUSY = 1000         # deliveries handled (``handled``): as many as one large message
 
 _large = 0    # large messages since the last ``take``
 _handled = 0  # messages handled since the last one counted as large
 
 
-def _find_trim() -> ctypes._CFuncPtr | None:
+def _find_trim() -> Callable[[int], int] | None:
     try:
         fn = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim with
@@ -48,7 +51,7 @@ def note(size: int) -> None:
 
 
 def handled() -> None:
-    """This actor handled a message (of any size)."""
+    """This actor's loop handled a delivery (a message of any size, a timer, a socket event)."""
     global _handled, _large
     _handled += 1
     if _handled >= BUSY:

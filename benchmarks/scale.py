@@ -39,6 +39,7 @@ from supervisors import Backoff, Policy, ToolSystem
 from supervisors.processes.procs import pid_alive
 
 TOOL = "examples.counter:Counter"
+TREE_TIMEOUT_S = 900.0  # one tree's whole run in its own process (1,000 tools: about 60 s)
 SIZES = (25, 250, 1000)
 TARGETS = {"spawn_last100_over_first25_max": 1.5, "restart_p50_ratio_max": 1.5,
            "call_p50_ratio_max": 1.2, "sweep_ms_per_tool_max": 0.2, "accountant_cpu_max": 0.15,
@@ -173,6 +174,9 @@ def _accountant(system: ToolSystem, seconds: float) -> dict[str, Any]:
 
 def one_size(n: int, per_supervisor: int, restarts: int, calls: int,
              log_level: str | None) -> dict[str, Any]:
+    if n < 1 or per_supervisor < 1:
+        raise ValueError(f"a tree needs at least one tool and one tool per supervisor; "
+                         f"got n={n}, per_supervisor={per_supervisor}")
     # The host imports the tool's module before the system starts, as an application that
     # imports its tool classes does, so every tool shares it (docs/scaling.md, Memory); the
     # memory section measures the by-name case too.
@@ -305,13 +309,16 @@ def in_fresh_host(n: int, per_supervisor: int, restarts: int, calls: int,
         code = ("import json, sys; from benchmarks.scale import one_size; "
                 "json.dump(one_size(*json.loads(sys.argv[1])), open(sys.argv[2], 'w'))")
         args = json.dumps([n, per_supervisor, restarts, calls, log_level])
-        done = subprocess.run([sys.executable, "-c", code, args, out], cwd=root,
-                              stderr=subprocess.PIPE, text=True)
+        what = f"the tree of {n} tools ({per_supervisor} per supervisor)"
+        try:  # (its log lines go straight to our stderr, as they are written)
+            done = subprocess.run([sys.executable, "-c", code, args, out], cwd=root,
+                                  timeout=TREE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{what} ran over {TREE_TIMEOUT_S:.0f} s and was killed; "
+                               "see its lines above, and check the machine's load") from None
         if done.returncode != 0:
-            raise RuntimeError(f"the tree of {n} tools ({per_supervisor} per supervisor) failed "
-                               f"in its process (exit {done.returncode}): "
-                               f"{done.stderr.strip()[-2000:]}")
-        sys.stderr.write(done.stderr)
+            raise RuntimeError(f"{what} failed in its process (exit {done.returncode}); "
+                               "its traceback is above")
         with open(out) as f:
             return json.load(f)
 

@@ -116,7 +116,7 @@ def test_the_table_names_the_vm_that_hands_memory_back() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_each_scale_tree_runs_in_a_fresh_host_of_its_own() -> None:
+def test_each_scale_tree_runs_in_a_fresh_host_of_its_own(capfd: pytest.CaptureFixture[str]) -> None:
     # The root inherits its host's memory: a host that ran trees before gave it 0.25-0.45
     # MiB more, so each tree gets a new Python process (benchmarks.scale.in_fresh_host).
     from benchmarks import scale
@@ -127,4 +127,5 @@ def test_each_scale_tree_runs_in_a_fresh_host_of_its_own() -> None:
     assert len({first["host_pid"], second["host_pid"], os.getpid()}) == 3
     assert first["root_supervisor"]["uss_mib"] > 0
     with pytest.raises(RuntimeError, match=r"tree of 0 tools \(2 per supervisor\) failed"):
-        scale.in_fresh_host(0, 2, 1, 10, "WARNING")
+        scale.in_fresh_host(0, 2, 1, 10, "WARNING")  # (one_size refuses it)
+    assert "ValueError: a tree needs at least one tool" in capfd.readouterr().err

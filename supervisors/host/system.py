@@ -62,6 +62,9 @@ from supervisors.tree.supervisor import SupervisorShell
 
 CALL_PATHS = ("socket", "thespian")
 DEATH_WAIT = 0.05  # seconds a caller that lost its connection waits to see the tool process end
+#: How long ``tree()`` waits for a parent's list of a child supervisor's children when
+#: that supervisor did not answer (``ToolSystem._kinds_kept``).
+KINDS_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -434,13 +437,19 @@ class ToolSystem:
     def _kinds_kept(self, path: str, info: dict[str, Any],
                     timeout: float | None) -> list[dict[str, Any]]:
         """The name and kind of each child of the supervisor at ``path``, as its parent keeps
-        them: ``info`` has them unless the parent listed it running (then it is asked)."""
+        them: ``info`` has them unless the parent listed it running (the supervisor then
+        went down or did not answer in time). The parent is asked then, for at most
+        ``KINDS_TIMEOUT`` seconds: a ``tree()`` waits at most that much longer."""
         if "children" in info:
             return list(info["children"])
         parent, _, name = path.rpartition("/")
+        wait = KINDS_TIMEOUT if timeout is None else min(timeout, KINDS_TIMEOUT)
         try:
-            return list(self._request(parent, "status", {"name": name}, timeout)["children"])
-        except ToolError:  # its parent went down too: what it had is gone with it
+            return list(self._request(parent, "status", {"name": name}, wait)["children"])
+        except ToolError as exc:  # its parent is down or busy too: list no children
+            logger.warning("tree(): {} did not answer and its parent {} could not list its "
+                           "children either ({}); it is shown without them", path,
+                           parent or "(root)", exc)
             return []
 
     def _subtree(self, path: str, info: dict[str, Any] | None,
