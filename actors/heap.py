@@ -27,7 +27,7 @@ TRIM_AFTER = 0.5    # seconds from the first large message to the trim
 BUSY = 1000         # deliveries handled (``handled``): as many as one large message
 
 _large = 0    # large messages since the last ``take``
-_handled = 0  # messages handled since the last one counted as large
+_handled = 0  # deliveries handled since the last ``BUSY`` counted as a large message
 
 
 def _find_trim() -> Callable[[int], int] | None:
