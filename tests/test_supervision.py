@@ -355,3 +355,6 @@ def test_a_supervisors_status_lists_its_children_only_when_asked(system: ToolSys
     assert w.status().state is ToolState.RUNNING
     running = [c for c in system._request("", "inspect", {}, 5)["children"] if c["name"] == "w"]
     assert running and "children" not in running[0]  # the host asks w itself
+    restarted = system._request("", "control", {"name": "w", "op": "restart"}, 20)
+    assert "children" not in restarted and restarted["state"] == "running"  # a ToolStatus's
+    assert w.tool("a").call("get", timeout=10) == 0  # (restarted with its child)

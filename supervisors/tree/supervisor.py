@@ -436,7 +436,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             self._drop(child)
             raise error_from_wire(error, tool=self._path(child))
         self._spec_changed([child.name], full_spec(child.spec))
-        return self._info(child)
+        return self._info(child, kinds=False)  # (the host makes a handle of it)
 
     def _op_remove(self, req: Request, sender: Any) -> Job:
         child = self._child(req.args["name"])
@@ -517,7 +517,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
                 self.jobs.add(self._failure(child, gen, wire, normal=False))
         if cid is not None:
             if error is None:
-                self._reply(reply_to, cid, value=self._info(child))
+                self._reply(reply_to, cid, value=self._info(child, kinds=False))
             else:
                 self._reply(reply_to, cid, error=error)
         elif error is not None:
@@ -531,7 +531,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             child.operator_stopped = True
             yield from self._stop_process(child, S.STOPPED)
             self._event(child, "stopped by operator")
-            return self._info(child)
+            return self._info(child, kinds=False)
         if op == "start":
             if child.state not in (S.STOPPED, S.FAILED, S.CREATED):
                 raise InvalidTransition(f"{path}: cannot start while {child.state.value}; "
@@ -541,7 +541,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
             error = yield from self._start(child)
             if error is not None:
                 raise error_from_wire(error, tool=path)
-            return self._info(child)
+            return self._info(child, kinds=False)
         # restart
         child.operator_stopped = False
         if child.alive:
@@ -551,7 +551,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         if error is not None:
             raise error_from_wire(error, tool=path)
         self._event(child, "restarted by operator")
-        return self._info(child)
+        return self._info(child, kinds=False)
 
     def _op_resolve(self, req: Request, sender: Any) -> Any:
         child = self._child(req.args["name"])
@@ -1091,7 +1091,8 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _info(self, child: Child, kinds: bool = True) -> dict[str, Any]:
         """A child's status; with ``kinds``, the name and kind of each of its own children
-        (from the spec we keep for it: a tool's list is empty)."""
+        (from the spec we keep for it: a tool's list is empty). The replies to lifecycle
+        operations leave them out: the host makes a ``ToolStatus`` or a handle of them."""
         spec = child.spec  # (a tool's is unpacked: once here)
         info = {"name": child.name, "path": self._path(child), "kind": child.kind,
                 "state": child.state.value, "pid": child.pid if child.alive else None,
