@@ -31,16 +31,15 @@ def register_ext(kind: type, code: int, pack: Callable[[Any], bytes],
 
 
 _local = threading.local()
-#: A reused packer's first buffer. msgpack's default is 256 KiB, which the process then kept
-#: in every thread that packed (one buffer for messages, one for ``LazyList`` items), up to
+#: A packer's first buffer. msgpack's default is 256 KiB, which the process then kept in
+#: every thread that packed (one buffer for messages, one for ``LazyList`` items), up to
 #: the largest message it ever packed: a 1,000-child supervisor's ``inspect`` (240 KB)
-#: left it 0.25 MiB larger, for good (issue 10). The buffer grows as a message needs.
+#: left it 0.25 MiB larger, for good (issue 10). The buffer grows as a message needs; the
+#: reused packer of ``pack_value`` is dropped after a large message (``heap.LARGE``), so
+#: what it grew to goes back to the allocator (a new packer costs about 0.15 us). One kept
+#: may still hold up to about twice that (msgpack doubles a buffer it grows), and one whose
+#: pack failed is kept whatever it grew to.
 PACKER_BUFFER = 16 * 1024
-#: A packer that has packed a larger message than this is dropped instead of reused, so the
-#: memory its buffer grew to goes back to the allocator (a new packer costs about 1 us). One
-#: kept may still hold up to about twice this (msgpack doubles a buffer it grows), and one
-#: whose pack failed is kept whatever it grew to.
-PACKER_KEPT_UP_TO = heap.LARGE
 LAZY_LIST_EXT = 2  # (1 is an actor address, actors.shell)
 
 
@@ -84,24 +83,15 @@ class LazyList(Sequence[Any]):
 def _pack_lazy(value: LazyList) -> bytes:
     source = list(value._source)  # (its length is written first: fixed now)
     # Packed apart from the message holding it (whose packer is in the middle of it), by a
-    # packer kept for reuse: a new one is a 256 KiB buffer each time.
-    spare = getattr(_local, "lazy", None)
-    if spare is None:
-        spare = _local.lazy = []
-    packer = spare.pop() if spare else msgpack.Packer(default=_default, use_bin_type=True,
-                                                       autoreset=False, buf_size=PACKER_BUFFER)
-    data = b""
-    try:
-        packer.pack_array_header(len(source))
-        for x in source:
-            packer.pack(value._make(x))
-        data = packer.bytes()
-        heap.note(len(data))
-        return data
-    finally:
-        packer.reset()
-        if len(data) <= PACKER_KEPT_UP_TO:
-            spare.append(packer)
+    # packer of its own, let go with its buffer once done.
+    packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=False,
+                            buf_size=PACKER_BUFFER)
+    packer.pack_array_header(len(source))
+    for x in source:
+        packer.pack(value._make(x))
+    data = packer.bytes()
+    heap.note(len(data))
+    return data
 
 
 def _default(obj: Any) -> Any:
@@ -144,8 +134,7 @@ def pack_value(value: Any) -> bytes:
         raise
     if len(data) >= heap.LARGE:
         heap.note(len(data))
-        if len(data) > PACKER_KEPT_UP_TO:
-            _local.packer = None  # (its buffer grew: let it go)
+        _local.packer = None  # (its buffer grew: let it go)
     return data
 
 

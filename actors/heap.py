@@ -50,13 +50,15 @@ def note(size: int) -> None:
         _large += 1
 
 
-def handled() -> None:
-    """This actor's loop handled a delivery (a message of any size, a timer, a socket event)."""
+def handled() -> bool:
+    """This actor's loop handled a delivery (a message of any size, a timer, a socket event);
+    True if a trim is due (a large message, or ``BUSY`` deliveries, since the last ``take``)."""
     global _handled, _large
     _handled += 1
     if _handled >= BUSY:
         _handled = 0
         _large += 1
+    return _large > 0
 
 
 def take() -> int:

@@ -459,8 +459,8 @@ class Shell(Actor):
         except Exception as exc:  # never let Thespian retry or poison a message
             logger.opt(exception=exc).error("actor {} failed handling {}: {}", self.pid,
                                             type(msg).__name__, error_to_wire(exc)["message"])
-        heap.handled()
-        if not self._trim_armed and heap.take():  # (its copies are gone by then)
+        if heap.handled() and not self._trim_armed:  # (its copies are gone by then)
+            heap.take()
             self._trim_armed = True
             self.wakeupAfter(timedelta(seconds=heap.TRIM_AFTER), TRIM)
         return self._watch()

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,20 +47,28 @@ TARGETS = {"spawn_last100_over_first25_max": 1.5, "restart_p50_ratio_max": 1.5,
            "total_1000_s_max": 30.0}
 
 
+def _in_turns(first: Any, second: Any, rounds: int,
+              measure: Callable[[Any, list[float]], None]) -> tuple[list[float], list[float]]:
+    """``measure(tool, out)`` on each tool in turn, the order flipped every round, so both
+    see the same machine from moment to moment; the two lists of what was measured."""
+    a: list[float] = []
+    b: list[float] = []
+    pair = ((first, a), (second, b))
+    for k in range(rounds):
+        for tool, out in (pair if k % 2 == 0 else pair[::-1]):
+            measure(tool, out)
+    return a, b
+
+
 def _interleaved(big: Any, alone: Any, n: int, blocks: int = 60) -> dict[str, Any]:
     """Call latency to ``big`` (a tool among many) and to ``alone`` (the only tool of a
     second system running at the same time), in alternating blocks: both see the same
     machine from moment to moment. On this shared VM a p50 measured minutes apart swings
     between 0.03 and 0.1 ms on its own; this comparison keeps only what the tree adds."""
-    a: list[float] = []
-    b: list[float] = []
     for tool in (big, alone):
         for _ in range(20):
             tool.call("get")
-    pair = ((big, a), (alone, b))
-    for k in range(blocks):  # short blocks, the order flipped every round
-        for tool, out in (pair if k % 2 == 0 else pair[::-1]):
-            _timed(tool, max(1, n // blocks), out)
+    a, b = _in_turns(big, alone, blocks, lambda tool, out: _timed(tool, max(1, n // blocks), out))
     big_ms, alone_ms = summarize_ms(a), summarize_ms(b)
     return {"among_all": big_ms, "alone": alone_ms,
             "ratio_p50": round(big_ms["p50_ms"] / alone_ms["p50_ms"], 2)}
@@ -141,12 +149,7 @@ def _restarts_beside(big: Any, policy: Policy, log_level: str | None, n: int,
         sup = other.supervise("s000", policy=policy)  # (the tree's policy: no backoff)
         small = [sup.spawn(TOOL, name=f"t{i:04d}") for i in range(per)][-1]
         small.call("get")
-        a: list[float] = []
-        b: list[float] = []
-        pair = ((big, a), (small, b))
-        for k in range(n):
-            for tool, out in (pair if k % 2 == 0 else pair[::-1]):
-                out.append(_restart_once(tool))
+        a, b = _in_turns(big, small, n, lambda tool, out: out.append(_restart_once(tool)))
     big_ms, small_ms = summarize_ms(a), summarize_ms(b)
     return {"among_all": big_ms, f"among_{per}": small_ms,
             "ratio_p50": round(big_ms["p50_ms"] / small_ms["p50_ms"], 2)}
