@@ -41,3 +41,36 @@ class Worker(ToolActor):
     @command
     def crash(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Flaky(Worker):
+    """A worker whose start is refused while the file named in its config exists."""
+
+    def on_init(self, config: dict[str, Any]) -> None:
+        if os.path.exists(config["refuse_if"]):
+            raise RuntimeError("init refused: the flag file is there")
+        super().on_init(config)
+
+
+class Caller(ToolActor):
+    """Calls a pool from inside a tool (the tool-to-tool path)."""
+
+    @command
+    def spread(self, path: str, n: int) -> list[int]:
+        """Call ``work`` on ``path`` ``n`` times, one after another; the pids that served."""
+        ref = self.tool(path)
+        return [ref.call("work") for _ in range(n)]
+
+    @command
+    def loop(self, path: str, seconds: float) -> dict[str, Any]:
+        """Call ``work`` on ``path`` for ``seconds``: how many calls ran and the errors."""
+        ref = self.tool(path)
+        end = time.monotonic() + seconds
+        done, errors = 0, []
+        while time.monotonic() < end:
+            try:
+                ref.call("work", seconds=0.005, timeout=10)
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return {"done": done, "errors": errors[:5], "failed": len(errors)}

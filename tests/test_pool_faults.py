@@ -1,0 +1,202 @@
+"""Pools under faults: calls go around instances that are restarting, paused, stopped or
+being removed; scale() calls do not collide; names and autoscalers stay consistent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.errors import NotFound, SpecError, ToolError
+from supervisors import Backoff, Policy, ToolSystem
+from supervisors.host.pools import PoolHandle
+from supervisors.tree.config import ConfigError
+from tests.conftest import FAST
+from tests.test_pools import _parallel, _wait
+
+WORKER = "tests.pool_tools:Worker"
+SLOW_BACK = Policy(max_restarts=10, period=5.0, backoff=Backoff(initial=8.0, maximum=8.0, jitter=0.0))
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _state(pool: PoolHandle, k: int) -> str:
+    return pool.status().instances[k - 1].state.value
+
+
+def test_calls_go_around_an_instance_that_is_restarting() -> None:
+    with ToolSystem(policy=FAST) as system:
+        pool = system.supervise("w", policy=SLOW_BACK).spawn(WORKER, name="fetch", replicas=3)
+        pids = [i.pid for i in pool.status().instances]
+        os.kill(pids[1], signal.SIGKILL)
+        _wait(lambda: _state(pool, 2) == "restarting", what="#2 restarting")
+        served = [pool.call("work", timeout=20) for _ in range(6)]
+        assert set(served) == {pids[0], pids[2]}
+        # all six were served by the others while #2 still waited out its 8 s backoff
+        assert _state(pool, 2) == "restarting"
+        relay = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
+        assert set(relay.call("spread", path="w/fetch", n=4)) == {pids[0], pids[2]}
+        assert _state(pool, 2) == "restarting"
+
+
+def test_calls_go_around_a_paused_instance(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=3)
+    pids = [i.pid for i in pool.status().instances]
+    system.tool("w/fetch#3").pause()
+    served = [pool.call("work", timeout=5) for _ in range(6)]
+    assert set(served) == {pids[0], pids[1]}
+    caller = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
+    assert set(caller.call("spread", path="w/fetch", n=4)) == {pids[0], pids[1]}
+
+
+def test_a_call_right_after_an_instance_stops_goes_to_another(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    pids = [i.pid for i in pool.status().instances]
+    pool.call("work")  # (the host has listed the pool)
+    system.tool("w/fetch#2").stop()
+    assert [pool.call("work", timeout=5) for _ in range(4)] == [pids[0]] * 4
+    system.tool("w/fetch#1").stop()
+    with pytest.raises(ToolError, match="stopped"):  # no instance serves: the error as before
+        pool.call("work", timeout=5)
+
+
+def test_a_tool_spreads_its_calls_over_every_instance(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    caller = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
+    served = caller.call("spread", path="w/fetch", n=8)
+    assert set(served) == {i.pid for i in pool.status().instances}
+
+
+@pytest.mark.timeout(120)
+def test_scaling_down_under_load_loses_no_call(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=4)
+    caller = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
+    stop = threading.Event()
+    errors: list[str] = []
+    done = [0]
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                pool.call("work", seconds=0.005, timeout=10)
+                done[0] += 1
+            except ToolError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    from_tool: dict = {}
+    tool_thread = threading.Thread(target=lambda: from_tool.update(
+        caller.call("loop", path="w/fetch", seconds=6.0, timeout=30)))
+    tool_thread.start()
+    try:
+        end = time.monotonic() + 6.0
+        while time.monotonic() < end:
+            pool.scale(1)
+            pool.scale(4)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        tool_thread.join(30)
+    assert done[0] > 100 and errors == [], errors[:3]
+    assert from_tool["done"] > 50 and from_tool["failed"] == 0, from_tool
+
+
+def test_concurrent_scale_calls_take_turns(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    for a, b in ((4, 6), (1, 3)):
+        out = _parallel(lambda i, a=a, b=b: pool.scale((a, b)[i]).replicas, 2)
+        assert all(isinstance(r, int) for r in out), out
+        final = pool.status().replicas
+        assert final in (a, b)
+        scaled = [e["detail"] for e in system.events() if e["path"] == "w/fetch"
+                  and e["event"] == "scaled"]
+        assert scaled[-1].split(":")[0].endswith(f"-> {final}"), scaled
+        assert len(pool.status().instances) == final == len(system.supervisor("w").children())
+
+
+def test_an_instance_that_fails_to_start_in_scale_leaves_nothing_behind(
+        system: ToolSystem, tmp_path: Path) -> None:
+    flag = tmp_path / "refuse"
+    w = system.supervise("w", policy=FAST)
+    pool = w.spawn("tests.pool_tools:Flaky", name="fl", replicas=2, config={"refuse_if": str(flag)})
+    flag.touch()
+    with pytest.raises(ToolError, match="init refused"):
+        pool.scale(3)
+    with pytest.raises(NotFound) as err:
+        system.tool("w/fl#3")
+    assert "fl#1, fl#2" in str(err.value)
+    assert pool.status().replicas == 2
+    assert pool.stop().state.value == "stopped"
+
+
+def test_a_pool_and_a_plain_tool_cannot_share_a_name(system: ToolSystem, tmp_path: Path) -> None:
+    w = system.supervise("w", policy=FAST)
+    w.spawn(WORKER, name="fetch", replicas=2)
+    with pytest.raises(ToolError, match=r"w/fetch is a pool .*already exists"):
+        w.spawn(WORKER, name="fetch")
+    w.spawn(WORKER, name="single")
+    with pytest.raises(ToolError, match=r"w/single already exists"):
+        w.spawn(WORKER, name="single", replicas=2)
+    assert [c.name for c in w.children()] == ["fetch#1", "fetch#2", "single"]
+    assert isinstance(system.tool("w/fetch"), PoolHandle)
+    cfg = tmp_path / "tree.toml"
+    cfg.write_text(f"""
+[[supervisor]]
+name = "w"
+[[supervisor.tool]]
+name = "fetch"
+actor = "{WORKER}"
+replicas = 2
+[[supervisor.tool]]
+name = "fetch"
+actor = "{WORKER}"
+""")
+    with pytest.raises(ConfigError, match=r"fetch"):
+        ToolSystem.from_config(cfg)
+
+
+def test_an_autoscaler_ends_with_its_supervisor(system: ToolSystem) -> None:
+    w = system.supervise("w", policy=FAST)
+    w.spawn(WORKER, name="fetch", replicas={"min": 1, "max": 3, "interval": 0.2, "quiet": 1.0,
+                                            "window": 1.0})
+    assert any(t.name == "autoscale w/fetch" for t in threading.enumerate())
+    system.root.remove("w")
+    _wait(lambda: not any(t.name == "autoscale w/fetch" for t in threading.enumerate()),
+          what="the autoscaler to end")
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=3)
+    assert pool.status().autoscale is None and pool.status().replicas == 3
+
+
+def test_scale_checks_n_against_an_autoscaled_pools_bounds(system: ToolSystem) -> None:
+    pool = system.root.spawn(WORKER, name="auto", replicas={"min": 1, "max": 3, "quiet": 60})
+    with pytest.raises(SpecError) as err:
+        pool.scale(5)
+    assert "n=5" in str(err.value) and "replicas.max = 3" in str(err.value)
+    assert pool.scale(2).replicas == 2
+    with pytest.raises(SpecError) as err:
+        pool.scale(2.5)
+    assert str(err.value).startswith("n=2.5") and "table" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [{}, {"min": 2}, {"min": 10}, {"target_busy": 0.5}])
+def test_an_autoscaling_table_needs_its_max(value) -> None:
+    from supervisors.tree.pools import check_replicas
+
+    with pytest.raises(SpecError) as err:
+        check_replicas(value)
+    assert str(err.value).startswith("replicas.max") and "missing" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["w/fetch#", "w/fetch#-1", "w/fetch#abc"])
+def test_a_malformed_instance_name_is_refused_at_once(system: ToolSystem, name: str) -> None:
+    system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    with pytest.raises(NotFound) as err:
+        system.tool(name)
+    assert name in str(err.value) and "fetch#1, fetch#2" in str(err.value)
