@@ -113,6 +113,10 @@ def supervisor_spec(name: str, policy: Policy | None = None,
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SpecError(f"supervisor {name!r} has more than one child named {dupes[0]!r}")
+    shared = sorted({n.rpartition("#")[0] for n in names if "#" in n} & set(names))
+    if shared:
+        raise SpecError(f"supervisor {name!r} has a pool and a single tool both named "
+                        f"{shared[0]!r}; a name is one or the other: rename one of them")
     spec = {"kind": "supervisor", "name": name, "policy": policy.to_dict(),
             "hooks": pack_hooks(hooks) if hooks else None, "children": list(children),
             "restart": restart, "shutdown_timeout": _shutdown(shutdown_timeout),

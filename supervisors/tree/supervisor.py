@@ -76,6 +76,7 @@ from supervisors.tree.jobs import TIMEOUT, Job, JobQueue, Wait
 from supervisors.tree.kept import KeptChildren, full_spec
 from supervisors.tree.policing import Policing
 from supervisors.tree.policy import Intensity, Policy, should_restart
+from supervisors.tree.pools import split_instance
 from supervisors.tree.specs import apply_spec_change
 from supervisors.tree.watchdog import Watchdog
 
@@ -106,6 +107,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.hooks: list[Any] = []
         self.children: list[Child] = []
         self.named: dict[str, Child] = {}  # the same children by name (``_find``, ``_has``)
+        self.pool_sizes: dict[str, int] = {}  # pool name -> its instances here (names clash)
         self.live = LiveIndex()  # live children (and the accountant) by pid and address
         self.sm = StateMachine(S.CREATED)
         self.last_error: str | None = None
@@ -316,8 +318,10 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.accountant_address = spec.get("accountant")
         self.children = [self._held(Child(c)) for c in spec.get("children", [])]
         self.named = {}
+        self.pool_sizes = {}
         for c in self.children:
-            self.named.setdefault(c.name, c)  # (the first of a name, as a search found it)
+            if self.named.setdefault(c.name, c) is c:  # (the first of a name, as a search found it)
+                self._count_instance(c.name, +1)
         self.sm.go(S.INITIALIZING)
         if self.is_root:
             self.accountant = self._held(Child({
@@ -425,18 +429,34 @@ class Supervisor(Policing, Watchdog, Diagnosing):
 
     def _add_child(self, spec: dict[str, Any]) -> Job:
         self._usable()
-        if self._find(spec["name"]) is not None:
-            raise ToolError(f"{self._join(spec['name'])} already exists; pick another name "
-                            "or stop and remove the existing one", type="DuplicateName")
+        self._name_free(spec)
         child = self._held(Child(spec))
         self.children.append(child)
         self.named[child.name] = child
+        self._count_instance(child.name, +1)
         error = yield from self._start(child)
         if error is not None:
             self._drop(child)
+            self._notify(child)  # (its route entry goes too: no instance left half there)
             raise error_from_wire(error, tool=self._path(child))
         self._spec_changed([child.name], full_spec(child.spec))
         return self._info(child, kinds=False)  # (the host makes a handle of it)
+
+    def _name_free(self, spec: dict[str, Any]) -> None:
+        """Refuse a name taken here: by a child, or a pool's name by a single tool and the
+        reverse (``w/fetch`` must name one thing: the pool or the tool)."""
+        name = spec["name"]
+        pool = parts[0] if (parts := split_instance(name)) is not None else None
+        if self._find(name) is not None:
+            raise ToolError(f"{self._join(name)} already exists; pick another name "
+                            "or stop and remove the existing one", type="DuplicateName")
+        if pool and self._find(pool) is not None:
+            raise ToolError(f"{self._join(pool)} already exists (a single tool), so a pool "
+                            "cannot take its name; pick another name or remove that tool",
+                            type="DuplicateName")
+        if not pool and self.pool_sizes.get(name):
+            raise ToolError(f"{self._join(name)} is a pool ({name}#1..) and already exists; "
+                            "pick another name or remove the pool", type="DuplicateName")
 
     def _op_remove(self, req: Request, sender: Any) -> Job:
         child = self._child(req.args["name"])
@@ -839,6 +859,7 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         for sib in group:
             if self._restartable_in_group(sib, failed):
                 sib.sm.force(S.RESTARTING)
+                self._notify(sib)  # (callers of a pool go to the other instances meanwhile)
             elif sib.state is not S.STOPPED and not sib.alive:
                 sib.sm.force(S.STOPPED)
                 self._notify(sib)
@@ -1073,7 +1094,18 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         self.children.remove(child)
         if self.named.get(child.name) is child:
             del self.named[child.name]
+            self._count_instance(child.name, -1)
         self.live.forget(child)
+
+    def _count_instance(self, name: str, step: int) -> None:
+        """Keep ``pool_sizes`` (a name with ``#`` is always a pool's instance)."""
+        parts = split_instance(name)
+        if parts is not None:
+            left = self.pool_sizes.get(parts[0], 0) + step
+            if left > 0:
+                self.pool_sizes[parts[0]] = left
+            else:
+                self.pool_sizes.pop(parts[0], None)
 
     def _child(self, name: str) -> Child:
         child = self._find(name)
