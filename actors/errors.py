@@ -157,6 +157,13 @@ class Moved(ToolError):
     code = "moved"
 
 
+class NotServing(ToolUnavailable):
+    """Internal: the instance a pool picked was not serving (restarting, stopped, removed)
+    and the call was not sent; the pool sends it to another instance. It reaches a caller
+    only if no instance of the pool is left to try, and then says which one refused and why.
+    """
+
+
 _BY_CODE: dict[str, type[ToolError]] = {
     cls.code: cls for cls in (ToolError, ToolUnavailable, CallTimeout, ToolOverloaded,
                               UnknownCommand, BadArguments, PermissionDenied,

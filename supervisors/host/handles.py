@@ -94,6 +94,9 @@ class _Node:
         except ToolError as exc:
             exc.tool = self.path  # the error is about this child, not its supervisor
             raise
+        finally:
+            if "#" in name:  # a pool's instance: the pool's next call lists it again
+                self.system.pools.stale(f"{parent}/{name.rpartition('#')[0]}".strip("/"))
         return ToolStatus.from_info(info)
 
     def stop(self, timeout: float | None = None) -> ToolStatus:
@@ -309,6 +312,7 @@ class SupervisorHandle(_Node):
                 self.remove(_split(inst)[1], timeout)
             return
         self.system._request(self.path, "remove", {"name": name}, timeout)
+        self.system.pools.remove_under(self._child_path(name))  # (a supervisor's pools go too)
         if self.system.data_dir:
             try:
                 self.system.store().call("forget", timeout=timeout, path=self._child_path(name))

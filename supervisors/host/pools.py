@@ -2,10 +2,13 @@
 
 A pool ``w/fetch`` is a set of ordinary tool children ``w/fetch#1`` .. ``#N`` of
 supervisor ``w`` (``supervisors.tree.pools``). The host routes each call to the
-serving instance with the fewest calls in flight from this host (ties take turns);
-an instance that is restarting is skipped while another serves. In-flight counts
-are deques (append and pop are atomic), so handles stay safe to share between
-threads without a lock.
+running instance with the fewest calls in flight from this host (ties take turns);
+paused ones only when none runs. An instance found not serving as the call goes out
+(restarting, stopped, removed: ``NotServing``, the call was not sent) is passed over
+for another; only when every instance refused does the call wait for one, as a call
+to a single tool waits for its restart. In-flight counts are deques (append and pop
+are atomic), so handles stay safe to share between threads without a lock; ``scale()``
+calls on one pool take turns (a lock per pool).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from loguru import logger
 
 from actors import routes
 from actors.busy import marker_path, read_marker
-from actors.errors import NotFound, ToolError
+from actors.errors import NotFound, NotServing, SpecError, ToolError
 from actors.state import ToolState
 from supervisors.host.handles import ToolHandle, ToolStatus, _split
 from supervisors.tree.pools import (
+    SEP,
     Autoscale,
     Decision,
     Sample,
@@ -81,6 +85,7 @@ class _Pool:
         self.done = itertools.count()  # one step per finished call (atomic)
         self.peeks = 0                 # steps taken by calls_done() itself
         self.autoscaler: Autoscaler | None = None
+        self.resizing = threading.Lock()  # one scale() at a time
 
     def calls_done(self) -> int:
         """Calls finished so far (only the autoscaler thread asks)."""
@@ -119,6 +124,12 @@ class Pools:
             pool.listed = now
         return pool.members
 
+    def stale(self, path: str) -> None:
+        """One of the pool's instances changed through this host: list it again next time."""
+        pool = self.pools.get(path)
+        if pool is not None:
+            pool.listed = 0.0
+
     def is_pool(self, path: str) -> bool:
         runtime = self.system.runtime_dir
         if not runtime or routes.lookup(runtime, path) is not None:
@@ -131,17 +142,23 @@ class Pools:
         """Raise ``NotFound`` for ``w/fetch#9`` when the pool has no such instance."""
         runtime = self.system.runtime_dir
         parts = split_instance(_split(path)[1])
+        name = _split(path)[1]
+        if parts is None and SEP in name:  # "fetch#", "fetch#-1", "fetch#abc"
+            parts = (name.rpartition(SEP)[0], 0)
         if not runtime or parts is None or routes.lookup(runtime, path) is not None:
             return
         pool = f"{_split(path)[0]}/{parts[0]}".strip("/")
         have = [_split(e.path)[1] for e in routes.members(runtime, pool)]
+        if not have and not split_instance(name):
+            return  # (not a pool's name at all: the usual NotFound comes on the first call)
         raise NotFound(f"{path} does not exist: " + (
             f"pool {pool} has {len(have)} instance(s): {', '.join(have)}" if have
             else f"there is no pool {pool}"), tool=path)
 
     # -------------------------------------------------------------------- routing
     def pick(self, path: str, avoid: Iterable[str] = ()) -> str:
-        """The instance for the next call: serving, not draining, fewest calls in flight."""
+        """The instance for the next call: running (else paused), not draining, fewest
+        calls in flight, not in ``avoid`` unless nothing else is left."""
         pool = self._pool(path)
         members = [m for m in self.members(path) if m not in pool.draining]
         if not members:
@@ -152,8 +169,9 @@ class Pools:
         # Serving as of the last listing (at most MEMBERS_FRESH old), less the instances a
         # call of ours saw die since (``_gone``): no file read or system call per call.
         gone = self.system._gone
-        serving = [e.path for e in pool.entries
-                   if e.path in members and e.serving and e.pid != gone.get(e.path)]
+        live = [e for e in pool.entries
+                if e.path in members and e.serving and e.pid != gone.get(e.path)]
+        serving = [e.path for e in live if e.state == "running"] or [e.path for e in live]
         choice = [m for m in (serving or members) if m not in avoid] or serving or members
         turn = next(pool.turns)
         n = len(choice)
@@ -161,15 +179,17 @@ class Pools:
         return choice[best]
 
     @contextmanager
-    def flight(self, path: str, inst: str | None = None) -> Iterator[str]:
-        """Count a call in flight on ``inst`` (None: pick one) for as long as it runs.
+    def flight(self, path: str, inst: str | None = None,
+               avoid: Iterable[str] = ()) -> Iterator[str]:
+        """Count a call in flight on ``inst`` (None: pick one, not in ``avoid`` if another
+        is left) for as long as it runs.
 
         Picking and counting are two steps, so two threads may pick the same idle
         instance at once; the one that finds itself second while another instance
         is idle gives its place back and picks again (no lock needed)."""
         pool = self._pool(path)
         for attempt in range(3):
-            chosen = inst or self.pick(path)
+            chosen = inst or self.pick(path, avoid)
             q = pool.flight.get(chosen)
             if q is None:
                 q = pool.flight.setdefault(chosen, deque())
@@ -186,12 +206,31 @@ class Pools:
             next(pool.done)
 
     def call(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
-        with self.flight(path) as inst:
-            return self.system._call(inst, command, args, timeout)
+        refused: list[str] = []
+        while True:
+            with self.flight(path, avoid=refused) as inst:
+                try:
+                    return self.system._call(inst, command, args, timeout,
+                                             hold=inst in refused)
+                except NotServing:
+                    self._refused(path, inst, refused)
 
     async def acall(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
-        with self.flight(path) as inst:
-            return await self.system._acall(inst, command, args, timeout)
+        refused: list[str] = []
+        while True:
+            with self.flight(path, avoid=refused) as inst:
+                try:
+                    return await self.system._acall(inst, command, args, timeout,
+                                                    hold=inst in refused)
+                except NotServing:
+                    self._refused(path, inst, refused)
+
+    def _refused(self, path: str, inst: str, refused: list[str]) -> None:
+        """``inst`` was not serving (the call was not sent): list the pool again, and pass
+        it over. Once every instance has refused, the next pick is one of them, called with
+        ``hold``: it waits for that instance's restart, or raises why none serves."""
+        refused.append(inst)
+        self.members(path, fresh=True)
 
     def call_many(self, path: str, calls: list[Any], timeout: float | None) -> list[Any]:
         """Spread the batch over the least busy instances in contiguous chunks; gather in order.
@@ -219,11 +258,16 @@ class Pools:
             start = end
 
         def run(inst: str, chunk: list[Any]) -> list[Any] | BaseException:
-            with self.flight(path, inst):
-                try:
-                    return self.system._batch(inst, chunk, timeout)
-                except ToolError as exc:
-                    return exc
+            refused: list[str] = []
+            while True:
+                with self.flight(path, inst, refused):
+                    try:
+                        return self.system._batch(inst, chunk, timeout, hold=inst in refused)
+                    except NotServing:
+                        self._refused(path, inst, refused)
+                    except ToolError as exc:
+                        return exc
+                inst = self.pick(path, avoid=refused)
 
         if k == 1:
             results = [run(chosen[0], chunks[0])]
@@ -242,12 +286,17 @@ class Pools:
 
     # -------------------------------------------------------------------- size
     def scale(self, path: str, n: Any, reason: str = "", timeout: float | None = None) -> int:
-        """Make the pool ``n`` instances: start ``#k+1..#n`` or drain and remove the highest."""
-        n = check_size(n)
+        """Make the pool ``n`` instances: start ``#k+1..#n`` or drain and remove the highest.
+        Calls on one pool take turns (an operator's and the autoscaler's, say)."""
+        n = check_size(n, "n")
+        pool = self._pool(path)
+        with pool.resizing:
+            return self._resize(path, pool, n, reason, timeout)
+
+    def _resize(self, path: str, pool: _Pool, n: int, reason: str, timeout: float | None) -> int:
         system = self.system
         parent, name = _split(path)
         sup = system.supervisor(parent)
-        pool = self._pool(path)
         have = sorted((split_instance(_split(m)[1])[1], m)  # type: ignore[index]
                       for m in self._listed(parent, name))
         if not have:
@@ -347,6 +396,21 @@ class Pools:
         if pool is not None and pool.autoscaler is not None:
             pool.autoscaler.stop()
 
+    def remove_under(self, path: str) -> None:
+        """The supervisor at ``path`` is being removed: so is every pool below it."""
+        for known in [p for p in self.pools if p.startswith(f"{path}/")]:
+            self.remove(known)
+
+    def check_bounds(self, path: str, n: int) -> None:
+        """An autoscaled pool is sized by hand only within its own bounds (its autoscaler
+        would undo anything else at its next look)."""
+        pool = self.pools.get(path)
+        rule = pool.autoscaler.rule if pool is not None and pool.autoscaler is not None else None
+        if rule is not None and not rule.min <= n <= rule.max:
+            raise SpecError.invalid("n", n, f"is outside this autoscaled pool's bounds "
+                                    f"replicas.min = {rule.min} .. replicas.max = {rule.max} "
+                                    f"(its autoscaler would undo it); pick a size in them")
+
     def close(self) -> None:
         for pool in list(self.pools.values()):
             if pool.autoscaler is not None:
@@ -420,6 +484,9 @@ class Autoscaler:
             try:
                 self.pools.scale(self.path, decision.size, decision.reason)
                 self.decisions.append((time.time(), decision))
+            except NotFound as exc:  # the pool (or its supervisor) is gone: so is its autoscaler
+                logger.info("autoscaler {} ends: {}", self.path, exc)
+                return
             except Exception as exc:
                 logger.warning("autoscaler {}: could not scale to {}: {}", self.path,
                                decision.size, exc)
@@ -428,8 +495,13 @@ class Autoscaler:
             settle = 2  # let the new size show in the figures before judging again
 
     def _members(self) -> list[str]:
+        """The instances to judge by: not draining; none while the pool does not run (all
+        stopped, or its supervisor down: a stopped pool is not scaled)."""
         pool = self.pools._pool(self.path)
-        return [m for m in self.pools.members(self.path) if m not in pool.draining]
+        members = [m for m in self.pools.members(self.path) if m not in pool.draining]
+        if not any(e.state not in ("stopped", "failed") for e in pool.entries):
+            return []
+        return members
 
     def _sample(self) -> Sample | None:
         """One pool sample from the accountant's history (or the fallback); None: none yet."""
@@ -543,7 +615,10 @@ class PoolHandle(ToolHandle):
         return self._pools.status(self.path, timeout)
 
     def scale(self, n: int, timeout: float | None = None) -> PoolStatus:
-        """Run ``n`` instances: new ones start now; surplus ones stop after their calls finish."""
+        """Run ``n`` instances: new ones start now; surplus ones stop after their calls finish.
+        An autoscaled pool takes only a size within its ``min`` .. ``max`` (its autoscaler
+        goes on deciding from there)."""
+        self._pools.check_bounds(self.path, check_size(n, "n"))
         self._pools.scale(self.path, n, timeout=timeout)
         return self.status(timeout)
 
@@ -612,6 +687,7 @@ def spawn_pool(sup: Any, actor: Any, name: str, config: dict[str, Any] | None, r
         started.append(inst["name"])
         system.security.note_spec(sup._child_path(inst["name"]), inst)
     path = sup._child_path(name)
+    system.pools.remove(path)  # (whatever was known of an earlier pool of this path)
     system.pools.members(path, fresh=True)
     if isinstance(rule, Autoscale):
         system.pools.autoscale(path, rule)

@@ -35,6 +35,7 @@ from actors.busy import (
 from actors.codec import unpack_value
 from actors.errors import (
     CallTimeout,
+    NotServing,
     ToolError,
     ToolUnavailable,
     error_from_wire,
@@ -562,28 +563,30 @@ class ToolSystem:
                                   "system:' or call start()")
 
     def _call(self, path: str, command: str, args: dict[str, Any],
-              timeout: float | None) -> Any:
+              timeout: float | None, hold: bool = True) -> Any:
+        """Call ``command`` on the tool at ``path``. ``hold``: wait while it restarts (a
+        pool's instance is called with False: ``NotServing`` then, and the pool picks again)."""
         if command == TIMINGS_COMMAND:
             raise _reserved(path)
         log = self.call_log
         if log is None:
-            return self._call_once(path, command, args, timeout)
+            return self._call_once(path, command, args, timeout, hold)
         started = time.perf_counter()
         ok = False
         try:
-            value = self._call_once(path, command, args, timeout)
+            value = self._call_once(path, command, args, timeout, hold)
             ok = True
             return value
         finally:
             log.append((path, command, time.perf_counter() - started, ok))
 
     def _call_once(self, path: str, command: str, args: dict[str, Any],
-                   timeout: float | None) -> Any:
+                   timeout: float | None, hold: bool = True) -> Any:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         def once() -> Any:
             reply = self._exchange(path, lambda cid: Call(cid, command, args, deadline), deadline,
-                                   f"{command!r}", limit)
+                                   f"{command!r}", limit, hold)
             if reply.ok:
                 return reply.value
             raise error_from_wire(reply.error or {}, tool=path)
@@ -597,7 +600,7 @@ class ToolSystem:
         return with_retries(lambda: _raise_first(first) or once(), deadline)
 
     def _batch(self, path: str, calls: list[tuple[str, dict[str, Any]]],
-               timeout: float | None) -> list[Any]:
+               timeout: float | None, hold: bool = True) -> list[Any]:
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         wire_calls = [_batch_item(i, item) for i, item in enumerate(calls)]
@@ -606,7 +609,7 @@ class ToolSystem:
         cids: list[int] = []
         try:
             reply = self._exchange(path, lambda cid: cids.append(cid) or Batch(cid, wire_calls, deadline),
-                                   deadline, f"a batch of {len(wire_calls)} calls", limit)
+                                   deadline, f"a batch of {len(wire_calls)} calls", limit, hold)
         except CallTimeout:
             raise
         except ToolUnavailable as exc:
@@ -618,7 +621,8 @@ class ToolSystem:
         return [value if ok else error_from_wire(error or {}, tool=path)
                 for ok, value, error in reply.results]
 
-    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float) -> Any:
+    def _exchange(self, path: str, make: Any, deadline: float, what: str, limit: float,
+                  hold: bool = True) -> Any:
         """Deliver a call (or batch) to the live instance at ``path``; return its reply.
 
         Resends to the next instance when the call certainly did not run (the
@@ -634,7 +638,7 @@ class ToolSystem:
 
         not_pid: int | None = None
         while True:
-            route = self._route(path, deadline, not_pid)
+            route = self._route(path, deadline, not_pid, hold)
             fast = bool(route.socket) and self.call_path == "socket"
             try:
                 if route.kind != "tool":
@@ -653,43 +657,44 @@ class ToolSystem:
             not_pid = route.pid
 
     async def _acall(self, path: str, command: str, args: dict[str, Any],
-                     timeout: float | None) -> Any:
+                     timeout: float | None, hold: bool = True) -> Any:
         """``_call`` for asyncio: never blocks the loop on the fast path."""
         if command == TIMINGS_COMMAND:
             raise _reserved(path)
         log = self.call_log
         if log is None:
-            return await self._acall_once(path, command, args, timeout)
+            return await self._acall_once(path, command, args, timeout, hold=hold)
         started = time.perf_counter()
         ok = False
         try:
-            value = await self._acall_once(path, command, args, timeout)
+            value = await self._acall_once(path, command, args, timeout, hold=hold)
             ok = True
             return value
         finally:
             log.append((path, command, time.perf_counter() - started, ok))
 
     async def _acall_once(self, path: str, command: str, args: dict[str, Any],
-                          timeout: float | None, retried: bool = False) -> Any:
+                          timeout: float | None, retried: bool = False, hold: bool = True) -> Any:
         self._require_running()
         limit = check_seconds(timeout, "timeout", self.call_timeout)
         deadline = time.time() + limit
         try:
-            return await self._acall_attempt(path, command, args, deadline, limit)
+            return await self._acall_attempt(path, command, args, deadline, limit, hold)
         except ToolError as exc:  # a transient error, or its tool died in an idempotent command
             if not exc.retry or retried:
                 raise
             return await self._aretry(path, command, args, deadline, exc)
 
     async def _acall_attempt(self, path: str, command: str, args: dict[str, Any],
-                             deadline: float, limit: float) -> Any:
+                             deadline: float, limit: float, hold: bool = True) -> Any:
         cid = next(self._cids)
         msg = Call(cid, command, args, deadline)
         not_pid: int | None = None
         while True:
             route = self._cached_route(path, not_pid) or await self.aio.coalesce(
-                ("route", path, not_pid),
-                lambda not_pid=not_pid: asyncio.to_thread(self._route, path, deadline, not_pid))
+                ("route", path, not_pid, hold),
+                lambda not_pid=not_pid: asyncio.to_thread(self._route, path, deadline, not_pid,
+                                                          hold))
             fast = bool(route.socket) and self.call_path == "socket"
             try:
                 if route.kind != "tool":
@@ -780,8 +785,10 @@ class ToolSystem:
         except OSError:
             return None
 
-    def _route(self, path: str, deadline: float, not_pid: int | None = None) -> Route:
-        """The live instance at ``path``; waits (until ``deadline``) while it restarts."""
+    def _route(self, path: str, deadline: float, not_pid: int | None = None,
+               hold: bool = True) -> Route:
+        """The live instance at ``path``; waits (until ``deadline``) while it restarts, or
+        with ``hold`` False raises ``NotServing`` at once (a pool then picks another)."""
         if not path:
             self._require_running()
             assert self.root_route is not None
@@ -798,14 +805,20 @@ class ToolSystem:
         if stale is not None and stale.pid != not_pid:
             not_pid = stale.pid  # that instance is gone: wait for the next one
         parent, name = _split(path)
-        args: dict[str, Any] = {"name": name, "wait": True}
+        args: dict[str, Any] = {"name": name, "wait": hold}
         if not_pid is not None:
             args["not_pid"] = not_pid
         try:
             info = self._request_until(parent, "resolve", args, deadline)
         except CallTimeout:
+            if not hold:
+                raise NotServing(f"{path} did not answer whether it serves", tool=path) from None
             raise CallTimeout(f"{path} was not serving before the deadline (it is starting or "
                               "restarting, or its supervisor is busy)", tool=path)
+        except ToolError as exc:
+            if hold:
+                raise
+            raise NotServing(exc.message, tool=path) from None
         route = Route(info["address"], int(info["pid"]), int(info["generation"]), info["kind"],
                       info.get("socket"), info.get("retry"))
         self._routes[path] = route

@@ -34,8 +34,9 @@ def check_size(value: Any, field: str = "replicas") -> int:
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError.invalid(field, value, "must be a whole number >= 1 (NaN and infinity are not)")
     if not _whole(value):
-        raise SpecError.invalid(field, value, "must be a whole number >= 1, e.g. 4, or an autoscaling "
-                                "table {min = 1, max = 8, target_busy = 0.7}")
+        raise SpecError.invalid(field, value, "must be a whole number >= 1, e.g. 4" + (
+            ", or an autoscaling table {min = 1, max = 8, target_busy = 0.7}"
+            if field == "replicas" else ""))
     if value < 1:
         raise SpecError.invalid(field, value, "must be at least 1 (a pool needs an instance; "
                                 "stop() it to run none)")
@@ -72,8 +73,12 @@ def check_replicas(value: Any) -> int | Autoscale:
         if unknown:
             raise SpecError.invalid(f"replicas.{unknown[0]}", value[unknown[0]],
                                     f"unknown key; allowed: {', '.join(AUTOSCALE_KEYS)}")
+        if "max" not in value:
+            raise SpecError("replicas.max is missing: an autoscaling table needs its max, the "
+                            "most instances the pool may run, e.g. {min = 1, max = 8, "
+                            "target_busy = 0.7} (min defaults to 1, target_busy to 0.7)")
         low = check_size(value.get("min", 1), "replicas.min")
-        high = check_size(value.get("max", 8), "replicas.max")
+        high = check_size(value["max"], "replicas.max")
         if low > high:
             raise SpecError.invalid("replicas.min", low, f"must not exceed replicas.max = {high}")
         target = value.get("target_busy", 0.7)
