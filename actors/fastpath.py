@@ -276,41 +276,42 @@ class FastPathServer:
             logger.warning("{}: refused {} caller(s): {}", self.label, self.refused, why)
             self.refused, self.refused_logged = 0, now
 
-    def _read(self, peer: Peer) -> None:
+    def _read(self, peer: Peer) -> bool:
+        """Read what ``peer`` sent and deliver its frames; False when there was nothing."""
         try:
             data = peer.sock.recv(READ_CHUNK)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except MemoryError:
             self.drop(peer, "the tool is out of memory")
-            return
+            return False
         except OSError as exc:
             self.drop(peer, f"read failed: {exc}")
-            return
+            return False
         if not data:
             if peer.reader.pending:
                 self.drop(peer, f"it hung up in the middle of a frame ({peer.reader.pending} bytes)")
             else:
                 self.drop(peer, None)
-            return
+            return False
         if not peer.authed:
             need = wire_auth.MAC_SIZE - len(peer.hello)
             peer.hello += data[:need]
             data = data[need:]
             if len(peer.hello) < wire_auth.MAC_SIZE:
-                return
+                return False
             if not hmac.compare_digest(bytes(peer.hello), self.token):
                 self.drop(peer, "it did not present this system's key (a process outside the "
                                 "toolvisor system); nothing it sent was read")
-                return
+                return False
             peer.authed = True
             if not data:
-                return
+                return False
         try:
             frames = peer.reader.feed(data)
         except FrameError as exc:
             self.drop(peer, str(exc))
-            return
+            return False
         waiting = len(frames) + self._others
         for payload in frames:
             waiting -= 1
@@ -321,23 +322,24 @@ class FastPathServer:
                     peer.send(Reply(exc.cid, False, error=exc.to_wire()))
                     peer.flush()
                 self.drop(peer, f"it sent a bad frame: {exc}")
-                return
+                return False
             if not isinstance(msg, Call | Batch):
                 self.drop(peer, f"it sent a {type(msg).__name__}; only calls come this way")
-                return
+                return False
             if self.has_output:  # replies of calls that finished go out before the next
                 self.flush()        # call runs: a call that ends the process loses no others
                 if peer.closed:     # (this caller was dropped by it: run nothing more of its)
-                    return
+                    return False
             BACKLOG.waiting = waiting  # (for the work counters, actors.busy)
             try:
                 self.deliver(msg, peer)
             except Exception as exc:  # a shape the checks let through: never keep such a peer
                 logger.opt(exception=exc).debug("{}: serving a {} raised", self.label, type(msg).__name__)
                 self.drop(peer, f"handling its {type(msg).__name__} raised {type(exc).__name__}: {exc}")
-                return
+                return False
             if peer.closed:
-                return
+                return False
+        return True
 
     def drop(self, peer: Peer, why: str | None) -> None:
         """Close a peer; ``why`` is logged (None: an ordinary hang-up)."""
@@ -356,6 +358,22 @@ class FastPathServer:
             pass
 
     def close(self) -> None:
+        """Close the door. Calls that reached it since its last read are read first: the
+        tool is going away, so each is answered 'moved' (not run) and its caller sends it
+        to another instance, instead of seeing the connection close under it. New callers
+        are refused first (a Unix listener shut for reading refuses connects), then those
+        already queued to connect are taken in and read too."""
+        try:
+            self.listener.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+        self._accept()
+        for peer in list(self.peers.values()):
+            for _ in range(64):  # (what a caller had sent; not a caller that keeps sending)
+                if peer.closed or not self._read(peer):
+                    break
+        if self.has_output:
+            self.flush()
         while self.refusing:
             self.refusing.popleft()[1].close()
         if self.spare is not None:

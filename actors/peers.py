@@ -24,10 +24,11 @@ caller's right to call a callee is decided (the security subsystem hooks in ther
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ from actors.errors import (
     CallTimeout,
     DeadlockError,
     NotFound,
+    NotServing,
     SpecError,
     ToolError,
     ToolOverloaded,
@@ -100,6 +102,7 @@ class Peers:
         self.flush_armed = False
         self._board: waits.WaitBoard | None = None
         self.pools: dict[str, tuple[float, list[routes.RouteEntry]]] = {}  # pool -> (listed, entries)
+        self.turns = itertools.count()  # ties between a pool's instances take turns
         self.lost: dict[str, int] = {}  # pool instance -> the pid whose connection broke
         #: sends and asks to a callee that was restarting: (item, kind, on_reply, give up at)
         self.held: dict[str, list[tuple[bytes, str, Any, float]]] = {}
@@ -115,9 +118,10 @@ class Peers:
             return PoolRef(self, path)  # type: ignore[return-value]
         return ToolRef(self, path)
 
-    def pick(self, pool: str) -> str:
-        """The instance of ``pool`` to send the next call to: a serving one with the fewest
-        of this tool's calls outstanding (restarting ones are skipped while others serve)."""
+    def pick(self, pool: str, avoid: Collection[str] = ()) -> str:
+        """The instance of ``pool`` to send the next call to: a running one (else a paused
+        one) with the fewest of this tool's calls outstanding, not in ``avoid`` unless no
+        other is left (restarting ones are skipped while others serve)."""
         cached = self.pools.get(pool)
         now = time.monotonic()
         if cached is None or now - cached[0] > POOL_FRESH:
@@ -126,12 +130,15 @@ class Peers:
         if not found:
             del self.pools[pool]
             raise NotFound(f"no tool or pool at path {pool!r}")
-        serving = [e for e in found if e.serving and self.lost.get(e.path) != e.pid] or found
-        turn = next(self.cids)
-        ranked = sorted(range(len(serving)), key=lambda i: (
-            self.conns[serving[i].path].outstanding if serving[i].path in self.conns else 0,
-            (i - turn) % len(serving)))
-        return serving[ranked[0]].path
+        live = [e for e in found if e.serving and self.lost.get(e.path) != e.pid]
+        serving = [e for e in live if e.state == "running"] or live or found
+        choice = [e for e in serving if e.path not in avoid] or \
+            [e for e in found if e.path not in avoid] or serving
+        turn = next(self.turns)
+        ranked = sorted(range(len(choice)), key=lambda i: (
+            self.conns[choice[i].path].outstanding if choice[i].path in self.conns else 0,
+            (i - turn) % len(choice)))
+        return choice[ranked[0]].path
 
     def _count(self, path: str) -> Counters:
         c = self.counters.get(path)
@@ -140,7 +147,10 @@ class Peers:
         return c
 
     # -- where the callee is -------------------------------------------------------------
-    def resolve(self, path: str, deadline: float, not_pid: int | None = None) -> routes.RouteEntry:
+    def resolve(self, path: str, deadline: float, not_pid: int | None = None,
+                hold: bool = True) -> routes.RouteEntry:
+        """Where ``path`` serves; waits while it starts or restarts, or with ``hold`` False
+        raises ``NotServing`` at once (a pool then picks another instance)."""
         cached = self.routes.get(path)
         if cached is not None and cached.pid != not_pid:
             return cached
@@ -149,6 +159,8 @@ class Peers:
                                   "cannot find other tools")
         while True:
             entry = routes.lookup(self.runtime_dir, path)
+            if entry is None and not hold:
+                raise NotServing(f"{path} was removed", tool=path)
             if entry is None:
                 raise NotFound(f"no tool at path {path!r}: nothing is supervised there; paths "
                                "are relative to the system root, e.g. 'workers/fetch'")
@@ -163,7 +175,10 @@ class Peers:
                 self.routes[path] = entry
                 return entry
             if entry.state in ("stopped", "failed"):
-                raise ToolUnavailable(f"{path} is {entry.state}; start it first")
+                raise (ToolUnavailable if hold else NotServing)(
+                    f"{path} is {entry.state}; start it first", tool=path)
+            if not hold:
+                raise NotServing(f"{path} is {entry.state}", tool=path)
             if time.time() >= deadline:
                 raise CallTimeout(f"{path} was not serving before the deadline (it is starting "
                                   "or restarting)")
@@ -319,7 +334,8 @@ class Peers:
             del conn.out[:sent]
 
     # -- the three patterns ----------------------------------------------------------------
-    def call(self, path: str, command: str, timeout: float | None, args: dict[str, Any]) -> Any:
+    def call(self, path: str, command: str, timeout: float | None, args: dict[str, Any],
+             hold: bool = True) -> Any:
         serving = self.runner.serving
         chain = list(getattr(serving, "chain", None) or []) + [self.me]
         if path in chain:
@@ -349,7 +365,7 @@ class Peers:
                             type="CallTooLarge", tool=path) from None
         not_pid: int | None = None
         while True:
-            route = self.resolve(path, deadline, not_pid)
+            route = self.resolve(path, deadline, not_pid, hold)
             check_permission(self.me, self.level, route)
             if path in self.held:  # sends and asks that waited for it go first
                 self._release_held(path)
@@ -593,6 +609,10 @@ class ToolRef:
         that fails with an error the callee's policy calls transient is retried
         (``actors.retry``) within that deadline.
         """
+        return self._call(command, timeout, args)
+
+    def _call(self, command: str, timeout: float | None, args: dict[str, Any],
+              hold: bool = True) -> Any:
         peers = self._peers
         deadline = time.time() + (DEFAULT_TIMEOUT if timeout is None else float(timeout))
         outer = peers.runner.deadline
@@ -603,8 +623,8 @@ class ToolRef:
         def attempt() -> Any:
             if first[0]:
                 first[0] = False
-                return peers.call(self.path, command, timeout, args)
-            return peers.call(self.path, command, max(0.0, deadline - time.time()), args)
+                return peers.call(self.path, command, timeout, args, hold)
+            return peers.call(self.path, command, max(0.0, deadline - time.time()), args, hold)
 
         return with_retries(attempt, deadline)
 
@@ -670,7 +690,17 @@ class PoolRef:
         return ToolRef(self._peers, self._peers.pick(self.path))
 
     def call(self, command: str, /, timeout: float | None = None, **args: Any) -> Any:
-        return self._one().call(command, timeout=timeout, **args)
+        """As ``ToolRef.call``, on one instance; an instance found not serving as the call
+        goes out (restarting, stopped, removed: it was not sent) is passed over for another,
+        and only once every one has refused does the call wait for one."""
+        peers, refused = self._peers, []
+        while True:
+            inst = peers.pick(self.path, refused)
+            try:
+                return ToolRef(peers, inst)._call(command, timeout, args, hold=inst in refused)
+            except NotServing:
+                refused.append(inst)
+                peers.pools.pop(self.path, None)  # (list the pool again)
 
     def send(self, command: str, /, **args: Any) -> None:
         self._one().send(command, **args)
