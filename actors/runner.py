@@ -17,7 +17,7 @@ from typing import Any
 
 from loguru import logger
 
-from actors import isolation, logs, reach, sandbox, waits
+from actors import isolation, logs, reach, sandbox, sharing, waits
 from actors.breaker import HALF_OPEN, Breaker, Breakers
 from actors.busy import BusyMarker, marker_path
 from actors.codec import encode, pack_value
@@ -306,6 +306,8 @@ class ToolRunner:
                 self.memory_limit = limits.get("memory_mb")
             if limits.get("cpu_seconds"):
                 sandbox.raise_on_sigxcpu(limits["cpu_seconds"])
+            if spec.get("security") is not None:
+                sharing.import_afresh(spec["actor"])  # (not a sibling's preloaded module)
             cls = _load_tool_class(spec["actor"], spec.get("main"))
             if not (isinstance(cls, type) and issubclass(cls, ToolActor)):
                 raise TypeError(f"{spec['actor']} is not a ToolActor subclass")

@@ -40,8 +40,10 @@ supervisor: it blocks the supervisor for as long as the import takes, and what t
 import starts (threads, a GPU context, open files) lives in the supervisor and is
 forked into every tool. Tools whose class is in ``__main__`` and tools with a security
 context (their module must see its environment, working directory and umask, and is
-held to its net and exec permissions as it is imported) are never preloaded. A module
-the host imported before ``with ToolSystem()`` is shared without it.
+held to its net and exec permissions as it is imported) are never preloaded, and one
+whose module a sibling's preload brought into the supervisor imports it again
+(``import_afresh``). A module the host imported before ``with ToolSystem()`` is shared
+without it.
 """
 
 from __future__ import annotations
@@ -116,6 +118,17 @@ def preload_tool(spec: dict[str, Any]) -> bool:
             return False
     _tools_loaded.add(module)
     return True
+
+
+def import_afresh(actor: str) -> None:
+    """In a tool with a security context, before it loads its class: if its module came
+    preloaded from its supervisor (for a sibling without one), drop it, so the tool
+    imports it again under its own environment, working directory, umask and
+    permissions. (Modules that one imports stay as they came.)"""
+    module = str(actor or "").partition(":")[0]
+    if module in _tools_loaded:
+        sys.modules.pop(module, None)
+        _tools_loaded.discard(module)
 
 
 class _Fork:

@@ -163,3 +163,17 @@ def test_preload_tools_skips_what_must_not_run_in_a_supervisor(monkeypatch: pyte
     assert sharing.preload_tool({"actor": "json:JSONDecoder"})
     monkeypatch.setenv("TOOLVISOR_PRELOAD_TOOLS", "")
     assert not sharing.preload_tool({"actor": "json:JSONDecoder"})
+
+
+def test_a_tool_with_a_security_context_imports_its_module_itself_even_after_a_sibling_preloaded_it(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"fresh_sib_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text(TOOL_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TOOLVISOR_PRELOAD_TOOLS", "1")
+    with ToolSystem(policy=FAST, data_dir=False) as system:
+        sup = system.supervise("mem", policy=FAST)
+        plain = sup.spawn(f"{name}:Fresh", name="plain")
+        assert plain.call("inherited") is True          # preloaded by the supervisor
+        own = sup.spawn(f"{name}:Fresh", name="own", security={"env": {"A": "1"}})
+        assert own.call("inherited") is False           # its module saw its environment
