@@ -58,8 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="accountant memory run length (90; quick 5; --long 600)")
     p.add_argument("--duration", type=float,
                    help="chaos run length in seconds (60; quick 15)")
-    p.add_argument("--sizes", help="tree sizes (tools) for the memory section, comma-separated "
-                                   "(25,250; quick 25)")
+    p.add_argument("--sizes", help="tree sizes (tools) for the memory and scale sections, "
+                                   "comma-separated (memory 25,250, quick 25; scale 25,250,1000, "
+                                   "quick 25,100, the largest also under one supervisor)")
     p.add_argument("--only", action="append", choices=list(report.BUILDERS),
                    help="run only this section (repeatable)")
     p.add_argument("--log-level", default="WARNING",
@@ -124,9 +125,10 @@ def _sections(args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]
 
     def scale() -> dict[str, Any]:
         mod = _section("scale")
-        return _plotted(mod.run((25, 100) if q else mod.SIZES, restarts=5 if q else 10,
+        sizes = _sizes(args.sizes) or ((25, 100) if q else mod.SIZES)
+        return _plotted(mod.run(sizes, restarts=5 if q else 10,
                                 calls=100 if q else 300, log_level=level,
-                                one_supervisor=(100,) if q else (1000,)),
+                                one_supervisor=(max(sizes),)),
                         mod.plot, None if q or args.no_plot else SCALE_PLOT)
 
     def pool() -> dict[str, Any]:
