@@ -200,3 +200,38 @@ def test_a_malformed_instance_name_is_refused_at_once(system: ToolSystem, name: 
     with pytest.raises(NotFound) as err:
         system.tool(name)
     assert name in str(err.value) and "fetch#1, fetch#2" in str(err.value)
+
+
+def test_instance_k_checks_k(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    assert pool.instance(2).call("work") == pool.status().instances[1].pid
+    for k in (-1, 0, "x", True, 2.0):
+        with pytest.raises(SpecError) as err:
+            pool.instance(k)
+        assert str(err.value).startswith(f"k={k!r}")
+    with pytest.raises(NotFound, match="fetch#1, fetch#2"):
+        pool.instance(3)
+
+
+def test_a_size_that_cannot_fit_is_refused_before_anything_starts(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    with pytest.raises(SpecError) as err:
+        pool.scale(10**9)
+    assert str(err.value).startswith("n=1000000000") and "GiB available" in str(err.value)
+    with pytest.raises(SpecError, match=r"^replicas=1000000000 .*GiB available"):
+        system.supervisor("w").spawn(WORKER, name="huge", replicas=10**9)
+    assert pool.status().replicas == 2 and len(system.supervisor("w").children()) == 2
+
+
+def test_a_config_pool_that_cannot_fit_is_refused_as_it_loads(tmp_path: Path) -> None:
+    cfg = tmp_path / "tree.toml"
+    cfg.write_text(f"""
+[[supervisor]]
+name = "w"
+[[supervisor.tool]]
+name = "fetch"
+actor = "{WORKER}"
+replicas = 1000000000
+""")
+    with pytest.raises(ConfigError, match=r"replicas = 1000000000 is invalid: would start"):
+        ToolSystem.from_config(cfg)

@@ -35,6 +35,7 @@ from supervisors.tree.pools import (
     Autoscale,
     Decision,
     Sample,
+    check_room,
     check_size,
     decide,
     instance_name,
@@ -304,6 +305,7 @@ class Pools:
                            f"{parent or '(root)'})", tool=path)
         old = len(have)
         if n > old:
+            check_room(n - old, "n", n)
             template = system._request(parent, "child_spec", {"name": _split(have[0][1])[1]}, timeout)
             top = have[-1][0]
             for k in range(top + 1, top + 1 + n - old):
@@ -629,6 +631,10 @@ class PoolHandle(ToolHandle):
                                          timeout=timeout)
 
     def instance(self, k: int) -> ToolHandle:
+        """Instance ``#k`` (``NotFound`` naming the instances there are if it is not one)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise SpecError.invalid("k", k, "must be an instance number, a whole number >= 1 "
+                                    "(w/fetch#2 is instance(2))")
         parent, name = _split(self.path)
         return self.system.tool(spec_path(parent, instance_name(name, k)))
 

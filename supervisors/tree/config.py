@@ -262,7 +262,9 @@ def _supervisor(r: _Reader, table: Any, where: str) -> dict[str, Any]:
             continue
         for j, item in enumerate(items):
             try:
-                children.extend(expand(build(r, item, f"{where}.{kind}[{j}]")))
+                here = f"{where}.{kind}[{j}]"
+                spec = build(r, item, here)
+                children.extend(r.checked(lambda spec=spec: expand(spec), here))
             except _Fault:
                 pass
     if len(r.problems) > faults:

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from actors.errors import SpecError
 
 SEP = "#"
@@ -97,6 +99,22 @@ def check_replicas(value: Any) -> int | Autoscale:
     return check_size(value)
 
 
+#: What one more instance is taken to need (MiB of memory it will not share: an idle tool
+#: is about 5, docs/scaling.md) when a pool starts or grows: a size whose new instances
+#: could not fit in the memory available now is refused before any is started.
+INSTANCE_MIB = 6
+
+
+def check_room(new: int, field: str, value: int) -> None:
+    """Refuse to start ``new`` instances that could not fit in the memory available now
+    (``INSTANCE_MIB`` each): ``replicas = 1000000000`` is a typo, not a plan."""
+    available = psutil.virtual_memory().available / (1 << 20)
+    if new * INSTANCE_MIB > available:
+        raise SpecError.invalid(field, value, f"would start {new:,} instances, about "
+                                f"{new * INSTANCE_MIB / 1024:,.0f} GiB at {INSTANCE_MIB} MiB each; "
+                                f"this machine has {available / 1024:,.1f} GiB available")
+
+
 def initial_size(replicas: int | Autoscale) -> int:
     return replicas.min if isinstance(replicas, Autoscale) else replicas
 
@@ -125,6 +143,8 @@ def expand(spec: dict[str, Any]) -> list[dict[str, Any]]:
     if "replicas" not in spec:
         return [spec]
     replicas = check_replicas(spec["replicas"])
+    check_room(initial_size(replicas), "replicas.min" if isinstance(replicas, Autoscale)
+               else "replicas", initial_size(replicas))
     template = {**spec, "pool_replicas": replicas.to_dict() if isinstance(replicas, Autoscale)
                 else replicas}
     return [instance_spec(template, spec["name"], k) for k in range(1, initial_size(replicas) + 1)]
