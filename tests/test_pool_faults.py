@@ -24,6 +24,15 @@ SLOW_BACK = Policy(max_restarts=10, period=5.0, backoff=Backoff(initial=8.0, max
 pytestmark = pytest.mark.timeout(90)
 
 
+def _fetch_config(tmp_path: Path, *extras: str) -> Path:
+    """A config with supervisor ``w`` and one tool ``fetch`` per extra (its extra lines)."""
+    tools = "".join(f'[[supervisor.tool]]\nname = "fetch"\nactor = "{WORKER}"\n{extra}\n'
+                    for extra in extras)
+    cfg = tmp_path / "tree.toml"
+    cfg.write_text(f'[[supervisor]]\nname = "w"\n{tools}')
+    return cfg
+
+
 def _state(pool: PoolHandle, k: int) -> str:
     return pool.status().instances[k - 1].state.value
 
@@ -146,20 +155,8 @@ def test_a_pool_and_a_plain_tool_cannot_share_a_name(system: ToolSystem, tmp_pat
         w.spawn(WORKER, name="single", replicas=2)
     assert [c.name for c in w.children()] == ["fetch#1", "fetch#2", "single"]
     assert isinstance(system.tool("w/fetch"), PoolHandle)
-    cfg = tmp_path / "tree.toml"
-    cfg.write_text(f"""
-[[supervisor]]
-name = "w"
-[[supervisor.tool]]
-name = "fetch"
-actor = "{WORKER}"
-replicas = 2
-[[supervisor.tool]]
-name = "fetch"
-actor = "{WORKER}"
-""")
     with pytest.raises(ConfigError, match=r"fetch"):
-        ToolSystem.from_config(cfg)
+        ToolSystem.from_config(_fetch_config(tmp_path, "replicas = 2", ""))
 
 
 def test_an_autoscaler_ends_with_its_supervisor(system: ToolSystem) -> None:
@@ -224,14 +221,5 @@ def test_a_size_that_cannot_fit_is_refused_before_anything_starts(system: ToolSy
 
 
 def test_a_config_pool_that_cannot_fit_is_refused_as_it_loads(tmp_path: Path) -> None:
-    cfg = tmp_path / "tree.toml"
-    cfg.write_text(f"""
-[[supervisor]]
-name = "w"
-[[supervisor.tool]]
-name = "fetch"
-actor = "{WORKER}"
-replicas = 1000000000
-""")
     with pytest.raises(ConfigError, match=r"replicas = 1000000000 is invalid: would start"):
-        ToolSystem.from_config(cfg)
+        ToolSystem.from_config(_fetch_config(tmp_path, "replicas = 1000000000"))
