@@ -223,3 +223,13 @@ def test_a_size_that_cannot_fit_is_refused_before_anything_starts(system: ToolSy
 def test_a_config_pool_that_cannot_fit_is_refused_as_it_loads(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"replicas = 1000000000 is invalid: would start"):
         ToolSystem.from_config(_fetch_config(tmp_path, "replicas = 1000000000"))
+
+
+def test_in_flight_counts_a_batchs_calls(system: ToolSystem) -> None:
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=3)
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(pool.call_many([("work", {"seconds": 1.0})] * 9)))
+    t.start()
+    _wait(lambda: pool.status().in_flight == 9, 10, "the batch's 9 calls in flight (3 chunks of 3)")
+    t.join(30)
+    assert len(out) == 9 and pool.status().in_flight == 0

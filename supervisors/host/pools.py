@@ -181,9 +181,9 @@ class Pools:
 
     @contextmanager
     def flight(self, path: str, inst: str | None = None,
-               avoid: Iterable[str] = ()) -> Iterator[str]:
-        """Count a call in flight on ``inst`` (None: pick one, not in ``avoid`` if another
-        is left) for as long as it runs.
+               avoid: Iterable[str] = (), calls: int = 1) -> Iterator[str]:
+        """Count ``calls`` in flight on ``inst`` (None: pick one, not in ``avoid`` if
+        another is left) for as long as they run (a batch's chunk counts its items).
 
         Picking and counting are two steps, so two threads may pick the same idle
         instance at once; the one that finds itself second while another instance
@@ -200,11 +200,14 @@ class Pools:
                     if m != chosen and m not in pool.draining):
                 break
             q.pop()
+        for _ in range(calls - 1):
+            q.append(1)
         try:
             yield chosen
         finally:
-            q.pop()
-            next(pool.done)
+            for _ in range(calls):
+                q.pop()
+                next(pool.done)
 
     def call(self, path: str, command: str, args: dict[str, Any], timeout: float | None) -> Any:
         refused: list[str] = []
@@ -261,7 +264,7 @@ class Pools:
         def run(inst: str, chunk: list[Any]) -> list[Any] | BaseException:
             refused: list[str] = []
             while True:
-                with self.flight(path, inst, refused):
+                with self.flight(path, inst, refused, calls=len(chunk)):
                     try:
                         return self.system._batch(inst, chunk, timeout, hold=inst in refused)
                     except NotServing:
