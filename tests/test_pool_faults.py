@@ -47,8 +47,8 @@ def test_calls_go_around_an_instance_that_is_restarting() -> None:
         assert set(served) == {pids[0], pids[2]}
         # all six were served by the others while #2 still waited out its 8 s backoff
         assert _state(pool, 2) == "restarting"
-        relay = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
-        assert set(relay.call("spread", path="w/fetch", n=4)) == {pids[0], pids[2]}
+        caller = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
+        assert set(caller.call("spread", path="w/fetch", n=4)) == {pids[0], pids[2]}
         assert _state(pool, 2) == "restarting"
 
 
