@@ -153,6 +153,8 @@ def test_a_pool_and_a_plain_tool_cannot_share_a_name(system: ToolSystem, tmp_pat
     w.spawn(WORKER, name="single")
     with pytest.raises(ToolError, match=r"w/single already exists"):
         w.spawn(WORKER, name="single", replicas=2)
+    with pytest.raises(ToolError, match=r"w/fetch already exists \(a pool of 2: fetch#1, fetch#2\)"):
+        w.spawn(WORKER, name="fetch", replicas=3)
     assert [c.name for c in w.children()] == ["fetch#1", "fetch#2", "single"]
     assert isinstance(system.tool("w/fetch"), PoolHandle)
     with pytest.raises(ConfigError, match=r"fetch"):

@@ -680,6 +680,11 @@ def spawn_pool(sup: Any, actor: Any, name: str, config: dict[str, Any] | None, r
     spec = tool_spec(actor, name, config, **options)
     spec["replicas"] = rule.to_dict() if isinstance(rule, Autoscale) else rule
     system = sup.system
+    have = [_split(m)[1] for m in system.pools._listed(sup.path, name)]
+    if have:
+        raise ToolError(f"{sup._child_path(name)} already exists (a pool of {len(have)}: "
+                        f"{', '.join(have)}); pick another name, or scale() or remove it",
+                        type="DuplicateName", tool=sup._child_path(name))
     started: list[str] = []
     for inst in expand(spec):
         try:
