@@ -157,7 +157,7 @@ def test_a_pool_and_a_plain_tool_cannot_share_a_name(system: ToolSystem, tmp_pat
         w.spawn(WORKER, name="fetch", replicas=3)
     assert [c.name for c in w.children()] == ["fetch#1", "fetch#2", "single"]
     assert isinstance(system.tool("w/fetch"), PoolHandle)
-    with pytest.raises(ConfigError, match=r"fetch"):
+    with pytest.raises(ConfigError, match=r"a pool and a single tool both named 'fetch'"):
         ToolSystem.from_config(_fetch_config(tmp_path, "replicas = 2", ""))
 
 
