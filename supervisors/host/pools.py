@@ -142,13 +142,11 @@ class Pools:
     def check_instance(self, path: str) -> None:
         """Raise ``NotFound`` for ``w/fetch#9`` when the pool has no such instance."""
         runtime = self.system.runtime_dir
-        parts = split_instance(_split(path)[1])
-        name = _split(path)[1]
-        if parts is None and SEP in name:  # "fetch#", "fetch#-1", "fetch#abc"
-            parts = (name.rpartition(SEP)[0], 0)
-        if not runtime or parts is None or routes.lookup(runtime, path) is not None:
+        parent, name = _split(path)
+        base, sep, _ = name.rpartition(SEP)  # (also "fetch#", "fetch#-1", "fetch#abc")
+        if not runtime or not sep or routes.lookup(runtime, path) is not None:
             return
-        pool = f"{_split(path)[0]}/{parts[0]}".strip("/")
+        pool = f"{parent}/{base}".strip("/")
         have = [_split(e.path)[1] for e in routes.members(runtime, pool)]
         if not have and not split_instance(name):
             return  # (not a pool's name at all: the usual NotFound comes on the first call)
@@ -293,6 +291,7 @@ class Pools:
         """Make the pool ``n`` instances: start ``#k+1..#n`` or drain and remove the highest.
         Calls on one pool take turns (an operator's and the autoscaler's, say)."""
         n = check_size(n, "n")
+        self.check_bounds(path, n)
         pool = self._pool(path)
         with pool.resizing:
             return self._resize(path, pool, n, reason, timeout)
@@ -623,7 +622,6 @@ class PoolHandle(ToolHandle):
         """Run ``n`` instances: new ones start now; surplus ones stop after their calls finish.
         An autoscaled pool takes only a size within its ``min`` .. ``max`` (its autoscaler
         goes on deciding from there)."""
-        self._pools.check_bounds(self.path, check_size(n, "n"))
         self._pools.scale(self.path, n, timeout=timeout)
         return self.status(timeout)
 
@@ -680,11 +678,6 @@ def spawn_pool(sup: Any, actor: Any, name: str, config: dict[str, Any] | None, r
     spec = tool_spec(actor, name, config, **options)
     spec["replicas"] = rule.to_dict() if isinstance(rule, Autoscale) else rule
     system = sup.system
-    have = [_split(m)[1] for m in system.pools._listed(sup.path, name)]
-    if have:
-        raise ToolError(f"{sup._child_path(name)} already exists (a pool of {len(have)}: "
-                        f"{', '.join(have)}); pick another name, or scale() or remove it",
-                        type="DuplicateName", tool=sup._child_path(name))
     started: list[str] = []
     for inst in expand(spec):
         try:

@@ -446,7 +446,14 @@ class Supervisor(Policing, Watchdog, Diagnosing):
         """Refuse a name taken here: by a child, or a pool's name by a single tool and the
         reverse (``w/fetch`` must name one thing: the pool or the tool)."""
         name = spec["name"]
-        pool = parts[0] if (parts := split_instance(name)) is not None else None
+        parts = split_instance(name)
+        pool = parts[0] if parts is not None else None
+        if pool and parts[1] == 1 and self.pool_sizes.get(pool):  # (only a new pool starts
+            have = sorted((k, n) for n in self.named  # at #1: scale() adds above the top)
+                          if (k := split_instance(n)) is not None and k[0] == pool)
+            raise ToolError(f"{self._join(pool)} already exists (a pool of {len(have)}: "
+                            f"{', '.join(n for _, n in have)}); pick another name, or scale() "
+                            "or remove it", type="DuplicateName")
         if self._find(name) is not None:
             raise ToolError(f"{self._join(name)} already exists; pick another name "
                             "or stop and remove the existing one", type="DuplicateName")
