@@ -12,7 +12,8 @@ Layout: ``since`` (float64, ``time.time()``, 0 = idle), the *work counters* (bel
 (up to 86 bytes UTF-8, NUL-padded), then the *call* (9 bytes): the correlation id of
 the call being served (int64, 0 for none) and a byte of flags: 1, every reply to a call
 that finished before it had left the process; 2, the command may run again if the
-process dies in it (it is idempotent and its policy retries a crash: ``may_rerun``).
+process dies in it (it is idempotent and its policy retries a crash: ``may_rerun``);
+4, the tool's door is *shut* (below).
 The writer sets ``since`` last on entry and first on exit, so a reader never sees a
 stale name with a fresh ``since``.
 
@@ -20,6 +21,14 @@ The call is how a caller whose tool died learns that its own call certainly neve
 started (``never_started``): the tool was busy with something else, and no reply was
 still waiting in the process, so a call of this caller that had finished would have
 been answered. Such a call is sent again to the next instance (issue 8, item 5).
+
+A door that closes (the tool stops, or a pool shrinks) reads and answers 'moved' every
+call that reached it, then marks the file *shut* before it hangs up: no call starts in
+this process any more, and flag 1 says whether every reply got out. A call that
+reached the door after its last read got no answer and certainly never ran; its caller
+reads the mark (``never_started``, ``shut_clean``) and sends the call to the next
+instance, at once, without waiting for the process to end. The mark stays through
+whatever the process does after (its exit callbacks enter and leave as before).
 
 After those 128 bytes comes the *batch record*: the correlation id of the batch
 being served, how many of its items finished, and the encoded results of the
@@ -60,6 +69,7 @@ _ITEM = struct.Struct("<I")
 _CALL = struct.Struct("<qB")      # the call being served, flags (below)
 REPLIES_OUT = 1                   # every reply to an earlier call had left the process
 RERUN = 2                         # the command may run again if the process dies in it
+SHUT = 4                          # the door is shut: no call starts in this process any more
 _KIND_AT = _LEAVE.size
 _CALL_AT = SIZE - _CALL.size
 _enter = struct.Struct("<d").pack_into
@@ -111,6 +121,7 @@ class BusyMarker:
         self.busy = self.entered = 0.0
         self.calls = 0
         self._command = False
+        self._shut = 0  # SHUT once the door is shut (kept through every later entry)
         self._path = path
         self._batch_room: bool | None = None  # the batch area's pages reserved (None: not yet)
         #: Are all replies to finished calls out of this process? (the tool's door says;
@@ -155,7 +166,8 @@ class BusyMarker:
         raw = (kind[:1].encode() + name.encode("utf-8", "replace"))[: _CALL_AT - _KIND_AT]
         m[_KIND_AT:_CALL_AT] = raw.ljust(_CALL_AT - _KIND_AT, b"\0")
         _CALL.pack_into(m, _CALL_AT, cid if 0 < cid < 1 << 63 else 0,
-                        (REPLIES_OUT if self.replies_out() else 0) | (RERUN if rerun else 0))
+                        (REPLIES_OUT if self.replies_out() else 0) | (RERUN if rerun else 0)
+                        | self._shut)
         self.entered = now = _time()
         self._command = kind == "c"
         _enter(m, 0, now)
@@ -170,6 +182,15 @@ class BusyMarker:
                 self.calls += 1
                 self._command = False
             _leave(m, 0, 0.0, self.busy, self.calls, BACKLOG.waiting)
+
+    def shut(self, replies_out: bool) -> None:
+        """The door is shut: no call starts in this process from now on. ``replies_out``:
+        every reply it queued got out (then a call left unanswered certainly never ran)."""
+        self._shut = SHUT
+        self.replies_out = (lambda: True) if replies_out else _unknown
+        m = self.map
+        if m is not None:
+            _CALL.pack_into(m, _CALL_AT, 0, SHUT | (REPLIES_OUT if replies_out else 0))
 
     def batch_begin(self, cid: int) -> None:
         if self.map is not None:
@@ -219,18 +240,35 @@ def read_batch(path: str, cid: int) -> tuple[int, list[bytes]] | None:
     return done, out
 
 
-def _busy_head(path: str) -> tuple[bytes, float, bytes] | None:
-    """The marker's first ``SIZE`` bytes, its ``since`` and ``kind``, while the tool is busy;
-    None when idle, unreadable or too short."""
+def _head(path: str) -> bytes | None:
+    """The marker's first ``SIZE`` bytes; None when unreadable or too short."""
     try:
         with open(path, "rb") as f:
             data = f.read(SIZE)
     except OSError:
         return None
-    if len(data) < SIZE:
+    return data if len(data) == SIZE else None
+
+
+def _busy_head(path: str) -> tuple[bytes, float, bytes] | None:
+    """The marker's first ``SIZE`` bytes, its ``since`` and ``kind``, while the tool is busy;
+    None when idle, unreadable or too short."""
+    data = _head(path)
+    if data is None:
         return None
     since, _, _, _, kind = _HEAD.unpack_from(data, 0)
     return (data, since, kind) if since else None
+
+
+def shut_clean(path: str) -> bool:
+    """Is the door of the tool whose marker is at ``path`` shut with every reply out? Then
+    a call of anyone's that it did not answer certainly never ran, whether or not its
+    process has ended yet (no call starts after the shut)."""
+    data = _head(path)
+    if data is None:
+        return False
+    _, flags = _CALL.unpack_from(data, _CALL_AT)
+    return flags & (SHUT | REPLIES_OUT) == SHUT | REPLIES_OUT
 
 
 def read_marker(path: str) -> dict[str, Any] | None:
@@ -246,8 +284,11 @@ def read_marker(path: str) -> dict[str, Any] | None:
 def never_started(path: str, cid: int) -> bool:
     """Did the tool whose marker is at ``path`` (its process ended) certainly never start
     the call ``cid`` it did not answer? Yes only if it was busy with something else and
-    every reply to a call that finished before had left the process. Idle, unreadable,
-    serving ``cid`` itself, or a reply still inside: no (it may have run)."""
+    every reply to a call that finished before had left the process, or if its door was
+    shut with every reply out (``shut_clean``). Idle, unreadable, serving ``cid`` itself,
+    or a reply still inside: no (it may have run)."""
+    if cid and shut_clean(path):
+        return True
     head = _busy_head(path) if cid else None
     if head is None:
         return False
@@ -267,6 +308,18 @@ def ended(pid: int | None, within: float = 0.05) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+def unrun(runtime_dir: str | None, pid: int | None, cid: int, within: float = 0.05) -> bool:
+    """Call ``cid`` to the tool process ``pid`` got no answer and its connection closed: did
+    it certainly never start? Yes if the tool's door was shut with every reply out (known at
+    once, alive or not), or if the process ended (looked for during ``within`` seconds) while
+    busy with something else, every earlier reply out. A live tool with its door open that
+    dropped its caller may have run the call, its reply gone with the connection: no."""
+    if not (runtime_dir and pid and cid):
+        return False
+    path = marker_path(runtime_dir, int(pid))
+    return shut_clean(path) or (ended(pid, within) and never_started(path, cid))
 
 
 def may_rerun(path: str, cid: int) -> bool:

@@ -7,6 +7,7 @@ framework behind one seam.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -26,9 +27,11 @@ class Context(Protocol):
     def exit(self) -> None:
         """End this actor after the current message."""
 
-    def open_door(self, max_callers: int = ..., label: str | None = None) -> str | None:
+    def open_door(self, max_callers: int = ..., label: str | None = None,
+                  on_shut: Callable[[bool], None] | None = None) -> str | None:
         """Also serve calls on a local socket (the fast path), at most ``max_callers``
-        connected at once; its address, or None."""
+        connected at once; its address, or None. ``on_shut(replies_out)`` is told as the
+        door closes for good, before it hangs up on its callers."""
 
     def watch_process(self, pid: int) -> bool:
         """Call the behaviour's ``process_ended(pid)`` once ``pid`` ends (a pidfd in our

@@ -127,8 +127,11 @@ class Peer:
 class FastPathServer:
     def __init__(self, deliver: Callable[[Any, Peer], None], mailbox: Mailbox, label: str = "tool",
                  max_frame: int = MAX_FRAME, max_out: int = MAX_PENDING_OUT,
-                 max_peers: int = MAX_PEERS) -> None:
+                 max_peers: int = MAX_PEERS, on_shut: Callable[[bool], None] | None = None) -> None:
         self.deliver = deliver
+        #: told as the door closes, before it hangs up on anyone: whether every reply got
+        #: out (the tool's busy marker records it: actors.busy, ``shut``)
+        self.on_shut = on_shut
         self.mailbox = mailbox
         self.label = label
         self.max_frame = max_frame
@@ -362,7 +365,12 @@ class FastPathServer:
         tool is going away, so each is answered 'moved' (not run) and its caller sends it
         to another instance, instead of seeing the connection close under it. New callers
         are refused first (a Unix listener shut for reading refuses connects), then those
-        already queued to connect are taken in and read too."""
+        already queued to connect are taken in and read too.
+
+        A call that arrives after those reads is not read at all. Before hanging up, the
+        door tells ``on_shut`` whether every reply got out: the tool's busy marker then
+        says that no call starts here any more, and a caller left without an answer
+        knows its call did not run and sends it to the next instance."""
         try:
             self.listener.shutdown(socket.SHUT_RD)
         except OSError:
@@ -374,6 +382,9 @@ class FastPathServer:
                     break
         if self.has_output:
             self.flush()
+        if self.on_shut is not None:  # (a reply still inside is lost with its caller's drop)
+            self.on_shut(not (self.replies_lost or self.has_output))
+            self.on_shut = None
         while self.refusing:
             self.refusing.popleft()[1].close()
         if self.spare is not None:

@@ -36,11 +36,12 @@ import msgpack
 from loguru import logger
 
 from actors import routes, waits
-from actors.busy import call_ids, ended, marker_path, may_rerun
+from actors.busy import call_ids, ended, marker_path, may_rerun, never_started, shut_clean
 from actors.codec import decode, encode, pack_value
 from actors.errors import (
     CallTimeout,
     DeadlockError,
+    Moved,
     NotFound,
     NotServing,
     SpecError,
@@ -83,6 +84,12 @@ def check_permission(caller: str, caller_level: str, callee: routes.RouteEntry) 
     """The single place where a tool's right to reach another is decided."""
     if _permission_check is not None:
         _permission_check(caller, caller_level, callee)
+
+
+def _unrun(cid: int, why: str) -> Reply:
+    """The answer to a call that certainly did not run: 'moved', so it goes to the next
+    instance (``actors.busy.never_started``)."""
+    return Reply(cid, False, error=Moved(f"the call did not run ({why})").to_wire())
 
 
 class Peers:
@@ -431,11 +438,17 @@ class Peers:
                                if wait > 0 else 0.0001)
                 except Gone as gone:
                     self._lost(path, conn, str(gone))
+                    route = conn.route
+                    pid = int(route.pid or 0)
+                    marker = marker_path(self.runtime_dir, pid) if self.runtime_dir and pid else None
+                    if marker is not None and shut_clean(marker):
+                        return _unrun(cid, "it reached the door as it closed")
+                    dead = marker is not None and ended(pid)
+                    if dead and never_started(marker, cid):
+                        return _unrun(cid, "it was queued behind the call the tool ended in")
                     lost = ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
                                            f"({gone}); it may or may not have run", tool=path)
-                    route = conn.route
-                    if route.retry and self.runtime_dir and ended(route.pid) and \
-                            may_rerun(marker_path(self.runtime_dir, int(route.pid or 0)), cid):
+                    if route.retry and dead and may_rerun(marker, cid):
                         lost.retry = route.retry  # idempotent: run it once more
                     raise lost from None
         finally:

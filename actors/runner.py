@@ -343,7 +343,7 @@ class ToolRunner:
                     self.peers.flush()
             self.ctx.send(sender, Ack(msg.ref, False, error=error_to_wire(exc)))
             return
-        door = self.ctx.open_door(self.max_callers, f"tool {self.path}") \
+        door = self.ctx.open_door(self.max_callers, f"tool {self.path}", self.busy.shut) \
             if spec.get("call_path") == "socket" else None
         self.ctx.send(sender, Ack(msg.ref, True, {"pid": self.ctx.pid, "socket": door,
                                                   "tmpdir": self.tmpdir,

@@ -14,6 +14,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -364,10 +365,12 @@ class Shell(Actor):
             logger.debug("actor {}: forgetting {} dead children", self.pid, len(children) - len(kept))
             m._children = kept
 
-    def open_door(self, max_callers: int = DEFAULT_MAX_CALLERS, label: str | None = None) -> str | None:
+    def open_door(self, max_callers: int = DEFAULT_MAX_CALLERS, label: str | None = None,
+                  on_shut: Callable[[bool], None] | None = None) -> str | None:
         if self._door is None:
             label = label or f"actor {self.pid}"
-            self._door = FastPathServer(self._inner.receive, self, label=label, max_peers=max_callers)
+            self._door = FastPathServer(self._inner.receive, self, label=label, max_peers=max_callers,
+                                        on_shut=on_shut)
         return self._door.address
 
     def replies_out(self) -> bool:

@@ -74,3 +74,11 @@ class Caller(ToolActor):
             except Exception as exc:  # noqa: BLE001 - reported to the test
                 errors.append(f"{type(exc).__name__}: {exc}")
         return {"done": done, "errors": errors[:5], "failed": len(errors)}
+
+    @command
+    def call_one(self, path: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call ``command`` on ``path`` once: ``{"ok": result}`` or ``{"error": text}``."""
+        try:
+            return {"ok": self.tool(path).call(command, timeout=30, **args)}
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            return {"error": f"{type(exc).__name__}: {exc}"}

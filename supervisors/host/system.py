@@ -30,6 +30,8 @@ from actors.busy import (
     may_rerun,
     never_started,
     read_batch,
+    shut_clean,
+    unrun,
     verdict_path,
 )
 from actors.codec import unpack_value
@@ -740,6 +742,9 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
+            if cid and self.runtime_dir and route.pid and \
+                    shut_clean(marker_path(self.runtime_dir, route.pid)):
+                return _RESEND  # it reached a closing door after its last read
             marker = ended_marker(self.runtime_dir, route.pid) if cid and self.runtime_dir else None
             if marker is not None and never_started(marker, cid):
                 return _RESEND
@@ -912,11 +917,9 @@ def ended_marker(runtime_dir: str, pid: int | None) -> str | None:
 
 def never_ran(runtime_dir: str, pid: int | None, cid: int) -> bool:
     """Call ``cid`` to the instance ``pid`` got no answer and its connection closed: did
-    that call certainly never start? Only if the process has ended and its busy marker says
-    it was busy with something else with every earlier reply out
-    (``actors.busy.never_started``)."""
-    marker = ended_marker(runtime_dir, pid)
-    return marker is not None and never_started(marker, cid)
+    that call certainly never start? (``actors.busy.unrun``: its door was shut with every
+    reply out, or it ended busy with something else with every earlier reply out.)"""
+    return unrun(runtime_dir, pid, cid, DEATH_WAIT)
 
 
 def _moved(reply: Any) -> bool:
