@@ -235,3 +235,19 @@ def test_in_flight_counts_a_batchs_calls(system: ToolSystem) -> None:
     _wait(lambda: pool.status().in_flight == 9, 10, "the batch's 9 calls in flight (3 chunks of 3)")
     t.join(30)
     assert len(out) == 9 and pool.status().in_flight == 0
+
+
+def test_a_stopped_pool_is_not_scaled_up_behind_its_operators_back(system: ToolSystem) -> None:
+    """Scaling up a pool whose every instance is stopped would start instances that serve
+    while the operator believes the pool stopped: it is refused, saying what to do."""
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    pool.stop()
+    with pytest.raises(ToolError, match=r"w/fetch is stopped \(both instances\); scale\(4\) "
+                                        r"would start 2 running instances beside them: "
+                                        r"start the pool first \(pool.start\(\)\)"):
+        pool.scale(4)
+    assert [i.state.value for i in pool.status().instances] == ["stopped", "stopped"]
+    assert pool.scale(1).replicas == 1  # scaling down a stopped pool is fine
+    pool.start()
+    assert pool.scale(3).replicas == 3
+    assert {i.state.value for i in pool.status().instances} == {"running"}

@@ -300,13 +300,20 @@ class Pools:
         system = self.system
         parent, name = _split(path)
         sup = system.supervisor(parent)
+        listed = self._listed(parent, name)
         have = sorted((split_instance(_split(m)[1])[1], m)  # type: ignore[index]
-                      for m in self._listed(parent, name))
+                      for m in listed)
         if not have:
             raise NotFound(f"{path} is not a pool (no instances {name}#1.. under "
                            f"{parent or '(root)'})", tool=path)
         old = len(have)
         if n > old:
+            if all(state == ToolState.STOPPED.value for state in listed.values()):
+                every = {1: "its one instance", 2: "both instances"}.get(old, f"all {old} instances")
+                raise ToolError(f"{path} is stopped ({every}); scale({n}) would start {n - old} "
+                                f"running instance{'s' if n - old > 1 else ''} beside "
+                                f"{'it' if old == 1 else 'them'}: start the pool first "
+                                "(pool.start()), then scale it", tool=path)
             check_room(n - old, "n", n)
             template = system._request(parent, "child_spec", {"name": _split(have[0][1])[1]}, timeout)
             top = have[-1][0]
@@ -337,14 +344,15 @@ class Pools:
             logger.info("pool {} scaled {}", path, detail)
         return n
 
-    def _listed(self, parent: str, name: str) -> list[str]:
-        """Instance paths as the supervisor lists them (authoritative, unlike the directory)."""
+    def _listed(self, parent: str, name: str) -> dict[str, str]:
+        """Instance paths and their states as the supervisor lists them (authoritative,
+        unlike the directory)."""
         info = self.system._request(parent, "inspect", {}, None)
-        out = []
+        out = {}
         for child in info["children"]:
             parts = split_instance(child["name"])
             if parts is not None and parts[0] == name:
-                out.append(spec_path(parent, child["name"]))
+                out[spec_path(parent, child["name"])] = child["state"]
         return out
 
     def status(self, path: str, timeout: float | None = None) -> PoolStatus:
