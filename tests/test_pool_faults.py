@@ -4,6 +4,7 @@ being removed; scale() calls do not collide; names and autoscalers stay consiste
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.errors import NotFound, SpecError, ToolError
+from actors.errors import CallTimeout, NotFound, SpecError, ToolError
 from supervisors import Backoff, Policy, ToolSystem
 from supervisors.host.pools import PoolHandle
 from supervisors.tree.config import ConfigError
@@ -251,3 +252,19 @@ def test_a_stopped_pool_is_not_scaled_up_behind_its_operators_back(system: ToolS
     pool.start()
     assert pool.scale(3).replicas == 3
     assert {i.state.value for i in pool.status().instances} == {"running"}
+
+
+def test_a_chunk_that_fails_as_a_whole_names_its_calls(system: ToolSystem) -> None:
+    """call_many spreads a batch in chunks; a chunk that fails as a whole (here, its
+    timeout) gives each of its calls an error of its own that says which calls went
+    where."""
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
+    calls = [("work", {})] * 3 + [("work", {"seconds": 1.5})] * 3
+    results = pool.call_many(calls, timeout=1.0)
+    assert all(isinstance(r, int) for r in results[:3]), results
+    late = results[3:]
+    assert all(isinstance(e, CallTimeout) for e in late) and len({id(e) for e in late}) == 3
+    for i, e in enumerate(late, 3):
+        assert re.fullmatch(rf"\[w/fetch#\d\] call {i} of the 6 \(counting from 0\): calls 3-5 "
+                            r"went to w/fetch#\d as one batch, which failed as a whole: no answer "
+                            r"from w/fetch#\d to a batch of 3 calls within 1s", str(e)), str(e)

@@ -27,7 +27,7 @@ from loguru import logger
 
 from actors import routes
 from actors.busy import marker_path, read_marker
-from actors.errors import NotFound, NotServing, SpecError, ToolError
+from actors.errors import NotFound, NotServing, SpecError, ToolError, error_from_wire
 from actors.state import ToolState
 from supervisors.host.handles import ToolHandle, ToolStatus, _split
 from supervisors.tree.pools import (
@@ -70,6 +70,23 @@ class PoolStatus:
     restarts: int = 0
     last_error: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+
+
+def _chunk_errors(exc: BaseException, first: int, size: int, total: int) -> list[BaseException]:
+    """One error per call of a chunk of ``call_many`` that failed as a whole, each saying
+    which calls went where (the calls of other chunks may have run)."""
+    if not isinstance(exc, ToolError):
+        return [exc] * size
+    last = first + size - 1
+    calls = f"calls {first}-{last}" if size > 1 else f"call {first}"
+    out: list[BaseException] = []
+    for i in range(first, first + size):
+        wire = exc.to_wire()
+        wire["message"] = (f"call {i} of the {total} (counting from 0): {calls} went to "
+                           f"{exc.tool or 'one instance'} as one batch, which failed as a "
+                           f"whole: {exc.message}")
+        out.append(error_from_wire(wire, tool=exc.tool))
+    return out
 
 
 class _Pool:
@@ -237,8 +254,9 @@ class Pools:
     def call_many(self, path: str, calls: list[Any], timeout: float | None) -> list[Any]:
         """Spread the batch over the least busy instances in contiguous chunks; gather in order.
 
-        A chunk refused as a whole (its instance stopped, a timeout) gives its items that
-        error; if every chunk was refused, that error is raised, as for one tool."""
+        A chunk that fails as a whole (a timeout, say) gives each of its calls an error of
+        its own saying which calls went where; if every chunk failed, the first chunk's
+        error is raised, as for one tool."""
         if not calls:
             return []
         pool = self._pool(path)
@@ -283,7 +301,8 @@ class Pools:
             raise results[0]  # type: ignore[misc]
         out: list[Any] = []
         for chunk, r in zip(chunks, results, strict=True):
-            out += [r] * len(chunk) if isinstance(r, BaseException) else r
+            out += _chunk_errors(r, len(out), len(chunk), len(calls)) \
+                if isinstance(r, BaseException) else r
         return out
 
     # -------------------------------------------------------------------- size
