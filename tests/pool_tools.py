@@ -31,6 +31,15 @@ class Worker(ToolActor):
         return os.getpid()
 
     @command
+    def note(self, path: str, token: str, seconds: float = 0.0) -> int:
+        """Append ``token`` to the file ``path`` (one line), then sleep: a call with an
+        effect, to count how many times each call ran."""
+        with open(path, "a") as f:
+            f.write(token + "\n")
+        time.sleep(seconds)
+        return os.getpid()
+
+    @command
     def served(self) -> int:
         return self.calls
 
@@ -74,6 +83,23 @@ class Caller(ToolActor):
             except Exception as exc:  # noqa: BLE001 - reported to the test
                 errors.append(f"{type(exc).__name__}: {exc}")
         return {"done": done, "errors": errors[:5], "failed": len(errors)}
+
+    @command
+    def notes(self, path: str, file: str, prefix: str, seconds: float) -> dict[str, Any]:
+        """Call ``note`` on ``path`` for ``seconds``, a fresh token each time: the tokens
+        of the calls that succeeded, and the errors."""
+        ref = self.tool(path)
+        end = time.monotonic() + seconds
+        ok, errors, i = [], [], 0
+        while time.monotonic() < end:
+            token = f"{prefix}{i}"
+            i += 1
+            try:
+                ref.call("note", path=file, token=token, seconds=0.003, timeout=10)
+                ok.append(token)
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                errors.append(f"{token}: {type(exc).__name__}: {exc}")
+        return {"ok": ok, "errors": errors[:5], "failed": len(errors)}
 
     @command
     def call_one(self, path: str, command: str, args: dict[str, Any]) -> dict[str, Any]:

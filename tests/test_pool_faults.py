@@ -118,6 +118,56 @@ def test_scaling_down_under_load_loses_no_call(system: ToolSystem) -> None:
     assert from_tool["done"] > 50 and from_tool["failed"] == 0, from_tool
 
 
+@pytest.mark.timeout(120)
+def test_every_call_runs_exactly_once_while_a_pool_shrinks_and_grows(
+        system: ToolSystem, tmp_path: Path) -> None:
+    """Calls resent after a scale-down ('moved', or no answer from a shut door) must not
+    run twice, and none may be lost: each call appends its own token to a file."""
+    out = str(tmp_path / "notes.txt")
+    pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=4)
+    caller = system.supervise("r", policy=FAST).spawn("tests.pool_tools:Caller", name="c")
+    stop = threading.Event()
+    ok: list[str] = []
+    errors: list[str] = []
+
+    def load(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            token = f"h{k}-{i}"
+            i += 1
+            try:
+                pool.call("note", path=out, token=token, seconds=0.003, timeout=10)
+                ok.append(token)
+            except ToolError as exc:
+                errors.append(f"{token}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    from_tool: dict = {}
+    tool_thread = threading.Thread(target=lambda: from_tool.update(
+        caller.call("notes", path="w/fetch", file=out, prefix="t", seconds=6.0, timeout=40)))
+    tool_thread.start()
+    try:
+        end = time.monotonic() + 6.0
+        while time.monotonic() < end:
+            pool.scale(1)
+            pool.scale(4)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        tool_thread.join(40)
+    assert errors == [] and from_tool["failed"] == 0, (errors[:3], from_tool["errors"])
+    with open(out) as f:
+        ran = f.read().splitlines()
+    succeeded = ok + from_tool["ok"]
+    assert len(succeeded) > 100 and len(from_tool["ok"]) > 50
+    twice = sorted({t for t in ran if ran.count(t) > 1}) if len(ran) != len(set(ran)) else []
+    assert twice == [], f"{len(twice)} calls ran twice: {twice[:5]}"
+    assert sorted(ran) == sorted(succeeded)  # nothing ran that was not answered, nothing lost
+
+
 def test_concurrent_scale_calls_take_turns(system: ToolSystem) -> None:
     pool = system.supervise("w", policy=FAST).spawn(WORKER, name="fetch", replicas=2)
     for a, b in ((4, 6), (1, 3)):
