@@ -10,6 +10,7 @@ Two cases that used to end in "it may or may not have run":
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -195,3 +196,29 @@ def _error_of(fn) -> str:
     except Exception as exc:  # noqa: BLE001 - the test reads it
         return f"{type(exc).__name__}: {exc}"
     return "no error"
+
+
+def test_a_reply_that_reached_an_async_caller_is_read_as_its_tool_goes(tmp_path: Path) -> None:
+    """A reply in the host's socket, unread when the tool restarted, is still read: the
+    call ran once and its caller gets its result. (The next call, written into the closed
+    connection, used to make the async client drop that reply unread; the call then got
+    "may or may not have run", and, once a shut door meant "resend", ran twice.)"""
+    out = str(tmp_path / "notes.txt")
+    with ToolSystem(policy=FAST, log_level="WARNING") as system:
+        t = system.supervise("w", policy=FAST).spawn("tests.pool_tools:Worker", name="x")
+
+        async def main() -> tuple[int, object, object]:
+            first = await t.acall("work")
+            a = asyncio.ensure_future(t.acall("note", path=out, token="A", seconds=0.3, timeout=30))
+            await asyncio.sleep(0.05)                  # A is running in the tool
+            restarting = threading.Thread(target=t.restart)
+            restarting.start()
+            restarting.join(30)  # (the loop is blocked: A's reply waits unread in the socket)
+            b = await t.acall("work", timeout=30)      # written into the closed connection
+            return first, await a, b
+
+        first, a, b = asyncio.run(main())
+        assert a == first, a
+        assert isinstance(b, int) and b != first
+        with open(out) as f:
+            assert f.read().splitlines() == ["A"]

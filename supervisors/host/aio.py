@@ -1,8 +1,8 @@
 """The asyncio front: many calls in flight from one host thread, with backpressure.
 
 For each event loop there is one connection per tool instance; calls are
-written as frames without waiting for earlier answers, and a reader task
-hands each reply to the waiting call by its correlation id. Two bounded
+written as frames without waiting for earlier answers, and the connection's
+protocol hands each reply to the waiting call by its correlation id as it arrives. Two bounded
 windows keep a burst from swamping anything: at most ``per_caller`` calls in
 flight on one connection and ``per_tool`` to one tool from this process. A call
 that cannot get a slot before its deadline fails with ``ToolOverloaded``;
@@ -12,6 +12,7 @@ nothing is ever dropped silently.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
 from collections import deque
@@ -19,7 +20,7 @@ from typing import Any
 
 from actors.codec import decode
 from actors.errors import CallTimeout, ToolOverloaded
-from actors.frames import FrameError, FrameReader
+from actors.frames import FrameReader
 from actors.wire_auth import door_token
 from supervisors.host.fastclient import NotDelivered, frame_of
 from supervisors.host.transport import PeerGone
@@ -30,64 +31,137 @@ HIGH_WATER = 1 << 20  # unsent bytes on a connection before callers wait for the
 SWEEP_EVERY = 0.02    # seconds between checks for calls past their deadline
 
 
-class AsyncConn:
-    """One connection to one tool instance, shared by every call on one event loop."""
+class _Wire(asyncio.Protocol):
+    """The connection's protocol: hands each chunk to its ``AsyncConn`` as it arrives,
+    tells it when the connection ends, and keeps asyncio's flow control (``drained``)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 per_caller: int) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.transport = writer.transport
+    def __init__(self) -> None:
+        self.conn: AsyncConn | None = None
+        self.paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.gone: BaseException | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.received(data)
+
+    def eof_received(self) -> bool:
+        return False  # (the transport closes; connection_lost follows)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.gone = exc or ConnectionResetError("connection closed")
+        if self.conn is not None:
+            self.conn.lost(exc)
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if self.gone is not None:
+                waiter.set_exception(BrokenPipeError(str(self.gone)))
+            else:
+                waiter.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait while the tool is behind (asyncio paused our writing)."""
+        if self.gone is not None:
+            raise BrokenPipeError(str(self.gone))
+        if self.paused:
+            if self.waiter is None:
+                self.waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.waiter)
+
+
+class AsyncConn:
+    """One connection to one tool instance, shared by every call on one event loop.
+
+    Replies are handed to their calls as they arrive (no buffer in between). When the
+    connection ends, whatever the tool wrote before it went is read first: a write that
+    fails (the tool went away as a call was sent) makes asyncio stop reading, and a
+    reply already in this process's socket must not be taken for lost. Its call ran,
+    and a caller told otherwise might send it again (actors.busy, the shut door)."""
+
+    def __init__(self, transport: asyncio.Transport, wire: _Wire, per_caller: int) -> None:
+        self.transport = transport
+        self.wire = wire
+        self.frames = FrameReader()
         self.window = Window(per_caller)
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.outbox: list[bytes] = []
         self.deadlines: dict[int, float] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.closed = False
+        self.broken = False  # the tool sent something that is not a frame: read no more
         self.refusal: Any = None  # the tool's Reply(cid=0) if it refused this connection
-        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+        wire.conn = self
 
     @classmethod
     async def open(cls, address: str, per_caller: int) -> AsyncConn:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_unix_connection(address, limit=1 << 22)
+            transport, wire = await loop.create_unix_connection(_Wire, address)
         except OSError as exc:
             raise NotDelivered(str(exc))
-        writer.write(door_token(address))  # the tool reads nothing before it (docs/security.md)
-        return cls(reader, writer, per_caller)
+        transport.write(door_token(address))  # the tool reads nothing before it (docs/security.md)
+        return cls(transport, wire, per_caller)
 
-    async def _read_loop(self) -> None:
-        frames = FrameReader()
+    def received(self, data: bytes) -> None:
+        if self.broken:
+            return
         try:
-            while True:
-                data = await self.reader.read(65536)
-                if not data:
-                    break
-                for payload in frames.feed(data):
-                    msg = decode(payload)
-                    if getattr(msg, "cid", -1) == 0 and getattr(msg, "ok", True) is False:
-                        self.refusal = msg  # the tool refused this connection (too many callers)
-                        for fut in self.pending.values():
-                            if not fut.done():
-                                fut.set_result(msg)
-                        self.pending.clear()
-                        continue
-                    fut = self.pending.pop(getattr(msg, "cid", -1), None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-        except (OSError, FrameError, asyncio.CancelledError):
-            pass
-        finally:
-            self.closed = True
+            payloads = self.frames.feed(data)
+            for payload in payloads:
+                self._dispatch(decode(payload))
+        except Exception:  # a frame or message that is not the protocol: end the connection
+            self.broken = True
+            self.transport.abort()
+
+    def _dispatch(self, msg: Any) -> None:
+        if getattr(msg, "cid", -1) == 0 and getattr(msg, "ok", True) is False:
+            self.refusal = msg  # the tool refused this connection (too many callers)
             for fut in self.pending.values():
-                if fut.done():
-                    continue
-                if self.refusal is not None:
-                    fut.set_result(self.refusal)
-                else:
-                    fut.set_exception(PeerGone())
+                if not fut.done():
+                    fut.set_result(msg)
             self.pending.clear()
-            self.writer.close()
+            return
+        fut = self.pending.pop(getattr(msg, "cid", -1), None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def lost(self, exc: BaseException | None) -> None:
+        """The connection ended: read what the socket still holds, then fail the calls left."""
+        if exc is not None and not self.broken:
+            self._drain()
+        self.closed = True
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
+        for fut in self.pending.values():
+            if fut.done():
+                continue
+            if self.refusal is not None:
+                fut.set_result(self.refusal)
+            else:
+                fut.set_exception(PeerGone())
+        self.pending.clear()
+
+    def _drain(self) -> None:
+        """Read the replies the tool wrote before it went (its socket is still open here:
+        asyncio closes it after ``connection_lost``)."""
+        sock = self.transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        while fd >= 0 and not self.broken:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # (nothing more now, or the reset that follows the last byte)
+                return
+            if not data:
+                return
+            self.received(data)
 
     def _sweep(self) -> None:
         """Fail calls whose deadline passed (one timer per connection, not one per call)."""
@@ -108,15 +182,15 @@ class AsyncConn:
             loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        if self.outbox and not self.writer.is_closing():
-            self.writer.write(b"".join(self.outbox))
+        if self.outbox and not self.transport.is_closing():
+            self.transport.write(b"".join(self.outbox))
         self.outbox.clear()
 
     def close(self) -> None:
         if self.sweeper is not None:
             self.sweeper.cancel()
-        self.task.cancel()
-        self.writer.close()
+            self.sweeper = None
+        self.transport.close()
 
 
 def _left(deadline: float, loop: asyncio.AbstractEventLoop) -> float:
@@ -227,7 +301,7 @@ class AsyncCalls:
                     conn.sweeper = loop.call_later(SWEEP_EVERY, conn._sweep)
                 if conn.transport.get_write_buffer_size() > HIGH_WATER:
                     try:
-                        await conn.writer.drain()  # the tool is behind: wait (backpressure)
+                        await conn.wire.drained()  # the tool is behind: wait (backpressure)
                     except (BrokenPipeError, ConnectionResetError) as exc:
                         raise NotDelivered(str(exc))
                 return await fut
