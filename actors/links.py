@@ -64,6 +64,7 @@ class Link:
         self.answers: dict[int, Any] = {}           # the reply to the blocking call, by cid
         self.awaiting = 0                           # cid of the blocking call (0: none)
         self.closed = False
+        self.garbled = False                        # it sent a bad frame: read no more of it
         self._exit: select.poll | None = None       # readable once the callee has ended
         self._pidfd = -1
         try:

@@ -202,7 +202,10 @@ class Peers:
         return conn
 
     def _lost(self, path: str, conn: Link, why: str) -> None:
-        """The connection broke: everything still unanswered on it fails with ToolUnavailable."""
+        """The connection broke: the answers the callee wrote before it went are read (they
+        may have waited while this tool was busy), then everything still unanswered on it
+        fails with ToolUnavailable."""
+        self._salvage(path, conn)
         conn.close()
         if "#" in path:  # a pool's instance: picks skip it until its pool is listed again
             self.lost[path] = int(conn.route.pid or 0)
@@ -219,6 +222,17 @@ class Peers:
         conn.outstanding = 0
         for kind, fn in items:
             self._answered(path, kind, fn, error)
+
+    def _salvage(self, path: str, conn: Link) -> None:
+        """Read and dispatch what ``conn``'s socket still holds (not after a bad frame)."""
+        if conn.closed or conn.garbled:
+            return
+        for _ in range(1024):  # (bounded; a callee that ended wrote a finite amount)
+            try:
+                if not self._read(path, conn, None):
+                    return
+            except Gone:
+                return
 
     # -- reading answers -------------------------------------------------------------------
     def _answered(self, path: str, kind: str, fn: Any, result: Any) -> None:
@@ -253,14 +267,15 @@ class Peers:
             for kind, fn in items:
                 self._answered(path, kind, fn, error)
 
-    def _read(self, path: str, conn: Link, timeout: float | None) -> None:
-        """Read what is there (``timeout`` None: without waiting) and dispatch it."""
+    def _read(self, path: str, conn: Link, timeout: float | None) -> bool:
+        """Read what is there (``timeout`` None: without waiting) and dispatch it; False
+        if there was nothing."""
         try:
             if timeout is not None and not ready(conn.sock, False, timeout):
-                return
+                return False
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
@@ -268,6 +283,7 @@ class Peers:
         try:
             frames = conn.reader.feed(data)
         except FrameError as exc:
+            conn.garbled = True
             raise Gone(True, str(exc))
         for payload in frames:
             try:
@@ -276,6 +292,7 @@ class Peers:
                 logger.warning("tool {}: undecodable answer from {}: {}", self.me, path, exc)
                 continue
             self._dispatch(path, conn, msg)
+        return True
 
     def fds(self) -> list[int]:
         """End of a turn: send what is queued; the connections the loop should watch."""
@@ -438,6 +455,9 @@ class Peers:
                                if wait > 0 else 0.0001)
                 except Gone as gone:
                     self._lost(path, conn, str(gone))
+                    reply = conn.answers.pop(cid, None)
+                    if reply is not None:  # (read from what the socket still held)
+                        return reply
                     route = conn.route
                     pid = int(route.pid or 0)
                     marker = marker_path(self.runtime_dir, pid) if self.runtime_dir and pid else None

@@ -102,6 +102,27 @@ class Caller(ToolActor):
         return {"ok": ok, "errors": errors[:5], "failed": len(errors)}
 
     @command
+    def ask_note(self, path: str, file: str, token: str, seconds: float) -> None:
+        """Ask ``path`` to ``note`` (the answer comes back later, to ``asked``)."""
+        self.tool(path).ask("note", on_reply=self._answered, path=file, token=token,
+                            seconds=seconds)
+
+    def _answered(self, result: Any) -> None:
+        self.answers = [*getattr(self, "answers", []), result if not isinstance(result, Exception)
+                        else f"{type(result).__name__}: {result}"]
+
+    @command
+    def asked(self) -> list[Any]:
+        """The answers to ``ask_note`` so far."""
+        return list(getattr(self, "answers", []))
+
+    @command
+    def work_after(self, path: str, seconds: float) -> int:
+        """Sleep (this tool reads nothing meanwhile), then call ``work`` on ``path``."""
+        time.sleep(seconds)
+        return self.tool(path).call("work", timeout=10)
+
+    @command
     def call_one(self, path: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
         """Call ``command`` on ``path`` once: ``{"ok": result}`` or ``{"error": text}``."""
         try:

@@ -222,3 +222,28 @@ def test_a_reply_that_reached_an_async_caller_is_read_as_its_tool_goes(tmp_path:
         assert isinstance(b, int) and b != first
         with open(out) as f:
             assert f.read().splitlines() == ["A"]
+
+
+def test_a_tools_ask_answered_before_its_callee_went_is_not_lost(tmp_path: Path) -> None:
+    """An answer that reached a tool while it was busy, from a callee that then restarted,
+    is read when the tool next uses that callee; it used to be failed unread with
+    "ended before answering"."""
+    out = str(tmp_path / "notes.txt")
+    with ToolSystem(policy=FAST, log_level="WARNING") as system:
+        w = system.supervise("w", policy=FAST)
+        b = w.spawn("tests.pool_tools:Worker", name="b")
+        caller = w.spawn("tests.pool_tools:Caller", name="c")
+        first = b.call("work")
+        caller.call("ask_note", path="w/b", file=out, token="A", seconds=0.3)
+        result: dict = {}
+        busy = threading.Thread(target=lambda: result.update(
+            pid=caller.call("work_after", path="w/b", seconds=2.0, timeout=30)))
+        busy.start()
+        wait_until(lambda: os.path.exists(out), 10, what="the ask to reach w/b")
+        b.restart()  # (after 'note' has answered: the answer waits in w/c's socket)
+        busy.join(30)
+        assert isinstance(result.get("pid"), int) and result["pid"] != first, result
+        answers = wait_until(lambda: caller.call("asked"), 10, what="the ask's answer")
+        assert answers == [first], answers
+        with open(out) as f:
+            assert f.read().splitlines() == ["A"]
