@@ -318,3 +318,17 @@ def test_a_chunk_that_fails_as_a_whole_names_its_calls(system: ToolSystem) -> No
         assert re.fullmatch(rf"\[w/fetch#\d\] call {i} of the 6 \(counting from 0\): calls 3-5 "
                             r"went to w/fetch#\d as one batch, which failed as a whole: no answer "
                             r"from w/fetch#\d to a batch of 3 calls within 1s", str(e)), str(e)
+
+
+def test_a_chunks_errors_keep_the_class_and_details_of_the_error() -> None:
+    from actors.errors import CheckpointError
+    from supervisors.host.pools import _chunk_errors
+
+    exc = CheckpointError("the store could not keep it", tool="w/fetch#2")
+    exc.retry = {"attempts": 2}
+    errors = _chunk_errors(exc, 3, 2, 6)
+    assert [type(e) for e in errors] == [CheckpointError, CheckpointError]
+    assert errors[0] is not errors[1] and all(e.retry == {"attempts": 2} for e in errors)
+    assert str(errors[1]) == ("[w/fetch#2] call 4 of the 6 (counting from 0): calls 3-4 went to "
+                              "w/fetch#2 as one batch, which failed as a whole: the store could "
+                              "not keep it")

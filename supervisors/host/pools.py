@@ -27,7 +27,7 @@ from loguru import logger
 
 from actors import routes
 from actors.busy import marker_path, read_marker
-from actors.errors import NotFound, NotServing, SpecError, ToolError, error_from_wire
+from actors.errors import NotFound, NotServing, SpecError, ToolError
 from actors.state import ToolState
 from supervisors.host.handles import ToolHandle, ToolStatus, _split
 from supervisors.tree.pools import (
@@ -81,11 +81,13 @@ def _chunk_errors(exc: BaseException, first: int, size: int, total: int) -> list
     calls = f"calls {first}-{last}" if size > 1 else f"call {first}"
     out: list[BaseException] = []
     for i in range(first, first + size):
-        wire = exc.to_wire()
-        wire["message"] = (f"call {i} of the {total} (counting from 0): {calls} went to "
-                           f"{exc.tool or 'one instance'} as one batch, which failed as a "
-                           f"whole: {exc.message}")
-        out.append(error_from_wire(wire, tool=exc.tool))
+        message = (f"call {i} of the {total} (counting from 0): {calls} went to "
+                   f"{exc.tool or 'one instance'} as one batch, which failed as a whole: "
+                   f"{exc.message}")
+        item = type(exc).__new__(type(exc), message)  # (its class and details, a message of its own)
+        item.__dict__.update(exc.__dict__)
+        item.message = message
+        out.append(item)
     return out
 
 
