@@ -247,3 +247,58 @@ def test_a_tools_ask_answered_before_its_callee_went_is_not_lost(tmp_path: Path)
         assert answers == [first], answers
         with open(out) as f:
             assert f.read().splitlines() == ["A"]
+
+
+def test_an_async_call_that_waited_for_room_gets_its_reply_when_the_connection_ends() -> None:
+    """A call that waited for the tool to take in its backlog (backpressure) and whose
+    reply came before the connection ended gets that reply; it used to be told
+    "not delivered", and its caller would have sent it again."""
+    from actors.wire_auth import MAC_SIZE
+    from supervisors.host.aio import AsyncCalls
+
+    address = f"\0toolvisor-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen(1)
+    big = b"x" * (2 << 20)
+
+    def slow_tool() -> None:
+        """Reads nothing for a while, answers the first two calls, then hangs up."""
+        conn, _ = server.accept()
+        time.sleep(0.5)  # (the caller's backlog grows past the high-water mark)
+        reader, frames, hello = FrameReader(), [], b""
+        while len(hello) < MAC_SIZE:
+            hello += conn.recv(MAC_SIZE - len(hello))
+        while len(frames) < 2:
+            frames += reader.feed(conn.recv(65536))
+        for frame in frames[:2]:
+            call = decode(frame)
+            conn.sendall(pack_frame(encode(Reply(call.cid, True, call.cid))))
+        conn.close()  # (the third call is still coming in: the caller gets a reset)
+
+    tool = threading.Thread(target=slow_tool)
+    tool.start()
+
+    async def main() -> list:
+        calls = AsyncCalls()
+        deadline = time.time() + 20
+
+        def call(cid: int, args: dict) -> asyncio.Future:
+            return asyncio.ensure_future(
+                calls.exchange("t", address, cid, Call(cid, "x", args, deadline), deadline))
+
+        first = call(1, {"blob": big})
+        await asyncio.sleep(0.1)          # written in part; the rest waits in the transport
+        second = call(2, {})              # waits for room: the backlog is over the mark
+        third = call(3, {"blob": big})
+        try:
+            return await asyncio.gather(first, second, third, return_exceptions=True)
+        finally:
+            calls.close()
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        tool.join(20)
+        server.close()
+    assert [(r.cid, r.ok, r.value) for r in results[:2]] == [(1, True, 1), (2, True, 2)], results

@@ -2,11 +2,11 @@
 
 For each event loop there is one connection per tool instance; calls are
 written as frames without waiting for earlier answers, and the connection's
-protocol hands each reply to the waiting call by its correlation id as it arrives. Two bounded
-windows keep a burst from swamping anything: at most ``per_caller`` calls in
-flight on one connection and ``per_tool`` to one tool from this process. A call
-that cannot get a slot before its deadline fails with ``ToolOverloaded``;
-nothing is ever dropped silently.
+protocol hands each reply to the waiting call by its correlation id as it
+arrives. Two bounded windows keep a burst from swamping anything: at most
+``per_caller`` calls in flight on one connection and ``per_tool`` to one tool
+from this process. A call that cannot get a slot before its deadline fails with
+``ToolOverloaded``; nothing is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class AsyncConn:
         self.frames = FrameReader()
         self.window = Window(per_caller)
         self.pending: dict[int, asyncio.Future[Any]] = {}
-        self.outbox: list[bytes] = []
+        self.outbox: list[tuple[int, bytes]] = []  # (cid, frame) not written yet
         self.deadlines: dict[int, float] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.closed = False
@@ -133,20 +133,23 @@ class AsyncConn:
             fut.set_result(msg)
 
     def lost(self, exc: BaseException | None) -> None:
-        """The connection ended: read what the socket still holds, then fail the calls left."""
+        """The connection ended: read what the socket still holds, then fail the calls left
+        (``NotDelivered`` those never written, ``PeerGone`` the others: they may have run)."""
         if exc is not None and not self.broken:
             self._drain()
         self.closed = True
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
-        for fut in self.pending.values():
+        unsent = {cid for cid, _ in self.outbox}
+        self.outbox.clear()
+        for cid, fut in self.pending.items():
             if fut.done():
                 continue
             if self.refusal is not None:
                 fut.set_result(self.refusal)
             else:
-                fut.set_exception(PeerGone())
+                fut.set_exception(NotDelivered("connection closed") if cid in unsent else PeerGone())
         self.pending.clear()
 
     def _drain(self) -> None:
@@ -175,15 +178,22 @@ class AsyncConn:
         if self.pending and not self.closed:
             self.sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
 
-    def queue(self, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
+    def queue(self, cid: int, frame: bytes, loop: asyncio.AbstractEventLoop) -> None:
         """Collect frames written in one loop turn and send them with one write."""
-        self.outbox.append(frame)
+        self.outbox.append((cid, frame))
         if len(self.outbox) == 1:
             loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        if self.outbox and not self.transport.is_closing():
-            self.transport.write(b"".join(self.outbox))
+        if not self.outbox:
+            return
+        if self.transport.is_closing():  # never written: their calls were not delivered
+            for cid, _ in self.outbox:
+                fut = self.pending.get(cid)
+                if fut is not None and not fut.done():
+                    fut.set_exception(NotDelivered("connection closed"))
+        else:
+            self.transport.write(b"".join([frame for _, frame in self.outbox]))
         self.outbox.clear()
 
     def close(self) -> None:
@@ -296,14 +306,14 @@ class AsyncCalls:
                 fut: asyncio.Future[Any] = loop.create_future()
                 conn.pending[cid] = fut
                 conn.deadlines[cid] = deadline
-                conn.queue(frame_of(msg), loop)
+                conn.queue(cid, frame_of(msg), loop)
                 if conn.sweeper is None:
                     conn.sweeper = loop.call_later(SWEEP_EVERY, conn._sweep)
                 if conn.transport.get_write_buffer_size() > HIGH_WATER:
                     try:
                         await conn.wire.drained()  # the tool is behind: wait (backpressure)
-                    except (BrokenPipeError, ConnectionResetError) as exc:
-                        raise NotDelivered(str(exc))
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the connection ended: what became of this call is in ``fut``
                 return await fut
             except (NotDelivered, PeerGone):
                 state.ready.pop(address, None)
