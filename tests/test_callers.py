@@ -62,6 +62,25 @@ def test_a_thread_per_call_leaves_no_descriptors_behind(call_path: str) -> None:
         assert fds(os.getpid()) <= host_before + 12, (host_before, fds(os.getpid()))
 
 
+def test_each_asyncio_run_closes_its_connections_as_its_loop_ends() -> None:
+    """``asyncio.run`` makes a new loop each time: the connections of a loop that ended
+    must not stay open, or they fill the tool's max_callers and lock callers out."""
+    import asyncio
+    import gc
+
+    with ToolSystem() as system:
+        t = system.spawn(Counter, name="c", max_callers=3)
+        pid = t.call("pid")
+        before = fds(pid)
+        for _ in range(6):
+            asyncio.run(t.acall("add", timeout=5))
+        assert t.call("get") == 6
+        wait_until(lambda: fds(pid) <= before, 10, what="the tool's descriptors back")
+        gc.collect()  # ...and nothing of the ended loops is kept (at most the last one)
+        assert sum(isinstance(o, asyncio.AbstractEventLoop) and o.is_closed()
+                   for o in gc.get_objects()) <= 1
+
+
 @pytest.mark.parametrize("on_limit", ["restart", "alert"])
 def test_idle_callers_are_counted_apart_from_the_tools_own_files(on_limit: str) -> None:
     # (before: ~130 idle callers restarted a standard tool for open_files; 200 crashed it)

@@ -302,3 +302,43 @@ def test_an_async_call_that_waited_for_room_gets_its_reply_when_the_connection_e
         tool.join(20)
         server.close()
     assert [(r.cid, r.ok, r.value) for r in results[:2]] == [(1, True, 1), (2, True, 2)], results
+
+
+def test_an_async_call_waiting_for_room_keeps_its_deadline() -> None:
+    """A tool that takes in nothing: a call that waits for room in its backlog times out
+    at its own deadline, not when the tool reads again."""
+    from supervisors import CallTimeout
+    from supervisors.host.aio import AsyncCalls
+
+    address = f"\0toolvisor-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen(1)
+    held: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: held.append(server.accept()[0]))
+    accepting.start()
+
+    async def main() -> tuple[object, float]:
+        calls = AsyncCalls()
+        far, near = time.time() + 30, time.time() + 0.5
+        first = asyncio.ensure_future(calls.exchange(
+            "t", address, 1, Call(1, "x", {"blob": b"x" * (2 << 20)}, far), far))
+        await asyncio.sleep(0.1)  # its frame fills the socket; the rest waits for room
+        started = time.monotonic()
+        try:
+            await calls.exchange("t", address, 2, Call(2, "x", {}, near), near)
+        except CallTimeout as exc:
+            return exc, time.monotonic() - started
+        finally:
+            first.cancel()
+            calls.close()
+        return None, time.monotonic() - started
+
+    try:
+        error, took = asyncio.run(main())
+    finally:
+        accepting.join(10)
+        for sock in held:
+            sock.close()
+        server.close()
+    assert isinstance(error, CallTimeout) and took < 2.0, (error, took)

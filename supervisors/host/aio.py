@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import weakref
 from collections import deque
@@ -40,6 +41,7 @@ class _Wire(asyncio.Protocol):
         self.paused = False
         self.waiter: asyncio.Future[None] | None = None
         self.gone: BaseException | None = None
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         if self.conn is not None:
@@ -53,6 +55,8 @@ class _Wire(asyncio.Protocol):
         if self.conn is not None:
             self.conn.lost(exc)
         self.resume_writing()
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -61,19 +65,17 @@ class _Wire(asyncio.Protocol):
         self.paused = False
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
-            if self.gone is not None:
-                waiter.set_exception(BrokenPipeError(str(self.gone)))
-            else:
-                waiter.set_result(None)
+            waiter.set_result(None)  # (no exception: every waiter may have been cancelled)
 
     async def drained(self) -> None:
-        """Wait while the tool is behind (asyncio paused our writing)."""
-        if self.gone is not None:
-            raise BrokenPipeError(str(self.gone))
-        if self.paused:
+        """Wait while the tool is behind (asyncio paused our writing); ``BrokenPipeError``
+        if the connection ended."""
+        if self.paused and self.gone is None:
             if self.waiter is None:
                 self.waiter = asyncio.get_running_loop().create_future()
             await asyncio.shield(self.waiter)
+        if self.gone is not None:
+            raise BrokenPipeError(str(self.gone))
 
 
 class AsyncConn:
@@ -98,6 +100,16 @@ class AsyncConn:
         self.broken = False  # the tool sent something that is not a frame: read no more
         self.refusal: Any = None  # the tool's Reply(cid=0) if it refused this connection
         wire.conn = self
+        #: lives as long as the connection; cancelled as its loop ends (``asyncio.run``
+        #: cancels what is left), it closes the connection, which would otherwise count
+        #: against the tool's max_callers until the system stops
+        self.task = asyncio.get_running_loop().create_task(self._keep())
+
+    async def _keep(self) -> None:
+        try:
+            await self.wire.ended
+        finally:
+            self.transport.close()
 
     @classmethod
     async def open(cls, address: str, per_caller: int) -> AsyncConn:
@@ -200,6 +212,7 @@ class AsyncConn:
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
+        self.task.cancel()
         self.transport.close()
 
 
@@ -267,12 +280,19 @@ class AsyncCalls:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = \
             weakref.WeakKeyDictionary()
         self._last: tuple[Any, _LoopState] = (None, _LoopState())  # loop used last, its state
+        self._new_loop = threading.Lock()  # (loops of several threads may come at once)
 
     def state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            state = self._loops[loop] = _LoopState()
+            with self._new_loop:
+                # A loop's state holds its tasks, which hold the loop: the weak table alone
+                # would keep every loop ``asyncio.run`` ever made. Their connections closed
+                # as they ended; forget them as a new loop comes.
+                for ended in [old for old in list(self._loops) if old.is_closed()]:
+                    self._loops.pop(ended, None)
+                state = self._loops.setdefault(loop, _LoopState())
         self._last = (loop, state)  # one assignment: safe with loops in other threads
         return state
 
@@ -310,10 +330,10 @@ class AsyncCalls:
                 if conn.sweeper is None:
                     conn.sweeper = loop.call_later(SWEEP_EVERY, conn._sweep)
                 if conn.transport.get_write_buffer_size() > HIGH_WATER:
-                    try:
-                        await conn.wire.drained()  # the tool is behind: wait (backpressure)
-                    except (BrokenPipeError, ConnectionResetError):
-                        pass  # the connection ended: what became of this call is in ``fut``
+                    try:  # the tool is behind: wait (backpressure), until the deadline at most
+                        await asyncio.wait_for(conn.wire.drained(), _left(deadline, loop))
+                    except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                        pass  # what became of this call is in ``fut`` (the sweeper ends it)
                 return await fut
             except (NotDelivered, PeerGone):
                 state.ready.pop(address, None)
