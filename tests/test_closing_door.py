@@ -1,4 +1,5 @@
-"""A call that certainly did not run goes to the next instance, whoever calls.
+"""A call that certainly did not run goes to the next instance, whoever calls; a call
+that may have run is never sent again, and a reply that reached its caller is read.
 
 Two cases that used to end in "it may or may not have run":
 - the call reached a tool's door as it closed, after the door's last read (a
@@ -6,6 +7,10 @@ Two cases that used to end in "it may or may not have run":
   hangs up, and a caller that lost its connection reads that mark;
 - a tool called a tool that died while busy with another call (the host already
   resent such calls; a tool calling a tool now does too).
+
+And the other side of it: a reply already in the caller's socket when the connection
+ends is read (the async client, a tool's connections to other tools), and a call that
+waited for room in a tool's backlog is judged by its reply, within its deadline.
 """
 
 from __future__ import annotations
