@@ -322,6 +322,13 @@ def unrun(runtime_dir: str | None, pid: int | None, cid: int, within: float = 0.
     return shut_clean(path) or (ended(pid, within) and never_started(path, cid))
 
 
+def died_rerunnable(runtime_dir: str | None, pid: int | None, cid: int) -> bool:
+    """Has process ``pid`` ended (now: ask after ``unrun``, which looked for its end) while
+    running call ``cid``, a command it marked as safe to run again (``may_rerun``)?"""
+    return bool(runtime_dir and pid and cid) and ended(pid, 0.0) and \
+        may_rerun(marker_path(runtime_dir or "", int(pid or 0)), cid)
+
+
 def may_rerun(path: str, cid: int) -> bool:
     """Did the tool whose marker is at ``path`` (its process ended) die while running call
     ``cid``, a command it marked as safe to run again (idempotent, and its policy retries a

@@ -36,7 +36,7 @@ import msgpack
 from loguru import logger
 
 from actors import routes, waits
-from actors.busy import call_ids, ended, marker_path, may_rerun, never_started, shut_clean
+from actors.busy import call_ids, died_rerunnable, unrun
 from actors.codec import decode, encode, pack_value
 from actors.errors import (
     CallTimeout,
@@ -86,10 +86,10 @@ def check_permission(caller: str, caller_level: str, callee: routes.RouteEntry) 
         _permission_check(caller, caller_level, callee)
 
 
-def _unrun(cid: int, why: str) -> Reply:
+def _unrun(cid: int) -> Reply:
     """The answer to a call that certainly did not run: 'moved', so it goes to the next
-    instance (``actors.busy.never_started``)."""
-    return Reply(cid, False, error=Moved(f"the call did not run ({why})").to_wire())
+    instance (``actors.busy.unrun``)."""
+    return Reply(cid, False, error=Moved("the call did not run").to_wire())
 
 
 class Peers:
@@ -459,16 +459,11 @@ class Peers:
                     if reply is not None:  # (read from what the socket still held)
                         return reply
                     route = conn.route
-                    pid = int(route.pid or 0)
-                    marker = marker_path(self.runtime_dir, pid) if self.runtime_dir and pid else None
-                    if marker is not None and shut_clean(marker):
-                        return _unrun(cid, "it reached the door as it closed")
-                    dead = marker is not None and ended(pid)
-                    if dead and never_started(marker, cid):
-                        return _unrun(cid, "it was queued behind the call the tool ended in")
+                    if unrun(self.runtime_dir, route.pid, cid):
+                        return _unrun(cid)  # (a closing door's, or queued behind a crash)
                     lost = ToolUnavailable(f"{path} ended while handling {command!r} for {self.me} "
                                            f"({gone}); it may or may not have run", tool=path)
-                    if route.retry and dead and may_rerun(marker, cid):
+                    if route.retry and died_rerunnable(self.runtime_dir, route.pid, cid):
                         lost.retry = route.retry  # idempotent: run it once more
                     raise lost from None
         finally:

@@ -531,10 +531,10 @@ class Autoscaler:
         """The instances to judge by: not draining; none while the pool does not run (all
         stopped, or its supervisor down: a stopped pool is not scaled)."""
         pool = self.pools._pool(self.path)
-        members = [m for m in self.pools.members(self.path) if m not in pool.draining]
+        members = self.pools.members(self.path)  # (lists the pool: its entries are fresh)
         if not any(e.state not in ("stopped", "failed") for e in pool.entries):
             return []
-        return members
+        return [m for m in members if m not in pool.draining]
 
     def _sample(self) -> Sample | None:
         """One pool sample from the accountant's history (or the fallback); None: none yet."""

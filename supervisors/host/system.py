@@ -25,12 +25,9 @@ from loguru import logger
 from actors import logs
 from actors.busy import (
     call_ids,
-    ended,
+    died_rerunnable,
     marker_path,
-    may_rerun,
-    never_started,
     read_batch,
-    shut_clean,
     unrun,
     verdict_path,
 )
@@ -742,17 +739,13 @@ class ToolSystem:
             return _RESEND
         if isinstance(error, PeerGone):
             self._forget_instance(path, route)
-            if cid and self.runtime_dir and route.pid and \
-                    shut_clean(marker_path(self.runtime_dir, route.pid)):
-                return _RESEND  # it reached a closing door after its last read
-            marker = ended_marker(self.runtime_dir, route.pid) if cid and self.runtime_dir else None
-            if marker is not None and never_started(marker, cid):
-                return _RESEND
+            if unrun(self.runtime_dir, route.pid, cid, DEATH_WAIT):
+                return _RESEND  # (a closing door's, or queued behind the call it ended in)
             why = self._verdict(route.pid)
             lost = ToolUnavailable(f"{path} ended while handling {what}"
                                    + (f" ({why})" if why else "") + "; it may or may not have run",
                                    tool=path)
-            if marker is not None and route.retry and may_rerun(marker, cid):
+            if route.retry and died_rerunnable(self.runtime_dir, route.pid, cid):
                 lost.retry = route.retry  # an idempotent command: run it once more
             raise lost
         if isinstance(error, CallTimeout):
@@ -905,14 +898,6 @@ def _raise_first_async(first: list[ToolError]) -> Any:
             raise error
         return fail()
     return None
-
-
-def ended_marker(runtime_dir: str, pid: int | None) -> str | None:
-    """The busy marker of instance ``pid`` once its process has ended (looked for during
-    ``DEATH_WAIT``: the connection closes a little before); None while it is alive (a tool
-    that is alive may have dropped this caller, and a reply with it: its marker says
-    nothing about this caller's call)."""
-    return marker_path(runtime_dir, pid) if pid and ended(pid, DEATH_WAIT) else None
 
 
 def never_ran(runtime_dir: str, pid: int | None, cid: int) -> bool:
