@@ -117,9 +117,12 @@ class Caller(ToolActor):
         return list(getattr(self, "answers", []))
 
     @command
-    def work_after(self, path: str, seconds: float) -> int:
-        """Sleep (this tool reads nothing meanwhile), then call ``work`` on ``path``."""
-        time.sleep(seconds)
+    def work_when(self, path: str, flag: str) -> int:
+        """Wait (reading nothing meanwhile) until the file ``flag`` exists, 20 s at most,
+        then call ``work`` on ``path``."""
+        give_up = time.monotonic() + 20
+        while not os.path.exists(flag) and time.monotonic() < give_up:
+            time.sleep(0.01)
         return self.tool(path).call("work", timeout=10)
 
     @command

@@ -215,7 +215,10 @@ def test_a_reply_that_reached_an_async_caller_is_read_as_its_tool_goes(tmp_path:
         async def main() -> tuple[int, object, object]:
             first = await t.acall("work")
             a = asyncio.ensure_future(t.acall("note", path=out, token="A", seconds=0.3, timeout=30))
-            await asyncio.sleep(0.05)                  # A is running in the tool
+            give_up = time.monotonic() + 10
+            while not os.path.exists(out):             # A is running in the tool
+                assert time.monotonic() < give_up, "the call never started"
+                await asyncio.sleep(0.005)
             restarting = threading.Thread(target=t.restart)
             restarting.start()
             restarting.join(30)  # (the loop is blocked: A's reply waits unread in the socket)
@@ -241,17 +244,42 @@ def test_a_tools_ask_answered_before_its_callee_went_is_not_lost(tmp_path: Path)
         first = b.call("work")
         caller.call("ask_note", path="w/b", file=out, token="A", seconds=0.3)
         result: dict = {}
+        flag = str(tmp_path / "go")
         busy = threading.Thread(target=lambda: result.update(
-            pid=caller.call("work_after", path="w/b", seconds=2.0, timeout=30)))
+            pid=caller.call("work_when", path="w/b", flag=flag, timeout=30)))
         busy.start()
         wait_until(lambda: os.path.exists(out), 10, what="the ask to reach w/b")
         b.restart()  # (after 'note' has answered: the answer waits in w/c's socket)
+        open(flag, "w").close()
         busy.join(30)
         assert isinstance(result.get("pid"), int) and result["pid"] != first, result
         answers = wait_until(lambda: caller.call("asked"), 10, what="the ask's answer")
         assert answers == [first], answers
         with open(out) as f:
             assert f.read().splitlines() == ["A"]
+
+
+def _listening() -> tuple[str, socket.socket]:
+    """A Unix socket listening where a tool's door would (it stands in for a slow tool)."""
+    address = f"\0toolvisor-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen(1)
+    return address, server
+
+
+async def _backlog_over_the_mark(calls, address: str) -> None:
+    """Until the connection to ``address`` holds more unsent bytes than the high-water mark
+    (the next call waits for room), 10 s at most."""
+    from supervisors.host.aio import HIGH_WATER
+
+    give_up = time.monotonic() + 10
+    while True:
+        conn = calls.state().ready.get(address)
+        if conn is not None and conn.transport.get_write_buffer_size() > HIGH_WATER:
+            return
+        assert time.monotonic() < give_up, "the backlog never grew past the mark"
+        await asyncio.sleep(0.005)
 
 
 def test_an_async_call_that_waited_for_room_gets_its_reply_when_the_connection_ends() -> None:
@@ -261,16 +289,14 @@ def test_an_async_call_that_waited_for_room_gets_its_reply_when_the_connection_e
     from actors.wire_auth import MAC_SIZE
     from supervisors.host.aio import AsyncCalls
 
-    address = f"\0toolvisor-test-{os.getpid()}-{time.monotonic_ns()}"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(address)
-    server.listen(1)
+    address, server = _listening()
     big = b"x" * (2 << 20)
+    queued = threading.Event()
 
     def slow_tool() -> None:
-        """Reads nothing for a while, answers the first two calls, then hangs up."""
+        """Reads nothing until all three calls wait, answers the first two, then hangs up."""
         conn, _ = server.accept()
-        time.sleep(0.5)  # (the caller's backlog grows past the high-water mark)
+        queued.wait(20)
         reader, frames, hello = FrameReader(), [], b""
         while len(hello) < MAC_SIZE:
             hello += conn.recv(MAC_SIZE - len(hello))
@@ -293,9 +319,11 @@ def test_an_async_call_that_waited_for_room_gets_its_reply_when_the_connection_e
                 calls.exchange("t", address, cid, Call(cid, "x", args, deadline), deadline))
 
         first = call(1, {"blob": big})
-        await asyncio.sleep(0.1)          # written in part; the rest waits in the transport
+        await _backlog_over_the_mark(calls, address)  # written in part; the rest waits
         second = call(2, {})              # waits for room: the backlog is over the mark
         third = call(3, {"blob": big})
+        await asyncio.sleep(0)            # (both are queued)
+        queued.set()
         try:
             return await asyncio.gather(first, second, third, return_exceptions=True)
         finally:
@@ -315,20 +343,18 @@ def test_an_async_call_waiting_for_room_keeps_its_deadline() -> None:
     from supervisors import CallTimeout
     from supervisors.host.aio import AsyncCalls
 
-    address = f"\0toolvisor-test-{os.getpid()}-{time.monotonic_ns()}"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(address)
-    server.listen(1)
+    address, server = _listening()
     held: list[socket.socket] = []
     accepting = threading.Thread(target=lambda: held.append(server.accept()[0]))
     accepting.start()
 
     async def main() -> tuple[object, float]:
         calls = AsyncCalls()
-        far, near = time.time() + 30, time.time() + 0.5
+        far = time.time() + 30
         first = asyncio.ensure_future(calls.exchange(
             "t", address, 1, Call(1, "x", {"blob": b"x" * (2 << 20)}, far), far))
-        await asyncio.sleep(0.1)  # its frame fills the socket; the rest waits for room
+        await _backlog_over_the_mark(calls, address)  # the next call waits for room
+        near = time.time() + 0.5
         started = time.monotonic()
         try:
             await calls.exchange("t", address, 2, Call(2, "x", {}, near), near)
